@@ -1,0 +1,48 @@
+//! `phoenix validate`: every problem of a configuration directory, for people or as JSON.
+
+use std::process::ExitCode;
+
+use phoenix_core::{Severity, validate};
+
+use crate::args::{GlobalArgs, OutputFormat, ValidateArgs};
+use crate::{load, render};
+
+pub(crate) fn run(args: &ValidateArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let dir = load::read(&global.config)?;
+    let validation = validate(dir.sources, &dir.options);
+    match args.output {
+        OutputFormat::Json => println!("{}", render::json(validation.problems())),
+        OutputFormat::Human => {
+            eprint!(
+                "{}",
+                render::human(validation.problems(), render::stderr_is_terminal())
+            );
+            let errors = validation.count(Severity::Error);
+            let warnings = validation.count(Severity::Warning);
+            let guests = validation.estate().map_or(0, |estate| estate.guests().len());
+            if errors == 0 {
+                eprintln!(
+                    "{} is valid: {guests} guests, {warnings} warning{}",
+                    global.config.display(),
+                    plural(warnings)
+                );
+            } else {
+                eprintln!(
+                    "{} is not valid: {errors} error{}, {warnings} warning{}",
+                    global.config.display(),
+                    plural(errors),
+                    plural(warnings)
+                );
+            }
+        }
+    }
+    Ok(if validation.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}

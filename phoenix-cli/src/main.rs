@@ -1,0 +1,7 @@
+//! The `phoenix` command.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    phoenix_cli::main()
+}

@@ -1,0 +1,759 @@
+//! Semantic checks: what a schema cannot say. References, cycles, addresses, uniqueness, roles, storage.
+//!
+//! Every check reads the resolved [`Estate`] and reports [`Problem`]s at JSON pointers; none stops the others.
+
+mod firewall;
+mod legacy;
+pub(crate) mod network;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::config::{FileKind, PortainerRole};
+use crate::diagnostic::Problem;
+use crate::features;
+use crate::graph::DependencyGraph;
+use crate::model::{Estate, Guest, GuestKind, GuestSpec};
+use crate::suggest::did_you_mean;
+use network::{InterfaceAddress, parse_interface_address, parse_ip, parse_mac, split_list};
+
+/// What the checks need beyond the configuration itself.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Features the configuration directory adds to the shipped catalogue (its `features/` folder).
+    pub extra_features: Vec<String>,
+}
+
+/// Runs every semantic check.
+pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    legacy::check(estate.files(), &mut problems);
+    check_references(estate, &mut problems);
+    check_cycles(estate, &mut problems);
+    check_addresses(estate, &mut problems);
+    check_macs(estate, &mut problems);
+    check_traefik_names(estate, &mut problems);
+    check_stacks(estate, &mut problems);
+    check_portainer(estate, &mut problems);
+    check_firewalls(estate, &mut problems);
+    check_features(estate, options, &mut problems);
+    check_storage(estate, &mut problems);
+    check_nodes(estate, &mut problems);
+    check_shared_volumes(estate, &mut problems);
+    problems
+}
+
+fn check_references(estate: &Estate, problems: &mut Vec<Problem>) {
+    for guest in estate.guests().values() {
+        if let Some(source_id) = guest.clone_from {
+            let pointer = guest.clone_pointer();
+            match estate.guest(source_id) {
+                None => problems.push(unknown_guest(estate, guest.file, pointer, source_id, "clone source")),
+                Some(source) if source.kind() != guest.kind() => problems.push(
+                    Problem::error(
+                        "phoenix::reference::wrong_kind",
+                        guest.file,
+                        pointer,
+                        format!("{} cannot be cloned from {}", guest.describe(), source.describe()),
+                    )
+                    .with_label("a clone source of the other kind")
+                    .with_help("containers clone from containers (`clone_from_ctid`), VMs from VMs (`clone_from_vmid`)"),
+                ),
+                Some(source) if source.template_snapshot_name().is_none() => problems.push(
+                    Problem::error(
+                        "phoenix::clone::no_template_snapshot",
+                        guest.file,
+                        pointer,
+                        format!("clone source {} declares no `template_snapshot_name`", source.describe()),
+                    )
+                    .with_label("cloned from here")
+                    .with_help(format!(
+                        "add `template_snapshot_name` to {}: clones start from that snapshot",
+                        source.describe()
+                    )),
+                ),
+                Some(_) => {}
+            }
+        } else if !has_origin(guest) {
+            let (what, keys) = match guest.kind() {
+                GuestKind::Container => (
+                    "an OS template or a clone source",
+                    "`template` or `clone_from_ctid`",
+                ),
+                GuestKind::Vm => (
+                    "a cloud image or a clone source",
+                    "`template_image` or `clone_from_vmid`",
+                ),
+            };
+            problems.push(
+                Problem::error(
+                    "phoenix::guest::no_origin",
+                    guest.file,
+                    guest.pointer.clone(),
+                    format!("{} has nothing to be created from", guest.describe()),
+                )
+                .on_key()
+                .with_label(format!("needs {what}"))
+                .with_help(format!("set {keys}")),
+            );
+        }
+        for (index, &dependency) in guest.dependencies.iter().enumerate() {
+            let pointer = guest.pointer_to(&format!("dependencies/{index}"));
+            if dependency == guest.id {
+                continue; // Reported as a cycle of one.
+            }
+            if estate.guest(dependency).is_none() {
+                problems.push(unknown_guest(
+                    estate,
+                    guest.file,
+                    pointer,
+                    dependency,
+                    "dependency",
+                ));
+            }
+        }
+    }
+}
+
+fn has_origin(guest: &Guest) -> bool {
+    match &guest.spec {
+        GuestSpec::Container(container) => container.template.is_some(),
+        GuestSpec::Vm(vm) => vm.template_image.is_some(),
+    }
+}
+
+fn unknown_guest(estate: &Estate, file: FileKind, pointer: String, id: u32, role: &str) -> Problem {
+    let known: Vec<String> = estate.guests().keys().map(u32::to_string).collect();
+    let typed = id.to_string();
+    let problem = Problem::error(
+        "phoenix::reference::unknown_guest",
+        file,
+        pointer,
+        format!("{role} {id} is not declared"),
+    )
+    .with_label("no container or VM has this ID");
+    match did_you_mean(&typed, known.iter().map(String::as_str)) {
+        Some(suggestion) => {
+            problem.with_help(format!("did you mean {suggestion}? Otherwise declare guest {id}"))
+        }
+        None => problem.with_help(format!(
+            "declare guest {id} in the LXC or VM file, or remove the reference"
+        )),
+    }
+}
+
+fn check_cycles(estate: &Estate, problems: &mut Vec<Problem>) {
+    for cycle in DependencyGraph::of(estate).cycles() {
+        let first = &estate.guests()[&cycle[0]];
+        let next = cycle.get(1).copied().unwrap_or(cycle[0]);
+        let pointer = if first.clone_from == Some(next) {
+            first.clone_pointer()
+        } else {
+            let index = first.dependencies.iter().position(|&id| id == next).unwrap_or(0);
+            first.pointer_to(&format!("dependencies/{index}"))
+        };
+        let path: Vec<String> = cycle
+            .iter()
+            .chain(std::iter::once(&cycle[0]))
+            .map(u32::to_string)
+            .collect();
+        problems.push(
+            Problem::error(
+                "phoenix::graph::cycle",
+                first.file,
+                pointer,
+                format!("dependency cycle: {}", path.join(" -> ")),
+            )
+            .with_label("this edge closes the cycle")
+            .with_help("remove one of these dependencies: a guest cannot wait for itself"),
+        );
+    }
+}
+
+/// A static address claimed by a guest or the host, for uniqueness.
+struct Claim {
+    owner: String,
+    file: FileKind,
+    pointer: String,
+}
+
+fn check_addresses(estate: &Estate, problems: &mut Vec<Problem>) {
+    let mut claims: BTreeMap<IpAddr, Claim> = BTreeMap::new();
+    let hypervisor = &estate.files().hypervisor;
+    if let Some(network) = &hypervisor.network {
+        for (index, interface) in network.interfaces.iter().enumerate() {
+            // A single interface may be written as the object itself; placement then drops the `/0`.
+            let base = format!("/network/interfaces/{index}");
+            let address = interface.address.as_deref();
+            let claimed = check_static_address(
+                FileKind::Hypervisor,
+                &base,
+                address.map(|address| ("address", address)),
+                interface.gateway.as_deref().map(|gateway| ("gateway", gateway)),
+                problems,
+            );
+            if let Some(ip) = claimed {
+                let owner = format!("host interface {}", interface.name);
+                claim(
+                    &mut claims,
+                    ip,
+                    Claim {
+                        owner,
+                        file: FileKind::Hypervisor,
+                        pointer: format!("{base}/address"),
+                    },
+                    problems,
+                );
+            }
+            for (dns_index, server) in interface.dns_nameservers.iter().enumerate() {
+                check_ip(
+                    FileKind::Hypervisor,
+                    format!("{base}/dns_nameservers/{dns_index}"),
+                    server,
+                    problems,
+                );
+            }
+        }
+        for (key, value) in [
+            ("portainer_server_ip", &network.portainer_server_ip),
+            ("nfs_server", &network.nfs_server),
+            ("fallback_dns", &network.fallback_dns),
+        ] {
+            if let Some(value) = value {
+                check_ip(FileKind::Hypervisor, format!("/network/{key}"), value, problems);
+            }
+        }
+        if let Some(subnet) = &network.default_subnet
+            && !matches!(parse_interface_address(subnet), Ok(InterfaceAddress::Static(_)))
+        {
+            problems.push(bad_address(
+                FileKind::Hypervisor,
+                "/network/default_subnet".into(),
+                subnet,
+                "a CIDR",
+            ));
+        }
+    }
+
+    for guest in estate.guests().values() {
+        let (network_key, ip, gateway, nameservers) = match &guest.spec {
+            GuestSpec::Container(container) => match &container.network_config {
+                Some(network) => (
+                    "network_config",
+                    network.ip.as_str(),
+                    network.gw.as_deref(),
+                    network.nameservers.as_deref(),
+                ),
+                None => continue,
+            },
+            GuestSpec::Vm(vm) => match &vm.network_config {
+                Some(network) => (
+                    "network_config",
+                    network.ip.as_str(),
+                    network.gw.as_deref(),
+                    network.nameserver.as_deref(),
+                ),
+                None => continue,
+            },
+        };
+        let base = guest.pointer_to(network_key);
+        let claimed = check_static_address(
+            guest.file,
+            &base,
+            Some(("ip", ip)),
+            gateway.map(|gateway| ("gw", gateway)),
+            problems,
+        );
+        if let Some(address) = claimed {
+            let claim_record = Claim {
+                owner: guest.describe(),
+                file: guest.file,
+                pointer: format!("{base}/ip"),
+            };
+            claim(&mut claims, address, claim_record, problems);
+        }
+        if let Some(nameservers) = nameservers {
+            let key = if guest.kind() == GuestKind::Container {
+                "nameservers"
+            } else {
+                "nameserver"
+            };
+            for server in split_list(nameservers) {
+                if check_ip(guest.file, format!("{base}/{key}"), server, problems).is_none() {
+                    break;
+                }
+            }
+        }
+        if let GuestSpec::Vm(vm) = &guest.spec {
+            for (index, record) in vm.dns_records.iter().enumerate() {
+                check_ip(
+                    guest.file,
+                    guest.pointer_to(&format!("dns_records/{index}/ip")),
+                    &record.ip,
+                    problems,
+                );
+            }
+        }
+    }
+}
+
+/// Checks an interface address and its gateway; returns the address when it is static and valid.
+fn check_static_address(
+    file: FileKind,
+    base: &str,
+    address: Option<(&str, &str)>,
+    gateway: Option<(&str, &str)>,
+    problems: &mut Vec<Problem>,
+) -> Option<IpAddr> {
+    let (address_key, address_text) = address?;
+    let parsed = match parse_interface_address(address_text) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            problems.push(
+                Problem::error(
+                    "phoenix::network::bad_address",
+                    file,
+                    format!("{base}/{address_key}"),
+                    reason,
+                )
+                .with_label("not an interface address")
+                .with_help("write `dhcp` or an address with its prefix length, such as `10.0.0.12/24`"),
+            );
+            return None;
+        }
+    };
+    let InterfaceAddress::Static(network) = parsed else {
+        return None;
+    };
+    if let Some((gateway_key, gateway_text)) = gateway {
+        let pointer = format!("{base}/{gateway_key}");
+        if let Some(gateway) = check_ip(file, pointer.clone(), gateway_text, problems)
+            && !network.contains(&gateway)
+        {
+            problems.push(
+                Problem::error(
+                    "phoenix::network::gateway_outside_subnet",
+                    file,
+                    pointer,
+                    format!("gateway {gateway} is outside the subnet {}", network.trunc()),
+                )
+                .with_label("not reachable without a router")
+                .with_help(format!(
+                    "use a gateway inside {} or fix the prefix length",
+                    network.trunc()
+                )),
+            );
+        }
+    }
+    Some(network.addr())
+}
+
+fn claim(claims: &mut BTreeMap<IpAddr, Claim>, address: IpAddr, claim: Claim, problems: &mut Vec<Problem>) {
+    if let Some(first) = claims.get(&address) {
+        problems.push(
+            Problem::error(
+                "phoenix::network::duplicate_ip",
+                claim.file,
+                claim.pointer,
+                format!("{address} is also the address of {}", first.owner),
+            )
+            .with_label("address already taken")
+            .with_help(format!(
+                "give {} an address of its own (the first claim is at {})",
+                claim.owner, first.pointer
+            )),
+        );
+    } else {
+        claims.insert(address, claim);
+    }
+}
+
+fn check_ip(file: FileKind, pointer: String, text: &str, problems: &mut Vec<Problem>) -> Option<IpAddr> {
+    match parse_ip(text) {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            problems.push(bad_address(file, pointer, text, "an IP address"));
+            None
+        }
+    }
+}
+
+fn bad_address(file: FileKind, pointer: String, text: &str, expected: &str) -> Problem {
+    Problem::error(
+        "phoenix::network::bad_address",
+        file,
+        pointer,
+        format!("`{text}` is not {expected}"),
+    )
+    .with_label(format!("expected {expected}"))
+    .with_help("write addresses as `10.0.0.5` (or `10.0.0.0/24` where a network is meant)")
+}
+
+fn check_macs(estate: &Estate, problems: &mut Vec<Problem>) {
+    let mut seen: HashMap<[u8; 6], &Guest> = HashMap::new();
+    for guest in estate.guests().values() {
+        let mac = match &guest.spec {
+            GuestSpec::Container(container) => container.mac_address.as_deref(),
+            GuestSpec::Vm(vm) => vm.mac_address.as_deref(),
+        };
+        let Some(mac) = mac else { continue };
+        let pointer = guest.pointer_to("mac_address");
+        match parse_mac(mac) {
+            Err(reason) => problems.push(
+                Problem::error("phoenix::network::bad_mac", guest.file, pointer, reason)
+                    .with_label("not a MAC address")
+                    .with_help("write six hex pairs separated by colons, such as `BC:24:11:4F:00:01`"),
+            ),
+            Ok(bytes) if bytes[0] & 1 == 1 => problems.push(
+                Problem::error(
+                    "phoenix::network::multicast_mac",
+                    guest.file,
+                    pointer,
+                    format!("`{mac}` is a multicast address"),
+                )
+                .with_label("multicast bit set")
+                .with_help("the first byte of a NIC's MAC must be even; Proxmox uses the prefix `BC:24:11`"),
+            ),
+            Ok(bytes) => {
+                if let Some(first) = seen.get(&bytes) {
+                    problems.push(
+                        Problem::error(
+                            "phoenix::network::duplicate_mac",
+                            guest.file,
+                            pointer,
+                            format!("MAC address {mac} is also used by {}", first.describe()),
+                        )
+                        .with_label("duplicate MAC")
+                        .with_help(
+                            "give each guest its own MAC address, or remove it and let Proxmox generate one",
+                        ),
+                    );
+                } else {
+                    seen.insert(bytes, guest);
+                }
+            }
+        }
+    }
+}
+
+fn check_traefik_names(estate: &Estate, problems: &mut Vec<Problem>) {
+    let mut seen: HashMap<&str, &Guest> = HashMap::new();
+    for guest in estate.guests().values() {
+        let service = match &guest.spec {
+            GuestSpec::Container(container) => container.traefik_service.as_ref(),
+            GuestSpec::Vm(vm) => vm.traefik_service.as_ref(),
+        };
+        let Some(service) = service else { continue };
+        if let Some(first) = seen.insert(service.name.as_str(), guest) {
+            seen.insert(service.name.as_str(), first);
+            problems.push(
+                Problem::error(
+                    "phoenix::traefik::duplicate_service",
+                    guest.file,
+                    guest.pointer_to("traefik_service/name"),
+                    format!(
+                        "Traefik service `{}` is also declared by {}",
+                        service.name,
+                        first.describe()
+                    ),
+                )
+                .with_label("duplicate service name")
+                .with_help("service names become router names and host names: make each unique"),
+            );
+        }
+    }
+}
+
+fn check_stacks(estate: &Estate, problems: &mut Vec<Problem>) {
+    let stacks = &estate.files().stacks.docker_stacks;
+    for guest in estate.guests().values() {
+        let GuestSpec::Vm(vm) = &guest.spec else { continue };
+        for (index, name) in vm.docker_stacks.iter().enumerate() {
+            if stacks.contains_key(name) {
+                continue;
+            }
+            let problem = Problem::error(
+                "phoenix::stack::unknown",
+                guest.file,
+                guest.pointer_to(&format!("docker_stacks/{index}")),
+                format!("stack `{name}` is not declared"),
+            )
+            .with_label("no such stack");
+            problems.push(match did_you_mean(name, stacks.keys().map(String::as_str)) {
+                Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+                None => problem.with_help(format!(
+                    "declare `{name}` under `docker_stacks` in phoenix_stacks_config.json"
+                )),
+            });
+        }
+    }
+}
+
+fn check_portainer(estate: &Estate, problems: &mut Vec<Problem>) {
+    let role_of = |guest: &Guest| match &guest.spec {
+        GuestSpec::Container(container) => container.portainer_role.unwrap_or_default(),
+        GuestSpec::Vm(vm) => vm.portainer_role.unwrap_or_default(),
+    };
+    let primaries: Vec<&Guest> = estate
+        .guests()
+        .values()
+        .filter(|guest| role_of(guest) == PortainerRole::Primary)
+        .collect();
+    for extra in primaries.iter().skip(1) {
+        problems.push(
+            Problem::error(
+                "phoenix::portainer::several_primaries",
+                extra.file,
+                extra.pointer_to("portainer_role"),
+                format!(
+                    "{} is a second Portainer primary, after {}",
+                    extra.describe(),
+                    primaries[0].describe()
+                ),
+            )
+            .with_label("second primary")
+            .with_help("keep one `primary`; make the others `agent`"),
+        );
+    }
+    if primaries.is_empty() {
+        for agent in estate
+            .guests()
+            .values()
+            .filter(|guest| role_of(guest) == PortainerRole::Agent)
+        {
+            problems.push(
+                Problem::error(
+                    "phoenix::portainer::agent_without_primary",
+                    agent.file,
+                    agent.pointer_to("portainer_role"),
+                    format!(
+                        "{} is a Portainer agent but no guest is the primary",
+                        agent.describe()
+                    ),
+                )
+                .with_label("agent of nothing")
+                .with_help("give one VM `\"portainer_role\": \"primary\"`"),
+            );
+        }
+    }
+    for guest in estate.guests().values() {
+        if let GuestSpec::Vm(vm) = &guest.spec
+            && !vm.docker_stacks.is_empty()
+            && role_of(guest) == PortainerRole::None
+        {
+            problems.push(
+                Problem::error(
+                    "phoenix::portainer::stacks_without_role",
+                    guest.file,
+                    guest.pointer_to("docker_stacks"),
+                    format!("{} runs stacks but is not a Portainer node", guest.describe()),
+                )
+                .with_label("stacks are deployed through Portainer")
+                .with_help("set `portainer_role` to `agent` (or `primary`)"),
+            );
+        }
+    }
+}
+
+fn check_firewalls(estate: &Estate, problems: &mut Vec<Problem>) {
+    let hypervisor = &estate.files().hypervisor;
+    if let Some(host) = &hypervisor.firewall {
+        firewall::check_rules(
+            FileKind::Hypervisor,
+            "/firewall/global_firewall_rules",
+            &host.global_firewall_rules,
+            problems,
+        );
+    }
+    if let Some(legacy) = &hypervisor.shared_volumes.legacy_firewall {
+        let pointer = "/shared_volumes/firewall/global_firewall_rules";
+        firewall::check_rules(
+            FileKind::Hypervisor,
+            pointer,
+            &legacy.global_firewall_rules,
+            problems,
+        );
+    }
+    for guest in estate.guests().values() {
+        let firewall = match &guest.spec {
+            GuestSpec::Container(container) => container.firewall.as_ref(),
+            GuestSpec::Vm(vm) => vm.firewall.as_ref(),
+        };
+        if let Some(firewall) = firewall {
+            firewall::check_rules(
+                guest.file,
+                &guest.pointer_to("firewall/rules"),
+                &firewall.rules,
+                problems,
+            );
+        }
+    }
+    for (name, stack) in &estate.files().stacks.docker_stacks {
+        for (environment_name, environment) in &stack.environments {
+            let pointer = format!("/docker_stacks/{name}/environments/{environment_name}/firewall_rules");
+            firewall::check_rules(FileKind::Stacks, &pointer, &environment.firewall_rules, problems);
+        }
+    }
+}
+
+fn check_features(estate: &Estate, options: &CheckOptions, problems: &mut Vec<Problem>) {
+    let known: BTreeSet<&str> = features::CATALOGUE
+        .iter()
+        .map(|feature| feature.name)
+        .chain(options.extra_features.iter().map(String::as_str))
+        .collect();
+    for guest in estate.guests().values() {
+        let list = match &guest.spec {
+            GuestSpec::Container(container) => &container.features,
+            GuestSpec::Vm(vm) => &vm.features,
+        };
+        for (index, feature) in list.iter().enumerate() {
+            if known.contains(feature.as_str()) {
+                continue;
+            }
+            let problem = Problem::error(
+                "phoenix::feature::unknown",
+                guest.file,
+                guest.pointer_to(&format!("features/{index}")),
+                format!("unknown feature `{feature}`"),
+            )
+            .with_label("not in the catalogue");
+            problems.push(match did_you_mean(feature, known.iter().copied()) {
+                Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+                None => problem.with_help(format!(
+                    "shipped features: {}; add your own as features/{feature}.sh in the config directory",
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                )),
+            });
+        }
+    }
+}
+
+fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
+    let hypervisor = &estate.files().hypervisor;
+    let declared: BTreeSet<String> = hypervisor
+        .zfs
+        .iter()
+        .flat_map(|zfs| {
+            zfs.datasets
+                .iter()
+                .filter_map(|dataset| dataset.proxmox_storage_id())
+        })
+        .chain(hypervisor.proxmox_storage_ids.values().cloned())
+        .chain(
+            hypervisor
+                .proxmox_storages
+                .iter()
+                .map(|storage| storage.id.clone()),
+        )
+        .collect();
+    let mut report = |file: FileKind, pointer: String, storage: &str| {
+        if declared.contains(storage) {
+            return;
+        }
+        let problem = Problem::warning(
+            "phoenix::storage::undeclared",
+            file,
+            pointer,
+            format!("storage `{storage}` is not declared by the host configuration"),
+        )
+        .with_label("unknown storage");
+        problems.push(match did_you_mean(storage, declared.iter().map(String::as_str)) {
+            Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+            None => problem.with_help(
+                "declare it as a ZFS dataset with `proxmox_storage_type`, in `proxmox_storage_ids`, or in `proxmox_storages`",
+            ),
+        });
+    };
+    for guest in estate.guests().values() {
+        match &guest.spec {
+            GuestSpec::Container(container) => {
+                if let Some(storage) = &container.storage_pool {
+                    report(guest.file, guest.pointer_to("storage_pool"), storage);
+                }
+                if let Some((storage, _)) = container
+                    .template
+                    .as_deref()
+                    .and_then(|template| template.split_once(':'))
+                {
+                    report(guest.file, guest.pointer_to("template"), storage);
+                }
+                for (index, volume) in container.zfs_volumes.iter().enumerate() {
+                    report(
+                        guest.file,
+                        guest.pointer_to(&format!("zfs_volumes/{index}/pool")),
+                        &volume.pool,
+                    );
+                }
+            }
+            GuestSpec::Vm(vm) => {
+                if let Some(storage) = &vm.storage_pool {
+                    report(guest.file, guest.pointer_to("storage_pool"), storage);
+                }
+            }
+        }
+    }
+}
+
+fn check_nodes(estate: &Estate, problems: &mut Vec<Problem>) {
+    let Some(connection) = &estate.files().hypervisor.proxmox else {
+        return;
+    };
+    if connection.nodes.is_empty() {
+        return;
+    }
+    for guest in estate.guests().values() {
+        match &guest.node {
+            Some(node) if !connection.nodes.contains(node) => problems.push(
+                Problem::error(
+                    "phoenix::node::unknown",
+                    guest.file,
+                    guest.pointer_to("node"),
+                    format!("node `{node}` is not one of the connection's nodes"),
+                )
+                .with_label("unknown node")
+                .with_help(format!(
+                    "use one of: {} (or add it to `proxmox.nodes`)",
+                    connection.nodes.join(", ")
+                )),
+            ),
+            Some(_) => {}
+            None => problems.push(
+                Problem::error(
+                    "phoenix::node::unspecified",
+                    guest.file,
+                    guest.pointer.clone(),
+                    format!("{} does not say which node it runs on", guest.describe()),
+                )
+                .on_key()
+                .with_label("no node")
+                .with_help(format!(
+                    "the cluster has several nodes: set `node` to one of {}",
+                    connection.nodes.join(", ")
+                )),
+            ),
+        }
+    }
+}
+
+fn check_shared_volumes(estate: &Estate, problems: &mut Vec<Problem>) {
+    for (name, volume) in &estate.files().hypervisor.shared_volumes.volumes {
+        for ctid in volume.mounts.keys() {
+            let declared = ctid.parse::<u32>().ok().and_then(|id| estate.guest(id));
+            if declared.is_some_and(|guest| guest.kind() == GuestKind::Container) {
+                continue;
+            }
+            problems.push(
+                Problem::warning(
+                    "phoenix::shared_volume::unknown_container",
+                    FileKind::Hypervisor,
+                    format!("/shared_volumes/{name}/mounts/{ctid}"),
+                    format!("shared volume `{name}` is mounted into container {ctid}, which is not declared"),
+                )
+                .on_key()
+                .with_label("no such container")
+                .with_help("remove the mount or declare the container; the mount is skipped until then"),
+            );
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Types shared by several configuration files: secrets, firewall rules, health checks and Traefik routes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A value that should not live in the configuration file itself.
+///
+/// Written as a plain string (accepted, but validation warns and names the key), as `{"env": "NAME"}`
+/// (read from an environment variable at run time) or as `{"file": "path"}` (read from a file, relative
+/// paths resolved against the configuration directory).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Secret {
+    /// The secret written inline. Works, but draws a warning.
+    Plain(String),
+    /// The name of an environment variable that holds the secret.
+    Env(String),
+    /// A file whose content (trailing newline removed) is the secret.
+    File(PathBuf),
+}
+
+impl Secret {
+    /// Whether the secret is written inline in the configuration.
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self, Secret::Plain(_))
+    }
+}
+
+impl fmt::Debug for Secret {
+    // Never print an inline secret, not even in debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Plain(_) => f.write_str("Secret::Plain(<redacted>)"),
+            Secret::Env(name) => write!(f, "Secret::Env({name:?})"),
+            Secret::File(path) => write!(f, "Secret::File({path:?})"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+
+        impl<'de> Visitor<'de> for SecretVisitor {
+            type Value = Secret;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a string, {"env": "NAME"} or {"file": "path"}"#)
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret::Plain(value.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(r#"expected exactly one of "env" or "file""#));
+                };
+                let secret = match key.as_str() {
+                    "env" => Secret::Env(map.next_value()?),
+                    "file" => Secret::File(map.next_value()?),
+                    other => return Err(de::Error::unknown_field(other, &["env", "file"])),
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(r#"expected exactly one of "env" or "file""#));
+                }
+                Ok(secret)
+            }
+        }
+
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// The firewall of one guest: whether it is on, and its rules.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestFirewall {
+    /// Turns the guest firewall on (and sets `firewall=1` on its network interface).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Rules, compared by content with what Proxmox holds.
+    #[serde(default)]
+    pub rules: Vec<FirewallRule>,
+}
+
+/// One firewall rule, for a guest or for the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallRule {
+    /// Direction: `in` or `out`.
+    #[serde(rename = "type")]
+    pub direction: Direction,
+    /// What to do with matching packets.
+    pub action: FirewallAction,
+    /// Protocol name (`tcp`, `udp`, `icmp`, ...) or number.
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// Destination port(s): `22`, `8000:8010`, or a comma list of both.
+    #[serde(default)]
+    pub port: Option<String>,
+    /// Source port(s), same syntax as `port`.
+    #[serde(default)]
+    pub sport: Option<String>,
+    /// Source address: an IP, a CIDR, or a comma list of both.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Destination address: an IP, a CIDR, or a comma list of both.
+    #[serde(default)]
+    pub dest: Option<String>,
+    /// Free text kept with the rule in Proxmox.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Whether the rule is active (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Direction of a firewall rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Incoming traffic.
+    In,
+    /// Outgoing traffic.
+    Out,
+}
+
+/// Verdict of a firewall rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FirewallAction {
+    /// Let the packet through.
+    Accept,
+    /// Silently discard the packet.
+    Drop,
+    /// Discard the packet and tell the sender.
+    Reject,
+}
+
+/// A command run inside a guest until it succeeds, after features and the application script.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Command line run inside the guest; exit status 0 means healthy.
+    pub command: String,
+    /// How many attempts before the guest is reported unhealthy.
+    #[serde(default = "default_health_retries")]
+    pub retries: u32,
+    /// Seconds between attempts.
+    #[serde(default = "default_health_interval")]
+    pub interval: u32,
+}
+
+fn default_health_retries() -> u32 {
+    3
+}
+
+fn default_health_interval() -> u32 {
+    5
+}
+
+/// A route that the Traefik sync step publishes for a guest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraefikService {
+    /// Service and router name; also the host name under the domain (`<name>.<domain_name>`).
+    pub name: String,
+    /// Port the guest serves on.
+    pub port: u16,
+    /// Scheme Traefik uses to reach the guest (default `http`).
+    #[serde(default)]
+    pub scheme: Option<Scheme>,
+}
+
+/// URL scheme of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+/// What a guest is to Portainer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortainerRole {
+    /// Not part of Portainer.
+    #[default]
+    None,
+    /// Runs the Portainer server; at most one guest has this role.
+    Primary,
+    /// Runs a Portainer agent and is registered as an environment of the primary.
+    Agent,
+    /// Infrastructure the Portainer estate relies on (gateway, proxy); not a Portainer node.
+    Infrastructure,
+}

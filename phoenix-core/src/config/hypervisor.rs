@@ -1,0 +1,595 @@
+//! `phoenix_hypervisor_config.json`: the Proxmox host, its storage and services, and the connection to it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::common::{FirewallAction, FirewallRule, Secret};
+
+/// The whole hypervisor file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorFile {
+    /// Editor hint; ignored by Phoenix.
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
+    /// Version of this configuration, free text.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Who maintains this configuration, free text.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// How Phoenix reaches the Proxmox API.
+    #[serde(default)]
+    pub proxmox: Option<Connection>,
+    /// DNS domain of the estate; guests' search domain and Traefik host names hang off it.
+    #[serde(default)]
+    pub domain_name: Option<String>,
+    /// Linux users created on the host: one object or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub users: Vec<HostUser>,
+    /// Legacy: file locations of the earlier version. Phoenix finds files through `--config`.
+    #[serde(default)]
+    pub core_paths: Option<serde_json::Value>,
+    /// Host time zone (`Europe/Berlin`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Host networking and the addresses of shared services.
+    #[serde(default)]
+    pub network: Option<HostNetwork>,
+    /// Images used for Portainer.
+    #[serde(default)]
+    pub docker: Option<DockerImages>,
+    /// NFS exports served by the host.
+    #[serde(default)]
+    pub nfs: Option<Nfs>,
+    /// Samba shares served by the host.
+    #[serde(default)]
+    pub samba: Option<Samba>,
+    /// ZFS pools and datasets, and their Proxmox storage registration.
+    #[serde(default)]
+    pub zfs: Option<Zfs>,
+    /// Proxmox storage IDs by role (`quickos_lxc` -> `quickOS-lxc-disks`); each counts as a declared storage.
+    #[serde(default)]
+    pub proxmox_storage_ids: BTreeMap<String, String>,
+    /// Storages that exist on the node without a dataset here (`local`, `local-lvm`).
+    #[serde(default)]
+    pub proxmox_storages: Vec<StorageDecl>,
+    /// Where Proxmox mounts directory storages (default `/mnt/pve`).
+    #[serde(default)]
+    pub mount_point_base: Option<String>,
+    /// Defaults for guests.
+    #[serde(default)]
+    pub proxmox_defaults: Option<ProxmoxDefaults>,
+    /// Legacy: test scripts of the earlier version; not run by Phoenix.
+    #[serde(default)]
+    pub tests: Option<serde_json::Value>,
+    /// NVIDIA driver on the host.
+    #[serde(default)]
+    pub nvidia_driver: Option<NvidiaDriver>,
+    /// Legacy: switches of the earlier scripts (`rollback_on_failure`, `debug_mode`). Use `-v` instead.
+    #[serde(default)]
+    pub behavior: Option<serde_json::Value>,
+    /// Host directories shared into containers by CTID; the legacy home of `firewall`.
+    #[serde(default)]
+    pub shared_volumes: SharedVolumes,
+    /// The host (datacenter) firewall.
+    #[serde(default)]
+    pub firewall: Option<HostFirewall>,
+    /// Credentials of the Portainer administrator.
+    #[serde(default)]
+    pub portainer_api: Option<PortainerApi>,
+    /// Host-wide VM settings.
+    #[serde(default)]
+    pub vm_defaults: Option<HostVmDefaults>,
+    /// The dnsmasq DNS server on the host.
+    #[serde(default)]
+    pub dns_server: Option<DnsServer>,
+    /// The internal certificate authority.
+    #[serde(default)]
+    pub step_ca: Option<StepCa>,
+}
+
+/// Connection to the Proxmox VE API. Secrets are references, never inline.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// API endpoint, `https://host:8006`.
+    pub endpoint: String,
+    /// Cluster nodes Phoenix manages; a guest without `node` runs on the only one.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// API token id, `user@realm!tokenname`.
+    #[serde(default)]
+    pub token_id: Option<String>,
+    /// API token secret.
+    #[serde(default)]
+    pub token_secret: Option<Secret>,
+    /// User for ticket authentication, `user@realm`, when no token is used.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password for ticket authentication.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// CA certificate (PEM) that signed the node's certificate.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// SHA-256 fingerprint of the node's certificate, `AA:BB:...`.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// How Phoenix runs host-side commands: `local` (on the node) or an SSH destination.
+    #[serde(default)]
+    pub ssh: Option<String>,
+}
+
+/// A Linux user on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostUser {
+    /// Login name.
+    pub username: String,
+    /// Password hash for `/etc/shadow` (`NOT_SET` leaves the password locked).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Add the user to `sudo`.
+    #[serde(default)]
+    pub sudo_access: bool,
+    /// One authorised SSH public key (empty for none).
+    #[serde(default)]
+    pub ssh_public_key: Option<String>,
+}
+
+/// Host networking and the addresses of shared services.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostNetwork {
+    /// Registry images are pushed to and pulled from.
+    #[serde(default)]
+    pub external_registry_url: Option<String>,
+    /// Address of the Portainer server.
+    #[serde(default)]
+    pub portainer_server_ip: Option<String>,
+    /// HTTPS port of the Portainer server.
+    #[serde(default)]
+    pub portainer_server_port: Option<u16>,
+    /// Port of Portainer agents.
+    #[serde(default)]
+    pub portainer_agent_port: Option<u16>,
+    /// Bridges of the host: one object or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub interfaces: Vec<HostInterface>,
+    /// Subnet guests live in.
+    #[serde(default)]
+    pub default_subnet: Option<String>,
+    /// Address of the NFS server guests mount from.
+    #[serde(default)]
+    pub nfs_server: Option<String>,
+    /// DNS server used when the internal one is down.
+    #[serde(default)]
+    pub fallback_dns: Option<String>,
+}
+
+/// A bridge on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInterface {
+    /// Bridge name (`vmbr0`).
+    pub name: String,
+    /// Host address with prefix length.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Default gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers of the host.
+    #[serde(default)]
+    pub dns_nameservers: Vec<String>,
+}
+
+/// Images used for Portainer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerImages {
+    /// Portainer server image.
+    #[serde(default)]
+    pub portainer_server_image: Option<String>,
+    /// Portainer agent image.
+    #[serde(default)]
+    pub portainer_agent_image: Option<String>,
+}
+
+/// NFS service of the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nfs {
+    /// Lines of `/etc/exports`.
+    #[serde(default)]
+    pub exports: Vec<NfsExport>,
+}
+
+/// One NFS export.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NfsExport {
+    /// Exported directory.
+    pub path: String,
+    /// Client addresses or networks allowed to mount it.
+    pub clients: Vec<String>,
+    /// Export options (`rw`, `sync`, `no_subtree_check`, ...).
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// Samba service of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Samba {
+    /// Samba user.
+    pub user: String,
+    /// Shares.
+    #[serde(default)]
+    pub shares: Vec<SambaShare>,
+}
+
+/// One Samba share.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SambaShare {
+    /// Share name.
+    pub name: String,
+    /// Dataset (`pool/dataset`) or absolute path shared.
+    pub path: String,
+    /// smb.conf options, `key=value` separated by spaces.
+    #[serde(default)]
+    pub options: Option<String>,
+    /// Users allowed to connect.
+    #[serde(default)]
+    pub valid_users: Vec<String>,
+}
+
+/// ZFS on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zfs {
+    /// Upper bound of the ARC in GiB.
+    #[serde(default)]
+    pub arc_max_gb: Option<u32>,
+    /// Pools.
+    #[serde(default)]
+    pub pools: Vec<ZfsPool>,
+    /// Datasets, each optionally registered as a Proxmox storage.
+    #[serde(default)]
+    pub datasets: Vec<ZfsDataset>,
+}
+
+/// A ZFS pool.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZfsPool {
+    /// Pool name.
+    pub name: String,
+    /// Layout of the disks.
+    pub raid_level: RaidLevel,
+    /// Disks, preferably by `/dev/disk/by-id/...`.
+    pub disks: Vec<String>,
+}
+
+/// Layout of a ZFS pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaidLevel {
+    /// One disk, no redundancy.
+    Single,
+    /// Disks striped, no redundancy.
+    Stripe,
+    /// Mirrored disks.
+    Mirror,
+    /// Single parity.
+    Raidz,
+    /// Single parity (same as `raidz`).
+    Raidz1,
+    /// Double parity.
+    Raidz2,
+    /// Triple parity.
+    Raidz3,
+}
+
+/// A ZFS dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZfsDataset {
+    /// Dataset name within its pool.
+    pub name: String,
+    /// Pool the dataset lives in.
+    pub pool: String,
+    /// ZFS properties, `key=value` separated by commas.
+    #[serde(default)]
+    pub properties: Option<String>,
+    /// How Proxmox uses the dataset: `zfspool` (volumes) or `dir` (files).
+    #[serde(default)]
+    pub proxmox_storage_type: Option<StorageType>,
+    /// Proxmox content types, comma separated (`images,rootdir`).
+    #[serde(default)]
+    pub proxmox_content_type: Option<String>,
+    /// `direct` (guest disks) or `shared` (data shared between guests).
+    #[serde(default)]
+    pub storage_class: Option<StorageClass>,
+    /// Proxmox storage ID (default `<pool>-<name>`).
+    #[serde(default)]
+    pub storage_id: Option<String>,
+}
+
+impl ZfsDataset {
+    /// The Proxmox storage ID this dataset is registered as, when it is registered at all.
+    pub fn proxmox_storage_id(&self) -> Option<String> {
+        self.proxmox_storage_type?;
+        Some(
+            self.storage_id
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", self.pool, self.name)),
+        )
+    }
+}
+
+/// Proxmox storage type of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    /// ZFS volumes and subvolumes.
+    Zfspool,
+    /// A directory.
+    Dir,
+}
+
+/// What a dataset is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageClass {
+    /// Guest disks.
+    Direct,
+    /// Data shared between guests.
+    Shared,
+}
+
+/// A storage that exists on the node independently of the datasets above.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageDecl {
+    /// Proxmox storage ID.
+    pub id: String,
+    /// Content types it holds (`images`, `rootdir`, `vztmpl`, `iso`, `snippets`, `import`, `backup`).
+    #[serde(default)]
+    pub content: Vec<String>,
+}
+
+/// Defaults for guests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxmoxDefaults {
+    /// Legacy: dataset for container disks; name the storage with `storage_pool` instead.
+    #[serde(default)]
+    pub zfs_lxc_pool: Option<String>,
+    /// Defaults merged into each container.
+    #[serde(default)]
+    pub lxc: Option<LxcDefaults>,
+}
+
+/// Defaults merged into each container that leaves the field unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LxcDefaults {
+    /// CPU cores.
+    #[serde(default)]
+    pub cores: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Swap in MiB.
+    #[serde(default)]
+    pub swap_mb: Option<u64>,
+    /// Storage for root filesystems.
+    #[serde(default)]
+    pub storage_pool: Option<String>,
+    /// Root filesystem size in GiB.
+    #[serde(default)]
+    pub storage_size_gb: Option<u64>,
+    /// Node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Legacy: `ip/prefix,gateway,dns` of the earlier scripts; each container sets `network_config`.
+    #[serde(default)]
+    pub network_config: Option<String>,
+    /// Container features (`nesting=1`), used when a container has no `pct_options`.
+    #[serde(default)]
+    pub features: Option<String>,
+    /// Legacy: unused by the earlier scripts.
+    #[serde(default)]
+    pub security: Option<String>,
+    /// Legacy: use `features` (`nesting=1`).
+    #[serde(default)]
+    pub nesting: Option<u8>,
+}
+
+/// The NVIDIA driver on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvidiaDriver {
+    /// Install the driver.
+    #[serde(default)]
+    pub install: bool,
+    /// Driver version.
+    pub version: String,
+    /// Runfile to install from.
+    #[serde(default)]
+    pub runfile_url: Option<String>,
+    /// CUDA version.
+    #[serde(default)]
+    pub cuda_version: Option<String>,
+    /// Install the libraries vLLM needs.
+    #[serde(default)]
+    pub install_vllm_libs: bool,
+}
+
+/// Named host directories bind-mounted into containers, plus the legacy home of the firewall.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedVolumes {
+    /// Volumes by name.
+    pub volumes: BTreeMap<String, SharedVolume>,
+    /// The firewall as the earlier version placed it, under `shared_volumes.firewall`.
+    pub legacy_firewall: Option<HostFirewall>,
+}
+
+/// A host directory shared into several containers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedVolume {
+    /// Directory on the host.
+    pub host_path: String,
+    /// Mount path inside each container, keyed by CTID.
+    #[serde(default)]
+    pub mounts: BTreeMap<String, String>,
+}
+
+/// The host (datacenter) firewall.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFirewall {
+    /// Turn the firewall on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Policy for incoming traffic no rule matches.
+    #[serde(default)]
+    pub default_input_policy: Option<FirewallAction>,
+    /// Policy for outgoing traffic no rule matches.
+    #[serde(default)]
+    pub default_output_policy: Option<FirewallAction>,
+    /// Rules of the host.
+    #[serde(default)]
+    pub global_firewall_rules: Vec<FirewallRule>,
+}
+
+/// Credentials of the Portainer administrator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortainerApi {
+    /// Administrator user name.
+    pub admin_user: String,
+    /// Administrator password.
+    pub admin_password: Secret,
+    /// Host name the Portainer API is reached at.
+    #[serde(default)]
+    pub portainer_hostname: Option<String>,
+}
+
+/// Host-wide VM settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostVmDefaults {
+    /// Ubuntu release code name for cloud images (`noble`).
+    #[serde(default)]
+    pub ubuntu_release: Option<String>,
+}
+
+/// The dnsmasq DNS server on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsServer {
+    /// Run the DNS server.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Servers asked for names outside the estate.
+    #[serde(default)]
+    pub upstream_servers: Vec<String>,
+    /// Zones the server answers for.
+    #[serde(default)]
+    pub authoritative_zones: Vec<String>,
+}
+
+/// The internal certificate authority.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepCa {
+    /// Name of the root certificate.
+    pub root_ca_name: String,
+    /// Name of the intermediate certificate.
+    #[serde(default)]
+    pub intermediate_ca_name: Option<String>,
+    /// DNS name of the CA.
+    pub dns_name: String,
+    /// ACME/JWK provisioner name.
+    #[serde(default)]
+    pub provisioner_name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for SharedVolumes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SharedVolumesVisitor;
+
+        impl<'de> Visitor<'de> for SharedVolumesVisitor {
+            type Value = SharedVolumes;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of shared volumes keyed by name")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SharedVolumes, A::Error> {
+                let mut shared = SharedVolumes::default();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == "firewall" {
+                        shared.legacy_firewall = Some(map.next_value()?);
+                    } else {
+                        let volume = map.next_value()?;
+                        shared.volumes.insert(name, volume);
+                    }
+                }
+                Ok(shared)
+            }
+        }
+
+        deserializer.deserialize_map(SharedVolumesVisitor)
+    }
+}
+
+impl Serialize for SharedVolumes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let legacy = usize::from(self.legacy_firewall.is_some());
+        let mut map = serializer.serialize_map(Some(self.volumes.len() + legacy))?;
+        for (name, volume) in &self.volumes {
+            map.serialize_entry(name, volume)?;
+        }
+        if let Some(firewall) = &self.legacy_firewall {
+            map.serialize_entry("firewall", firewall)?;
+        }
+        map.end()
+    }
+}
+
+/// Reads either one object or an array of them into a list.
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: DeserializeOwned> Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object or an array of objects")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|one| vec![one])
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany(std::marker::PhantomData))
+}

@@ -1,0 +1,80 @@
+//! `phoenix_stacks_config.json`: Docker stacks deployed through Portainer, with per-environment settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{FirewallRule, Secret};
+
+/// The whole stacks file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StacksFile {
+    /// Editor hint; ignored by Phoenix.
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
+    /// Stacks keyed by name; VMs name them in `docker_stacks`.
+    #[serde(default)]
+    pub docker_stacks: BTreeMap<String, Stack>,
+}
+
+/// One Docker Compose stack.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// What the stack is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Compose file, relative to the configuration directory.
+    pub compose_file_path: String,
+    /// Settings per environment (`production`, `testing`, ...).
+    #[serde(default)]
+    pub environments: BTreeMap<String, StackEnvironment>,
+}
+
+/// The settings of a stack in one environment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackEnvironment {
+    /// Environment variables passed to the stack.
+    #[serde(default)]
+    pub variables: Vec<StackVariable>,
+    /// Files copied into the stack's containers.
+    #[serde(default)]
+    pub files: Vec<StackFile>,
+    /// Per-service settings keyed by compose service name.
+    #[serde(default)]
+    pub services: BTreeMap<String, StackService>,
+    /// Firewall rules the VM running this stack needs.
+    #[serde(default)]
+    pub firewall_rules: Vec<FirewallRule>,
+}
+
+/// One environment variable of a stack.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackVariable {
+    /// Variable name.
+    pub name: String,
+    /// Value; a secret reference for anything sensitive.
+    pub value: Secret,
+}
+
+/// A file placed into a stack's containers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFile {
+    /// Source file, relative to the configuration directory.
+    pub source: String,
+    /// Absolute destination path inside the container.
+    pub destination_in_container: String,
+}
+
+/// Settings of one compose service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackService {
+    /// Traefik labels added to the service.
+    #[serde(default)]
+    pub traefik_labels: Vec<String>,
+}

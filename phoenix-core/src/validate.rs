@@ -1,0 +1,177 @@
+//! The validation pipeline: parse -> schema -> typed -> resolve -> semantic checks, collecting every problem.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::checks::{self, CheckOptions};
+use crate::config::{ConfigFiles, FileKind};
+use crate::diagnostic::{Problem, Severity};
+use crate::model::Estate;
+use crate::schema;
+use crate::source::SourceFile;
+
+/// The outcome of validating a configuration directory.
+#[derive(Debug)]
+pub struct Validation {
+    problems: Vec<Problem>,
+    estate: Option<Estate>,
+}
+
+impl Validation {
+    /// Every problem, ordered by file, then position.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The resolved estate, when the files could be read into the typed model (even with semantic errors).
+    pub fn estate(&self) -> Option<&Estate> {
+        self.estate.as_ref()
+    }
+
+    /// Consumes the validation, returning the estate only when there is no error.
+    pub fn into_estate(self) -> Result<Estate, Vec<Problem>> {
+        match (self.has_errors(), self.estate) {
+            (false, Some(estate)) => Ok(estate),
+            _ => Err(self.problems),
+        }
+    }
+
+    /// Whether any problem is an error.
+    pub fn has_errors(&self) -> bool {
+        self.count(Severity::Error) > 0
+    }
+
+    /// How many problems of a severity there are.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.problems
+            .iter()
+            .filter(|problem| problem.severity() == severity)
+            .count()
+    }
+}
+
+/// Validates the files of a configuration directory. `sources` holds the files that exist; a required file
+/// that is missing is reported. Never touches the file system or the network.
+pub fn validate(sources: Vec<SourceFile>, options: &CheckOptions) -> Validation {
+    let mut sources = sources;
+    let mut problems = Vec::new();
+    let mut files = ConfigFiles::default();
+    let mut all_typed = true;
+
+    for kind in FileKind::ALL {
+        let Some(source) = sources.iter_mut().find(|source| source.kind() == kind) else {
+            if kind.is_required() {
+                all_typed = false;
+                problems.push(
+                    Problem::directory(
+                        "phoenix::config::missing_file",
+                        format!("the configuration directory has no {}", kind.file_name()),
+                    )
+                    .with_help("point --config at the directory holding the four files, or create this one"),
+                );
+            }
+            continue;
+        };
+        let typed = match source.parse() {
+            Err(error) => {
+                problems.push(syntax_problem(source, &error));
+                false
+            }
+            Ok(value) => read_file(kind, &value, &mut files, &mut problems),
+        };
+        all_typed &= typed;
+    }
+
+    let mut estate = None;
+    if all_typed {
+        let (resolved, resolve_problems) = Estate::resolve(files);
+        problems.extend(resolve_problems);
+        problems.extend(checks::check(&resolved, options));
+        estate = Some(resolved);
+    }
+
+    for problem in &mut problems {
+        if let Some(source) = problem
+            .file()
+            .and_then(|kind| sources.iter().find(|source| source.kind() == kind))
+            && problem.line_column().is_none()
+        {
+            problem.place(source);
+        }
+    }
+    problems.sort_by(|left, right| {
+        let key = |problem: &Problem| (problem.file(), problem.line_column(), problem.severity());
+        key(left).cmp(&key(right))
+    });
+    Validation { problems, estate }
+}
+
+/// Checks one parsed file against its schema and reads it into the typed model; false on any error.
+fn read_file(kind: FileKind, value: &Value, files: &mut ConfigFiles, problems: &mut Vec<Problem>) -> bool {
+    let schema_problems = schema::check(kind, value);
+    if !schema_problems.is_empty() {
+        problems.extend(schema_problems);
+        return false;
+    }
+    let result = match kind {
+        FileKind::Hypervisor => typed(kind, value).map(|file| files.hypervisor = file),
+        FileKind::Lxc => typed(kind, value).map(|file| files.lxc = file),
+        FileKind::Vm => typed(kind, value).map(|file| files.vm = file),
+        FileKind::Stacks => typed(kind, value).map(|file| files.stacks = file),
+    };
+    match result {
+        Ok(()) => true,
+        Err(problem) => {
+            problems.push(problem);
+            false
+        }
+    }
+}
+
+/// Deserialises a schema-valid document. A failure here means the schema and the Rust types disagree.
+fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let pointer: String = error
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                serde_path_to_error::Segment::Map { key } => {
+                    format!("/{}", schema::escape_pointer_token(key))
+                }
+                serde_path_to_error::Segment::Enum { variant } => format!("/{variant}"),
+                serde_path_to_error::Segment::Unknown => String::new(),
+            })
+            .collect();
+        Problem::error(
+            "phoenix::config::invalid",
+            kind,
+            pointer,
+            error.into_inner().to_string(),
+        )
+        .with_label("cannot be read")
+    })
+}
+
+fn syntax_problem(source: &SourceFile, error: &serde_json::Error) -> Problem {
+    let full = error.to_string();
+    let message = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(message, _)| message);
+    let offset = source.offset_of(error.line(), error.column());
+    let mut problem = Problem::error(
+        "phoenix::json::syntax",
+        source.kind(),
+        "",
+        format!("{} is not valid JSON: {message}", source.kind().file_name()),
+    )
+    .with_label(message.to_owned());
+    if message.contains("trailing comma") {
+        problem = problem.with_help("JSON allows no comma after the last item: remove it");
+    }
+    problem.place_at(
+        source,
+        Some((offset.saturating_sub(usize::from(error.column() > 0)), 1)),
+    );
+    problem
+}
