@@ -14,6 +14,7 @@ use crate::diagnostic::Problem;
 use crate::features;
 use crate::graph::DependencyGraph;
 use crate::model::{Estate, Guest, GuestKind, GuestSpec};
+use crate::schema::escape_pointer_token;
 use crate::suggest::did_you_mean;
 use network::{InterfaceAddress, parse_interface_address, parse_ip, parse_mac, split_list};
 
@@ -590,7 +591,11 @@ fn check_firewalls(estate: &Estate, problems: &mut Vec<Problem>) {
     }
     for (name, stack) in &estate.files().stacks.docker_stacks {
         for (environment_name, environment) in &stack.environments {
-            let pointer = format!("/docker_stacks/{name}/environments/{environment_name}/firewall_rules");
+            let pointer = format!(
+                "/docker_stacks/{}/environments/{}/firewall_rules",
+                escape_pointer_token(name),
+                escape_pointer_token(environment_name)
+            );
             firewall::check_rules(FileKind::Stacks, &pointer, &environment.firewall_rules, problems);
         }
     }
@@ -630,27 +635,17 @@ fn check_features(estate: &Estate, options: &CheckOptions, problems: &mut Vec<Pr
 }
 
 fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
-    let hypervisor = &estate.files().hypervisor;
+    let files = estate.files();
+    let hypervisor = &files.hypervisor;
     let declared: BTreeSet<String> = hypervisor
         .zfs
         .iter()
-        .flat_map(|zfs| {
-            zfs.datasets
-                .iter()
-                .filter_map(|dataset| dataset.proxmox_storage_id())
-        })
+        .flat_map(|zfs| zfs.datasets.iter().filter_map(|dataset| dataset.proxmox_storage_id()))
         .chain(hypervisor.proxmox_storage_ids.values().cloned())
-        .chain(
-            hypervisor
-                .proxmox_storages
-                .iter()
-                .map(|storage| storage.id.clone()),
-        )
+        .chain(hypervisor.proxmox_storages.iter().map(|storage| storage.id.clone()))
         .collect();
-    let mut report = |file: FileKind, pointer: String, storage: &str| {
-        if declared.contains(storage) {
-            return;
-        }
+    let mut report = |file: FileKind, pointer: String, storage: Option<&str>| {
+        let Some(storage) = storage.filter(|storage| !declared.contains(*storage)) else { return };
         let problem = Problem::warning(
             "phoenix::storage::undeclared",
             file,
@@ -665,33 +660,23 @@ fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
             ),
         });
     };
-    for guest in estate.guests().values() {
-        match &guest.spec {
-            GuestSpec::Container(container) => {
-                if let Some(storage) = &container.storage_pool {
-                    report(guest.file, guest.pointer_to("storage_pool"), storage);
-                }
-                if let Some((storage, _)) = container
-                    .template
-                    .as_deref()
-                    .and_then(|template| template.split_once(':'))
-                {
-                    report(guest.file, guest.pointer_to("template"), storage);
-                }
-                for (index, volume) in container.zfs_volumes.iter().enumerate() {
-                    report(
-                        guest.file,
-                        guest.pointer_to(&format!("zfs_volumes/{index}/pool")),
-                        &volume.pool,
-                    );
-                }
-            }
-            GuestSpec::Vm(vm) => {
-                if let Some(storage) = &vm.storage_pool {
-                    report(guest.file, guest.pointer_to("storage_pool"), storage);
-                }
-            }
+    // Storages are checked where they are written, so a default is reported once, at the default.
+    let lxc_defaults = hypervisor.proxmox_defaults.as_ref().and_then(|defaults| defaults.lxc.as_ref());
+    let default_pool = lxc_defaults.and_then(|lxc| lxc.storage_pool.as_deref());
+    report(FileKind::Hypervisor, "/proxmox_defaults/lxc/storage_pool".into(), default_pool);
+    for (ctid, container) in &files.lxc.lxc_configs {
+        let base = format!("/lxc_configs/{}", escape_pointer_token(ctid));
+        report(FileKind::Lxc, format!("{base}/storage_pool"), container.storage_pool.as_deref());
+        let template_storage =
+            container.template.as_deref().and_then(|template| template.split_once(':')).map(|(storage, _)| storage);
+        report(FileKind::Lxc, format!("{base}/template"), template_storage);
+        for (index, volume) in container.zfs_volumes.iter().enumerate() {
+            report(FileKind::Lxc, format!("{base}/zfs_volumes/{index}/pool"), Some(&volume.pool));
         }
+    }
+    report(FileKind::Vm, "/vm_defaults/storage_pool".into(), files.vm.vm_defaults.storage_pool.as_deref());
+    for (index, vm) in files.vm.vms.iter().enumerate() {
+        report(FileKind::Vm, format!("/vms/{index}/storage_pool"), vm.storage_pool.as_deref());
     }
 }
 
@@ -747,7 +732,7 @@ fn check_shared_volumes(estate: &Estate, problems: &mut Vec<Problem>) {
                 Problem::warning(
                     "phoenix::shared_volume::unknown_container",
                     FileKind::Hypervisor,
-                    format!("/shared_volumes/{name}/mounts/{ctid}"),
+                    format!("/shared_volumes/{}/mounts/{}", escape_pointer_token(name), escape_pointer_token(ctid)),
                     format!("shared volume `{name}` is mounted into container {ctid}, which is not declared"),
                 )
                 .on_key()

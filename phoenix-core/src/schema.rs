@@ -188,7 +188,12 @@ fn to_problems(kind: FileKind, schema: &Value, error: &ValidationError<'_>) -> V
                 "phoenix::schema::not_allowed",
                 kind,
                 pointer.clone(),
-                format!("{} is not one of {}", render_scalar(instance), allowed.join(", ")),
+                format!(
+                    "{} must be one of {}, not {}",
+                    subject(&pointer),
+                    allowed.join(", "),
+                    render_scalar(instance)
+                ),
             )
             .with_label("not an allowed value");
             let typed = instance.as_str().unwrap_or_default();
@@ -204,7 +209,7 @@ fn to_problems(kind: FileKind, schema: &Value, error: &ValidationError<'_>) -> V
             "phoenix::schema::bad_format",
             kind,
             pointer.clone(),
-            format!("{} is not valid here", render_scalar(instance)),
+            format!("{} is not a valid {}", render_scalar(instance), subject(&pointer)),
         )
         .with_label("does not have the expected form"),
         ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
@@ -290,6 +295,20 @@ fn percent_decode(text: &str) -> String {
 /// Escapes one JSON pointer token (RFC 6901).
 pub(crate) fn escape_pointer_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
+}
+
+/// What a pointer names, for messages: its last key, or `item of <key>` for an array element.
+fn subject(pointer: &str) -> String {
+    let mut tokens = pointer.rsplit('/');
+    let last = tokens.next().unwrap_or_default();
+    if last.bytes().all(|byte| byte.is_ascii_digit()) && !last.is_empty() {
+        let parent = tokens.next().unwrap_or("value");
+        format!("item of `{parent}`")
+    } else if last.is_empty() {
+        "document".to_owned()
+    } else {
+        format!("`{}`", last.replace("~1", "/").replace("~0", "~"))
+    }
 }
 
 fn describe_types(kind: &TypeKind) -> String {
