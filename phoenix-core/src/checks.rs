@@ -640,12 +640,23 @@ fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
     let declared: BTreeSet<String> = hypervisor
         .zfs
         .iter()
-        .flat_map(|zfs| zfs.datasets.iter().filter_map(|dataset| dataset.proxmox_storage_id()))
+        .flat_map(|zfs| {
+            zfs.datasets
+                .iter()
+                .filter_map(|dataset| dataset.proxmox_storage_id())
+        })
         .chain(hypervisor.proxmox_storage_ids.values().cloned())
-        .chain(hypervisor.proxmox_storages.iter().map(|storage| storage.id.clone()))
+        .chain(
+            hypervisor
+                .proxmox_storages
+                .iter()
+                .map(|storage| storage.id.clone()),
+        )
         .collect();
     let mut report = |file: FileKind, pointer: String, storage: Option<&str>| {
-        let Some(storage) = storage.filter(|storage| !declared.contains(*storage)) else { return };
+        let Some(storage) = storage.filter(|storage| !declared.contains(*storage)) else {
+            return;
+        };
         let problem = Problem::warning(
             "phoenix::storage::undeclared",
             file,
@@ -661,22 +672,48 @@ fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
         });
     };
     // Storages are checked where they are written, so a default is reported once, at the default.
-    let lxc_defaults = hypervisor.proxmox_defaults.as_ref().and_then(|defaults| defaults.lxc.as_ref());
+    let lxc_defaults = hypervisor
+        .proxmox_defaults
+        .as_ref()
+        .and_then(|defaults| defaults.lxc.as_ref());
     let default_pool = lxc_defaults.and_then(|lxc| lxc.storage_pool.as_deref());
-    report(FileKind::Hypervisor, "/proxmox_defaults/lxc/storage_pool".into(), default_pool);
+    report(
+        FileKind::Hypervisor,
+        "/proxmox_defaults/lxc/storage_pool".into(),
+        default_pool,
+    );
     for (ctid, container) in &files.lxc.lxc_configs {
         let base = format!("/lxc_configs/{}", escape_pointer_token(ctid));
-        report(FileKind::Lxc, format!("{base}/storage_pool"), container.storage_pool.as_deref());
-        let template_storage =
-            container.template.as_deref().and_then(|template| template.split_once(':')).map(|(storage, _)| storage);
+        report(
+            FileKind::Lxc,
+            format!("{base}/storage_pool"),
+            container.storage_pool.as_deref(),
+        );
+        let template_storage = container
+            .template
+            .as_deref()
+            .and_then(|template| template.split_once(':'))
+            .map(|(storage, _)| storage);
         report(FileKind::Lxc, format!("{base}/template"), template_storage);
         for (index, volume) in container.zfs_volumes.iter().enumerate() {
-            report(FileKind::Lxc, format!("{base}/zfs_volumes/{index}/pool"), Some(&volume.pool));
+            report(
+                FileKind::Lxc,
+                format!("{base}/zfs_volumes/{index}/pool"),
+                Some(&volume.pool),
+            );
         }
     }
-    report(FileKind::Vm, "/vm_defaults/storage_pool".into(), files.vm.vm_defaults.storage_pool.as_deref());
+    report(
+        FileKind::Vm,
+        "/vm_defaults/storage_pool".into(),
+        files.vm.vm_defaults.storage_pool.as_deref(),
+    );
     for (index, vm) in files.vm.vms.iter().enumerate() {
-        report(FileKind::Vm, format!("/vms/{index}/storage_pool"), vm.storage_pool.as_deref());
+        report(
+            FileKind::Vm,
+            format!("/vms/{index}/storage_pool"),
+            vm.storage_pool.as_deref(),
+        );
     }
 }
 
@@ -732,7 +769,11 @@ fn check_shared_volumes(estate: &Estate, problems: &mut Vec<Problem>) {
                 Problem::warning(
                     "phoenix::shared_volume::unknown_container",
                     FileKind::Hypervisor,
-                    format!("/shared_volumes/{}/mounts/{}", escape_pointer_token(name), escape_pointer_token(ctid)),
+                    format!(
+                        "/shared_volumes/{}/mounts/{}",
+                        escape_pointer_token(name),
+                        escape_pointer_token(ctid)
+                    ),
                     format!("shared volume `{name}` is mounted into container {ctid}, which is not declared"),
                 )
                 .on_key()

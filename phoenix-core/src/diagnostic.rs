@@ -166,8 +166,12 @@ impl Problem {
     pub(crate) fn place(&mut self, file: &SourceFile) {
         let mut location = file.locate(&self.pointer);
         let mut target = self.target;
-        if location.is_none() && self.pointer.contains("/0") {
-            location = file.locate(&self.pointer.replacen("/0", "", 1));
+        if location.is_none() && self.pointer.contains("/0/") {
+            let single = self.pointer.replacen("/0/", "/", 1);
+            location = file.locate(&single);
+            if location.is_some() {
+                self.pointer = single;
+            }
         }
         let mut ancestor = self.pointer.as_str();
         while location.is_none() && !ancestor.is_empty() {

@@ -169,9 +169,18 @@ fn syntax_problem(source: &SourceFile, error: &serde_json::Error) -> Problem {
     if message.contains("trailing comma") {
         problem = problem.with_help("JSON allows no comma after the last item: remove it");
     }
-    problem.place_at(
-        source,
-        Some((offset.saturating_sub(usize::from(error.column() > 0)), 1)),
-    );
+    // serde_json stops just after the offending character; step back onto it.
+    let mut offset = offset.saturating_sub(usize::from(error.column() > 0));
+    if message.contains("trailing comma") {
+        offset = trailing_comma_before(source.text(), offset).unwrap_or(offset);
+    }
+    problem.place_at(source, Some((offset, 1)));
     problem
+}
+
+/// Finds the comma before the closing bracket at `offset`, skipping whitespace.
+fn trailing_comma_before(text: &str, offset: usize) -> Option<usize> {
+    let before = text.get(..offset)?;
+    let trimmed = before.trim_end();
+    trimmed.ends_with(',').then(|| trimmed.len() - 1)
 }

@@ -24,7 +24,10 @@ fn fixture_dir() -> &'static Path {
 fn load(edits: &[Edit]) -> Vec<SourceFile> {
     let mut sources = Vec::new();
     for kind in FileKind::ALL {
-        if edits.iter().any(|edit| matches!(edit, Remove(removed) if *removed == kind)) {
+        if edits
+            .iter()
+            .any(|edit| matches!(edit, Remove(removed) if *removed == kind))
+        {
             continue;
         }
         let mut text = std::fs::read_to_string(fixture_dir().join(kind.file_name())).expect("fixture exists");
@@ -32,7 +35,11 @@ fn load(edits: &[Edit]) -> Vec<SourceFile> {
             if let Replace(edited, find, replace) = edit
                 && *edited == kind
             {
-                assert_eq!(text.matches(find).count(), 1, "`{find}` must occur exactly once in {kind:?}");
+                assert_eq!(
+                    text.matches(find).count(),
+                    1,
+                    "`{find}` must occur exactly once in {kind:?}"
+                );
                 text = text.replacen(find, replace, 1);
             }
         }
@@ -47,7 +54,13 @@ fn check(edits: &[Edit], expected: &[(&str, &str, usize)]) {
     let actual: Vec<(&str, &str, usize)> = validation
         .problems()
         .iter()
-        .map(|problem| (problem.code(), problem.pointer(), problem.line_column().map_or(0, |(line, _)| line)))
+        .map(|problem| {
+            (
+                problem.code(),
+                problem.pointer(),
+                problem.line_column().map_or(0, |(line, _)| line),
+            )
+        })
         .collect();
     assert_eq!(actual, expected, "\nproblems: {:#?}", validation.problems());
 }
@@ -67,7 +80,14 @@ fn unknown_key_with_suggestion() {
 
 #[test]
 fn missing_required_key() {
-    check(&[Replace(Lxc, "\"102\": {\n      \"name\": \"proxy\",", "\"102\": {")], &[("phoenix::schema::missing_key", "/lxc_configs/102", 27)]);
+    check(
+        &[Replace(
+            Lxc,
+            "\"102\": {\n      \"name\": \"proxy\",",
+            "\"102\": {",
+        )],
+        &[("phoenix::schema::missing_key", "/lxc_configs/102", 27)],
+    );
 }
 
 #[test]
@@ -81,36 +101,63 @@ fn wrong_type() {
 #[test]
 fn value_outside_an_enum() {
     check(
-        &[Replace(Lxc, r#""type": "in", "action": "ACCEPT", "proto": "tcp""#, r#""type": "inn", "action": "ACCEPT", "proto": "tcp""#)],
-        &[("phoenix::schema::not_allowed", "/lxc_configs/101/firewall/rules/0/type", 22)],
+        &[Replace(
+            Lxc,
+            r#""type": "in", "action": "ACCEPT", "proto": "tcp""#,
+            r#""type": "inn", "action": "ACCEPT", "proto": "tcp""#,
+        )],
+        &[(
+            "phoenix::schema::not_allowed",
+            "/lxc_configs/101/firewall/rules/0/type",
+            22,
+        )],
     );
 }
 
 #[test]
 fn value_not_matching_a_pattern() {
     check(
-        &[Replace(Lxc, "\"102\": {\n      \"name\": \"proxy\",", "\"102\": {\n      \"name\": \"proxy\", \"gpu_assignment\": \"all\",")],
-        &[("phoenix::schema::bad_format", "/lxc_configs/102/gpu_assignment", 28)],
+        &[Replace(
+            Lxc,
+            "\"102\": {\n      \"name\": \"proxy\",",
+            "\"102\": {\n      \"name\": \"proxy\", \"gpu_assignment\": \"all\",",
+        )],
+        &[(
+            "phoenix::schema::bad_format",
+            "/lxc_configs/102/gpu_assignment",
+            28,
+        )],
     );
 }
 
 #[test]
 fn invalid_ctid_key() {
-    check(&[Replace(Lxc, r#""102": {"#, r#""10x": {"#)], &[("phoenix::schema::invalid_key", "/lxc_configs/10x", 27)]);
+    check(
+        &[Replace(Lxc, r#""102": {"#, r#""10x": {"#)],
+        &[("phoenix::schema::invalid_key", "/lxc_configs/10x", 27)],
+    );
 }
 
 #[test]
 fn trailing_comma() {
     check(
-        &[Replace(Stacks, r#"{ "env": "WEB_DB_PASSWORD" } }"#, r#"{ "env": "WEB_DB_PASSWORD" } },"#)],
-        &[("phoenix::json::syntax", "", 10)],
+        &[Replace(
+            Stacks,
+            r#"{ "env": "WEB_DB_PASSWORD" } }"#,
+            r#"{ "env": "WEB_DB_PASSWORD" } },"#,
+        )],
+        &[("phoenix::json::syntax", "", 9)],
     );
 }
 
 #[test]
 fn connection_secret_must_be_a_reference() {
     check(
-        &[Replace(Hypervisor, r#""token_secret": { "env": "PHOENIX_PVE_TOKEN_SECRET" }"#, r#""token_secret": "s3cret""#)],
+        &[Replace(
+            Hypervisor,
+            r#""token_secret": { "env": "PHOENIX_PVE_TOKEN_SECRET" }"#,
+            r#""token_secret": "s3cret""#,
+        )],
         &[("phoenix::schema::no_variant", "/proxmox/token_secret", 6)],
     );
 }
@@ -118,8 +165,16 @@ fn connection_secret_must_be_a_reference() {
 #[test]
 fn plaintext_secret_is_a_warning() {
     check(
-        &[Replace(Hypervisor, r#""admin_password": { "env": "PORTAINER_PASSWORD" }"#, r#""admin_password": "hunter2""#)],
-        &[("phoenix::config::plaintext_secret", "/portainer_api/admin_password", 28)],
+        &[Replace(
+            Hypervisor,
+            r#""admin_password": { "env": "PORTAINER_PASSWORD" }"#,
+            r#""admin_password": "hunter2""#,
+        )],
+        &[(
+            "phoenix::config::plaintext_secret",
+            "/portainer_api/admin_password",
+            28,
+        )],
     );
 }
 
@@ -127,14 +182,22 @@ fn plaintext_secret_is_a_warning() {
 fn sensitive_stack_variable_in_plaintext() {
     check(
         &[Replace(Stacks, r#"{ "env": "WEB_DB_PASSWORD" }"#, r#""hunter2""#)],
-        &[("phoenix::config::plaintext_secret", "/docker_stacks/web/environments/production/variables/1/value", 9)],
+        &[(
+            "phoenix::config::plaintext_secret",
+            "/docker_stacks/web/environments/production/variables/1/value",
+            9,
+        )],
     );
 }
 
 #[test]
 fn legacy_keys_are_warnings() {
     check(
-        &[Replace(Hypervisor, r#""domain_name": "test.internal","#, r#""domain_name": "test.internal", "behavior": { "debug_mode": true },"#)],
+        &[Replace(
+            Hypervisor,
+            r#""domain_name": "test.internal","#,
+            r#""domain_name": "test.internal", "behavior": { "debug_mode": true },"#,
+        )],
         &[("phoenix::config::legacy_key", "/behavior", 8)],
     );
 }
@@ -149,7 +212,11 @@ fn legacy_firewall_under_shared_volumes() {
         )],
         &[
             ("phoenix::config::legacy_key", "/shared_volumes/firewall", 8),
-            ("phoenix::firewall::bad_port", "/shared_volumes/firewall/global_firewall_rules/0/port", 8),
+            (
+                "phoenix::firewall::bad_port",
+                "/shared_volumes/firewall/global_firewall_rules/0/port",
+                8,
+            ),
         ],
     );
 }
@@ -161,50 +228,97 @@ fn missing_file() {
 
 #[test]
 fn absent_stacks_file_is_fine_without_stacks() {
-    check(&[Remove(Stacks), Replace(Vm, r#""docker_stacks": ["web"]"#, r#""docker_stacks": []"#)], &[]);
+    check(
+        &[
+            Remove(Stacks),
+            Replace(Vm, r#""docker_stacks": ["web"]"#, r#""docker_stacks": []"#),
+        ],
+        &[],
+    );
 }
 
 #[test]
 fn duplicate_id_across_kinds() {
-    check(&[Replace(Vm, r#""vmid": 1002"#, r#""vmid": 101"#)], &[("phoenix::id::duplicate", "/vms/2/vmid", 22)]);
+    check(
+        &[Replace(Vm, r#""vmid": 1002"#, r#""vmid": 101"#)],
+        &[("phoenix::id::duplicate", "/vms/2/vmid", 22)],
+    );
 }
 
 #[test]
 fn unknown_dependency() {
     check(
-        &[Replace(Lxc, r#""dependencies": ["101"]"#, r#""dependencies": ["109"]"#)],
-        &[("phoenix::reference::unknown_guest", "/lxc_configs/102/dependencies/0", 30)],
+        &[Replace(
+            Lxc,
+            r#""dependencies": ["101"]"#,
+            r#""dependencies": ["109"]"#,
+        )],
+        &[(
+            "phoenix::reference::unknown_guest",
+            "/lxc_configs/102/dependencies/0",
+            30,
+        )],
     );
 }
 
 #[test]
 fn unknown_clone_source() {
     check(
-        &[Replace(Vm, r#""name": "apps",
-      "clone_from_vmid": 9000"#, r#""name": "apps",
-      "clone_from_vmid": 9001"#)],
+        &[Replace(
+            Vm,
+            r#""name": "apps",
+      "clone_from_vmid": 9000"#,
+            r#""name": "apps",
+      "clone_from_vmid": 9001"#,
+        )],
         &[("phoenix::reference::unknown_guest", "/vms/2/clone_from_vmid", 24)],
     );
 }
 
 #[test]
 fn dependency_cycle_across_kinds_is_named() {
-    let edit = Replace(Lxc, r#""clone_from_ctid": "900",
-      "memory_mb""#, r#""clone_from_ctid": "900", "dependencies": ["1002"],
-      "memory_mb""#);
-    check(&[edit], &[("phoenix::graph::cycle", "/lxc_configs/101/dependencies/0", 13)]);
-    let validation = validate(load(&[Replace(Lxc, r#""dependencies": ["101"]"#, r#""dependencies": ["102"]"#)]), &CheckOptions::default());
-    let messages: Vec<&str> = validation.problems().iter().map(|problem| problem.message()).collect();
+    let edit = Replace(
+        Lxc,
+        r#""clone_from_ctid": "900",
+      "memory_mb""#,
+        r#""clone_from_ctid": "900", "dependencies": ["1002"],
+      "memory_mb""#,
+    );
+    check(
+        &[edit],
+        &[("phoenix::graph::cycle", "/lxc_configs/101/dependencies/0", 13)],
+    );
+    let validation = validate(
+        load(&[Replace(
+            Lxc,
+            r#""dependencies": ["101"]"#,
+            r#""dependencies": ["102"]"#,
+        )]),
+        &CheckOptions::default(),
+    );
+    let messages: Vec<&str> = validation
+        .problems()
+        .iter()
+        .map(|problem| problem.message())
+        .collect();
     assert_eq!(messages, ["dependency cycle: 102 -> 102"]);
 }
 
 #[test]
 fn cycle_message_lists_the_path() {
-    let edit = Replace(Lxc, r#""clone_from_ctid": "900",
-      "memory_mb""#, r#""clone_from_ctid": "900", "dependencies": ["1002"],
-      "memory_mb""#);
+    let edit = Replace(
+        Lxc,
+        r#""clone_from_ctid": "900",
+      "memory_mb""#,
+        r#""clone_from_ctid": "900", "dependencies": ["1002"],
+      "memory_mb""#,
+    );
     let validation = validate(load(&[edit]), &CheckOptions::default());
-    let messages: Vec<&str> = validation.problems().iter().map(|problem| problem.message()).collect();
+    let messages: Vec<&str> = validation
+        .problems()
+        .iter()
+        .map(|problem| problem.message())
+        .collect();
     assert_eq!(messages, ["dependency cycle: 101 -> 1002 -> 1001 -> 102 -> 101"]);
 }
 
@@ -213,8 +327,16 @@ fn clone_source_needs_a_template_snapshot() {
     check(
         &[Replace(Vm, r#""template_snapshot_name": "clean","#, "")],
         &[
-            ("phoenix::clone::no_template_snapshot", "/vms/1/clone_from_vmid", 15),
-            ("phoenix::clone::no_template_snapshot", "/vms/2/clone_from_vmid", 24),
+            (
+                "phoenix::clone::no_template_snapshot",
+                "/vms/1/clone_from_vmid",
+                15,
+            ),
+            (
+                "phoenix::clone::no_template_snapshot",
+                "/vms/2/clone_from_vmid",
+                24,
+            ),
         ],
     );
 }
@@ -222,7 +344,11 @@ fn clone_source_needs_a_template_snapshot() {
 #[test]
 fn guest_without_origin() {
     check(
-        &[Replace(Lxc, r#""template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst","#, "")],
+        &[Replace(
+            Lxc,
+            r#""template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst","#,
+            "",
+        )],
         &[("phoenix::guest::no_origin", "/lxc_configs/900", 3)],
     );
 }
@@ -231,7 +357,11 @@ fn guest_without_origin() {
 fn malformed_address() {
     check(
         &[Replace(Lxc, "10.1.0.12/24", "10.1.0.312/24")],
-        &[("phoenix::network::bad_address", "/lxc_configs/102/network_config/ip", 32)],
+        &[(
+            "phoenix::network::bad_address",
+            "/lxc_configs/102/network_config/ip",
+            32,
+        )],
     );
 }
 
@@ -247,7 +377,11 @@ fn address_without_prefix() {
 fn duplicate_static_ip() {
     check(
         &[Replace(Lxc, "10.1.0.12/24", "10.1.0.11/24")],
-        &[("phoenix::network::duplicate_ip", "/lxc_configs/102/network_config/ip", 32)],
+        &[(
+            "phoenix::network::duplicate_ip",
+            "/lxc_configs/102/network_config/ip",
+            32,
+        )],
     );
 }
 
@@ -262,16 +396,32 @@ fn guest_address_equal_to_the_host() {
 #[test]
 fn gateway_outside_subnet() {
     check(
-        &[Replace(Vm, r#""ip": "10.1.0.31/24", "gw": "10.1.0.1""#, r#""ip": "10.1.0.31/24", "gw": "10.2.0.1""#)],
-        &[("phoenix::network::gateway_outside_subnet", "/vms/1/network_config/gw", 18)],
+        &[Replace(
+            Vm,
+            r#""ip": "10.1.0.31/24", "gw": "10.1.0.1""#,
+            r#""ip": "10.1.0.31/24", "gw": "10.2.0.1""#,
+        )],
+        &[(
+            "phoenix::network::gateway_outside_subnet",
+            "/vms/1/network_config/gw",
+            18,
+        )],
     );
 }
 
 #[test]
 fn malformed_nameserver() {
     check(
-        &[Replace(Lxc, r#""nameservers": "10.1.0.1""#, r#""nameservers": "10.1.0.1 dns.example""#)],
-        &[("phoenix::network::bad_address", "/lxc_configs/101/network_config/nameservers", 16)],
+        &[Replace(
+            Lxc,
+            r#""nameservers": "10.1.0.1""#,
+            r#""nameservers": "10.1.0.1 dns.example""#,
+        )],
+        &[(
+            "phoenix::network::bad_address",
+            "/lxc_configs/101/network_config/nameservers",
+            16,
+        )],
     );
 }
 
@@ -287,7 +437,11 @@ fn malformed_mac() {
 fn multicast_mac() {
     check(
         &[Replace(Lxc, "BC:24:11:00:01:02", "BD:24:11:00:01:02")],
-        &[("phoenix::network::multicast_mac", "/lxc_configs/102/mac_address", 33)],
+        &[(
+            "phoenix::network::multicast_mac",
+            "/lxc_configs/102/mac_address",
+            33,
+        )],
     );
 }
 
@@ -295,22 +449,38 @@ fn multicast_mac() {
 fn duplicate_mac_ignores_case() {
     check(
         &[Replace(Lxc, "BC:24:11:00:01:02", "bc:24:11:00:01:01")],
-        &[("phoenix::network::duplicate_mac", "/lxc_configs/102/mac_address", 33)],
+        &[(
+            "phoenix::network::duplicate_mac",
+            "/lxc_configs/102/mac_address",
+            33,
+        )],
     );
 }
 
 #[test]
 fn duplicate_traefik_service() {
     check(
-        &[Replace(Lxc, r#""name": "proxy", "port": 8080"#, r#""name": "gateway", "port": 8080"#)],
-        &[("phoenix::traefik::duplicate_service", "/lxc_configs/102/traefik_service/name", 35)],
+        &[Replace(
+            Lxc,
+            r#""name": "proxy", "port": 8080"#,
+            r#""name": "gateway", "port": 8080"#,
+        )],
+        &[(
+            "phoenix::traefik::duplicate_service",
+            "/lxc_configs/102/traefik_service/name",
+            35,
+        )],
     );
 }
 
 #[test]
 fn unknown_stack() {
     check(
-        &[Replace(Vm, r#""docker_stacks": ["web"]"#, r#""docker_stacks": ["wbe"]"#)],
+        &[Replace(
+            Vm,
+            r#""docker_stacks": ["web"]"#,
+            r#""docker_stacks": ["wbe"]"#,
+        )],
         &[("phoenix::stack::unknown", "/vms/2/docker_stacks/0", 29)],
     );
 }
@@ -318,16 +488,32 @@ fn unknown_stack() {
 #[test]
 fn two_portainer_primaries() {
     check(
-        &[Replace(Vm, r#""portainer_role": "agent""#, r#""portainer_role": "primary""#)],
-        &[("phoenix::portainer::several_primaries", "/vms/2/portainer_role", 26)],
+        &[Replace(
+            Vm,
+            r#""portainer_role": "agent""#,
+            r#""portainer_role": "primary""#,
+        )],
+        &[(
+            "phoenix::portainer::several_primaries",
+            "/vms/2/portainer_role",
+            26,
+        )],
     );
 }
 
 #[test]
 fn agent_without_primary() {
     check(
-        &[Replace(Vm, r#""portainer_role": "primary""#, r#""portainer_role": "none""#)],
-        &[("phoenix::portainer::agent_without_primary", "/vms/2/portainer_role", 26)],
+        &[Replace(
+            Vm,
+            r#""portainer_role": "primary""#,
+            r#""portainer_role": "none""#,
+        )],
+        &[(
+            "phoenix::portainer::agent_without_primary",
+            "/vms/2/portainer_role",
+            26,
+        )],
     );
 }
 
@@ -335,33 +521,65 @@ fn agent_without_primary() {
 fn firewall_port_out_of_range() {
     check(
         &[Replace(Lxc, r#""port": "80,443""#, r#""port": "80,70000""#)],
-        &[("phoenix::firewall::bad_port", "/lxc_configs/101/firewall/rules/0/port", 22)],
+        &[(
+            "phoenix::firewall::bad_port",
+            "/lxc_configs/101/firewall/rules/0/port",
+            22,
+        )],
     );
 }
 
 #[test]
 fn firewall_icmp_takes_no_port() {
     check(
-        &[Replace(Lxc, r#""proto": "icmp","#, r#""proto": "icmp", "port": "22","#)],
-        &[("phoenix::firewall::port_without_protocol", "/lxc_configs/101/firewall/rules/1/port", 23)],
+        &[Replace(
+            Lxc,
+            r#""proto": "icmp","#,
+            r#""proto": "icmp", "port": "22","#,
+        )],
+        &[(
+            "phoenix::firewall::port_without_protocol",
+            "/lxc_configs/101/firewall/rules/1/port",
+            23,
+        )],
     );
 }
 
 #[test]
 fn firewall_bad_source() {
     check(
-        &[Replace(Lxc, r#""source": "10.1.0.0/24""#, r#""source": "10.1.0.0/33""#)],
-        &[("phoenix::firewall::bad_address", "/lxc_configs/101/firewall/rules/1/source", 23)],
+        &[Replace(
+            Lxc,
+            r#""source": "10.1.0.0/24""#,
+            r#""source": "10.1.0.0/33""#,
+        )],
+        &[(
+            "phoenix::firewall::bad_address",
+            "/lxc_configs/101/firewall/rules/1/source",
+            23,
+        )],
     );
 }
 
 #[test]
 fn firewall_unknown_protocol() {
     check(
-        &[Replace(Hypervisor, r#""proto": "tcp", "port": "8006""#, r#""proto": "tpc", "port": "8006""#)],
+        &[Replace(
+            Hypervisor,
+            r#""proto": "tcp", "port": "8006""#,
+            r#""proto": "tpc", "port": "8006""#,
+        )],
         &[
-            ("phoenix::firewall::unknown_protocol", "/firewall/global_firewall_rules/0/proto", 25),
-            ("phoenix::firewall::port_without_protocol", "/firewall/global_firewall_rules/0/port", 25),
+            (
+                "phoenix::firewall::unknown_protocol",
+                "/firewall/global_firewall_rules/0/proto",
+                25,
+            ),
+            (
+                "phoenix::firewall::port_without_protocol",
+                "/firewall/global_firewall_rules/0/port",
+                25,
+            ),
         ],
     );
 }
@@ -369,22 +587,36 @@ fn firewall_unknown_protocol() {
 #[test]
 fn unknown_feature() {
     check(
-        &[Replace(Lxc, r#"["base_setup", "traefik"]"#, r#"["base_setup", "trafeik"]"#)],
+        &[Replace(
+            Lxc,
+            r#"["base_setup", "traefik"]"#,
+            r#"["base_setup", "trafeik"]"#,
+        )],
         &[("phoenix::feature::unknown", "/lxc_configs/102/features/1", 34)],
     );
 }
 
 #[test]
 fn user_features_extend_the_catalogue() {
-    let sources = load(&[Replace(Lxc, r#"["base_setup", "traefik"]"#, r#"["base_setup", "hardening"]"#)]);
-    let options = CheckOptions { extra_features: vec!["hardening".to_owned()] };
+    let sources = load(&[Replace(
+        Lxc,
+        r#"["base_setup", "traefik"]"#,
+        r#"["base_setup", "hardening"]"#,
+    )]);
+    let options = CheckOptions {
+        extra_features: vec!["hardening".to_owned()],
+    };
     assert!(validate(sources, &options).problems().is_empty());
 }
 
 #[test]
 fn undeclared_storage_is_a_warning_where_it_is_written() {
     check(
-        &[Replace(Vm, r#""storage_pool": "tank-guests""#, r#""storage_pool": "tank-guest""#)],
+        &[Replace(
+            Vm,
+            r#""storage_pool": "tank-guests""#,
+            r#""storage_pool": "tank-guest""#,
+        )],
         &[("phoenix::storage::undeclared", "/vm_defaults/storage_pool", 2)],
     );
 }
@@ -392,7 +624,11 @@ fn undeclared_storage_is_a_warning_where_it_is_written() {
 #[test]
 fn unknown_node() {
     check(
-        &[Replace(Lxc, r#""name": "base","#, r#""name": "base", "node": "pve2","#)],
+        &[Replace(
+            Lxc,
+            r#""name": "base","#,
+            r#""name": "base", "node": "pve2","#,
+        )],
         &[("phoenix::node::unknown", "/lxc_configs/900/node", 4)],
     );
 }
@@ -401,13 +637,28 @@ fn unknown_node() {
 fn several_nodes_need_a_node_per_guest() {
     let sources = load(&[
         Replace(Hypervisor, r#""nodes": ["pve1"]"#, r#""nodes": ["pve1", "pve2"]"#),
-        Replace(Vm, r#""vm_defaults": { "cores": 2"#, r#""vm_defaults": { "node": "pve2", "cores": 2"#),
-        Replace(Lxc, "\"101\": {\n      \"name\": \"gateway\",", "\"101\": {\n      \"name\": \"gateway\", \"node\": \"pve1\","),
-        Replace(Lxc, "\"102\": {\n      \"name\": \"proxy\",", "\"102\": {\n      \"name\": \"proxy\", \"node\": \"pve1\","),
+        Replace(
+            Vm,
+            r#""vm_defaults": { "cores": 2"#,
+            r#""vm_defaults": { "node": "pve2", "cores": 2"#,
+        ),
+        Replace(
+            Lxc,
+            "\"101\": {\n      \"name\": \"gateway\",",
+            "\"101\": {\n      \"name\": \"gateway\", \"node\": \"pve1\",",
+        ),
+        Replace(
+            Lxc,
+            "\"102\": {\n      \"name\": \"proxy\",",
+            "\"102\": {\n      \"name\": \"proxy\", \"node\": \"pve1\",",
+        ),
     ]);
     let validation = validate(sources, &CheckOptions::default());
-    let found: Vec<(&str, &str)> =
-        validation.problems().iter().map(|problem| (problem.code(), problem.pointer())).collect();
+    let found: Vec<(&str, &str)> = validation
+        .problems()
+        .iter()
+        .map(|problem| (problem.code(), problem.pointer()))
+        .collect();
     assert_eq!(found, [("phoenix::node::unspecified", "/lxc_configs/900")]);
 }
 
