@@ -42,7 +42,7 @@ pub struct Problem {
     target: Target,
     label: Option<String>,
     help: Option<String>,
-    placed: Option<Placed>,
+    placed: Option<Box<Placed>>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,13 +189,13 @@ impl Problem {
     /// Places the problem at a byte offset (for syntax errors, which have no pointer).
     pub(crate) fn place_at(&mut self, file: &SourceFile, span: Option<(usize, usize)>) {
         let position = file.line_column(span.map_or(0, |(offset, _)| offset));
-        self.placed = Some(Placed {
+        self.placed = Some(Box::new(Placed {
             path: file.path().to_owned(),
             source: file.named_source(),
             span,
             line: position.line,
             column: position.column,
-        });
+        }));
     }
 
     /// The machine-readable form used by `--output json`.

@@ -158,7 +158,7 @@ impl SpanIndex {
             }
         }
         let node = self.nodes[current as usize];
-        let key = (node.key_end > node.key_start).then(|| node.key_start as usize..node.key_end as usize);
+        let key = (node.key_end > node.key_start).then_some(node.key_start as usize..node.key_end as usize);
         Some(Location {
             value: node.start as usize..node.end as usize,
             key,

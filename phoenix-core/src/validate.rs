@@ -113,24 +113,18 @@ fn read_file(kind: FileKind, value: &Value, files: &mut ConfigFiles, problems: &
         problems.extend(schema_problems);
         return false;
     }
-    let result = match kind {
-        FileKind::Hypervisor => typed(kind, value).map(|file| files.hypervisor = file),
-        FileKind::Lxc => typed(kind, value).map(|file| files.lxc = file),
-        FileKind::Vm => typed(kind, value).map(|file| files.vm = file),
-        FileKind::Stacks => typed(kind, value).map(|file| files.stacks = file),
-    };
-    match result {
-        Ok(()) => true,
-        Err(problem) => {
-            problems.push(problem);
-            false
-        }
+    match kind {
+        FileKind::Hypervisor => typed(kind, value, problems).map(|file| files.hypervisor = file),
+        FileKind::Lxc => typed(kind, value, problems).map(|file| files.lxc = file),
+        FileKind::Vm => typed(kind, value, problems).map(|file| files.vm = file),
+        FileKind::Stacks => typed(kind, value, problems).map(|file| files.stacks = file),
     }
+    .is_some()
 }
 
 /// Deserialises a schema-valid document. A failure here means the schema and the Rust types disagree.
-fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value, problems: &mut Vec<Problem>) -> Option<T> {
+    let result = serde_path_to_error::deserialize(value).map_err(|error| {
         let pointer: String = error
             .path()
             .iter()
@@ -150,7 +144,9 @@ fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value) -> Result<T, Proble
             error.into_inner().to_string(),
         )
         .with_label("cannot be read")
-    })
+        .with_help("the schema accepted this value but the Rust types did not: please report it as a bug")
+    });
+    result.map_err(|problem| problems.push(problem)).ok()
 }
 
 fn syntax_problem(source: &SourceFile, error: &serde_json::Error) -> Problem {

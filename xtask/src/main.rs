@@ -1,1 +1,121 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `validate [DIR...]`: validate configuration directories with `phoenix validate` (the examples when none).
+//! - `bench`: run the benchmarks and print their figures.
+//! - `ci`: everything CI checks: formatting, clippy, the tests, and `validate`.
+//!
+//! Kept free of dependencies: it only runs cargo and the `phoenix` binary.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let mut args = env::args().skip(1);
+    let command = args.next();
+    let rest: Vec<String> = args.collect();
+    let outcome = match command.as_deref() {
+        Some("validate") => validate(&rest),
+        Some("bench") => bench(),
+        Some("ci") => ci(),
+        _ => {
+            eprintln!("usage: cargo xtask <validate [DIR...] | bench | ci>");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.current_dir(root());
+    command
+}
+
+fn run(what: &str, command: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = command
+        .status()
+        .map_err(|error| format!("cannot start {what}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// Validates each directory with the `phoenix` binary; every directory is checked even after a failure.
+fn validate(dirs: &[String]) -> Result<(), String> {
+    let dirs: Vec<PathBuf> = if dirs.is_empty() {
+        let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+            .map_err(|error| format!("cannot list examples/: {error}"))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.is_dir())
+            .collect();
+        examples.sort();
+        examples
+    } else {
+        let here = env::current_dir().map_err(|error| error.to_string())?;
+        dirs.iter().map(|dir| here.join(dir)).collect()
+    };
+    run(
+        "build phoenix",
+        cargo().args(["build", "--quiet", "--package", "phoenix-cli"]),
+    )?;
+    let phoenix = root().join("target/debug/phoenix");
+    let mut failed = Vec::new();
+    for dir in &dirs {
+        let what = format!("phoenix validate --config {}", dir.display());
+        if run(
+            &what,
+            Command::new(&phoenix).arg("validate").arg("--config").arg(dir),
+        )
+        .is_err()
+        {
+            failed.push(dir.display().to_string());
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("invalid: {}", failed.join(", ")))
+    }
+}
+
+fn bench() -> Result<(), String> {
+    run("cargo bench", cargo().args(["bench", "--workspace"]))
+}
+
+fn ci() -> Result<(), String> {
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
+    validate(&[])
+}
