@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate sits in the workspace")
+        .to_path_buf()
 }
 
 fn phoenix(args: &[&str]) -> Output {
@@ -28,7 +31,9 @@ fn broken_minimal(test: &str, find: &str, replace: &str) -> PathBuf {
     for entry in std::fs::read_dir(workspace().join("examples/minimal")).expect("example exists") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|extension| extension == "json") {
-            let content = std::fs::read_to_string(&path).expect("readable").replace(find, replace);
+            let content = std::fs::read_to_string(&path)
+                .expect("readable")
+                .replace(find, replace);
             std::fs::write(dir.join(path.file_name().expect("file name")), content).expect("writable");
         }
     }
@@ -40,7 +45,11 @@ fn validate_accepts_the_examples() {
     for example in ["examples/homelab", "examples/minimal"] {
         let output = phoenix(&["validate", "--config", example]);
         assert!(output.status.success(), "{}", text(&output.stderr));
-        assert!(text(&output.stderr).contains("is valid"), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains("is valid"),
+            "{}",
+            text(&output.stderr)
+        );
     }
 }
 
@@ -52,14 +61,30 @@ fn validate_reports_errors_with_exit_status_1_and_no_colour_off_a_terminal() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("unknown key `memroy_mb`"), "{stderr}");
     assert!(stderr.contains("did you mean `memory_mb`?"), "{stderr}");
-    assert!(stderr.contains("phoenix_lxc_configs.json:7:7"), "file, line and column are shown: {stderr}");
-    assert!(!stderr.contains('\u{1b}'), "no escape codes when stderr is not a terminal");
+    assert!(
+        stderr.contains("phoenix_lxc_configs.json:7:7"),
+        "file, line and column are shown: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no escape codes when stderr is not a terminal"
+    );
 }
 
 #[test]
 fn validate_json_output_lists_every_problem() {
-    let dir = broken_minimal("json", "\"ip\": \"dhcp\"", "\"ip\": \"10.0.0.5\", \"gw\": \"10.9.0.1\"");
-    let output = phoenix(&["validate", "-c", dir.to_str().expect("utf-8 path"), "--output", "json"]);
+    let dir = broken_minimal(
+        "json",
+        "\"ip\": \"dhcp\"",
+        "\"ip\": \"10.0.0.5\", \"gw\": \"10.9.0.1\"",
+    );
+    let output = phoenix(&[
+        "validate",
+        "-c",
+        dir.to_str().expect("utf-8 path"),
+        "--output",
+        "json",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let records: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     let records = records.as_array().expect("an array");
@@ -69,7 +94,12 @@ fn validate_json_output_lists_every_problem() {
     assert_eq!(record["pointer"], "/lxc_configs/100/network_config/ip");
     assert_eq!(record["severity"], "error");
     assert_eq!(record["line"], 12);
-    assert!(record["file"].as_str().expect("file").ends_with("phoenix_lxc_configs.json"));
+    assert!(
+        record["file"]
+            .as_str()
+            .expect("file")
+            .ends_with("phoenix_lxc_configs.json")
+    );
     for key in ["column", "message", "help"] {
         assert!(record.get(key).is_some(), "record has {key}");
     }
@@ -77,10 +107,18 @@ fn validate_json_output_lists_every_problem() {
 
 #[test]
 fn warnings_alone_exit_zero() {
-    let dir = broken_minimal("warning", "\"storage_pool\": \"local-lvm\"", "\"storage_pool\": \"local-zfs\"");
+    let dir = broken_minimal(
+        "warning",
+        "\"storage_pool\": \"local-lvm\"",
+        "\"storage_pool\": \"local-zfs\"",
+    );
     let output = phoenix(&["validate", "-c", dir.to_str().expect("utf-8 path")]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stderr).contains("1 warning"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("1 warning"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]
@@ -98,8 +136,14 @@ fn a_missing_directory_is_a_clear_error() {
     let output = phoenix(&["validate", "--config", "no/such/dir"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("configuration directory no/such/dir does not exist"), "{stderr}");
-    assert!(stderr.contains("PHOENIX_CONFIG_DIR"), "the help names the variable: {stderr}");
+    assert!(
+        stderr.contains("configuration directory no/such/dir does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("PHOENIX_CONFIG_DIR"),
+        "the help names the variable: {stderr}"
+    );
 }
 
 #[test]
@@ -110,7 +154,8 @@ fn schema_prints_the_embedded_schemas() {
     }
     let lxc = phoenix(&["schema", "lxc"]);
     assert!(lxc.status.success());
-    let on_disk = std::fs::read_to_string(workspace().join("schemas/phoenix_lxc_configs.schema.json")).expect("file");
+    let on_disk =
+        std::fs::read_to_string(workspace().join("schemas/phoenix_lxc_configs.schema.json")).expect("file");
     assert_eq!(text(&lxc.stdout), on_disk);
     let by_file_name = phoenix(&["schema", "phoenix_vm_configs.json"]);
     assert!(text(&by_file_name.stdout).contains("phoenix_vm_configs.schema.json"));
@@ -124,5 +169,8 @@ fn completions_are_generated() {
     let output = phoenix(&["completions", "bash"]);
     assert!(output.status.success());
     let script = text(&output.stdout);
-    assert!(script.contains("phoenix") && script.contains("validate"), "{script}");
+    assert!(
+        script.contains("phoenix") && script.contains("validate"),
+        "{script}"
+    );
 }
