@@ -4,6 +4,7 @@
 //! accepted records where every value and key lies, so any problem found later (by the schema, by serde or
 //! by the semantic checks) can be placed at its line and column through a JSON pointer.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -19,6 +20,16 @@ pub struct SourceFile {
     text: Arc<str>,
     index: SpanIndex,
     line_starts: Vec<usize>,
+    duplicate_keys: Vec<DuplicateKey>,
+}
+
+/// A key written twice in one object. JSON parsers silently keep one of the values, so Phoenix refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// JSON pointer of the key (both occurrences share it).
+    pub pointer: String,
+    /// Byte range of the later occurrence, with its quotes.
+    pub key: Range<usize>,
 }
 
 /// Where a JSON value sits in its file.
@@ -54,6 +65,7 @@ impl SourceFile {
             text,
             index: SpanIndex::default(),
             line_starts,
+            duplicate_keys: Vec::new(),
         }
     }
 
@@ -61,7 +73,13 @@ impl SourceFile {
     pub fn parse(&mut self) -> Result<serde_json::Value, serde_json::Error> {
         let value = serde_json::from_str(&self.text)?;
         self.index = SpanIndex::build(&self.text);
+        self.duplicate_keys = self.index.duplicate_keys(&self.text);
         Ok(value)
+    }
+
+    /// Keys written twice in the same object, found by [`SourceFile::parse`].
+    pub fn duplicate_keys(&self) -> &[DuplicateKey] {
+        &self.duplicate_keys
     }
 
     /// Which file of the configuration directory this is.
@@ -163,6 +181,53 @@ impl SpanIndex {
             value: node.start as usize..node.end as usize,
             key,
         })
+    }
+
+    /// Walks the whole tree and lists keys that repeat within one object.
+    fn duplicate_keys(&self, text: &str) -> Vec<DuplicateKey> {
+        let mut found = Vec::new();
+        if !self.nodes.is_empty() {
+            let mut pointer = String::new();
+            self.find_duplicates(text, 0, &mut pointer, &mut found);
+        }
+        found
+    }
+
+    fn find_duplicates(&self, text: &str, node: u32, pointer: &mut String, found: &mut Vec<DuplicateKey>) {
+        let parent = self.nodes[node as usize];
+        let is_object = text.as_bytes()[parent.start as usize] == b'{';
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut child = parent.first_child;
+        let mut position = 0usize;
+        while child != NONE {
+            let current = self.nodes[child as usize];
+            let length = pointer.len();
+            if is_object {
+                let quoted = &text[current.key_start as usize..current.key_end as usize];
+                let key: std::borrow::Cow<'_, str> = if quoted.contains('\\') {
+                    serde_json::from_str::<String>(quoted).map_or(quoted.into(), Into::into)
+                } else {
+                    quoted[1..quoted.len() - 1].into()
+                };
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                if !seen.insert(quoted) {
+                    found.push(DuplicateKey {
+                        pointer: pointer.clone(),
+                        key: current.key_start as usize..current.key_end as usize,
+                    });
+                }
+            } else {
+                pointer.push('/');
+                pointer.push_str(&position.to_string());
+            }
+            if current.first_child != NONE {
+                self.find_duplicates(text, child, pointer, found);
+            }
+            pointer.truncate(length);
+            position += 1;
+            child = current.next_sibling;
+        }
     }
 
     fn child(&self, text: &str, parent: u32, token: &str) -> Option<u32> {
@@ -327,6 +392,21 @@ mod tests {
         let text = r#"{"q\"uote": "a\\\"b", "\u0041": [ ]}"#;
         check(text, "/q\"uote", r#""a\\\"b""#, Some(r#""q\"uote""#));
         check(text, "/A", "[ ]", Some(r#""\u0041""#));
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_with_their_pointer() {
+        let text = r#"{"a": {"x": 1, "y": 2, "x": 3}, "b": [{"k": 1, "k": 2}], "a": null}"#;
+        let file = source(text);
+        let found: Vec<(&str, &str)> = file
+            .duplicate_keys()
+            .iter()
+            .map(|dup| (dup.pointer.as_str(), &text[dup.key.clone()]))
+            .collect();
+        assert_eq!(
+            found,
+            [("/a/x", r#""x""#), ("/b/0/k", r#""k""#), ("/a", r#""a""#)]
+        );
     }
 
     #[test]

@@ -77,7 +77,10 @@ pub fn validate(sources: Vec<SourceFile>, options: &CheckOptions) -> Validation 
                 problems.push(syntax_problem(source, &error));
                 false
             }
-            Ok(value) => read_file(kind, &value, &mut files, &mut problems),
+            Ok(value) => {
+                let unique = check_duplicate_keys(source, &mut problems);
+                read_file(kind, &value, &mut files, &mut problems) && unique
+            }
         };
         all_typed &= typed;
     }
@@ -147,6 +150,24 @@ fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value, problems: &mut Vec<
         .with_help("the schema accepted this value but the Rust types did not: please report it as a bug")
     });
     result.map_err(|problem| problems.push(problem)).ok()
+}
+
+/// Reports keys written twice in one object; returns whether there were none.
+fn check_duplicate_keys(source: &SourceFile, problems: &mut Vec<Problem>) -> bool {
+    for duplicate in source.duplicate_keys() {
+        let key = duplicate.pointer.rsplit('/').next().unwrap_or_default();
+        let mut problem = Problem::error(
+            "phoenix::json::duplicate_key",
+            source.kind(),
+            duplicate.pointer.clone(),
+            format!("key `{key}` appears twice in the same object"),
+        )
+        .with_label("second occurrence")
+        .with_help("JSON readers keep only one of the values: delete one occurrence");
+        problem.place_at(source, Some((duplicate.key.start, duplicate.key.len())));
+        problems.push(problem);
+    }
+    source.duplicate_keys().is_empty()
 }
 
 fn syntax_problem(source: &SourceFile, error: &serde_json::Error) -> Problem {

@@ -151,6 +151,18 @@ fn trailing_comma() {
 }
 
 #[test]
+fn duplicate_key() {
+    check(
+        &[Replace(
+            Lxc,
+            r#""memory_mb": 1024,"#,
+            r#""memory_mb": 1024, "memory_mb": 2048,"#,
+        )],
+        &[("phoenix::json::duplicate_key", "/lxc_configs/101/memory_mb", 14)],
+    );
+}
+
+#[test]
 fn connection_secret_must_be_a_reference() {
     check(
         &[Replace(

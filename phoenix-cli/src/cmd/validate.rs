@@ -22,8 +22,9 @@ pub(crate) fn run(args: &ValidateArgs, global: &GlobalArgs) -> miette::Result<Ex
             let guests = validation.estate().map_or(0, |estate| estate.guests().len());
             if errors == 0 {
                 eprintln!(
-                    "{} is valid: {guests} guests, {warnings} warning{}",
+                    "{} is valid: {guests} guest{}, {warnings} warning{}",
                     global.config.display(),
+                    plural(guests),
                     plural(warnings)
                 );
             } else {

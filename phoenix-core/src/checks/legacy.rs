@@ -23,7 +23,7 @@ pub(crate) fn check(files: &ConfigFiles, problems: &mut Vec<Problem>) {
         (
             "/behavior",
             hypervisor.behavior.is_some(),
-            "use `-v` for debug output",
+            "delete it: these switches have no effect in Phoenix",
         ),
     ];
     for (pointer, present, instead) in ignored {
