@@ -187,47 +187,76 @@ impl SpanIndex {
     fn duplicate_keys(&self, text: &str) -> Vec<DuplicateKey> {
         let mut found = Vec::new();
         if !self.nodes.is_empty() {
-            let mut pointer = String::new();
-            self.find_duplicates(text, 0, &mut pointer, &mut found);
+            let mut path = Vec::new();
+            self.find_duplicates(text, 0, &mut path, &mut found);
         }
         found
     }
 
-    fn find_duplicates(&self, text: &str, node: u32, pointer: &mut String, found: &mut Vec<DuplicateKey>) {
+    /// Depth-first walk; `path` holds (node, position among siblings) of the ancestors below the root.
+    /// Pointers are built only for the duplicates found, so the walk allocates almost nothing.
+    fn find_duplicates(
+        &self,
+        text: &str,
+        node: u32,
+        path: &mut Vec<(u32, usize)>,
+        found: &mut Vec<DuplicateKey>,
+    ) {
         let parent = self.nodes[node as usize];
         let is_object = text.as_bytes()[parent.start as usize] == b'{';
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut small: Vec<&str> = Vec::new();
+        let mut large: HashSet<&str> = HashSet::new();
         let mut child = parent.first_child;
         let mut position = 0usize;
         while child != NONE {
             let current = self.nodes[child as usize];
-            let length = pointer.len();
             if is_object {
                 let quoted = &text[current.key_start as usize..current.key_end as usize];
-                let key: std::borrow::Cow<'_, str> = if quoted.contains('\\') {
-                    serde_json::from_str::<String>(quoted).map_or(quoted.into(), Into::into)
+                // Most objects have a handful of keys: a linear scan beats hashing there.
+                let repeated = if small.len() < 16 {
+                    let repeated = small.contains(&quoted);
+                    small.push(quoted);
+                    repeated
                 } else {
-                    quoted[1..quoted.len() - 1].into()
+                    if large.is_empty() {
+                        large.extend(small.iter().copied());
+                    }
+                    !large.insert(quoted)
                 };
-                pointer.push('/');
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                if !seen.insert(quoted) {
+                if repeated {
+                    path.push((child, position));
                     found.push(DuplicateKey {
-                        pointer: pointer.clone(),
+                        pointer: self.pointer_of(text, path),
                         key: current.key_start as usize..current.key_end as usize,
                     });
+                    path.pop();
                 }
-            } else {
-                pointer.push('/');
-                pointer.push_str(&position.to_string());
             }
             if current.first_child != NONE {
-                self.find_duplicates(text, child, pointer, found);
+                path.push((child, position));
+                self.find_duplicates(text, child, path, found);
+                path.pop();
             }
-            pointer.truncate(length);
             position += 1;
             child = current.next_sibling;
         }
+    }
+
+    /// The JSON pointer of the last node of `path`.
+    fn pointer_of(&self, text: &str, path: &[(u32, usize)]) -> String {
+        let mut pointer = String::new();
+        for &(node, position) in path {
+            let node = self.nodes[node as usize];
+            pointer.push('/');
+            if node.key_end > node.key_start {
+                let quoted = &text[node.key_start as usize..node.key_end as usize];
+                let key = serde_json::from_str::<String>(quoted).unwrap_or_else(|_| quoted.to_owned());
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            } else {
+                pointer.push_str(&position.to_string());
+            }
+        }
+        pointer
     }
 
     fn child(&self, text: &str, parent: u32, token: &str) -> Option<u32> {

@@ -1,5 +1,6 @@
 //! The validation pipeline: parse -> schema -> typed -> resolve -> semantic checks, collecting every problem.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -127,6 +128,10 @@ fn read_file(kind: FileKind, value: &Value, files: &mut ConfigFiles, problems: &
 
 /// Deserialises a schema-valid document. A failure here means the schema and the Rust types disagree.
 fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value, problems: &mut Vec<Problem>) -> Option<T> {
+    // The fast path; the slower path-tracking deserializer runs only to explain a failure.
+    if let Ok(typed) = T::deserialize(value) {
+        return Some(typed);
+    }
     let result = serde_path_to_error::deserialize(value).map_err(|error| {
         let pointer: String = error
             .path()
