@@ -1,6 +1,5 @@
 //! The validation pipeline: parse -> schema -> typed -> resolve -> semantic checks, collecting every problem.
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
