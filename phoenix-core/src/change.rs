@@ -1,0 +1,174 @@
+//! Changes as data: what a diff finds and an apply carries out, with the consequence of each.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::address::Address;
+
+/// What applying a change does to a running guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consequence {
+    /// Applied live, without interruption.
+    #[default]
+    Live,
+    /// Takes effect when the guest restarts; Phoenix never restarts a guest just for this.
+    Restart,
+    /// Destroys data or the resource itself (replace, delete, disk shrink); needs `--allow-destroy`.
+    Destructive,
+}
+
+/// The kind of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The resource does not exist and is created.
+    Create,
+    /// The resource exists and some fields change in place.
+    Update,
+    /// The resource is destroyed and created again (a field cannot change in place).
+    Replace,
+    /// The resource exists, is owned by Phoenix, and is no longer declared.
+    Delete,
+}
+
+/// One field whose value changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// Field name, as the manager knows it (`memory_mb`, `net0`).
+    pub field: String,
+    /// Live value; `None` when absent.
+    pub old: Option<Value>,
+    /// Desired value; `None` when the field goes away.
+    pub new: Option<Value>,
+    /// What changing this field does.
+    pub consequence: Consequence,
+}
+
+/// One change to one resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The resource changed.
+    pub address: Address,
+    /// Create, update, replace or delete.
+    pub action: Action,
+    /// The fields involved, sorted by name.
+    pub fields: Vec<FieldChange>,
+}
+
+impl Change {
+    /// The worst consequence of the change.
+    pub fn consequence(&self) -> Consequence {
+        let fields = self
+            .fields
+            .iter()
+            .map(|field| field.consequence)
+            .max()
+            .unwrap_or_default();
+        match self.action {
+            Action::Delete | Action::Replace => Consequence::Destructive,
+            Action::Create | Action::Update => fields,
+        }
+    }
+
+    /// A creation with every desired field.
+    pub fn create(address: Address, desired: &BTreeMap<String, Value>) -> Change {
+        let fields = desired
+            .iter()
+            .map(|(field, value)| FieldChange {
+                field: field.clone(),
+                old: None,
+                new: Some(value.clone()),
+                consequence: Consequence::Live,
+            })
+            .collect();
+        Change {
+            address,
+            action: Action::Create,
+            fields,
+        }
+    }
+
+    /// A deletion of a resource Phoenix owns but the configuration no longer declares.
+    pub fn delete(address: Address) -> Change {
+        Change {
+            address,
+            action: Action::Delete,
+            fields: Vec::new(),
+        }
+    }
+}
+
+/// The live state of one resource as a manager reads it: normalised fields, comparable with desired ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Field values, normalised by the manager.
+    pub fields: BTreeMap<String, Value>,
+}
+
+/// Compares declared fields with live ones and returns the fields that differ, sorted by name.
+///
+/// Only declared fields count: a field the configuration leaves unset is not drift, whatever Proxmox holds.
+/// `consequence` says what changing a field does, given its old and new values.
+pub fn diff_fields(
+    desired: &BTreeMap<String, Value>,
+    observed: &BTreeMap<String, Value>,
+    consequence: impl Fn(&str, Option<&Value>, &Value) -> Consequence,
+) -> Vec<FieldChange> {
+    desired
+        .iter()
+        .filter(|(field, value)| observed.get(*field) != Some(*value))
+        .map(|(field, value)| {
+            let old = observed.get(field);
+            FieldChange {
+                field: field.clone(),
+                old: old.cloned(),
+                new: Some(value.clone()),
+                consequence: consequence(field, old, value),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_declared_fields_that_differ_are_changes() {
+        let desired = BTreeMap::from([
+            ("cores".to_owned(), json!(4)),
+            ("memory_mb".to_owned(), json!(2048)),
+        ]);
+        let observed = BTreeMap::from([
+            ("cores".to_owned(), json!(2)),
+            ("memory_mb".to_owned(), json!(2048)),
+            ("mac_address".to_owned(), json!("BC:24:11:00:00:01")),
+        ]);
+        let changes = diff_fields(&desired, &observed, |_, _, _| Consequence::Restart);
+        assert_eq!(
+            changes,
+            [FieldChange {
+                field: "cores".into(),
+                old: Some(json!(2)),
+                new: Some(json!(4)),
+                consequence: Consequence::Restart
+            }]
+        );
+    }
+
+    #[test]
+    fn consequence_of_a_change_is_its_worst() {
+        let address = Address::Lxc(101);
+        let mut change = Change::create(address.clone(), &BTreeMap::from([("cores".to_owned(), json!(1))]));
+        assert_eq!(change.consequence(), Consequence::Live);
+        change.action = Action::Update;
+        change.fields[0].consequence = Consequence::Restart;
+        assert_eq!(change.consequence(), Consequence::Restart);
+        assert_eq!(Change::delete(address).consequence(), Consequence::Destructive);
+    }
+}

@@ -1,0 +1,451 @@
+//! The executor: applies a plan over the managers in dependency order with bounded parallelism.
+//!
+//! Limits: at most `parallelism` resources at once, `per_node` per Proxmox node, and `per_storage` creations
+//! per storage (Proxmox locks a storage while it allocates; clones on one storage contend). One resource
+//! is never worked on by two tasks. A failure skips everything that depends on it; independent branches
+//! go on. A stop request (Ctrl-C) ends dispatching; what is in flight finishes, the rest is reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::address::{Address, ResourceKind};
+use crate::change::Action;
+use crate::manager::{ManagerError, Managers};
+use crate::plan::{Plan, PlanEntry};
+
+/// Limits and permissions of a run.
+#[derive(Debug, Clone)]
+pub struct ExecuteOptions {
+    /// Resources worked on at once.
+    pub parallelism: usize,
+    /// Resources worked on at once on one node.
+    pub per_node: usize,
+    /// Creations and clones at once on one storage.
+    pub per_storage: usize,
+    /// Carry out destructive changes (replace, delete, shrink).
+    pub allow_destroy: bool,
+}
+
+impl Default for ExecuteOptions {
+    fn default() -> ExecuteOptions {
+        ExecuteOptions {
+            parallelism: 8,
+            per_node: 4,
+            per_storage: 2,
+            allow_destroy: false,
+        }
+    }
+}
+
+/// How one resource ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// Its changes were applied.
+    Changed {
+        /// How many changes.
+        changes: usize,
+    },
+    /// It was already converged.
+    Unchanged,
+    /// A change failed.
+    Failed {
+        /// The error.
+        error: String,
+        /// Changes applied before the failure.
+        applied: usize,
+    },
+    /// Not attempted because something it depends on failed or was skipped.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Not attempted because the run was stopped.
+    NotStarted,
+}
+
+/// One resource's line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceReport {
+    /// The resource.
+    pub address: Address,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Time spent on it, in milliseconds.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+}
+
+fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What a run did, resource by resource, in plan order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// One line per resource of the plan.
+    pub resources: Vec<ResourceReport>,
+    /// Wall time of the run, in milliseconds.
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+    /// Whether the run was stopped before the end.
+    pub stopped: bool,
+}
+
+impl Report {
+    /// Whether every resource converged.
+    pub fn succeeded(&self) -> bool {
+        !self.stopped
+            && self
+                .resources
+                .iter()
+                .all(|line| matches!(line.outcome, Outcome::Changed { .. } | Outcome::Unchanged))
+    }
+
+    /// How many resources ended each way: (changed, unchanged, failed, skipped, not started).
+    pub fn counts(&self) -> (usize, usize, usize, usize, usize) {
+        let mut counts = (0, 0, 0, 0, 0);
+        for line in &self.resources {
+            match line.outcome {
+                Outcome::Changed { .. } => counts.0 += 1,
+                Outcome::Unchanged => counts.1 += 1,
+                Outcome::Failed { .. } => counts.2 += 1,
+                Outcome::Skipped { .. } => counts.3 += 1,
+                Outcome::NotStarted => counts.4 += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// Progress of a run, for a progress bar or a log.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Work on a resource began.
+    Started(Address),
+    /// A resource reached its outcome.
+    Finished(ResourceReport),
+}
+
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ExecuteError {
+    /// The plan destroys something and the run was not allowed to.
+    #[error("the plan has destructive changes: {}", addresses.join(", "))]
+    #[diagnostic(
+        code(phoenix::apply::destructive),
+        help("review the plan, then pass --allow-destroy to carry them out")
+    )]
+    DestructiveRefused {
+        /// The resources with destructive changes.
+        addresses: Vec<String>,
+    },
+    /// A resource of the plan has no manager.
+    #[error("no manager is registered for {kind} resources")]
+    #[diagnostic(code(phoenix::apply::no_manager))]
+    NoManager {
+        /// The kind.
+        kind: ResourceKind,
+    },
+}
+
+/// Asks a running executor to stop dispatching. Cloning shares the request.
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+/// The executor's side of a [`StopHandle`].
+#[derive(Debug, Clone)]
+pub struct StopSignal(watch::Receiver<bool>);
+
+impl StopHandle {
+    /// A new handle and the signal to give the executor.
+    pub fn new() -> (StopHandle, StopSignal) {
+        let (sender, receiver) = watch::channel(false);
+        (StopHandle(Arc::new(sender)), StopSignal(receiver))
+    }
+
+    /// Requests the stop.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl StopSignal {
+    fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn stopped(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                // The handle is gone: nobody can ask for a stop any more.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Applies a plan. Returns the report of every resource, or an error when the run may not start.
+pub async fn execute(
+    plan: &Plan,
+    managers: &Managers,
+    options: &ExecuteOptions,
+    mut stop: StopSignal,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<Report, ExecuteError> {
+    if !options.allow_destroy {
+        let addresses: Vec<String> = plan
+            .destructive()
+            .map(|entry| entry.address.to_string())
+            .collect();
+        if !addresses.is_empty() {
+            return Err(ExecuteError::DestructiveRefused { addresses });
+        }
+    }
+    for entry in plan.entries().iter().filter(|entry| !entry.is_unchanged()) {
+        let kind = entry.address.kind();
+        if managers.get(kind).is_none() {
+            return Err(ExecuteError::NoManager { kind });
+        }
+    }
+
+    let started = Instant::now();
+    let entries: Arc<Vec<PlanEntry>> = Arc::new(plan.entries().to_vec());
+    let index: BTreeMap<Address, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| (entry.address.clone(), position))
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
+    let mut waiting: Vec<usize> = vec![0; entries.len()];
+    for (position, entry) in entries.iter().enumerate() {
+        for prerequisite in &entry.depends_on {
+            if let Some(&before) = index.get(prerequisite) {
+                dependents[before].push(position);
+                waiting[position] += 1;
+            }
+        }
+    }
+
+    let mut run = Run {
+        outcomes: vec![None; entries.len()],
+        events,
+        ready: (0..entries.len())
+            .filter(|&position| waiting[position] == 0)
+            .collect(),
+        waiting,
+        dependents,
+        running_per_node: BTreeMap::new(),
+        creating_per_storage: BTreeMap::new(),
+    };
+    let parallelism = options.parallelism.max(1);
+    let mut tasks: JoinSet<(usize, Outcome, Duration)> = JoinSet::new();
+    let mut in_flight: BTreeMap<usize, Claims> = BTreeMap::new();
+
+    loop {
+        if !stop.is_stopped() {
+            // Dispatch, in plan order, everything ready that fits the limits.
+            let mut settled_unchanged = false;
+            let candidates: Vec<usize> = run.ready.iter().copied().collect();
+            for position in candidates {
+                let entry = &entries[position];
+                if entry.is_unchanged() {
+                    run.ready.remove(&position);
+                    run.finish(position, &entries, Outcome::Unchanged, Duration::ZERO);
+                    settled_unchanged = true;
+                    continue;
+                }
+                if in_flight.len() >= parallelism {
+                    continue;
+                }
+                let claims = Claims::of(entry);
+                if !run.fits(&claims, options) {
+                    continue;
+                }
+                run.ready.remove(&position);
+                run.take(&claims);
+                in_flight.insert(position, claims);
+                run.emit(Event::Started(entry.address.clone()));
+                let manager = managers
+                    .get(entry.address.kind())
+                    .expect("checked before the run")
+                    .clone();
+                let entries = Arc::clone(&entries);
+                tasks.spawn(async move {
+                    let began = Instant::now();
+                    let entry = &entries[position];
+                    let mut applied = 0;
+                    for change in &entry.changes {
+                        if let Err(error) = manager.apply(entry.resource.as_ref(), change).await {
+                            let error = describe(&error);
+                            return (position, Outcome::Failed { error, applied }, began.elapsed());
+                        }
+                        applied += 1;
+                    }
+                    (position, Outcome::Changed { changes: applied }, began.elapsed())
+                });
+            }
+            // A converged resource may have released others that can start now.
+            if settled_unchanged {
+                continue;
+            }
+        }
+        if tasks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let (position, outcome, duration) = joined.expect("the set is not empty").expect("apply tasks do not panic");
+                let claims = in_flight.remove(&position).expect("a finished task was in flight");
+                run.release(&claims);
+                run.finish(position, &entries, outcome, duration);
+            }
+            () = stop.stopped(), if !stop.is_stopped() => {}
+        }
+    }
+
+    let stopped = stop.is_stopped();
+    let resources = entries
+        .iter()
+        .zip(run.outcomes)
+        .map(|(entry, outcome)| {
+            let (outcome, duration) = outcome.unwrap_or((Outcome::NotStarted, Duration::ZERO));
+            ResourceReport {
+                address: entry.address.clone(),
+                outcome,
+                duration,
+            }
+        })
+        .collect();
+    Ok(Report {
+        resources,
+        elapsed: started.elapsed(),
+        stopped,
+    })
+}
+
+fn describe(error: &ManagerError) -> String {
+    match error {
+        ManagerError::Failed {
+            message,
+            details: Some(details),
+        } => format!("{message}\n{details}"),
+        other => other.to_string(),
+    }
+}
+
+/// The limited things a resource's work occupies.
+#[derive(Debug, Clone, Default)]
+struct Claims {
+    node: Option<String>,
+    storage: Option<String>,
+}
+
+impl Claims {
+    fn of(entry: &PlanEntry) -> Claims {
+        let resource = entry.resource.as_ref();
+        let creates = entry
+            .changes
+            .iter()
+            .any(|change| matches!(change.action, Action::Create | Action::Replace));
+        Claims {
+            node: resource.and_then(|resource| resource.node.clone()),
+            storage: resource
+                .filter(|_| creates)
+                .and_then(|resource| resource.storage.clone()),
+        }
+    }
+}
+
+struct Run {
+    outcomes: Vec<Option<(Outcome, Duration)>>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    ready: BTreeSet<usize>,
+    waiting: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    running_per_node: BTreeMap<String, usize>,
+    creating_per_storage: BTreeMap<String, usize>,
+}
+
+impl Run {
+    fn fits(&self, claims: &Claims, options: &ExecuteOptions) -> bool {
+        let node_ok = claims.node.as_ref().is_none_or(|node| {
+            self.running_per_node.get(node).copied().unwrap_or(0) < options.per_node.max(1)
+        });
+        let storage_ok = claims.storage.as_ref().is_none_or(|storage| {
+            self.creating_per_storage.get(storage).copied().unwrap_or(0) < options.per_storage.max(1)
+        });
+        node_ok && storage_ok
+    }
+
+    fn take(&mut self, claims: &Claims) {
+        if let Some(node) = &claims.node {
+            *self.running_per_node.entry(node.clone()).or_insert(0) += 1;
+        }
+        if let Some(storage) = &claims.storage {
+            *self.creating_per_storage.entry(storage.clone()).or_insert(0) += 1;
+        }
+    }
+
+    fn release(&mut self, claims: &Claims) {
+        if let Some(node) = &claims.node {
+            *self.running_per_node.get_mut(node).expect("taken before") -= 1;
+        }
+        if let Some(storage) = &claims.storage {
+            *self.creating_per_storage.get_mut(storage).expect("taken before") -= 1;
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            // A closed receiver only means nobody watches the progress.
+            let _ = events.send(event);
+        }
+    }
+
+    /// Records an outcome; a success releases dependents, a failure skips them all, transitively.
+    fn finish(&mut self, position: usize, entries: &[PlanEntry], outcome: Outcome, duration: Duration) {
+        let succeeded = matches!(outcome, Outcome::Changed { .. } | Outcome::Unchanged);
+        self.emit(Event::Finished(ResourceReport {
+            address: entries[position].address.clone(),
+            outcome: outcome.clone(),
+            duration,
+        }));
+        self.outcomes[position] = Some((outcome, duration));
+        let dependents = self.dependents[position].clone();
+        if succeeded {
+            for dependent in dependents {
+                self.waiting[dependent] -= 1;
+                if self.waiting[dependent] == 0 && self.outcomes[dependent].is_none() {
+                    self.ready.insert(dependent);
+                }
+            }
+            return;
+        }
+        let cause = &entries[position].address;
+        let mut stack = dependents;
+        while let Some(dependent) = stack.pop() {
+            if self.outcomes[dependent].is_some() {
+                continue;
+            }
+            let reason = format!("{cause} failed");
+            self.ready.remove(&dependent);
+            self.emit(Event::Finished(ResourceReport {
+                address: entries[dependent].address.clone(),
+                outcome: Outcome::Skipped {
+                    reason: reason.clone(),
+                },
+                duration: Duration::ZERO,
+            }));
+            self.outcomes[dependent] = Some((Outcome::Skipped { reason }, Duration::ZERO));
+            stack.extend(self.dependents[dependent].iter().copied());
+        }
+    }
+}

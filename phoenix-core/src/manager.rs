@@ -1,0 +1,116 @@
+//! The `Manager` trait every manager crate implements, and the registry the CLI composes them in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::address::{Address, ResourceKind};
+use crate::change::{Change, Observed};
+use crate::resource::Resource;
+
+/// One kind of infrastructure. Implementations are idempotent: after apply, observe then diff finds nothing.
+#[async_trait]
+pub trait Manager: Send + Sync {
+    /// The kind of resources this manager owns.
+    fn kind(&self) -> ResourceKind;
+
+    /// Reads the live state of the desired resources in one batch, plus resources of this kind that Phoenix
+    /// owns but the configuration no longer declares. Has no side effects.
+    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError>;
+
+    /// Pure and synchronous: the changes that take `observed` to `desired`; `None` means absent (a create).
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change>;
+
+    /// Carries out one change. Safe to run again after a crash: an operation already done is not repeated.
+    /// `desired` is `None` for deletions.
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError>;
+}
+
+/// A failure reported by a manager.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+pub enum ManagerError {
+    /// Worth another attempt (a 5xx, a timeout before the operation was accepted).
+    #[error("{message}")]
+    #[diagnostic(code(phoenix::manager::transient))]
+    Transient {
+        /// What went wrong.
+        message: String,
+    },
+    /// The resource already exists (seen when a dispatch is retried after it had in fact succeeded).
+    #[error("{message}")]
+    #[diagnostic(code(phoenix::manager::already_exists))]
+    AlreadyExists {
+        /// What went wrong.
+        message: String,
+    },
+    /// Not worth retrying: the operation was refused or failed.
+    #[error("{message}")]
+    #[diagnostic(code(phoenix::manager::failed))]
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// Details (the tail of a task log, say).
+        details: Option<String>,
+    },
+    /// The operation ran past its time limit.
+    #[error("{operation} timed out after {seconds} s")]
+    #[diagnostic(code(phoenix::manager::timeout))]
+    Timeout {
+        /// What was being waited for.
+        operation: String,
+        /// The limit.
+        seconds: u64,
+    },
+    /// There is no live target to talk to.
+    #[error("no live target: {reason}")]
+    #[diagnostic(code(phoenix::manager::offline))]
+    Offline {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ManagerError {
+    /// A permanent failure with a message.
+    pub fn failed(message: impl Into<String>) -> ManagerError {
+        ManagerError::Failed {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Whether trying the same dispatch again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ManagerError::Transient { .. })
+    }
+}
+
+/// The managers of a run, one per kind.
+#[derive(Clone, Default)]
+pub struct Managers {
+    by_kind: BTreeMap<ResourceKind, Arc<dyn Manager>>,
+}
+
+impl Managers {
+    /// Registers a manager; a second one for the same kind replaces the first.
+    pub fn register(&mut self, manager: Arc<dyn Manager>) {
+        self.by_kind.insert(manager.kind(), manager);
+    }
+
+    /// The manager of a kind.
+    pub fn get(&self, kind: ResourceKind) -> Option<&Arc<dyn Manager>> {
+        self.by_kind.get(&kind)
+    }
+
+    /// The kinds that have a manager.
+    pub fn kinds(&self) -> impl Iterator<Item = ResourceKind> + '_ {
+        self.by_kind.keys().copied()
+    }
+}
+
+impl std::fmt::Debug for Managers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_kind.keys()).finish()
+    }
+}

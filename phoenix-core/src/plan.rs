@@ -1,0 +1,413 @@
+//! The plan: every resource in scope, in dependency order, with the changes that converge it.
+//!
+//! [`plan`] observes the live estate through the managers (or nothing, offline), diffs each resource and
+//! orders the result. A plan is deterministic for a given configuration and observed state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::Serialize;
+
+use crate::address::{Address, ResourceKind};
+use crate::change::{Action, Change, Consequence, Observed};
+use crate::manager::{ManagerError, Managers};
+use crate::resource::Resource;
+
+/// Version of the JSON plan format (`phoenix plan --output json`).
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// What to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Plan only these resources and what they depend on; everything when empty.
+    pub targets: Vec<Target>,
+    /// Plan against an empty estate instead of observing one; the reason is shown with the plan.
+    pub offline: Option<String>,
+}
+
+/// A command-line target: an address, or a bare guest ID that names a container or a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `lxc/101`, `stack/qdrant@1002`, ...
+    Address(Address),
+    /// `101`: the container or VM with this ID.
+    Guest(u32),
+}
+
+impl std::str::FromStr for Target {
+    type Err = crate::address::AddressParseError;
+
+    fn from_str(text: &str) -> Result<Target, Self::Err> {
+        match text.parse::<u32>() {
+            Ok(id) => Ok(Target::Guest(id)),
+            Err(_) => text.parse().map(Target::Address),
+        }
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PlanError {
+    /// A target names nothing the configuration declares.
+    #[error("target {target} is not declared in the configuration")]
+    #[diagnostic(
+        code(phoenix::plan::unknown_target),
+        help("name a declared guest ID or an address such as lxc/101")
+    )]
+    UnknownTarget {
+        /// The target as written.
+        target: String,
+    },
+    /// Reading the live state failed.
+    #[error("failed to observe {kind} resources")]
+    #[diagnostic(code(phoenix::plan::observe))]
+    Observe {
+        /// The kind whose manager failed.
+        kind: ResourceKind,
+        /// The manager's error.
+        #[source]
+        source: ManagerError,
+    },
+    /// The resources form a cycle (validation prevents this for guests).
+    #[error("the resources form a dependency cycle through {address}")]
+    #[diagnostic(code(phoenix::plan::cycle))]
+    Cycle {
+        /// A resource on the cycle.
+        address: Address,
+    },
+}
+
+/// One resource in the plan.
+#[derive(Debug, Clone)]
+pub struct PlanEntry {
+    /// Its address.
+    pub address: Address,
+    /// The desired resource; `None` for a resource being deleted.
+    pub resource: Option<Resource>,
+    /// Resources in the plan that must be converged first.
+    pub depends_on: Vec<Address>,
+    /// What converging it takes; empty when it is up to date.
+    pub changes: Vec<Change>,
+}
+
+impl PlanEntry {
+    /// Whether the resource is already converged.
+    pub fn is_unchanged(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The worst consequence of its changes.
+    pub fn consequence(&self) -> Option<Consequence> {
+        self.changes.iter().map(Change::consequence).max()
+    }
+
+    /// The short name of the resource, when it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.resource
+            .as_ref()
+            .and_then(|resource| resource.name.as_deref())
+    }
+}
+
+/// An ordered set of changes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    entries: Vec<PlanEntry>,
+    offline: Option<String>,
+    targets: Vec<Address>,
+    unmanaged: BTreeMap<ResourceKind, usize>,
+}
+
+/// Counts of a plan, for its summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PlanSummary {
+    /// Resources created.
+    pub create: usize,
+    /// Resources updated in place.
+    pub update: usize,
+    /// Resources destroyed and created again.
+    pub replace: usize,
+    /// Resources deleted.
+    pub delete: usize,
+    /// Resources whose changes take effect only after a restart.
+    pub restart: usize,
+    /// Resources with a destructive change.
+    pub destructive: usize,
+    /// Resources already converged.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    /// Every resource in scope, in the order they can be converged.
+    pub fn entries(&self) -> &[PlanEntry] {
+        &self.entries
+    }
+
+    /// Why the plan was made against an empty estate, when it was.
+    pub fn offline(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
+    /// The targets the plan was limited to (empty: everything).
+    pub fn targets(&self) -> &[Address] {
+        &self.targets
+    }
+
+    /// Resources declared but not planned because no manager for their kind is registered.
+    pub fn unmanaged(&self) -> &BTreeMap<ResourceKind, usize> {
+        &self.unmanaged
+    }
+
+    /// Whether anything would change.
+    pub fn has_changes(&self) -> bool {
+        self.entries.iter().any(|entry| !entry.is_unchanged())
+    }
+
+    /// Counts by kind of change.
+    pub fn summary(&self) -> PlanSummary {
+        let mut summary = PlanSummary::default();
+        for entry in &self.entries {
+            if entry.is_unchanged() {
+                summary.unchanged += 1;
+                continue;
+            }
+            let action = entry
+                .changes
+                .iter()
+                .map(|change| change.action)
+                .max()
+                .expect("has changes");
+            match action {
+                Action::Create => summary.create += 1,
+                Action::Update => summary.update += 1,
+                Action::Replace => summary.replace += 1,
+                Action::Delete => summary.delete += 1,
+            }
+            match entry.consequence() {
+                Some(Consequence::Restart) => summary.restart += 1,
+                Some(Consequence::Destructive) => summary.destructive += 1,
+                _ => {}
+            }
+        }
+        summary
+    }
+
+    /// The resources with a destructive change.
+    pub fn destructive(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.consequence() == Some(Consequence::Destructive))
+    }
+}
+
+/// Observes, diffs and orders. Resources whose kind has no manager are counted, not planned.
+pub async fn plan(
+    resources: Vec<Resource>,
+    managers: &Managers,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let mut unmanaged = BTreeMap::new();
+    let mut by_kind: BTreeMap<ResourceKind, Vec<Resource>> = BTreeMap::new();
+    for resource in resources {
+        if managers.get(resource.kind()).is_some() {
+            by_kind.entry(resource.kind()).or_default().push(resource);
+        } else {
+            *unmanaged.entry(resource.kind()).or_insert(0) += 1;
+        }
+    }
+    for kind in managers.kinds() {
+        by_kind.entry(kind).or_default();
+    }
+
+    let observed = if options.offline.is_some() {
+        BTreeMap::new()
+    } else {
+        observe_all(&by_kind, managers).await?
+    };
+
+    let mut entries: BTreeMap<Address, PlanEntry> = BTreeMap::new();
+    for (kind, resources) in by_kind {
+        let manager = managers.get(kind).expect("only kinds with a manager are grouped");
+        for resource in resources {
+            let changes = manager.diff(&resource, observed.get(&resource.address));
+            entries.insert(
+                resource.address.clone(),
+                PlanEntry {
+                    address: resource.address.clone(),
+                    depends_on: resource.depends_on.clone(),
+                    resource: Some(resource),
+                    changes,
+                },
+            );
+        }
+    }
+    // Owned resources that are no longer declared are deleted.
+    for address in observed
+        .keys()
+        .filter(|address| !entries.contains_key(*address))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        entries.insert(
+            address.clone(),
+            PlanEntry {
+                address: address.clone(),
+                resource: None,
+                depends_on: Vec::new(),
+                changes: vec![Change::delete(address)],
+            },
+        );
+    }
+    link_deletions(&mut entries);
+    for entry in entries.values_mut() {
+        let depends_on: Vec<Address> = entry.depends_on.drain(..).collect();
+        entry.depends_on = depends_on
+            .into_iter()
+            .filter(|address| address != &entry.address)
+            .collect();
+    }
+    let known: BTreeSet<Address> = entries.keys().cloned().collect();
+    for entry in entries.values_mut() {
+        entry.depends_on.retain(|address| known.contains(address));
+    }
+
+    let targets = resolve_targets(&options.targets, &entries)?;
+    if !targets.is_empty() {
+        let scope = closure(&targets, &entries);
+        entries.retain(|address, _| scope.contains(address));
+    }
+    let entries = order(entries)?;
+    Ok(Plan {
+        entries,
+        offline: options.offline.clone(),
+        targets,
+        unmanaged,
+    })
+}
+
+async fn observe_all(
+    by_kind: &BTreeMap<ResourceKind, Vec<Resource>>,
+    managers: &Managers,
+) -> Result<BTreeMap<Address, Observed>, PlanError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (&kind, resources) in by_kind {
+        let manager = managers.get(kind).expect("grouped by registered kind").clone();
+        let resources = resources.clone();
+        tasks.spawn(async move { (kind, manager.observe(&resources).await) });
+    }
+    let mut observed = BTreeMap::new();
+    let mut first_error: Option<PlanError> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (kind, result) = joined.expect("observe tasks do not panic");
+        match result {
+            Ok(found) => observed.extend(found.into_iter().filter(|(address, _)| address.kind() == kind)),
+            Err(source) => {
+                let error = PlanError::Observe { kind, source };
+                // Keep the error of the lowest kind, so the report does not depend on timing.
+                if first_error
+                    .as_ref()
+                    .is_none_or(|first| matches!(first, PlanError::Observe { kind: k, .. } if kind < *k))
+                {
+                    first_error = Some(error);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(observed),
+    }
+}
+
+/// Deletions run in reverse dependency order: a VM is deleted after the stacks deployed on it.
+fn link_deletions(entries: &mut BTreeMap<Address, PlanEntry>) {
+    let deleted: Vec<Address> = entries
+        .values()
+        .filter(|entry| entry.resource.is_none())
+        .map(|entry| entry.address.clone())
+        .collect();
+    for address in &deleted {
+        if let Address::Stack { vmid, .. } = address
+            && let Some(vm) = entries.get_mut(&Address::Vm(*vmid))
+            && vm.resource.is_none()
+        {
+            vm.depends_on.push(address.clone());
+        }
+    }
+}
+
+fn resolve_targets(
+    targets: &[Target],
+    entries: &BTreeMap<Address, PlanEntry>,
+) -> Result<Vec<Address>, PlanError> {
+    let mut resolved = Vec::new();
+    for target in targets {
+        let address = match target {
+            Target::Address(address) => entries.contains_key(address).then(|| address.clone()),
+            Target::Guest(id) => [Address::Lxc(*id), Address::Vm(*id)]
+                .into_iter()
+                .find(|address| entries.contains_key(address)),
+        };
+        let Some(address) = address else {
+            let text = match target {
+                Target::Address(address) => address.to_string(),
+                Target::Guest(id) => id.to_string(),
+            };
+            return Err(PlanError::UnknownTarget { target: text });
+        };
+        if !resolved.contains(&address) {
+            resolved.push(address);
+        }
+    }
+    Ok(resolved)
+}
+
+/// The targets and everything they depend on, transitively.
+fn closure(targets: &[Address], entries: &BTreeMap<Address, PlanEntry>) -> BTreeSet<Address> {
+    let mut scope = BTreeSet::new();
+    let mut queue: VecDeque<&Address> = targets.iter().collect();
+    while let Some(address) = queue.pop_front() {
+        if scope.insert(address.clone())
+            && let Some(entry) = entries.get(address)
+        {
+            queue.extend(entry.depends_on.iter());
+        }
+    }
+    scope
+}
+
+/// Kahn's algorithm; among resources ready at the same time, the smallest address comes first.
+fn order(mut entries: BTreeMap<Address, PlanEntry>) -> Result<Vec<PlanEntry>, PlanError> {
+    let mut waiting: BTreeMap<Address, usize> = entries
+        .iter()
+        .map(|(address, entry)| (address.clone(), entry.depends_on.len()))
+        .collect();
+    let mut dependents: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
+    for entry in entries.values() {
+        for prerequisite in &entry.depends_on {
+            dependents
+                .entry(prerequisite.clone())
+                .or_default()
+                .push(entry.address.clone());
+        }
+    }
+    let mut ready: BTreeSet<Address> = waiting
+        .iter()
+        .filter(|(_, count)| **count == 0)
+        .map(|(address, _)| address.clone())
+        .collect();
+    let mut ordered = Vec::with_capacity(entries.len());
+    while let Some(address) = ready.pop_first() {
+        for dependent in dependents.get(&address).map(Vec::as_slice).unwrap_or_default() {
+            let count = waiting.get_mut(dependent).expect("every dependent is an entry");
+            *count -= 1;
+            if *count == 0 {
+                ready.insert(dependent.clone());
+            }
+        }
+        ordered.push(entries.remove(&address).expect("ready addresses are entries"));
+    }
+    match entries.into_keys().next() {
+        Some(address) => Err(PlanError::Cycle { address }),
+        None => Ok(ordered),
+    }
+}

@@ -1,0 +1,248 @@
+//! Desired resources: what the configuration asks for, one per address, with the edges between them.
+//!
+//! [`resources`] turns a validated [`Estate`] into resources: host steps first, then guests (edges from
+//! `clone_from_*` and `dependencies`), then stacks after their VM, then sync steps after the guests they publish.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::address::{Address, ResourceKind};
+use crate::config::stacks::Stack;
+use crate::config::{ContainerConfig, VmConfig};
+use crate::model::{Estate, GuestSpec};
+
+/// One thing Phoenix converges.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Its stable address.
+    pub address: Address,
+    /// A short human name (`gateway`), when it has one.
+    pub name: Option<String>,
+    /// Resources that must be converged first.
+    pub depends_on: Vec<Address>,
+    /// The Proxmox node it lives on, for per-node limits.
+    pub node: Option<String>,
+    /// The storage its disks are created on, for per-storage limits.
+    pub storage: Option<String>,
+    /// What the configuration asks for.
+    pub desired: Desired,
+}
+
+/// The desired state of a resource, by kind.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    /// A host step, with the piece of host configuration it converges.
+    Host(Value),
+    /// A container with defaults merged.
+    Container(Box<ContainerConfig>),
+    /// A VM with defaults merged.
+    Vm(Box<VmConfig>),
+    /// A stack on a VM.
+    Stack(Box<Stack>),
+    /// A sync step, with the data it publishes.
+    Sync(Value),
+}
+
+impl Resource {
+    /// The manager kind that owns it.
+    pub fn kind(&self) -> ResourceKind {
+        self.address.kind()
+    }
+
+    /// The declared fields of the desired state, as JSON, keyed by field name. Keys left unset in the
+    /// configuration are absent, so a diff over these fields only covers what the operator declared.
+    pub fn declared_fields(&self) -> BTreeMap<String, Value> {
+        let value = match &self.desired {
+            Desired::Host(value) | Desired::Sync(value) => value.clone(),
+            Desired::Container(container) => to_value(container),
+            Desired::Vm(vm) => to_value(vm),
+            Desired::Stack(stack) => to_value(stack),
+        };
+        match value {
+            Value::Object(map) => map.into_iter().filter(|(_, value)| !value.is_null()).collect(),
+            other => BTreeMap::from([("value".to_owned(), other)]),
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("configuration types serialise to JSON")
+}
+
+/// Every resource of an estate, in a stable order (by address).
+pub fn resources(estate: &Estate) -> Vec<Resource> {
+    let files = estate.files();
+    let hypervisor = &files.hypervisor;
+    let mut resources = Vec::new();
+
+    // Host steps. Guests depend on all of them: the host is set up before anything runs on it.
+    let mut host = Vec::new();
+    if let Some(zfs) = &hypervisor.zfs {
+        for pool in &zfs.pools {
+            host.push((
+                Address::Host(format!("zfs/pool/{}", pool.name)),
+                Vec::new(),
+                to_value(pool),
+            ));
+        }
+        for dataset in &zfs.datasets {
+            let pool = Address::Host(format!("zfs/pool/{}", dataset.pool));
+            let depends = if zfs.pools.iter().any(|declared| declared.name == dataset.pool) {
+                vec![pool]
+            } else {
+                Vec::new()
+            };
+            let address = Address::Host(format!("zfs/dataset/{}/{}", dataset.pool, dataset.name));
+            host.push((address, depends, to_value(dataset)));
+        }
+    }
+    let datasets: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
+    if let Some(nfs) = hypervisor.nfs.as_ref().filter(|nfs| !nfs.exports.is_empty()) {
+        host.push((
+            Address::Host("nfs/exports".into()),
+            datasets.clone(),
+            to_value(nfs),
+        ));
+    }
+    if let Some(firewall) = hypervisor
+        .firewall
+        .as_ref()
+        .or(hypervisor.shared_volumes.legacy_firewall.as_ref())
+    {
+        host.push((Address::Host("firewall".into()), Vec::new(), to_value(firewall)));
+    }
+    for user in &hypervisor.users {
+        host.push((
+            Address::Host(format!("user/{}", user.username)),
+            Vec::new(),
+            to_value(user),
+        ));
+    }
+    if let Some(nvidia) = hypervisor.nvidia_driver.as_ref().filter(|driver| driver.install) {
+        host.push((Address::Host("nvidia".into()), Vec::new(), to_value(nvidia)));
+    }
+    let host_addresses: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
+    for (address, depends_on, value) in host {
+        resources.push(Resource {
+            address,
+            name: None,
+            depends_on,
+            node: None,
+            storage: None,
+            desired: Desired::Host(value),
+        });
+    }
+
+    // Guests.
+    let address_of = |id: u32| {
+        estate.guest(id).map(|guest| match guest.spec {
+            GuestSpec::Container(_) => Address::Lxc(id),
+            GuestSpec::Vm(_) => Address::Vm(id),
+        })
+    };
+    for guest in estate.guests().values() {
+        let mut depends_on = host_addresses.clone();
+        depends_on.extend(
+            guest
+                .clone_from
+                .into_iter()
+                .chain(guest.dependencies.iter().copied())
+                .filter_map(address_of),
+        );
+        let (address, storage, desired) = match &guest.spec {
+            GuestSpec::Container(container) => (
+                Address::Lxc(guest.id),
+                container.storage_pool.clone(),
+                Desired::Container(container.clone()),
+            ),
+            GuestSpec::Vm(vm) => (
+                Address::Vm(guest.id),
+                vm.storage_pool.clone(),
+                Desired::Vm(vm.clone()),
+            ),
+        };
+        resources.push(Resource {
+            address,
+            name: Some(guest.name().to_owned()),
+            depends_on,
+            node: guest.node.clone(),
+            storage,
+            desired,
+        });
+    }
+
+    // Stacks after their VM, in the order the VM lists them.
+    for guest in estate.guests().values() {
+        let GuestSpec::Vm(vm) = &guest.spec else { continue };
+        for name in &vm.docker_stacks {
+            let Some(stack) = files.stacks.docker_stacks.get(name) else {
+                continue;
+            };
+            resources.push(Resource {
+                address: Address::Stack {
+                    name: name.clone(),
+                    vmid: guest.id,
+                },
+                name: Some(name.clone()),
+                depends_on: vec![Address::Vm(guest.id)],
+                node: guest.node.clone(),
+                storage: None,
+                desired: Desired::Stack(Box::new(stack.clone())),
+            });
+        }
+    }
+
+    // Sync steps after the guests they publish.
+    let mut routes = Map::new();
+    let mut routed = Vec::new();
+    let mut records = Map::new();
+    let mut named = Vec::new();
+    for guest in estate.guests().values() {
+        let (service, address) = match &guest.spec {
+            GuestSpec::Container(container) => (
+                container.traefik_service.as_ref(),
+                container
+                    .network_config
+                    .as_ref()
+                    .map(|network| network.ip.clone()),
+            ),
+            GuestSpec::Vm(vm) => (
+                vm.traefik_service.as_ref(),
+                vm.network_config.as_ref().map(|network| network.ip.clone()),
+            ),
+        };
+        let guest_address = address_of(guest.id).expect("the guest is declared");
+        if let Some(service) = service {
+            routes.insert(
+                service.name.clone(),
+                to_value(&(guest_address.to_string(), service)),
+            );
+            routed.push(guest_address.clone());
+        }
+        if let Some(ip) = address.filter(|ip| ip != "dhcp") {
+            records.insert(guest.name().to_owned(), Value::String(ip));
+            named.push(guest_address);
+        }
+    }
+    if !routes.is_empty() {
+        resources.push(sync_step("traefik", routed, Value::Object(routes)));
+    }
+    if !records.is_empty() {
+        resources.push(sync_step("dns", named, Value::Object(records)));
+    }
+
+    resources.sort_by(|left, right| left.address.cmp(&right.address));
+    resources
+}
+
+fn sync_step(name: &str, depends_on: Vec<Address>, data: Value) -> Resource {
+    Resource {
+        address: Address::Sync(name.to_owned()),
+        name: None,
+        depends_on,
+        node: None,
+        storage: None,
+        desired: Desired::Sync(data),
+    }
+}

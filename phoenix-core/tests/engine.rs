@@ -1,0 +1,517 @@
+//! Scenario tests of the engine: plan and execute over stateful fake managers.
+//!
+//! Each scenario loads the fixture estate, plans against the fakes' live state, applies, and checks what
+//! the fakes hold afterwards; a converged estate plans to nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phoenix_core::executor::ExecuteError;
+use phoenix_core::fake::FakeManager;
+use phoenix_core::{
+    Action, Address, CheckOptions, Consequence, Event, ExecuteOptions, FileKind, Managers, Outcome, Plan,
+    PlanOptions, Report, Resource, ResourceKind, SourceFile, StopHandle, Target, execute, plan, resources,
+    validate,
+};
+use serde_json::json;
+
+fn fixture_resources() -> Vec<Resource> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
+    let sources = FileKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let text = std::fs::read_to_string(dir.join(kind.file_name())).expect("fixture file");
+            SourceFile::new(kind, kind.file_name(), text)
+        })
+        .collect();
+    let estate = validate(sources, &CheckOptions::default())
+        .into_estate()
+        .expect("the fixture is valid");
+    resources(&estate)
+}
+
+struct Estate {
+    fakes: BTreeMap<ResourceKind, FakeManager>,
+    managers: Managers,
+}
+
+impl Estate {
+    fn new() -> Estate {
+        let mut managers = Managers::default();
+        let mut fakes = BTreeMap::new();
+        for kind in ResourceKind::ALL {
+            let fake = FakeManager::new(kind);
+            managers.register(Arc::new(fake.clone()));
+            fakes.insert(kind, fake);
+        }
+        Estate { fakes, managers }
+    }
+
+    fn fake(&self, kind: ResourceKind) -> &FakeManager {
+        &self.fakes[&kind]
+    }
+
+    async fn plan(&self, resources: &[Resource], targets: &[&str]) -> Plan {
+        let options = PlanOptions {
+            targets: targets
+                .iter()
+                .map(|target| target.parse().expect("valid target"))
+                .collect(),
+            offline: None,
+        };
+        plan(resources.to_vec(), &self.managers, &options)
+            .await
+            .expect("plans")
+    }
+
+    async fn apply(&self, plan: &Plan, options: &ExecuteOptions) -> Report {
+        let (_handle, signal) = StopHandle::new();
+        execute(plan, &self.managers, options, signal, None)
+            .await
+            .expect("the run starts")
+    }
+
+    fn writes(&self) -> usize {
+        self.fakes.values().map(FakeManager::writes).sum()
+    }
+}
+
+fn outcome<'a>(report: &'a Report, address: &str) -> &'a Outcome {
+    let address: Address = address.parse().expect("valid address");
+    &report
+        .resources
+        .iter()
+        .find(|line| line.address == address)
+        .expect("the resource is in the report")
+        .outcome
+}
+
+fn addresses(plan: &Plan) -> Vec<String> {
+    plan.entries()
+        .iter()
+        .map(|entry| entry.address.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
+    let estate = Estate::new();
+    let resources = fixture_resources();
+    let first = estate.plan(&resources, &[]).await;
+    let summary = first.summary();
+    assert_eq!(summary.create, resources.len());
+    assert_eq!(summary.unchanged, 0);
+    // Host steps before guests, clones after their source, stacks after their VM, sync last.
+    assert_eq!(
+        addresses(&first),
+        [
+            "host/firewall",
+            "host/zfs/pool/tank",
+            "host/zfs/dataset/tank/guests",
+            "lxc/900",
+            "lxc/101",
+            "lxc/102",
+            "vm/9000",
+            "vm/1001",
+            "vm/1002",
+            "stack/web@1002",
+            "sync/dns",
+            "sync/traefik",
+        ]
+    );
+
+    let report = estate.apply(&first, &ExecuteOptions::default()).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(report.counts(), (resources.len(), 0, 0, 0, 0));
+    let writes = estate.writes();
+    assert_eq!(writes, resources.len());
+
+    let second = estate.plan(&resources, &[]).await;
+    assert!(!second.has_changes(), "{:#?}", second.entries());
+    assert_eq!(second.summary().unchanged, resources.len());
+    let report = estate.apply(&second, &ExecuteOptions::default()).await;
+    assert_eq!(report.counts(), (0, resources.len(), 0, 0, 0));
+    assert_eq!(estate.writes(), writes, "a converged estate is not written to");
+}
+
+#[tokio::test]
+async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converges() {
+    let estate = Estate::new();
+    let resources = fixture_resources();
+    estate
+        .fake(ResourceKind::Lxc)
+        .fail(Address::Lxc(900), "TASK ERROR: storage 'tank-guests' is full");
+    let plan = estate.plan(&resources, &[]).await;
+    let report = estate.apply(&plan, &ExecuteOptions::default()).await;
+    assert!(!report.succeeded());
+
+    assert!(
+        matches!(outcome(&report, "lxc/900"), Outcome::Failed { error, applied: 0 } if error.contains("storage 'tank-guests' is full"))
+    );
+    for skipped in [
+        "lxc/101",
+        "lxc/102",
+        "vm/1001",
+        "vm/1002",
+        "stack/web@1002",
+        "sync/dns",
+        "sync/traefik",
+    ] {
+        assert_eq!(
+            outcome(&report, skipped),
+            &Outcome::Skipped {
+                reason: "lxc/900 failed".into()
+            },
+            "{skipped}"
+        );
+    }
+    for done in [
+        "host/firewall",
+        "host/zfs/pool/tank",
+        "host/zfs/dataset/tank/guests",
+        "vm/9000",
+    ] {
+        assert!(
+            matches!(outcome(&report, done), Outcome::Changed { .. }),
+            "{done}"
+        );
+    }
+
+    estate.fake(ResourceKind::Lxc).heal(&Address::Lxc(900));
+    let rerun = estate.plan(&resources, &[]).await;
+    assert_eq!(rerun.summary().unchanged, 4, "what succeeded is not redone");
+    assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
+    assert!(!estate.plan(&resources, &[]).await.has_changes());
+}
+
+#[tokio::test]
+async fn drift_is_planned_with_old_and_new_values_and_corrected() {
+    let estate = Estate::new();
+    let resources = fixture_resources();
+    estate
+        .apply(&estate.plan(&resources, &[]).await, &ExecuteOptions::default())
+        .await;
+    estate
+        .fake(ResourceKind::Lxc)
+        .drift(&Address::Lxc(101), "memory_mb", json!(512));
+    estate.fake(ResourceKind::Vm).drift(
+        &Address::Vm(1001),
+        "network_config",
+        json!({"ip": "10.1.0.99/24"}),
+    );
+
+    let plan = estate.plan(&resources, &[]).await;
+    let changed: Vec<_> = plan
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .collect();
+    assert_eq!(changed.len(), 2);
+    let memory = &changed[0].changes[0];
+    assert_eq!(
+        (memory.address.to_string(), memory.action),
+        ("lxc/101".to_owned(), Action::Update)
+    );
+    assert_eq!(memory.fields.len(), 1);
+    assert_eq!(memory.fields[0].field, "memory_mb");
+    assert_eq!(
+        (memory.fields[0].old.clone(), memory.fields[0].new.clone()),
+        (Some(json!(512)), Some(json!(1024)))
+    );
+    assert_eq!(memory.consequence(), Consequence::Live);
+    assert_eq!(
+        changed[1].consequence(),
+        Some(Consequence::Restart),
+        "a network change needs a restart"
+    );
+    assert_eq!(plan.summary().restart, 1);
+
+    let writes = estate.writes();
+    assert!(estate.apply(&plan, &ExecuteOptions::default()).await.succeeded());
+    assert_eq!(
+        estate.writes(),
+        writes + 2,
+        "only the drifted resources are written"
+    );
+    assert!(!estate.plan(&resources, &[]).await.has_changes());
+}
+
+#[tokio::test]
+async fn destructive_changes_need_permission() {
+    let estate = Estate::new();
+    let resources = fixture_resources();
+    estate
+        .apply(&estate.plan(&resources, &[]).await, &ExecuteOptions::default())
+        .await;
+    estate
+        .fake(ResourceKind::Lxc)
+        .drift(&Address::Lxc(102), "storage_size_gb", json!(64));
+    estate
+        .fake(ResourceKind::Lxc)
+        .insert(Address::Lxc(555), BTreeMap::from([("name".into(), json!("old"))]));
+
+    let plan = estate.plan(&resources, &[]).await;
+    let destructive: Vec<String> = plan
+        .destructive()
+        .map(|entry| entry.address.to_string())
+        .collect();
+    assert_eq!(
+        destructive,
+        ["lxc/555"],
+        "an owned guest no longer declared is deleted"
+    );
+    let (_handle, signal) = StopHandle::new();
+    let refused = execute(&plan, &estate.managers, &ExecuteOptions::default(), signal, None).await;
+    assert!(
+        matches!(refused, Err(ExecuteError::DestructiveRefused { ref addresses }) if addresses == &["lxc/555"])
+    );
+    assert_eq!(
+        estate.fake(ResourceKind::Lxc).live().len(),
+        4,
+        "nothing was touched"
+    );
+
+    let allowed = ExecuteOptions {
+        allow_destroy: true,
+        ..ExecuteOptions::default()
+    };
+    assert!(estate.apply(&plan, &allowed).await.succeeded());
+    assert!(
+        !estate
+            .fake(ResourceKind::Lxc)
+            .live()
+            .contains_key(&Address::Lxc(555))
+    );
+}
+
+#[tokio::test]
+async fn a_shrinking_disk_is_destructive_and_a_replacement_is_planned_as_such() {
+    let estate = Estate::new();
+    let mut resources = fixture_resources();
+    estate
+        .apply(&estate.plan(&resources, &[]).await, &ExecuteOptions::default())
+        .await;
+    for resource in &mut resources {
+        if let phoenix_core::Desired::Container(container) = &mut resource.desired
+            && resource.address == Address::Lxc(101)
+        {
+            container.storage_size_gb = Some(8);
+            container.unprivileged = Some(false);
+        }
+    }
+    estate
+        .fake(ResourceKind::Lxc)
+        .drift(&Address::Lxc(101), "storage_size_gb", json!(16));
+    estate
+        .fake(ResourceKind::Lxc)
+        .drift(&Address::Lxc(101), "unprivileged", json!(true));
+    let plan = estate.plan(&resources, &["lxc/101"]).await;
+    let entry = plan
+        .entries()
+        .iter()
+        .find(|entry| entry.address == Address::Lxc(101))
+        .expect("planned");
+    assert_eq!(entry.changes[0].action, Action::Replace);
+    let consequences: Vec<(&str, Consequence)> = entry.changes[0]
+        .fields
+        .iter()
+        .map(|field| (field.field.as_str(), field.consequence))
+        .collect();
+    assert_eq!(
+        consequences,
+        [
+            ("storage_size_gb", Consequence::Destructive),
+            ("unprivileged", Consequence::Destructive)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_target_brings_what_it_depends_on_and_nothing_else() {
+    let estate = Estate::new();
+    let resources = fixture_resources();
+    let plan = estate.plan(&resources, &["1001"]).await;
+    assert_eq!(
+        addresses(&plan),
+        [
+            "host/firewall",
+            "host/zfs/pool/tank",
+            "host/zfs/dataset/tank/guests",
+            "lxc/900",
+            "lxc/101",
+            "lxc/102",
+            "vm/9000",
+            "vm/1001",
+        ]
+    );
+    let unknown = phoenix_core::plan(
+        resources,
+        &estate.managers,
+        &PlanOptions {
+            targets: vec![Target::Guest(4242)],
+            offline: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(unknown, Err(phoenix_core::plan::PlanError::UnknownTarget { ref target }) if target == "4242")
+    );
+}
+
+#[tokio::test]
+async fn offline_plans_against_an_empty_estate_without_observing() {
+    let estate = Estate::new();
+    let resources = fixture_resources();
+    estate.fake(ResourceKind::Lxc).fail_observe("unreachable");
+    let options = PlanOptions {
+        targets: Vec::new(),
+        offline: Some("--offline".into()),
+    };
+    let plan = plan(resources.clone(), &estate.managers, &options)
+        .await
+        .expect("offline never observes");
+    assert_eq!(plan.offline(), Some("--offline"));
+    assert_eq!(plan.summary().create, resources.len());
+    let online = phoenix_core::plan(resources, &estate.managers, &PlanOptions::default()).await;
+    assert!(matches!(
+        online,
+        Err(phoenix_core::plan::PlanError::Observe {
+            kind: ResourceKind::Lxc,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn kinds_without_a_manager_are_counted_not_planned() {
+    let mut managers = Managers::default();
+    managers.register(Arc::new(FakeManager::new(ResourceKind::Lxc)));
+    let plan = plan(fixture_resources(), &managers, &PlanOptions::default())
+        .await
+        .expect("plans");
+    assert_eq!(addresses(&plan), ["lxc/900", "lxc/101", "lxc/102"]);
+    let unmanaged: Vec<(ResourceKind, usize)> = plan
+        .unmanaged()
+        .iter()
+        .map(|(kind, count)| (*kind, *count))
+        .collect();
+    assert_eq!(
+        unmanaged,
+        [
+            (ResourceKind::Host, 3),
+            (ResourceKind::Vm, 3),
+            (ResourceKind::Stack, 1),
+            (ResourceKind::Sync, 2)
+        ]
+    );
+}
+
+/// Forty containers with no dependencies, half on each of two storages.
+fn many_containers() -> Vec<Resource> {
+    let template = fixture_resources()
+        .into_iter()
+        .find(|resource| resource.address == Address::Lxc(900))
+        .expect("900");
+    (0..40)
+        .map(|index| {
+            let mut resource = template.clone();
+            resource.address = Address::Lxc(2000 + index);
+            resource.depends_on.clear();
+            resource.storage = Some(if index % 2 == 0 { "fast" } else { "slow" }.to_owned());
+            resource.node = Some(format!("pve{}", index % 3));
+            resource
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_storage_and_per_node_limits_are_respected() {
+    let estate = Estate::new();
+    let lxc = estate.fake(ResourceKind::Lxc);
+    lxc.set_latency(Duration::from_millis(100));
+    let resources = many_containers();
+    let plan = estate.plan(&resources, &[]).await;
+    let options = ExecuteOptions {
+        parallelism: 8,
+        per_node: 3,
+        per_storage: 2,
+        allow_destroy: false,
+    };
+    let report = estate.apply(&plan, &options).await;
+    assert!(report.succeeded());
+    let per_storage = lxc.max_creations_per_storage();
+    assert_eq!(
+        per_storage,
+        BTreeMap::from([("fast".to_owned(), 2), ("slow".to_owned(), 2)])
+    );
+    assert_eq!(lxc.max_concurrency(), 4, "two storages, two creations each");
+
+    let unlimited = Estate::new();
+    unlimited
+        .fake(ResourceKind::Lxc)
+        .set_latency(Duration::from_millis(100));
+    let options = ExecuteOptions {
+        parallelism: 5,
+        per_node: 2,
+        per_storage: 100,
+        allow_destroy: false,
+    };
+    let report = unlimited
+        .apply(&unlimited.plan(&resources, &[]).await, &options)
+        .await;
+    assert!(report.succeeded());
+    assert_eq!(
+        unlimited.fake(ResourceKind::Lxc).max_concurrency(),
+        5,
+        "the overall limit binds: 3 nodes x 2 > 5"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_lets_work_in_flight_finish_and_reports_the_rest() {
+    let estate = Estate::new();
+    estate
+        .fake(ResourceKind::Lxc)
+        .set_latency(Duration::from_millis(100));
+    let resources = many_containers();
+    let plan = estate.plan(&resources, &[]).await;
+    let (handle, signal) = StopHandle::new();
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let options = ExecuteOptions {
+        parallelism: 4,
+        per_node: 4,
+        per_storage: 4,
+        allow_destroy: false,
+    };
+    let managers = estate.managers.clone();
+    let run = tokio::spawn(async move { execute(&plan, &managers, &options, signal, Some(events)).await });
+    let mut started = 0;
+    while let Some(event) = received.recv().await {
+        if matches!(event, Event::Started(_)) {
+            started += 1;
+            if started == 4 {
+                handle.stop();
+                break;
+            }
+        }
+    }
+    let report = run
+        .await
+        .expect("the run does not panic")
+        .expect("the run starts");
+    assert!(report.stopped && !report.succeeded());
+    let (changed, unchanged, failed, skipped, not_started) = report.counts();
+    assert_eq!(
+        (changed, unchanged, failed, skipped),
+        (4, 0, 0, 0),
+        "the four in flight finished"
+    );
+    assert_eq!(not_started, 36);
+    assert_eq!(estate.fake(ResourceKind::Lxc).live().len(), 4);
+
+    let rerun = estate.plan(&resources, &[]).await;
+    assert_eq!(rerun.summary().unchanged, 4);
+    assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
+}
