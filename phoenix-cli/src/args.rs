@@ -30,6 +30,9 @@ pub struct GlobalArgs {
         value_name = "DIR"
     )]
     pub config: PathBuf,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The commands.
@@ -37,6 +40,14 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Check the configuration directory: JSON syntax, schemas and semantic rules.
     Validate(ValidateArgs),
+    /// Show what apply would change, resource by resource.
+    Plan(PlanArgs),
+    /// Converge the estate: plan, confirm, then apply in dependency order.
+    Apply(ApplyArgs),
+    /// Converge the given guests and everything they depend on (apply limited to targets).
+    Create(CreateArgs),
+    /// Print the resource graph as Graphviz DOT or Mermaid.
+    Graph(GraphArgs),
     /// Print the JSON Schema of a configuration file (all four names when none is given).
     Schema(SchemaArgs),
     /// Print a shell completion script.
@@ -49,6 +60,98 @@ pub struct ValidateArgs {
     /// How to print problems.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+}
+
+/// Where plans and applies read and write the estate.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Plan against an empty estate without contacting Proxmox.
+    #[arg(long, conflicts_with = "demo")]
+    pub offline: bool,
+    /// Use the built-in demo target: a simulated Proxmox whose state is kept in a local file.
+    #[arg(long)]
+    pub demo: bool,
+    /// The demo target's state file (default: a file per config directory in the temporary directory).
+    #[arg(long, value_name = "FILE", requires = "demo", env = "PHOENIX_DEMO_STATE")]
+    pub demo_state: Option<PathBuf>,
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Limit the plan to these resources (IDs such as 101, or addresses such as lxc/101) and their prerequisites.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// How apply runs.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Apply without asking (required when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Allow destructive changes: replacements, deletions, disk shrinks.
+    #[arg(long)]
+    pub allow_destroy: bool,
+    /// Resources worked on at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    /// Resources worked on at once on one Proxmox node.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub per_node: u16,
+    /// Creations and clones at once on one storage.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub per_storage: u16,
+    /// How to print the plan and the final report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Arguments of `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Limit the run to these resources and their prerequisites.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Guests (IDs or addresses) to converge, with everything they depend on.
+    #[arg(value_name = "ID", required = true)]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Picture source format.
+    #[arg(long, value_enum, default_value_t = GraphFormatArg::Dot)]
+    pub format: GraphFormatArg,
+}
+
+/// Picture formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormatArg {
+    /// Graphviz DOT (`dot -Tsvg`).
+    Dot,
+    /// Mermaid flowchart (renders on GitHub).
+    Mermaid,
 }
 
 /// Arguments of `schema`.
@@ -68,9 +171,9 @@ pub struct CompletionsArgs {
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// Diagnostics for people, with source excerpts.
+    /// For people.
     Human,
-    /// A JSON array of problems, for editors and CI.
+    /// JSON, for machines.
     Json,
 }
 

@@ -1,11 +1,13 @@
 //! The `phoenix` command line: argument parsing, reading the configuration directory, rendering.
 //!
-//! Thin by design: validation, planning and every decision live in `phoenix-core`.
+//! Thin by design: validation, planning, execution and every decision live in `phoenix-core`.
 
 mod args;
 mod cmd;
 mod load;
+mod progress;
 mod render;
+mod target;
 
 use std::process::ExitCode;
 
@@ -13,14 +15,35 @@ use clap::Parser;
 
 pub use args::Cli;
 
-/// Runs the command line and maps the outcome to an exit status.
+/// Runs the command line and maps the outcome to an exit status: the only place that does.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cmd::run(cli) {
+    init_tracing(cli.global.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    match runtime.block_on(cmd::run(cli)) {
         Ok(code) => code,
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs to stderr: warnings by default, more with -v, or whatever RUST_LOG says.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(render::stderr_is_terminal())
+        .try_init();
 }

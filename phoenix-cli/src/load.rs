@@ -64,3 +64,31 @@ fn user_features(dir: &Path) -> io::Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+/// Reads and validates a configuration directory for the commands that act on it. Problems are printed;
+/// `None` means there were errors (the caller exits with status 1).
+pub(crate) fn estate(dir: &Path) -> miette::Result<Option<phoenix_core::Estate>> {
+    let config = read(dir)?;
+    let validation = phoenix_core::validate(config.sources, &config.options);
+    let warnings = validation.count(phoenix_core::Severity::Warning);
+    match validation.into_estate() {
+        Ok(estate) => {
+            if warnings > 0 {
+                eprintln!(
+                    "{} has {warnings} warning{}; `phoenix validate` shows them.",
+                    dir.display(),
+                    if warnings == 1 { "" } else { "s" }
+                );
+            }
+            Ok(Some(estate))
+        }
+        Err(problems) => {
+            eprint!(
+                "{}",
+                crate::render::human(&problems, crate::render::stderr_is_terminal())
+            );
+            eprintln!("{} is not valid; nothing was planned.", dir.display());
+            Ok(None)
+        }
+    }
+}

@@ -39,3 +39,8 @@ pub(crate) fn stderr_is_terminal() -> bool {
 fn terminal_width() -> Option<usize> {
     std::env::var("COLUMNS").ok()?.parse().ok()
 }
+
+/// Whether standard output takes colour: a terminal, and `NO_COLOR` unset or empty.
+pub(crate) fn stdout_colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}

@@ -3,7 +3,7 @@
 //! Every check reads the resolved [`Estate`] and reports [`Problem`]s at JSON pointers; none stops the others.
 
 mod firewall;
-mod legacy;
+pub(crate) mod legacy;
 pub(crate) mod network;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -18,6 +18,7 @@ pub mod graph;
 pub mod manager;
 pub mod model;
 pub mod plan;
+pub mod render;
 pub mod resource;
 pub mod retry;
 pub mod schema;

@@ -268,6 +268,8 @@ pub async fn plan(
     let known: BTreeSet<Address> = entries.keys().cloned().collect();
     for entry in entries.values_mut() {
         entry.depends_on.retain(|address| known.contains(address));
+        entry.depends_on.sort();
+        entry.depends_on.dedup();
     }
 
     let targets = resolve_targets(&options.targets, &entries)?;

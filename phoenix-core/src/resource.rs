@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::address::{Address, ResourceKind};
+use crate::checks::legacy::is_sensitive_name;
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, VmConfig};
 use crate::model::{Estate, GuestSpec};
@@ -59,10 +60,64 @@ impl Resource {
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
         };
-        match value {
-            Value::Object(map) => map.into_iter().filter(|(_, value)| !value.is_null()).collect(),
-            other => BTreeMap::from([("value".to_owned(), other)]),
+        match prune(redact(&self.desired, value)) {
+            Some(Value::Object(map)) => map.into_iter().collect(),
+            Some(other) => BTreeMap::from([("value".to_owned(), other)]),
+            None => BTreeMap::new(),
         }
+    }
+}
+
+/// The mark that replaces a secret written inline, so that plans and logs never show it.
+pub const SENSITIVE: &str = "(sensitive)";
+
+/// Replaces inline secrets by [`SENSITIVE`]: a VM user's password, and stack variables whose names
+/// suggest a secret. References (`{"env": ...}`, `{"file": ...}`) stay: they name, not hold, a secret.
+fn redact(desired: &Desired, mut value: Value) -> Value {
+    let mask = |slot: Option<&mut Value>| {
+        if let Some(slot) = slot.filter(|slot| slot.is_string()) {
+            *slot = Value::String(SENSITIVE.to_owned());
+        }
+    };
+    match desired {
+        Desired::Vm(_) => mask(value.pointer_mut("/user_config/password")),
+        Desired::Host(_) => mask(value.pointer_mut("/password_hash")),
+        Desired::Stack(_) => {
+            let environments = value.get_mut("environments").and_then(Value::as_object_mut);
+            for environment in environments.into_iter().flat_map(|map| map.values_mut()) {
+                let variables = environment.get_mut("variables").and_then(Value::as_array_mut);
+                for variable in variables.into_iter().flatten() {
+                    let sensitive = variable
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(is_sensitive_name);
+                    if sensitive {
+                        mask(variable.get_mut("value"));
+                    }
+                }
+            }
+        }
+        Desired::Container(_) | Desired::Sync(_) => {}
+    }
+    value
+}
+
+/// Drops what the configuration leaves unset: nulls, and empty lists and objects, at any depth.
+fn prune(value: Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Array(items) => {
+            let items: Vec<Value> = items.into_iter().filter_map(prune).collect();
+            (!items.is_empty()).then_some(Value::Array(items))
+        }
+        Value::Object(map) => {
+            let map: serde_json::Map<String, Value> = map
+                .into_iter()
+                .filter_map(|(key, value)| prune(value).map(|value| (key, value)))
+                .collect();
+            (!map.is_empty()).then_some(Value::Object(map))
+        }
+        other => Some(other),
     }
 }
 

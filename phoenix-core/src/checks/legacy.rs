@@ -7,6 +7,12 @@ use crate::schema::escape_pointer_token;
 /// Variable names that suggest a value is sensitive.
 const SENSITIVE_NAMES: &[&str] = &["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];
 
+/// Whether a variable of this name likely holds a secret.
+pub(crate) fn is_sensitive_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SENSITIVE_NAMES.iter().any(|marker| upper.contains(marker))
+}
+
 pub(crate) fn check(files: &ConfigFiles, problems: &mut Vec<Problem>) {
     let hypervisor = &files.hypervisor;
     let ignored = [
@@ -154,8 +160,7 @@ pub(crate) fn check(files: &ConfigFiles, problems: &mut Vec<Problem>) {
     for (name, stack) in &files.stacks.docker_stacks {
         for (environment_name, environment) in &stack.environments {
             for (index, variable) in environment.variables.iter().enumerate() {
-                let upper = variable.name.to_ascii_uppercase();
-                if SENSITIVE_NAMES.iter().any(|marker| upper.contains(marker)) {
+                if is_sensitive_name(&variable.name) {
                     let pointer = format!(
                         "/docker_stacks/{}/environments/{}/variables/{index}/value",
                         escape_pointer_token(name),

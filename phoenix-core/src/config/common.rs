@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Written as a plain string (accepted, but validation warns and names the key), as `{"env": "NAME"}`
 /// (read from an environment variable at run time) or as `{"file": "path"}` (read from a file, relative
 /// paths resolved against the configuration directory).
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     /// The secret written inline. Works, but draws a warning.
     Plain(String),
@@ -36,6 +35,26 @@ impl fmt::Debug for Secret {
             Secret::Plain(_) => f.write_str("Secret::Plain(<redacted>)"),
             Secret::Env(name) => write!(f, "Secret::Env({name:?})"),
             Secret::File(path) => write!(f, "Secret::File({path:?})"),
+        }
+    }
+}
+
+impl Serialize for Secret {
+    // The same forms the configuration file uses, so that a serialised config reads back unchanged.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Secret::Plain(value) => serializer.serialize_str(value),
+            Secret::Env(name) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("env", name)?;
+                map.end()
+            }
+            Secret::File(path) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("file", path)?;
+                map.end()
+            }
         }
     }
 }

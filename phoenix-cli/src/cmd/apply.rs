@@ -1,0 +1,140 @@
+//! `phoenix apply` and `phoenix create`: plan, confirm, apply with progress, report.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use phoenix_core::render::{self, Colour};
+use phoenix_core::{ExecuteOptions, StopHandle};
+use serde::Serialize;
+
+use crate::args::{GlobalArgs, OutputFormat, RunArgs};
+use crate::target::Target;
+use crate::{load, progress, render as output};
+
+/// Version of the JSON apply report.
+const REPORT_FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct ReportDocument<'a> {
+    format_version: u32,
+    plan: render::PlanDocument<'a>,
+    report: Option<&'a phoenix_core::Report>,
+}
+
+pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let Some(estate) = load::estate(&global.config)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let target = Target::open(&args.target, &estate, &global.config)?;
+    target.ensure_writable()?;
+    let options = target.plan_options(targets)?;
+    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
+    let human = args.output == OutputFormat::Human;
+    let colour = if output::stdout_colour() {
+        Colour::Always
+    } else {
+        Colour::Never
+    };
+
+    if human {
+        if let Some(description) = target.describe() {
+            println!("{description}\n");
+        }
+        print!("{}", render::plan_text(&plan, colour));
+    }
+    if !plan.has_changes() {
+        if !human {
+            print_document(&plan, None);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.allow_destroy && plan.destructive().next().is_some() {
+        let addresses: Vec<String> = plan
+            .destructive()
+            .map(|entry| entry.address.to_string())
+            .collect();
+        return Err(miette::miette!(
+            code = "phoenix::apply::destructive",
+            help = "review the plan above, then run again with --allow-destroy",
+            "the plan destroys {}",
+            addresses.join(", ")
+        ));
+    }
+    if !args.yes && !confirm()? {
+        eprintln!("Apply cancelled; nothing was changed.");
+        return Ok(ExitCode::from(1));
+    }
+
+    let (handle, signal) = StopHandle::new();
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    let interrupt = tokio::spawn(stop_on_ctrl_c(handle));
+    let follower = tokio::spawn(progress::follow(
+        received,
+        plan.entries().len(),
+        std::io::stderr().is_terminal(),
+    ));
+    let execute_options = ExecuteOptions {
+        parallelism: usize::from(args.parallelism),
+        per_node: usize::from(args.per_node),
+        per_storage: usize::from(args.per_storage),
+        allow_destroy: args.allow_destroy,
+    };
+    let result =
+        phoenix_core::execute(&plan, target.managers(), &execute_options, signal, Some(events)).await;
+    interrupt.abort();
+    let _ = follower.await;
+    // Whatever happened, the demo target keeps what was applied.
+    target.save()?;
+    let report = result?;
+    if human {
+        println!();
+        print!("{}", render::report_text(&report, colour));
+    } else {
+        print_document(&plan, Some(&report));
+    }
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_document(plan: &phoenix_core::Plan, report: Option<&phoenix_core::Report>) {
+    let document = ReportDocument {
+        format_version: REPORT_FORMAT_VERSION,
+        plan: render::plan_document(plan),
+        report,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&document).expect("the report serialises")
+    );
+}
+
+/// Asks on the terminal; refuses when there is none.
+fn confirm() -> miette::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(miette::miette!(
+            code = "phoenix::apply::needs_yes",
+            help = "pass --yes to apply without a terminal to confirm on",
+            "refusing to apply without confirmation"
+        ));
+    }
+    eprint!("\nApply these changes? Only 'yes' is accepted: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).ok();
+    Ok(answer.trim() == "yes")
+}
+
+async fn stop_on_ctrl_c(handle: StopHandle) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!(
+            "\nStopping: no new operations start; waiting for those in flight. Press Ctrl-C again to abort."
+        );
+        handle.stop();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `phoenix plan`: what apply would change.
+
+use std::process::ExitCode;
+
+use phoenix_core::render::{self, Colour};
+
+use crate::args::{GlobalArgs, OutputFormat, PlanArgs};
+use crate::target::Target;
+use crate::{load, render as output};
+
+pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let Some(estate) = load::estate(&global.config)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let target = Target::open(&args.target, &estate, &global.config)?;
+    let options = target.plan_options(&args.targets)?;
+    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
+    match args.output {
+        OutputFormat::Json => {
+            let document = render::plan_document(&plan);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).expect("the plan serialises")
+            );
+        }
+        OutputFormat::Human => {
+            if let Some(description) = target.describe() {
+                println!("{description}\n");
+            }
+            let colour = if output::stdout_colour() {
+                Colour::Always
+            } else {
+                Colour::Never
+            };
+            print!("{}", render::plan_text(&plan, colour));
+        }
+    }
+    Ok(match (args.detailed_exitcode, plan.has_changes()) {
+        (true, true) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}

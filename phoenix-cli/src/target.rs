@@ -1,0 +1,206 @@
+//! Where plans and applies read and write the estate: offline (an empty estate, read-only) or the built-in
+//! demo target (a simulated Proxmox whose state persists in a local file between runs).
+//!
+//! A live Proxmox target needs the API client, which is not built yet; until then a configured endpoint
+//! is named in the plan's offline notice rather than contacted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use miette::{IntoDiagnostic, WrapErr};
+use phoenix_core::fake::FakeManager;
+use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKind, Target as PlanTarget};
+use serde::{Deserialize, Serialize};
+
+use crate::args::TargetArgs;
+
+/// The estate a command works against.
+pub(crate) struct Target {
+    mode: Mode,
+    fakes: Vec<FakeManager>,
+    managers: Managers,
+}
+
+enum Mode {
+    Offline { reason: String },
+    Demo { state: PathBuf },
+}
+
+/// Version of the demo state file.
+const DEMO_FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct DemoState {
+    format_version: u32,
+    live: BTreeMap<Address, Observed>,
+}
+
+impl Target {
+    /// Chooses the target from the flags and the configuration.
+    pub(crate) fn open(args: &TargetArgs, estate: &Estate, config_dir: &Path) -> miette::Result<Target> {
+        let mode = if args.demo {
+            Mode::Demo {
+                state: args
+                    .demo_state
+                    .clone()
+                    .unwrap_or_else(|| default_demo_state(config_dir)),
+            }
+        } else if args.offline {
+            Mode::Offline {
+                reason: "--offline was given".to_owned(),
+            }
+        } else {
+            match &estate.files().hypervisor.proxmox {
+                None => Mode::Offline {
+                    reason: "no Proxmox endpoint is configured".to_owned(),
+                },
+                Some(connection) => Mode::Offline {
+                    reason: format!(
+                        "{} was not contacted because the Proxmox API client is not built yet (use --demo to apply to the simulated target)",
+                        connection.endpoint
+                    ),
+                },
+            }
+        };
+        let mut managers = Managers::default();
+        let mut fakes = Vec::new();
+        for kind in ResourceKind::ALL {
+            let fake = FakeManager::new(kind);
+            if matches!(mode, Mode::Demo { .. }) {
+                fake.set_latency(demo_latency(kind));
+            }
+            managers.register(Arc::new(fake.clone()));
+            fakes.push(fake);
+        }
+        let target = Target {
+            mode,
+            fakes,
+            managers,
+        };
+        target.load()?;
+        Ok(target)
+    }
+
+    /// The managers of this target.
+    pub(crate) fn managers(&self) -> &Managers {
+        &self.managers
+    }
+
+    /// Planning options for these targets.
+    pub(crate) fn plan_options(&self, targets: &[String]) -> miette::Result<PlanOptions> {
+        let targets = targets
+            .iter()
+            .map(|target| target.parse::<PlanTarget>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| miette::miette!(code = "phoenix::plan::bad_target", "{error}"))?;
+        let offline = match &self.mode {
+            Mode::Offline { reason } => Some(reason.clone()),
+            Mode::Demo { .. } => None,
+        };
+        Ok(PlanOptions { targets, offline })
+    }
+
+    /// A line saying where the plan comes from, for people.
+    pub(crate) fn describe(&self) -> Option<String> {
+        match &self.mode {
+            Mode::Demo { state } => Some(format!(
+                "Demo target: simulated Proxmox, state in {}",
+                state.display()
+            )),
+            Mode::Offline { .. } => None,
+        }
+    }
+
+    /// Refuses to apply when the target cannot be written.
+    pub(crate) fn ensure_writable(&self) -> miette::Result<()> {
+        match &self.mode {
+            Mode::Demo { .. } => Ok(()),
+            Mode::Offline { reason } => Err(miette::miette!(
+                code = "phoenix::apply::offline",
+                help = "run with --demo to apply to the built-in simulated target",
+                "cannot apply offline: {reason}"
+            )),
+        }
+    }
+
+    fn load(&self) -> miette::Result<()> {
+        let Mode::Demo { state } = &self.mode else {
+            return Ok(());
+        };
+        let text = match std::fs::read_to_string(state) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => {
+                return Err(error)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("failed to read {}", state.display()));
+            }
+        };
+        let loaded: DemoState = serde_json::from_str(&text).into_diagnostic().wrap_err_with(|| {
+            format!(
+                "{} is not a demo state file; delete it to start afresh",
+                state.display()
+            )
+        })?;
+        if loaded.format_version != DEMO_FORMAT_VERSION {
+            return Err(miette::miette!(
+                "{} has format version {}, expected {DEMO_FORMAT_VERSION}; delete it to start afresh",
+                state.display(),
+                loaded.format_version
+            ));
+        }
+        for fake in &self.fakes {
+            let kind = phoenix_core::Manager::kind(fake);
+            fake.set_live(
+                loaded
+                    .live
+                    .iter()
+                    .filter(|(address, _)| address.kind() == kind)
+                    .map(|(a, o)| (a.clone(), o.clone()))
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the demo state back; a no-op for other targets.
+    pub(crate) fn save(&self) -> miette::Result<()> {
+        let Mode::Demo { state } = &self.mode else {
+            return Ok(());
+        };
+        let live = self.fakes.iter().flat_map(FakeManager::live).collect();
+        let document = DemoState {
+            format_version: DEMO_FORMAT_VERSION,
+            live,
+        };
+        let text = serde_json::to_string_pretty(&document).expect("demo state serialises");
+        std::fs::write(state, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("failed to write {}", state.display()))
+    }
+}
+
+/// A state file per configuration directory, in the temporary directory.
+fn default_demo_state(config_dir: &Path) -> PathBuf {
+    let absolute = std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
+    let name: String = absolute
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    std::env::temp_dir().join(format!("phoenix-demo{name}.json"))
+}
+
+/// How long the simulated target takes per change, so that progress is visible.
+fn demo_latency(kind: ResourceKind) -> Duration {
+    Duration::from_millis(match kind {
+        ResourceKind::Host => 150,
+        ResourceKind::Lxc => 400,
+        ResourceKind::Vm => 700,
+        ResourceKind::Stack => 300,
+        ResourceKind::Sync => 100,
+    })
+}
