@@ -1,0 +1,290 @@
+//! End-to-end tests of `plan`, `apply`, `create` and `graph` against the offline and demo targets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate sits in the workspace")
+        .to_path_buf()
+}
+
+fn phoenix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(args)
+        .env_remove("PHOENIX_CONFIG_DIR")
+        .env_remove("PHOENIX_DEMO_STATE")
+        .env("NO_COLOR", "1")
+        .current_dir(workspace())
+        .stdin(Stdio::null())
+        .output()
+        .expect("phoenix runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
+}
+
+/// A fresh demo state path for one test.
+fn state(test: &str) -> String {
+    let path = std::env::temp_dir().join(format!("phoenix-cli-demo-{test}-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.display().to_string()
+}
+
+#[test]
+fn offline_plan_of_the_homelab_says_so_and_lists_creations() {
+    let output = phoenix(&["plan", "--config", "examples/homelab"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with("Offline plan: https://pve1.lab.example.org:8006 was not contacted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  + lxc/900 (tpl-debian-base): create"), "{stdout}");
+    assert!(
+        stdout.contains("  + stack/qdrant@1002 (qdrant): create"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("0 unchanged."), "{stdout}");
+    let detailed = phoenix(&[
+        "plan",
+        "--config",
+        "examples/homelab",
+        "--offline",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(detailed.status.code(), Some(2));
+    assert!(text(&detailed.stdout).starts_with("Offline plan: --offline was given"));
+}
+
+#[test]
+fn plan_json_is_versioned_and_limited_to_targets() {
+    let output = phoenix(&["plan", "-c", "examples/homelab", "--output", "json", "101"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(document["format_version"], 1);
+    assert!(document["offline"].is_string());
+    let addresses: Vec<&str> = document["resources"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["address"].as_str().expect("str"))
+        .collect();
+    assert!(
+        addresses.contains(&"lxc/101") && addresses.contains(&"lxc/103") && addresses.contains(&"lxc/900")
+    );
+    assert!(
+        !addresses.iter().any(|address| address.starts_with("vm/")),
+        "{addresses:?}"
+    );
+    assert_eq!(document["targets"], serde_json::json!(["lxc/101"]));
+}
+
+#[test]
+fn unknown_targets_and_invalid_configs_fail_clearly() {
+    let unknown = phoenix(&["plan", "-c", "examples/homelab", "4242"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("target 4242 is not declared"),
+        "{}",
+        text(&unknown.stderr)
+    );
+    let malformed = phoenix(&["plan", "-c", "examples/homelab", "lxc/"]);
+    assert_eq!(malformed.status.code(), Some(1));
+    let offline_apply = phoenix(&["apply", "-c", "examples/homelab", "--yes"]);
+    assert_eq!(offline_apply.status.code(), Some(1));
+    assert!(
+        text(&offline_apply.stderr).contains("cannot apply offline"),
+        "{}",
+        text(&offline_apply.stderr)
+    );
+}
+
+#[test]
+fn demo_apply_converges_and_the_second_run_changes_nothing() {
+    let state = state("converge");
+    let without_yes = phoenix(&[
+        "apply",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+    ]);
+    assert_eq!(without_yes.status.code(), Some(1));
+    assert!(text(&without_yes.stderr).contains("refusing to apply without confirmation"));
+    assert!(!Path::new(&state).exists(), "nothing was applied");
+
+    let first = phoenix(&[
+        "apply",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+        "--yes",
+    ]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let stdout = text(&first.stdout);
+    assert!(stdout.contains("  + lxc/100 (hello): create"), "{stdout}");
+    assert!(
+        stdout.contains("Apply complete: 1 changed, 0 unchanged, 0 failed, 0 skipped, 0 not started"),
+        "{stdout}"
+    );
+    assert!(
+        text(&first.stderr).contains("changed   lxc/100"),
+        "plain progress lines off a terminal"
+    );
+
+    let second = phoenix(&[
+        "plan",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stdout));
+    assert!(text(&second.stdout).contains("No changes: 1 resources are up to date."));
+}
+
+#[test]
+fn demo_drift_is_corrected_and_destruction_needs_the_flag() {
+    let state = state("drift");
+    assert!(
+        phoenix(&[
+            "apply",
+            "-c",
+            "examples/minimal",
+            "--demo",
+            "--demo-state",
+            &state,
+            "-y"
+        ])
+        .status
+        .success()
+    );
+    let mut document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state written")).expect("JSON");
+    document["live"]["lxc/100"]["fields"]["memory_mb"] = serde_json::json!(256);
+    document["live"]["lxc/999"] = serde_json::json!({"fields": {"name": "leftover"}});
+    std::fs::write(&state, document.to_string()).expect("state writable");
+
+    let plan = phoenix(&[
+        "plan",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+        "--output",
+        "json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("JSON");
+    assert_eq!(plan["summary"]["update"], 1);
+    assert_eq!(plan["summary"]["delete"], 1);
+
+    let refused = phoenix(&[
+        "apply",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+        "-y",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("the plan destroys lxc/999"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let allowed = phoenix(&[
+        "apply",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+        "-y",
+        "--allow-destroy",
+        "--output",
+        "json",
+    ]);
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&allowed.stdout).expect("JSON report");
+    assert_eq!(report["format_version"], 1);
+    let statuses: Vec<&str> = report["report"]["resources"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["status"].as_str().expect("str"))
+        .collect();
+    assert_eq!(statuses, ["changed", "changed"]);
+    let after = phoenix(&[
+        "plan",
+        "-c",
+        "examples/minimal",
+        "--demo",
+        "--demo-state",
+        &state,
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(after.status.code(), Some(0));
+}
+
+#[test]
+fn create_limits_the_run_to_a_guest_and_its_prerequisites() {
+    let state = state("create");
+    let output = phoenix(&[
+        "create",
+        "950",
+        "-c",
+        "examples/homelab",
+        "--demo",
+        "--demo-state",
+        &state,
+        "-y",
+        "--output",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let changed: Vec<&str> = report["report"]["resources"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|line| line["status"] == "changed")
+        .map(|line| line["address"].as_str().expect("str"))
+        .collect();
+    assert!(
+        changed.contains(&"lxc/950") && changed.contains(&"lxc/901") && changed.contains(&"lxc/900"),
+        "{changed:?}"
+    );
+    assert!(
+        !changed
+            .iter()
+            .any(|address| address.starts_with("vm/") || *address == "lxc/101"),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let dot = phoenix(&["graph", "-c", "examples/homelab"]);
+    assert!(dot.status.success());
+    let dot = text(&dot.stdout);
+    assert!(dot.starts_with("digraph phoenix {"), "{dot}");
+    assert!(
+        dot.contains("\"lxc/900\" -> \"lxc/901\" [label=\"clone\", style=bold];"),
+        "{dot}"
+    );
+    let mermaid = text(&phoenix(&["graph", "-c", "examples/homelab", "--format", "mermaid"]).stdout);
+    assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
+    assert!(mermaid.contains("lxc_900 == clone ==> lxc_901"), "{mermaid}");
+    assert!(mermaid.contains("vm_1002 --> stack_qdrant_1002"), "{mermaid}");
+}
