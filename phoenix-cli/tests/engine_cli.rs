@@ -42,7 +42,10 @@ fn offline_plan_of_the_homelab_says_so_and_lists_creations() {
         stdout.starts_with("Offline plan: https://pve1.lab.example.org:8006 was not contacted"),
         "{stdout}"
     );
-    assert!(stdout.contains("  + lxc/900 (tpl-debian-base): create"), "{stdout}");
+    assert!(
+        stdout.contains("  + lxc/900 (tpl-debian-base): create"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("  + stack/qdrant@1002 (qdrant): create"),
         "{stdout}"
