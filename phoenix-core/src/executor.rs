@@ -272,6 +272,7 @@ pub async fn execute(
                 run.ready.remove(&position);
                 run.take(&claims);
                 in_flight.insert(position, claims);
+                tracing::debug!(address = %entry.address, changes = entry.changes.len(), "dispatching");
                 run.emit(Event::Started(entry.address.clone()));
                 let manager = managers
                     .get(entry.address.kind())
@@ -307,7 +308,9 @@ pub async fn execute(
                 run.release(&claims);
                 run.finish(position, &entries, outcome, duration);
             }
-            () = stop.stopped(), if !stop.is_stopped() => {}
+            () = stop.stopped(), if !stop.is_stopped() => {
+                tracing::info!(in_flight = in_flight.len(), "stop requested: no new operations start");
+            }
         }
     }
 
@@ -413,6 +416,7 @@ impl Run {
     /// Records an outcome; a success releases dependents, a failure skips them all, transitively.
     fn finish(&mut self, position: usize, entries: &[PlanEntry], outcome: Outcome, duration: Duration) {
         let succeeded = matches!(outcome, Outcome::Changed { .. } | Outcome::Unchanged);
+        tracing::debug!(address = %entries[position].address, ?outcome, ?duration, "finished");
         self.emit(Event::Finished(ResourceReport {
             address: entries[position].address.clone(),
             outcome: outcome.clone(),

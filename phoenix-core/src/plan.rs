@@ -301,7 +301,10 @@ async fn observe_all(
     while let Some(joined) = tasks.join_next().await {
         let (kind, result) = joined.expect("observe tasks do not panic");
         match result {
-            Ok(found) => observed.extend(found.into_iter().filter(|(address, _)| address.kind() == kind)),
+            Ok(found) => {
+                tracing::debug!(%kind, resources = found.len(), "observed");
+                observed.extend(found.into_iter().filter(|(address, _)| address.kind() == kind));
+            }
             Err(source) => {
                 let error = PlanError::Observe { kind, source };
                 // Keep the error of the lowest kind, so the report does not depend on timing.
