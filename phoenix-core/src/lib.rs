@@ -37,6 +37,6 @@ pub use manager::{Manager, ManagerError, Managers};
 pub use model::{Estate, Guest, GuestKind, GuestSpec};
 pub use plan::{Plan, PlanEntry, PlanOptions, Target, plan};
 pub use resource::{Desired, Resource, resources};
-pub use retry::RetryPolicy;
+pub use retry::{Dispatched, RetryPolicy, Retryable};
 pub use source::SourceFile;
 pub use validate::{Validation, validate};

@@ -10,6 +10,24 @@ use std::time::Duration;
 
 use crate::manager::ManagerError;
 
+/// What a retry policy needs to know about an error.
+pub trait Retryable {
+    /// Worth dispatching again: the operation was not accepted (a 5xx, a reset connection, `got timeout`).
+    fn is_transient(&self) -> bool;
+    /// The target already exists; on a retry this means the first attempt did succeed.
+    fn is_already_exists(&self) -> bool;
+}
+
+impl Retryable for ManagerError {
+    fn is_transient(&self) -> bool {
+        ManagerError::is_transient(self)
+    }
+
+    fn is_already_exists(&self) -> bool {
+        matches!(self, ManagerError::AlreadyExists { .. })
+    }
+}
+
 /// How often and how patiently to retry a dispatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -54,17 +72,18 @@ impl RetryPolicy {
     }
 
     /// Runs `operation` until it is accepted, fails permanently, or the attempts are used up.
-    pub async fn dispatch<T, F, Fut>(&self, mut operation: F) -> Result<Dispatched<T>, ManagerError>
+    pub async fn dispatch<T, E, F, Fut>(&self, mut operation: F) -> Result<Dispatched<T>, E>
     where
+        E: Retryable + std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ManagerError>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let attempts = self.attempts.max(1);
         let mut attempt = 1;
         loop {
             match operation().await {
                 Ok(value) => return Ok(Dispatched::Accepted(value)),
-                Err(ManagerError::AlreadyExists { .. }) if attempt > 1 => return Ok(Dispatched::AlreadyDone),
+                Err(error) if error.is_already_exists() && attempt > 1 => return Ok(Dispatched::AlreadyDone),
                 Err(error) if error.is_transient() && attempt < attempts => {
                     tracing::debug!(attempt, %error, "transient failure, retrying");
                     tokio::time::sleep(self.delay(attempt)).await;

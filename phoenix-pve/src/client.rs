@@ -1,0 +1,475 @@
+//! The HTTP client: authentication, requests, the data envelope, tasks, locks and cluster listings.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use phoenix_core::Dispatched;
+use reqwest::Method;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::error::PveError;
+use crate::settings::{Auth, SecretString, Settings};
+use crate::task::{TaskOutcome, Upid, exit_status};
+use crate::tls;
+
+/// Tickets live two hours; Phoenix renews them well before.
+const TICKET_RENEWAL: Duration = Duration::from_secs(90 * 60);
+/// Lines of a failed task's log kept in the error.
+const LOG_TAIL: usize = 20;
+
+/// Parameters of a write, form-encoded as Proxmox expects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    /// An empty form.
+    pub fn new() -> Form {
+        Form::default()
+    }
+
+    /// Adds a text parameter.
+    pub fn text(mut self, key: &str, value: impl Into<String>) -> Form {
+        self.0.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Adds a boolean as Proxmox writes them: `1` or `0`.
+    pub fn flag(self, key: &str, value: bool) -> Form {
+        self.text(key, if value { "1" } else { "0" })
+    }
+
+    /// Adds a number.
+    pub fn number(self, key: &str, value: impl Into<i64>) -> Form {
+        self.text(key, value.into().to_string())
+    }
+
+    /// The parameters.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// One entry of `GET /cluster/resources`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClusterResource {
+    /// `qemu/100`, `lxc/101`, `node/pve1`, `storage/pve1/local`.
+    pub id: String,
+    /// `qemu`, `lxc`, `node`, `storage`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Guest ID, for guests.
+    #[serde(default)]
+    pub vmid: Option<u32>,
+    /// Guest name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `running`, `stopped`, `online`, ...
+    #[serde(default)]
+    pub status: Option<String>,
+    /// 1 for templates.
+    #[serde(default)]
+    pub template: Option<u8>,
+    /// Semicolon-separated tags.
+    #[serde(default)]
+    pub tags: Option<String>,
+    /// A config lock held on the guest (`backup`, `clone`, ...).
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// Storage name, for storages.
+    #[serde(default)]
+    pub storage: Option<String>,
+}
+
+/// A logged-in ticket session.
+struct Session {
+    ticket: SecretString,
+    csrf: SecretString,
+    issued: Instant,
+}
+
+/// A client of one Proxmox endpoint. Cheap to share behind an `Arc`; requests may run concurrently.
+pub struct Client {
+    http: reqwest::Client,
+    settings: Settings,
+    session: Mutex<Option<Session>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.settings.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    errors: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct TaskStatus {
+    status: String,
+    #[serde(default)]
+    exitstatus: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LogLine {
+    t: String,
+}
+
+impl Client {
+    /// Builds a client and proves the connection: TLS, credentials (logging in for tickets) and version.
+    pub async fn connect(settings: Settings) -> Result<Client, PveError> {
+        crate::install_crypto_provider();
+        let tls = tls::client_config(&settings.tls, &settings.endpoint)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(settings.request_timeout)
+            .connect_timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|error| PveError::Connect {
+                endpoint: settings.endpoint.clone(),
+                detail: error.to_string(),
+            })?;
+        let client = Client {
+            http,
+            settings,
+            session: Mutex::new(None),
+        };
+        let version: Value = client.get("/version", &[]).await?;
+        tracing::debug!(endpoint = %client.settings.endpoint, version = %version["version"], "connected");
+        Ok(client)
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// `GET path` (after `/api2/json`), with query parameters.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, PveError> {
+        self.call(Method::GET, path, query, None).await
+    }
+
+    /// `POST path` with a form body.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, form: &Form) -> Result<T, PveError> {
+        self.call(Method::POST, path, &[], Some(form)).await
+    }
+
+    /// `PUT path` with a form body.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, form: &Form) -> Result<T, PveError> {
+        self.call(Method::PUT, path, &[], Some(form)).await
+    }
+
+    /// `DELETE path` with query parameters.
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, PveError> {
+        self.call(Method::DELETE, path, query, None).await
+    }
+
+    /// Starts a task: retries the dispatch on transient errors only; "already exists" on a retry means an
+    /// earlier attempt went through. Never dispatches again once a UPID came back.
+    pub async fn dispatch(
+        &self,
+        method: Method,
+        path: &str,
+        form: &Form,
+    ) -> Result<Dispatched<Upid>, PveError> {
+        self.settings
+            .retry
+            .dispatch(|| async {
+                let data: Value = self.call(method.clone(), path, &[], Some(form)).await?;
+                let text = data.as_str().unwrap_or_default();
+                Upid::parse(text).ok_or_else(|| PveError::Decode {
+                    path: path.to_owned(),
+                    detail: format!("expected a task id, got {data}"),
+                })
+            })
+            .await
+    }
+
+    /// Dispatches a task and waits for it.
+    pub async fn run_task(&self, method: Method, path: &str, form: &Form) -> Result<TaskOutcome, PveError> {
+        match self.dispatch(method, path, form).await? {
+            Dispatched::Accepted(upid) => self.wait_task(&upid).await,
+            Dispatched::AlreadyDone => Ok(TaskOutcome::AlreadyDone),
+        }
+    }
+
+    /// Polls a task until it stops, with backoff. A failure carries the tail of the task log.
+    pub async fn wait_task(&self, upid: &Upid) -> Result<TaskOutcome, PveError> {
+        let path = format!("/nodes/{}/tasks/{}/status", upid.node(), upid.as_str());
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            // Reading a status is idempotent, so transient failures are simply read again.
+            match self.get::<TaskStatus>(&path, &[]).await {
+                Ok(status) if status.status == "stopped" => {
+                    let exit = status.exitstatus.unwrap_or_default();
+                    return match exit_status(&exit) {
+                        Ok(warnings) => {
+                            if warnings > 0 {
+                                tracing::warn!(%upid, warnings, "task finished with warnings");
+                            }
+                            Ok(TaskOutcome::Finished {
+                                upid: upid.clone(),
+                                warnings,
+                            })
+                        }
+                        Err(status) => Err(PveError::Task {
+                            upid: upid.to_string(),
+                            status: status.to_owned(),
+                            log_tail: self.log_tail(upid).await,
+                        }),
+                    };
+                }
+                Ok(_) => {}
+                Err(error) if phoenix_core::Retryable::is_transient(&error) => {
+                    tracing::debug!(%upid, %error, "task status unavailable, asking again");
+                }
+                Err(error) => return Err(error),
+            }
+            if started.elapsed() >= self.settings.task_timeout {
+                return Err(PveError::Timeout {
+                    what: format!("task {upid}"),
+                    seconds: self.settings.task_timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn log_tail(&self, upid: &Upid) -> Vec<String> {
+        let path = format!("/nodes/{}/tasks/{}/log", upid.node(), upid.as_str());
+        match self
+            .get::<Vec<LogLine>>(&path, &[("start", "0"), ("limit", "5000")])
+            .await
+        {
+            Ok(lines) => {
+                let skip = lines.len().saturating_sub(LOG_TAIL);
+                lines.into_iter().skip(skip).map(|line| line.t).collect()
+            }
+            Err(error) => vec![format!("(the task log could not be read: {error})")],
+        }
+    }
+
+    /// Every resource of the cluster in one request.
+    pub async fn cluster_resources(&self) -> Result<Vec<ClusterResource>, PveError> {
+        self.get("/cluster/resources", &[]).await
+    }
+
+    /// Waits until a guest's config carries no `lock` (a backup, a clone, a snapshot in progress).
+    /// `kind` is `lxc` or `qemu`.
+    pub async fn wait_unlocked(&self, node: &str, kind: &str, vmid: u32) -> Result<(), PveError> {
+        let path = format!("/nodes/{node}/{kind}/{vmid}/config");
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let config: BTreeMap<String, Value> = self.get(&path, &[]).await?;
+            let Some(lock) = config.get("lock").and_then(Value::as_str) else {
+                return Ok(());
+            };
+            if started.elapsed() >= self.settings.lock_timeout {
+                return Err(PveError::Timeout {
+                    what: format!("the `{lock}` lock on {kind}/{vmid}"),
+                    seconds: self.settings.lock_timeout.as_secs(),
+                });
+            }
+            tracing::info!(vmid, lock, "waiting for the guest's lock to clear");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        form: Option<&Form>,
+    ) -> Result<T, PveError> {
+        let mut renewed = false;
+        loop {
+            let request = self.request(method.clone(), path, query, form).await?;
+            let response = request
+                .send()
+                .await
+                .map_err(|error| self.transport_error(&error))?;
+            let status = response.status();
+            let reason = status.canonical_reason().unwrap_or_default().to_owned();
+            // PVE puts its message in the reason phrase; reqwest keeps only the canonical one, so the
+            // body's `message` (PVE 8.3+) is the message of record.
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|error| self.transport_error(&error))?;
+            let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+            if status.is_success() {
+                let envelope = envelope.ok_or_else(|| PveError::Decode {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "not JSON: {}",
+                        String::from_utf8_lossy(&bytes)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ),
+                })?;
+                return serde_json::from_value(envelope.data).map_err(|error| PveError::Decode {
+                    path: path.to_owned(),
+                    detail: error.to_string(),
+                });
+            }
+            let message = envelope
+                .as_ref()
+                .and_then(|envelope| envelope.message.clone())
+                .map(|m| m.trim().to_owned());
+            if status.as_u16() == 401 {
+                if !renewed && matches!(self.settings.auth, Auth::Ticket { .. }) {
+                    // The ticket may have expired or been revoked: log in again once.
+                    *self.session.lock().await = None;
+                    renewed = true;
+                    continue;
+                }
+                return Err(PveError::Authentication {
+                    endpoint: self.settings.endpoint.clone(),
+                    detail: message.unwrap_or(reason),
+                });
+            }
+            let errors = envelope.and_then(|envelope| envelope.errors).unwrap_or_default();
+            return Err(PveError::Api {
+                method: method.to_string(),
+                path: path.to_owned(),
+                status: status.as_u16(),
+                reason: message.clone().unwrap_or(reason),
+                message,
+                errors,
+            });
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        form: Option<&Form>,
+    ) -> Result<reqwest::RequestBuilder, PveError> {
+        let url = format!("{}/api2/json{path}", self.settings.endpoint);
+        let writes = method != Method::GET;
+        let mut request = self.http.request(method, url);
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(form) = form {
+            request = request.form(form.pairs());
+        }
+        match &self.settings.auth {
+            Auth::Token { id, secret } => {
+                request = request.header("Authorization", format!("PVEAPIToken={id}={}", secret.expose()));
+            }
+            Auth::Ticket { .. } => {
+                let (ticket, csrf) = self.ticket().await?;
+                request = request.header("Cookie", format!("PVEAuthCookie={}", ticket.expose()));
+                if writes {
+                    request = request.header("CSRFPreventionToken", csrf.expose());
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    /// The current ticket, logging in when there is none or it is due for renewal.
+    async fn ticket(&self) -> Result<(SecretString, SecretString), PveError> {
+        let mut session = self.session.lock().await;
+        if let Some(current) = session
+            .as_ref()
+            .filter(|current| current.issued.elapsed() < TICKET_RENEWAL)
+        {
+            return Ok((current.ticket.clone(), current.csrf.clone()));
+        }
+        let Auth::Ticket { user, password } = &self.settings.auth else {
+            unreachable!("tickets are only used with ticket authentication")
+        };
+        #[derive(Deserialize)]
+        struct Login {
+            ticket: String,
+            #[serde(rename = "CSRFPreventionToken")]
+            csrf: String,
+        }
+        let url = format!("{}/api2/json/access/ticket", self.settings.endpoint);
+        let response = self
+            .http
+            .post(url)
+            .form(&[("username", user.as_str()), ("password", password.expose())])
+            .send()
+            .await
+            .map_err(|error| self.transport_error(&error))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport_error(&error))?;
+        let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+        if !status.is_success() {
+            let detail = envelope
+                .and_then(|envelope| envelope.message)
+                .map(|message| message.trim().to_owned())
+                .unwrap_or_else(|| status.to_string());
+            return Err(PveError::Authentication {
+                endpoint: self.settings.endpoint.clone(),
+                detail,
+            });
+        }
+        let login: Login = envelope
+            .and_then(|envelope| serde_json::from_value(envelope.data).ok())
+            .ok_or_else(|| PveError::Decode {
+                path: "/access/ticket".into(),
+                detail: "no ticket in the answer".into(),
+            })?;
+        let fresh = Session {
+            ticket: SecretString::new(login.ticket),
+            csrf: SecretString::new(login.csrf),
+            issued: Instant::now(),
+        };
+        let pair = (fresh.ticket.clone(), fresh.csrf.clone());
+        *session = Some(fresh);
+        Ok(pair)
+    }
+
+    /// Classifies a transport failure: certificate problems are TLS errors, the rest connection errors.
+    fn transport_error(&self, error: &reqwest::Error) -> PveError {
+        let mut detail = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            detail = format!("{detail}: {cause}");
+            source = cause.source();
+        }
+        let endpoint = self.settings.endpoint.clone();
+        let lower = detail.to_ascii_lowercase();
+        if lower.contains("certificate") || lower.contains("fingerprint") || lower.contains("unknownissuer") {
+            PveError::Tls { endpoint, detail }
+        } else {
+            PveError::Connect { endpoint, detail }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! A typed, reliable client of the Proxmox VE API, shared by the host, LXC and VM managers.
+//!
+//! - [`Settings`]: where and how to connect, from the configuration's `proxmox` section, overridden by the
+//!   environment (`PHOENIX_PVE_*`); secrets never appear in `Debug` output.
+//! - [`Client`]: HTTPS with rustls, verified against a CA file or a pinned SHA-256 fingerprint (or loudly
+//!   not at all), API token or ticket authentication (CSRF token on writes, renewal before expiry),
+//!   form-encoded bodies, the `{"data": ...}` envelope, typed errors.
+//! - Tasks: UPIDs, polling with backoff, `WARNINGS: n` as success, failures with the tail of the task log.
+//! - Retries: dispatches are retried on transient errors only; a task once accepted is never dispatched again.
+
+mod client;
+mod error;
+mod settings;
+mod task;
+mod tls;
+
+pub use client::{Client, ClusterResource, Form};
+pub use error::PveError;
+pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust};
+pub use task::{TaskOutcome, Upid};
+
+/// Makes ring the process's rustls crypto provider, for any other rustls user in the process (reqwest
+/// clients built without a preconfigured TLS setup need one). Idempotent.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is what is wanted.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,145 @@
+//! A fakepve server per test, driven through the harness in `tests/fakepve/harness.py`.
+//!
+//! The Python interpreter comes from `PHOENIX_FAKEPVE_PYTHON`, or `target/fakepve-venv/bin/python`, where
+//! `.ci/run` installs fakepve. Without it a test is skipped with a loud message, except under `CI=true`,
+//! where a missing fake is a failure.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use phoenix_core::RetryPolicy;
+use phoenix_pve::{Auth, SecretString, Settings, TlsTrust};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Info {
+    pub(crate) url: String,
+    pub(crate) control: String,
+    pub(crate) cafile: String,
+    pub(crate) fingerprint: String,
+    pub(crate) token_id: String,
+    pub(crate) token_secret: String,
+    pub(crate) user: String,
+    pub(crate) password: String,
+}
+
+pub(crate) struct FakePve {
+    pub(crate) info: Info,
+    _child: Child,
+    control: reqwest::Client,
+}
+
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("PHOENIX_FAKEPVE_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
+    workspace.join("target/fakepve-venv/bin/python")
+}
+
+impl FakePve {
+    /// Starts a fake; `None` (after saying why) when fakepve is not installed and this is not CI.
+    pub(crate) async fn start() -> Option<FakePve> {
+        let python = python();
+        if !python.exists() {
+            let message = format!(
+                "fakepve is not installed ({} is missing): run `python3 -m venv target/fakepve-venv && target/fakepve-venv/bin/pip install 'fakepve[crypto]==0.5.0'`",
+                python.display()
+            );
+            if std::env::var("CI").is_ok_and(|value| value == "true") {
+                panic!("{message}");
+            }
+            eprintln!("SKIPPED: {message}");
+            return None;
+        }
+        let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fakepve/harness.py");
+        let mut child = Command::new(python)
+            .arg(harness)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the fakepve harness starts");
+        let stdout = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        let read = reader.read_line(&mut line);
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("fakepve starts within a minute")
+            .expect("reads");
+        let info: Info =
+            serde_json::from_str(&line).unwrap_or_else(|error| panic!("harness said {line:?}: {error}"));
+        phoenix_pve::install_crypto_provider();
+        Some(FakePve {
+            info,
+            _child: child,
+            control: reqwest::Client::new(),
+        })
+    }
+
+    /// Runs Python against the fake (`pve` is in scope, `await` allowed); returns what it put in `result`.
+    pub(crate) async fn exec(&self, code: &str) -> Value {
+        let response = self
+            .control
+            .post(format!("{}/exec", self.info.control))
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .expect("control endpoint answers");
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON");
+        assert!(status.is_success(), "control code failed: {code}\n{body}");
+        body["result"].clone()
+    }
+
+    /// Every request fakepve answered: (method, path, body).
+    pub(crate) async fn requests(&self) -> Vec<(String, String, String)> {
+        let rows: Vec<(String, String, String)> = self
+            .control
+            .get(format!("{}/requests", self.info.control))
+            .send()
+            .await
+            .expect("control endpoint answers")
+            .json()
+            .await
+            .expect("JSON");
+        rows
+    }
+
+    /// Settings with the API token, trusting the fake's certificate by its CA file.
+    pub(crate) fn token_settings(&self) -> Settings {
+        self.settings(
+            Auth::Token {
+                id: self.info.token_id.clone(),
+                secret: SecretString::new(self.info.token_secret.clone()),
+            },
+            TlsTrust::CaFile(self.info.cafile.clone().into()),
+        )
+    }
+
+    /// Settings with given credentials and trust.
+    pub(crate) fn settings(&self, auth: Auth, tls: TlsTrust) -> Settings {
+        Settings {
+            endpoint: self.info.url.clone(),
+            auth,
+            tls,
+            request_timeout: Duration::from_secs(20),
+            task_timeout: Duration::from_secs(30),
+            retry: RetryPolicy {
+                attempts: 4,
+                initial_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+            },
+            lock_timeout: Duration::from_secs(20),
+        }
+    }
+}
