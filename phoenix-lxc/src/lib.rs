@@ -1,5 +1,17 @@
-//! The LXC container manager of Phoenix: create or clone, configure, start, apply features, health-check
-//! and snapshot the containers of `phoenix_lxc_configs.json`.
+//! The LXC container manager of Phoenix: creates or clones, configures, starts and snapshots the
+//! containers of `phoenix_lxc_configs.json` through the Proxmox API, converging in one run and changing
+//! nothing in the second.
 //!
-//! The manager is not written yet; the configuration it will read is modelled and validated in
-//! `phoenix_core::config::lxc`.
+//! Observe reads the cluster once (`GET /cluster/resources`), then each container's config and snapshots
+//! in parallel. Diff compares declared fields only, normalised ([`fields`]). Apply writes one config
+//! change per resource, grows disks, starts, and takes the template snapshot when it is missing.
+//!
+//! Not yet here: features, application scripts and health checks inside containers (they need the host
+//! channel), raw `lxc_options` and AppArmor profiles, and firewall rules.
+
+mod fields;
+mod manager;
+mod props;
+
+pub use fields::OWNER_TAG;
+pub use manager::LxcManager;

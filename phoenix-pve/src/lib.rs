@@ -16,6 +16,7 @@ mod tls;
 
 pub use client::{Client, ClusterResource, Form};
 pub use error::PveError;
+pub use reqwest::Method;
 pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust};
 pub use task::{TaskOutcome, Upid};
 

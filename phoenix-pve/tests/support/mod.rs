@@ -4,6 +4,9 @@
 //! `.ci/run` installs fakepve. Without it a test is skipped with a loud message, except under `CI=true`,
 //! where a missing fake is a failure.
 
+// Each crate's tests include this module by path and use a different part of it.
+#![allow(dead_code, reason = "shared by the test suites of several crates, each using part of it")]
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,7 +62,12 @@ impl FakePve {
             eprintln!("SKIPPED: {message}");
             return None;
         }
-        let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fakepve/harness.py");
+        // The harness lives with the client's tests; other crates include this module by path.
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace")
+            .to_path_buf();
+        let harness = workspace.join("phoenix-pve/tests/fakepve/harness.py");
         let mut child = Command::new(python)
             .arg(harness)
             .stdin(Stdio::piped())

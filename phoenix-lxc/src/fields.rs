@@ -1,0 +1,355 @@
+//! Container state as comparable fields: what the configuration asks for, what Proxmox holds, and the
+//! diff between them. Normalised so that only real differences count: property strings compare as maps
+//! of the declared keys, MAC addresses in upper case, sizes in GiB, snapshots by name.
+
+use std::collections::BTreeMap;
+
+use phoenix_core::config::ContainerConfig;
+use phoenix_core::{Consequence, FieldChange};
+use serde_json::{Map, Value, json};
+
+use crate::props;
+
+/// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
+pub const OWNER_TAG: &str = "phoenix";
+
+/// Fields read from a container's Proxmox config (merged with pending changes), status and snapshots.
+pub(crate) fn observed_fields(
+    config: &BTreeMap<String, Value>,
+    status: &str,
+    snapshots: &[String],
+) -> BTreeMap<String, Value> {
+    let text = |key: &str| {
+        config.get(key).map(|value| match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+    };
+    let mut fields = BTreeMap::new();
+    for key in ["hostname", "nameserver", "searchdomain"] {
+        if let Some(value) = text(key) {
+            fields.insert(key.to_owned(), Value::String(value));
+        }
+    }
+    for key in ["cores", "memory", "swap", "onboot", "unprivileged"] {
+        if let Some(number) = text(key).and_then(|value| value.parse::<i64>().ok()) {
+            fields.insert(key.to_owned(), json!(number));
+        }
+    }
+    for (key, default_key) in [("net0", "name"), ("startup", "order"), ("features", "")] {
+        if let Some(value) = text(key) {
+            fields.insert(key.to_owned(), string_map(&props::parse(&value, default_key)));
+        }
+    }
+    if let Some(rootfs) = text("rootfs") {
+        let parsed = props::parse(&rootfs, "volume");
+        if let Some(size) = parsed.get("size").and_then(|size| props::size_gib(size)) {
+            fields.insert("rootfs_gb".to_owned(), json!(size));
+        }
+    }
+    let mut mounts = Map::new();
+    let mut devices = Vec::new();
+    for (key, value) in config {
+        let Some(value) = value.as_str() else { continue };
+        if let Some(index) = key.strip_prefix("mp").and_then(|index| index.parse::<u32>().ok()) {
+            let parsed = props::parse(value, "volume");
+            let Some(path) = parsed.get("mp").cloned() else {
+                continue;
+            };
+            mounts.insert(path, mount_entry(index, &parsed));
+        } else if key
+            .strip_prefix("dev")
+            .is_some_and(|index| index.parse::<u32>().is_ok())
+            && let Some(path) = props::parse(value, "path").get("path")
+        {
+            devices.push(Value::String(path.clone()));
+        }
+    }
+    fields.insert("mounts".to_owned(), Value::Object(mounts));
+    devices.sort_by(|left, right| left.as_str().cmp(&right.as_str()));
+    fields.insert("devices".to_owned(), Value::Array(devices));
+    let owned = text("tags").is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
+    fields.insert("owned".to_owned(), json!(owned));
+    fields.insert("status".to_owned(), json!(status));
+    fields.insert("snapshots".to_owned(), json!(snapshots));
+    fields
+}
+
+fn string_map(map: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(key, value)| (key.clone(), Value::String(value.clone())))
+            .collect(),
+    )
+}
+
+/// A mount point as compared: its index, and either a host path (bind mount) or a storage and size.
+fn mount_entry(index: u32, parsed: &BTreeMap<String, String>) -> Value {
+    let volume = parsed.get("volume").cloned().unwrap_or_default();
+    let mut entry = Map::new();
+    entry.insert("index".into(), json!(index));
+    if volume.starts_with('/') {
+        entry.insert("host_path".into(), json!(volume));
+    } else {
+        let storage = volume.split(':').next().unwrap_or_default();
+        entry.insert("storage".into(), json!(storage));
+        if let Some(size) = parsed.get("size").and_then(|size| props::size_gib(size)) {
+            entry.insert("size_gb".into(), json!(size));
+        }
+    }
+    if parsed.get("ro").is_some_and(|value| value == "1") {
+        entry.insert("ro".into(), json!(true));
+    }
+    entry.insert("volume".into(), json!(volume));
+    Value::Object(entry)
+}
+
+/// The fields the configuration declares, in the shape of [`observed_fields`].
+pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) -> BTreeMap<String, Value> {
+    let mut fields = BTreeMap::new();
+    fields.insert("hostname".to_owned(), json!(container.name));
+    if let Some(cores) = container.cores {
+        fields.insert("cores".to_owned(), json!(cores));
+    }
+    if let Some(memory) = container.memory_mb {
+        fields.insert("memory".to_owned(), json!(memory));
+    }
+    if let Some(swap) = container.swap_mb {
+        fields.insert("swap".to_owned(), json!(swap));
+    }
+    if let Some(network) = &container.network_config {
+        let mut net = Map::new();
+        net.insert("name".into(), json!(network.name));
+        net.insert("bridge".into(), json!(network.bridge));
+        net.insert("ip".into(), json!(network.ip));
+        if let Some(gateway) = &network.gw {
+            net.insert("gw".into(), json!(gateway));
+        }
+        if let Some(mac) = &container.mac_address {
+            net.insert("hwaddr".into(), json!(mac.to_ascii_uppercase()));
+        }
+        if let Some(tag) = network.vlan {
+            net.insert("tag".into(), json!(tag.to_string()));
+        }
+        let firewall = container
+            .firewall
+            .as_ref()
+            .is_some_and(|firewall| firewall.enabled);
+        net.insert("firewall".into(), json!(if firewall { "1" } else { "0" }));
+        fields.insert("net0".to_owned(), Value::Object(net));
+        if let Some(nameservers) = &network.nameservers {
+            let list: Vec<&str> = nameservers
+                .split([' ', ',', ';'])
+                .filter(|part| !part.is_empty())
+                .collect();
+            fields.insert("nameserver".to_owned(), json!(list.join(" ")));
+        }
+        if let Some(domain) = network.searchdomain.as_deref().or(domain) {
+            fields.insert("searchdomain".to_owned(), json!(domain));
+        }
+    }
+    fields.insert("onboot".to_owned(), json!(i64::from(container.start_at_boot)));
+    if container.boot_order.is_some() || container.boot_delay.is_some() {
+        let mut startup = Map::new();
+        if let Some(order) = container.boot_order {
+            startup.insert("order".into(), json!(order.to_string()));
+        }
+        if let Some(delay) = container.boot_delay {
+            startup.insert("up".into(), json!(delay.to_string()));
+        }
+        fields.insert("startup".to_owned(), Value::Object(startup));
+    }
+    if !container.pct_options.is_empty() {
+        let features: Map<String, Value> = container
+            .pct_options
+            .iter()
+            .flat_map(|options| options.split(','))
+            .filter_map(|item| item.split_once('='))
+            .map(|(key, value)| (key.trim().to_owned(), json!(value.trim())))
+            .collect();
+        fields.insert("features".to_owned(), Value::Object(features));
+    }
+    if let Some(size) = container.storage_size_gb {
+        fields.insert("rootfs_gb".to_owned(), json!(size as f64));
+    }
+    fields.insert(
+        "unprivileged".to_owned(),
+        json!(i64::from(container.unprivileged.unwrap_or(true))),
+    );
+    let mut mounts = Map::new();
+    for mount in &container.mount_points {
+        let mut entry = Map::new();
+        entry.insert("host_path".into(), json!(mount.host_path));
+        if mount.read_only {
+            entry.insert("ro".into(), json!(true));
+        }
+        mounts.insert(mount.container_path.clone(), Value::Object(entry));
+    }
+    for volume in &container.zfs_volumes {
+        let mut entry = Map::new();
+        entry.insert("storage".into(), json!(volume.pool));
+        entry.insert("size_gb".into(), json!(volume.size_gb as f64));
+        mounts.insert(volume.mount_point.clone(), Value::Object(entry));
+    }
+    if !mounts.is_empty() {
+        fields.insert("mounts".to_owned(), Value::Object(mounts));
+    }
+    let gpus = gpu_indices(container.gpu_assignment.as_deref());
+    if !gpus.is_empty() {
+        let mut devices: Vec<String> = gpus.iter().map(|index| format!("/dev/nvidia{index}")).collect();
+        devices.extend(
+            [
+                "/dev/nvidiactl",
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools",
+                "/dev/nvidia-caps/nvidia-cap1",
+                "/dev/nvidia-caps/nvidia-cap2",
+            ]
+            .map(str::to_owned),
+        );
+        devices.sort();
+        fields.insert("devices".to_owned(), json!(devices));
+    }
+    fields.insert("owned".to_owned(), json!(true));
+    fields.insert("status".to_owned(), json!("running"));
+    if let Some(snapshot) = &container.template_snapshot_name {
+        fields.insert("snapshots".to_owned(), json!([snapshot]));
+    }
+    fields
+}
+
+/// GPU indices of `gpu_assignment` (`none`, `0`, `0, 1`).
+pub(crate) fn gpu_indices(assignment: Option<&str>) -> Vec<u32> {
+    let Some(assignment) = assignment.filter(|text| *text != "none") else {
+        return Vec::new();
+    };
+    assignment
+        .split(',')
+        .filter_map(|part| part.trim().parse().ok())
+        .collect()
+}
+
+/// Compares declared fields with observed ones. Each change's `new` is the complete value to write (for
+/// maps, the observed map with the declared keys laid over it, so a generated MAC address is kept).
+pub(crate) fn diff(
+    desired: &BTreeMap<String, Value>,
+    observed: &BTreeMap<String, Value>,
+) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    for (field, wanted) in desired {
+        let live = observed.get(field);
+        let change = |new: Value, consequence: Consequence| FieldChange {
+            field: field.clone(),
+            old: live.cloned(),
+            new: Some(new),
+            consequence,
+        };
+        match field.as_str() {
+            "net0" | "startup" | "features" => {
+                let mut merged = live.and_then(Value::as_object).cloned().unwrap_or_default();
+                let declared = wanted.as_object().expect("map fields are objects");
+                if declared.iter().all(|(key, value)| merged.get(key) == Some(value)) {
+                    continue;
+                }
+                merged.extend(declared.clone());
+                let consequence = if field == "features" {
+                    Consequence::Restart
+                } else {
+                    Consequence::Live
+                };
+                changes.push(change(Value::Object(merged), consequence));
+            }
+            "mounts" => changes.extend(diff_mounts(wanted, live)),
+            "snapshots" => {
+                let have: Vec<&Value> = live
+                    .and_then(Value::as_array)
+                    .map(|list| list.iter().collect())
+                    .unwrap_or_default();
+                let missing: Vec<Value> = wanted
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|name| !have.contains(name))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    let mut all: Vec<Value> = have.into_iter().cloned().collect();
+                    all.extend(missing);
+                    changes.push(change(Value::Array(all), Consequence::Live));
+                }
+            }
+            "rootfs_gb" => {
+                let (have, want) = (
+                    live.and_then(Value::as_f64).unwrap_or(0.0),
+                    wanted.as_f64().unwrap_or(0.0),
+                );
+                if (have - want).abs() > 0.01 {
+                    let consequence = if want < have {
+                        Consequence::Destructive
+                    } else {
+                        Consequence::Live
+                    };
+                    changes.push(change(wanted.clone(), consequence));
+                }
+            }
+            _ if live == Some(wanted) => {}
+            "unprivileged" => changes.push(change(wanted.clone(), Consequence::Destructive)),
+            "devices" => changes.push(change(wanted.clone(), Consequence::Restart)),
+            _ => changes.push(change(wanted.clone(), Consequence::Live)),
+        }
+    }
+    changes
+}
+
+/// Mount points keyed by container path; indices stay stable, new mounts take the next free index.
+fn diff_mounts(wanted: &Value, live: Option<&Value>) -> Vec<FieldChange> {
+    let observed = live.and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut used: Vec<u64> = observed
+        .values()
+        .filter_map(|entry| entry["index"].as_u64())
+        .collect();
+    let mut changes = Vec::new();
+    for (path, declared) in wanted.as_object().into_iter().flatten() {
+        let declared = declared.as_object().expect("mounts are objects");
+        let existing = observed.get(path).and_then(Value::as_object);
+        let matches = existing.is_some_and(|existing| {
+            declared
+                .iter()
+                .all(|(key, value)| existing.get(key) == Some(value))
+                && declared.contains_key("ro") == existing.contains_key("ro")
+        });
+        if matches {
+            continue;
+        }
+        let index = match existing.and_then(|existing| existing["index"].as_u64()) {
+            Some(index) => index,
+            None => {
+                let free = (0..)
+                    .find(|candidate| !used.contains(candidate))
+                    .expect("an index is free");
+                used.push(free);
+                free
+            }
+        };
+        let mut new = declared.clone();
+        new.insert("index".into(), json!(index));
+        if let Some(volume) = existing.and_then(|existing| existing.get("volume")) {
+            new.insert("volume".into(), volume.clone());
+        }
+        let shrinks = matches!(
+            (existing.and_then(|e| e.get("size_gb")).and_then(Value::as_f64), declared.get("size_gb").and_then(Value::as_f64)),
+            (Some(have), Some(want)) if want < have
+        );
+        changes.push(FieldChange {
+            field: format!("mount {path}"),
+            old: existing.map(|existing| Value::Object(existing.clone())),
+            new: Some(Value::Object(new)),
+            consequence: if shrinks {
+                Consequence::Destructive
+            } else {
+                Consequence::Restart
+            },
+        });
+    }
+    changes
+}

@@ -1,0 +1,449 @@
+//! [`LxcManager`]: the `Manager` implementation over the Proxmox API.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use phoenix_core::config::ContainerConfig;
+use phoenix_core::{
+    Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Resource, ResourceKind,
+};
+use phoenix_pve::{Client, Form, Method, PveError};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::fields::{self, OWNER_TAG};
+
+/// Reads of container configs at once.
+const READ_CONCURRENCY: usize = 8;
+/// Where templates missing from a storage are downloaded from.
+const TEMPLATE_MIRROR: &str = "http://download.proxmox.com/images/system";
+
+/// Manages LXC containers on one Proxmox cluster.
+pub struct LxcManager {
+    client: Arc<Client>,
+    default_node: String,
+    domain: Option<String>,
+    known: Mutex<Known>,
+}
+
+/// What observe learned that apply needs: where containers live and which snapshot clones start from.
+#[derive(Default)]
+struct Known {
+    nodes: BTreeMap<u32, String>,
+    template_snapshots: BTreeMap<u32, String>,
+}
+
+fn pve_error(error: PveError) -> ManagerError {
+    match &error {
+        PveError::Task { log_tail, .. } => ManagerError::Failed {
+            message: error.to_string(),
+            details: Some(log_tail.join("\n")),
+        },
+        PveError::Timeout { what, seconds } => ManagerError::Timeout {
+            operation: what.clone(),
+            seconds: *seconds,
+        },
+        _ if phoenix_core::Retryable::is_transient(&error) => ManagerError::Transient {
+            message: error.to_string(),
+        },
+        _ => ManagerError::failed(error.to_string()),
+    }
+}
+
+impl LxcManager {
+    /// A manager using `client`; guests that name no node go to `default_node`; `domain` is the default
+    /// DNS search domain.
+    pub fn new(client: Arc<Client>, default_node: impl Into<String>, domain: Option<String>) -> LxcManager {
+        LxcManager {
+            client,
+            default_node: default_node.into(),
+            domain,
+            known: Mutex::new(Known::default()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().expect("no code panics while holding this lock")
+    }
+
+    fn node_of(&self, vmid: u32, resource: Option<&Resource>) -> String {
+        if let Some(node) = self.known().nodes.get(&vmid) {
+            return node.clone();
+        }
+        resource
+            .and_then(|resource| resource.node.clone())
+            .unwrap_or_else(|| self.default_node.clone())
+    }
+
+    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Observed, PveError> {
+        let config: BTreeMap<String, Value> = self
+            .client
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
+            .await?;
+        let snapshots: Vec<Value> = self
+            .client
+            .get(&format!("/nodes/{node}/lxc/{vmid}/snapshot"), &[])
+            .await?;
+        let names: Vec<String> = snapshots
+            .iter()
+            .filter_map(|snapshot| snapshot["name"].as_str())
+            .filter(|name| *name != "current")
+            .map(str::to_owned)
+            .collect();
+        Ok(Observed {
+            fields: fields::observed_fields(&config, status, &names),
+        })
+    }
+
+    async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
+        let status: Value = self
+            .client
+            .get(&format!("/nodes/{node}/lxc/{vmid}/status/current"), &[])
+            .await?;
+        Ok(status["status"].as_str().unwrap_or("unknown").to_owned())
+    }
+
+    async fn create(&self, resource: &Resource, container: &ContainerConfig) -> Result<(), PveError> {
+        let vmid = resource.address.guest_id().expect("a container address");
+        let node = self.node_of(vmid, Some(resource));
+        match container
+            .clone_from_ctid
+            .as_deref()
+            .and_then(|source| source.parse::<u32>().ok())
+        {
+            Some(source) => {
+                let source_node = self.node_of(source, None);
+                let snapshot = self.known().template_snapshots.get(&source).cloned();
+                self.client.wait_unlocked(&source_node, "lxc", source).await?;
+                let mut form = Form::new()
+                    .number("newid", vmid)
+                    .text("hostname", &container.name)
+                    .flag("full", true);
+                if let Some(snapshot) = snapshot {
+                    form = form.text("snapname", snapshot);
+                }
+                if let Some(storage) = &container.storage_pool {
+                    form = form.text("storage", storage);
+                }
+                if source_node != node {
+                    form = form.text("target", &node);
+                }
+                self.client
+                    .run_task(
+                        Method::POST,
+                        &format!("/nodes/{source_node}/lxc/{source}/clone"),
+                        &form,
+                    )
+                    .await?;
+            }
+            None => {
+                let template = template_volume(container.template.as_deref().unwrap_or_default());
+                self.ensure_template(&node, &template).await?;
+                let storage = container
+                    .storage_pool
+                    .clone()
+                    .unwrap_or_else(|| "local-lvm".to_owned());
+                let size = container.storage_size_gb.unwrap_or(8);
+                let form = Form::new()
+                    .number("vmid", vmid)
+                    .text("ostemplate", template)
+                    .text("hostname", &container.name)
+                    .text("storage", &storage)
+                    .text("rootfs", format!("{storage}:{size}"))
+                    .flag("unprivileged", container.unprivileged.unwrap_or(true))
+                    .text("tags", OWNER_TAG);
+                self.client
+                    .run_task(Method::POST, &format!("/nodes/{node}/lxc"), &form)
+                    .await?;
+            }
+        }
+        self.known().nodes.insert(vmid, node.clone());
+        // Everything else converges like an update of the new container.
+        let desired = fields::desired_fields(container, self.domain.as_deref());
+        let status = self.status(&node, vmid).await?;
+        let observed = self.read(&node, vmid, &status).await?;
+        self.update(&node, vmid, &fields::diff(&desired, &observed.fields))
+            .await
+    }
+
+    /// Puts a template on its storage when it is not there yet.
+    async fn ensure_template(&self, node: &str, volume: &str) -> Result<(), PveError> {
+        let (storage, file) = volume.split_once(':').unwrap_or(("local", volume));
+        let content: Vec<Value> = self
+            .client
+            .get(
+                &format!("/nodes/{node}/storage/{storage}/content"),
+                &[("content", "vztmpl")],
+            )
+            .await?;
+        if content.iter().any(|item| item["volid"] == volume) {
+            return Ok(());
+        }
+        let filename = file.trim_start_matches("vztmpl/");
+        tracing::info!(volume, "downloading the container template");
+        let form = Form::new()
+            .text("content", "vztmpl")
+            .text("filename", filename)
+            .text("url", format!("{TEMPLATE_MIRROR}/{filename}"));
+        self.client
+            .run_task(
+                Method::POST,
+                &format!("/nodes/{node}/storage/{storage}/download-url"),
+                &form,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Applies changed fields: one config write, then disk growth, start, and missing snapshots.
+    async fn update(&self, node: &str, vmid: u32, changes: &[FieldChange]) -> Result<(), PveError> {
+        let base = format!("/nodes/{node}/lxc/{vmid}");
+        self.client.wait_unlocked(node, "lxc", vmid).await?;
+        let mut config = Form::new();
+        let mut resizes = Vec::new();
+        let mut start = false;
+        let mut snapshots = Vec::new();
+        for change in changes {
+            let Some(new) = &change.new else { continue };
+            match change.field.as_str() {
+                "hostname" | "nameserver" | "searchdomain" => {
+                    config = config.text(&change.field, new.as_str().unwrap_or_default())
+                }
+                "cores" | "memory" | "swap" | "onboot" => {
+                    config = config.text(&change.field, new.to_string())
+                }
+                "net0" => config = config.text("net0", render_map(new, Some("name"))),
+                "startup" | "features" => config = config.text(&change.field, render_map(new, None)),
+                "owned" => config = config.text("tags", OWNER_TAG),
+                "devices" => {
+                    for (index, path) in new.as_array().into_iter().flatten().enumerate() {
+                        config = config.text(&format!("dev{index}"), path.as_str().unwrap_or_default());
+                    }
+                }
+                "rootfs_gb" => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
+                "status" => start = new == "running",
+                "snapshots" => {
+                    let have: Vec<&Value> = change
+                        .old
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .map(|list| list.iter().collect())
+                        .unwrap_or_default();
+                    snapshots.extend(
+                        new.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|name| !have.contains(name))
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned),
+                    );
+                }
+                "unprivileged" => {}
+                field if field.starts_with("mount ") => {
+                    let path = field.trim_start_matches("mount ");
+                    let index = new["index"].as_u64().unwrap_or_default();
+                    let key = format!("mp{index}");
+                    if let Some(host_path) = new["host_path"].as_str() {
+                        let read_only = if new["ro"] == true { ",ro=1" } else { "" };
+                        config = config.text(&key, format!("{host_path},mp={path}{read_only}"));
+                    } else if new.get("volume").is_some() {
+                        resizes.push((key, new["size_gb"].as_f64().unwrap_or_default()));
+                    } else {
+                        let storage = new["storage"].as_str().unwrap_or_default();
+                        let size = new["size_gb"].as_f64().unwrap_or(1.0);
+                        config = config.text(&key, format!("{storage}:{size},mp={path}"));
+                    }
+                }
+                other => tracing::warn!(field = other, "no way to apply this field yet"),
+            }
+        }
+        if !config.pairs().is_empty() {
+            let _: Value = self.client.put(&format!("{base}/config"), &config).await?;
+        }
+        for (disk, size) in resizes {
+            let form = Form::new().text("disk", &disk).text("size", format!("{size}G"));
+            let answer: Value = self.client.put(&format!("{base}/resize"), &form).await?;
+            if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
+                self.client.wait_task(&upid).await?;
+            }
+        }
+        if start {
+            self.client
+                .run_task(Method::POST, &format!("{base}/status/start"), &Form::new())
+                .await?;
+        }
+        for name in snapshots {
+            let form = Form::new().text("snapname", name);
+            self.client
+                .run_task(Method::POST, &format!("{base}/snapshot"), &form)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, vmid: u32) -> Result<(), PveError> {
+        let node = self.node_of(vmid, None);
+        let base = format!("/nodes/{node}/lxc/{vmid}");
+        self.client.wait_unlocked(&node, "lxc", vmid).await?;
+        if self.status(&node, vmid).await? == "running" {
+            self.client
+                .run_task(Method::POST, &format!("{base}/status/stop"), &Form::new())
+                .await?;
+        }
+        let upid: Value = self.client.delete(&base, &[("purge", "1")]).await?;
+        if let Some(upid) = upid.as_str().and_then(phoenix_pve::Upid::parse) {
+            self.client.wait_task(&upid).await?;
+        }
+        self.known().nodes.remove(&vmid);
+        Ok(())
+    }
+}
+
+/// A template volume id; a host path (the earlier version's form) is looked up by file name on `local`.
+fn template_volume(template: &str) -> String {
+    if template.starts_with('/') {
+        let file = template.rsplit('/').next().unwrap_or(template);
+        return format!("local:vztmpl/{file}");
+    }
+    template.to_owned()
+}
+
+fn render_map(value: &Value, first: Option<&str>) -> String {
+    let map: BTreeMap<String, String> = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            (
+                key.clone(),
+                value.as_str().map_or_else(|| value.to_string(), str::to_owned),
+            )
+        })
+        .collect();
+    match first {
+        Some(first) => {
+            // `name=eth0` leads, as Proxmox writes it; every key keeps its name.
+            let mut parts: Vec<String> = map
+                .get(first)
+                .map(|value| format!("{first}={value}"))
+                .into_iter()
+                .collect();
+            parts.extend(
+                map.iter()
+                    .filter(|(key, _)| key.as_str() != first)
+                    .map(|(key, value)| format!("{key}={value}")),
+            );
+            parts.join(",")
+        }
+        None => crate::props::render(&map, None),
+    }
+}
+
+#[async_trait]
+impl Manager for LxcManager {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Lxc
+    }
+
+    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+        let resources = self.client.cluster_resources().await.map_err(pve_error)?;
+        let declared: BTreeMap<u32, &Resource> = desired
+            .iter()
+            .filter_map(|resource| resource.address.guest_id().map(|id| (id, resource)))
+            .collect();
+        let mut targets = Vec::new();
+        {
+            let mut known = self.known();
+            for resource in desired {
+                if let (Some(id), Desired::Container(container)) =
+                    (resource.address.guest_id(), &resource.desired)
+                    && let Some(snapshot) = &container.template_snapshot_name
+                {
+                    known.template_snapshots.insert(id, snapshot.clone());
+                }
+            }
+            for entry in resources.iter().filter(|entry| entry.kind == "lxc") {
+                let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
+                    continue;
+                };
+                known.nodes.insert(vmid, node.clone());
+                let owned = entry
+                    .tags
+                    .as_deref()
+                    .is_some_and(|tags| tags.split([';', ',']).any(|tag| tag == OWNER_TAG));
+                if declared.contains_key(&vmid) || owned {
+                    targets.push((vmid, node, entry.status.clone().unwrap_or_default()));
+                }
+            }
+        }
+        let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
+        let mut reads = tokio::task::JoinSet::new();
+        for (vmid, node, status) in targets {
+            let client = Arc::clone(&self.client);
+            let limit = Arc::clone(&limit);
+            let manager = LxcManager::new(client, node.clone(), None);
+            reads.spawn(async move {
+                let _permit = limit.acquire().await.expect("the semaphore is never closed");
+                (vmid, manager.read(&node, vmid, &status).await)
+            });
+        }
+        let mut observed = BTreeMap::new();
+        while let Some(joined) = reads.join_next().await {
+            let (vmid, result) = joined.expect("reads do not panic");
+            observed.insert(Address::Lxc(vmid), result.map_err(pve_error)?);
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        let Desired::Container(container) = &desired.desired else {
+            return Vec::new();
+        };
+        let wanted = fields::desired_fields(container, self.domain.as_deref());
+        let Some(observed) = observed else {
+            return vec![Change::create(desired.address.clone(), &wanted)];
+        };
+        let changed = fields::diff(&wanted, &observed.fields);
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let replace = changed.iter().any(|field| field.field == "unprivileged");
+        let action = if replace { Action::Replace } else { Action::Update };
+        vec![Change {
+            address: desired.address.clone(),
+            action,
+            fields: changed,
+        }]
+    }
+
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        let vmid = change
+            .address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed("not a container address"))?;
+        let container = desired.and_then(|resource| match &resource.desired {
+            Desired::Container(container) => Some(container.as_ref()),
+            _ => None,
+        });
+        let result = match (change.action, desired, container) {
+            (Action::Delete, _, _) => self.delete(vmid).await,
+            (Action::Create, Some(resource), Some(container)) => self.create(resource, container).await,
+            (Action::Replace, Some(resource), Some(container)) => match self.delete(vmid).await {
+                Ok(()) => self.create(resource, container).await,
+                Err(error) => Err(error),
+            },
+            (Action::Update, Some(resource), Some(_)) => {
+                let node = self.node_of(vmid, Some(resource));
+                self.update(&node, vmid, &change.fields).await
+            }
+            _ => {
+                return Err(ManagerError::failed(format!(
+                    "{} has no container configuration",
+                    change.address
+                )));
+            }
+        };
+        result.map_err(pve_error)
+    }
+}

@@ -1,0 +1,78 @@
+//! Proxmox property strings (`name=eth0,bridge=vmbr0,ip=dhcp`) as maps, so that they compare by content.
+
+use std::collections::BTreeMap;
+
+/// Parses a property string. A leading item without `=` (a volume: `local-lvm:vm-101-disk-0`) is
+/// stored under `default_key`.
+pub(crate) fn parse(text: &str, default_key: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        match item.split_once('=') {
+            Some((key, value)) => map.insert(key.to_owned(), value.to_owned()),
+            None => map.insert(default_key.to_owned(), item.to_owned()),
+        };
+    }
+    map
+}
+
+/// Writes a map back as a property string, `default_key` first and unnamed, the rest sorted.
+pub(crate) fn render(map: &BTreeMap<String, String>, default_key: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    if let Some(key) = default_key
+        && let Some(value) = map.get(key)
+    {
+        parts.push(value.clone());
+    }
+    for (key, value) in map {
+        if Some(key.as_str()) != default_key {
+            parts.push(format!("{key}={value}"));
+        }
+    }
+    parts.join(",")
+}
+
+/// A size as Proxmox writes it (`16G`, `512M`, `1T`, or bare GiB) in GiB.
+pub(crate) fn size_gib(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, factor) = match text.chars().last()? {
+        'T' | 't' => (&text[..text.len() - 1], 1024.0),
+        'G' | 'g' => (&text[..text.len() - 1], 1.0),
+        'M' | 'm' => (&text[..text.len() - 1], 1.0 / 1024.0),
+        'K' | 'k' => (&text[..text.len() - 1], 1.0 / 1024.0 / 1024.0),
+        _ => (text, 1.0),
+    };
+    number.parse::<f64>().ok().map(|value| value * factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_strings_round_trip_as_maps() {
+        let map = parse(
+            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth",
+            "name",
+        );
+        assert_eq!(map["bridge"], "vmbr0");
+        assert_eq!(
+            render(&map, None),
+            "bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,name=eth0,type=veth"
+        );
+        let rootfs = parse("local-lvm:vm-101-disk-0,size=16G", "volume");
+        assert_eq!(rootfs["volume"], "local-lvm:vm-101-disk-0");
+        assert_eq!(
+            render(&rootfs, Some("volume")),
+            "local-lvm:vm-101-disk-0,size=16G"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size_gib("16G"), Some(16.0));
+        assert_eq!(size_gib("512M"), Some(0.5));
+        assert_eq!(size_gib("1T"), Some(1024.0));
+        assert_eq!(size_gib("8"), Some(8.0));
+        assert_eq!(size_gib("big"), None);
+    }
+}

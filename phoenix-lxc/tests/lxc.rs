@@ -1,0 +1,302 @@
+//! The LXC manager converging real configurations against fakepve through the engine.
+
+#[path = "../../phoenix-pve/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use phoenix_core::{
+    Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
+    SourceFile, StopHandle, execute, plan, resources, validate,
+};
+use phoenix_lxc::LxcManager;
+use phoenix_pve::{Auth, Client, Form, SecretString, TlsTrust};
+use serde_json::Value;
+use support::FakePve;
+
+fn fixture() -> Vec<Resource> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
+    let sources = FileKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let text = std::fs::read_to_string(dir.join(kind.file_name())).ok()?;
+            Some(SourceFile::new(kind, kind.file_name(), text))
+        })
+        .collect();
+    resources(
+        &validate(sources, &CheckOptions::default())
+            .into_estate()
+            .expect("the fixture is valid"),
+    )
+}
+
+struct Harness {
+    fake: FakePve,
+    client: Arc<Client>,
+    managers: Managers,
+}
+
+impl Harness {
+    /// Logs in as root@pam: bind mounts of host paths are root's alone, in Proxmox as in fakepve.
+    async fn start() -> Option<Harness> {
+        let fake = FakePve::start().await?;
+        let auth = Auth::Ticket {
+            user: fake.info.user.clone(),
+            password: SecretString::new(fake.info.password.clone()),
+        };
+        let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
+        let client = Arc::new(Client::connect(settings).await.expect("connects"));
+        let mut managers = Managers::default();
+        managers.register(Arc::new(LxcManager::new(
+            Arc::clone(&client),
+            "pve1",
+            Some("test.internal".into()),
+        )));
+        Some(Harness {
+            fake,
+            client,
+            managers,
+        })
+    }
+
+    async fn plan(&self) -> Plan {
+        plan(fixture(), &self.managers, &PlanOptions::default())
+            .await
+            .expect("plans")
+    }
+
+    async fn apply(&self, plan: &Plan) -> Report {
+        let (_handle, signal) = StopHandle::new();
+        execute(plan, &self.managers, &ExecuteOptions::default(), signal, None)
+            .await
+            .expect("runs")
+    }
+
+    async fn writes(&self) -> Vec<String> {
+        self.fake
+            .requests()
+            .await
+            .into_iter()
+            .filter(|(method, path, _)| method != "GET" && !path.ends_with("/access/ticket"))
+            .map(|(method, path, _)| format!("{method} {path}"))
+            .collect()
+    }
+
+    async fn config(&self, vmid: u32) -> Value {
+        self.client
+            .get(&format!("/nodes/pve1/lxc/{vmid}/config"), &[])
+            .await
+            .expect("reads")
+    }
+}
+
+#[tokio::test]
+async fn converges_a_template_chain_and_the_second_run_writes_nothing() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    let first = harness.plan().await;
+    assert_eq!(first.summary().create, 3, "{:#?}", first.entries());
+    let report = harness.apply(&first).await;
+    assert!(report.succeeded(), "{report:#?}");
+
+    let base = harness.config(900).await;
+    assert_eq!(base["hostname"], "base");
+    assert_eq!(base["cores"], 2);
+    assert_eq!(base["memory"], 1024);
+    assert_eq!(base["swap"], 256);
+    assert_eq!(base["nameserver"], "10.1.0.1 1.1.1.1");
+    assert_eq!(base["searchdomain"], "test.internal");
+    assert_eq!(base["features"], "keyctl=1,nesting=1");
+    assert!(
+        base["net0"]
+            .as_str()
+            .expect("net0")
+            .contains("hwaddr=BC:24:11:00:09:00"),
+        "{}",
+        base["net0"]
+    );
+    assert!(base["tags"].as_str().expect("tags").contains("phoenix"));
+
+    let gateway = harness.config(101).await;
+    assert_eq!(gateway["memory"], 2048);
+    assert_eq!(gateway["onboot"], 1);
+    assert_eq!(gateway["startup"], "order=2,up=5");
+    let net0 = gateway["net0"].as_str().expect("net0");
+    assert!(
+        net0.contains("firewall=1") && net0.contains("ip=10.1.0.11/24"),
+        "{net0}"
+    );
+    assert!(
+        gateway["rootfs"].as_str().expect("rootfs").contains("size=12G"),
+        "{}",
+        gateway["rootfs"]
+    );
+    let mounts: Vec<String> = (0..4)
+        .filter_map(|index| gateway[format!("mp{index}")].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        mounts
+            .iter()
+            .any(|mount| mount.starts_with("/srv/gateway/logs,mp=/var/log/nginx")),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|mount| mount.starts_with("local-lvm:") && mount.contains("mp=/cache")),
+        "{mounts:?}"
+    );
+
+    let worker = harness.config(102).await;
+    let devices: Vec<&str> = (0..8)
+        .filter_map(|index| worker[format!("dev{index}")].as_str())
+        .collect();
+    assert!(
+        devices.contains(&"/dev/nvidia0")
+            && devices.contains(&"/dev/nvidia1")
+            && devices.contains(&"/dev/nvidia-uvm"),
+        "{devices:?}"
+    );
+
+    let snapshots: Vec<Value> = harness
+        .client
+        .get("/nodes/pve1/lxc/900/snapshot", &[])
+        .await
+        .expect("lists");
+    assert!(snapshots.iter().any(|snapshot| snapshot["name"] == "golden"));
+    let status: Value = harness
+        .client
+        .get("/nodes/pve1/lxc/102/status/current", &[])
+        .await
+        .expect("reads");
+    assert_eq!(status["status"], "running");
+
+    let before = harness.writes().await.len();
+    let second = harness.plan().await;
+    assert!(
+        !second.has_changes(),
+        "{:#?}",
+        second
+            .entries()
+            .iter()
+            .filter(|entry| !entry.is_unchanged())
+            .collect::<Vec<_>>()
+    );
+    let report = harness.apply(&second).await;
+    assert!(report.succeeded());
+    let after = harness.writes().await;
+    assert_eq!(
+        after.len(),
+        before,
+        "the second run makes no write request: {:?}",
+        &after[before..]
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_by_hand_is_planned_as_drift_and_corrected() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let by_hand = Form::new().number("memory", 4096).text("onboot", "0");
+    let _: Value = harness
+        .client
+        .put("/nodes/pve1/lxc/101/config", &by_hand)
+        .await
+        .expect("edits");
+
+    let plan = harness.plan().await;
+    let changed: Vec<_> = plan
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].address, Address::Lxc(101));
+    let fields: Vec<(String, Option<Value>, Option<Value>)> = changed[0].changes[0]
+        .fields
+        .iter()
+        .map(|field| (field.field.clone(), field.old.clone(), field.new.clone()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (
+                "memory".into(),
+                Some(serde_json::json!(4096)),
+                Some(serde_json::json!(2048))
+            ),
+            (
+                "onboot".into(),
+                Some(serde_json::json!(0)),
+                Some(serde_json::json!(1))
+            ),
+        ]
+    );
+    assert!(harness.apply(&plan).await.succeeded());
+    assert_eq!(harness.config(101).await["memory"], 2048);
+    assert!(!harness.plan().await.has_changes());
+}
+
+#[tokio::test]
+async fn a_failing_start_is_reported_with_its_log_and_dependents_are_skipped() {
+    // A task that ends in TASK ERROR (not a transient 5xx on dispatch, which would be retried).
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    harness
+        .fake
+        .exec("pve.fail('POST', '/nodes/pve1/lxc/101/status/start', error='mtu_size_bigger_than_bridge', times=1)")
+        .await;
+    let report = harness.apply(&harness.plan().await).await;
+    let outcome = |address: Address| {
+        report
+            .resources
+            .iter()
+            .find(|line| line.address == address)
+            .map(|line| line.outcome.clone())
+    };
+    assert!(matches!(
+        outcome(Address::Lxc(900)),
+        Some(Outcome::Changed { .. })
+    ));
+    let Some(Outcome::Failed { error, .. }) = outcome(Address::Lxc(101)) else {
+        panic!("{report:#?}")
+    };
+    assert!(
+        error.contains("MTU size") && error.contains("TASK ERROR"),
+        "the task's status and log tail: {error}"
+    );
+    assert_eq!(
+        outcome(Address::Lxc(102)),
+        Some(Outcome::Skipped {
+            reason: "lxc/101 failed".into()
+        })
+    );
+    // The next run picks up where this one stopped.
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    assert!(!harness.plan().await.has_changes());
+}
+
+#[tokio::test]
+async fn a_lock_held_by_a_backup_is_waited_out() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let _: Value = harness
+        .client
+        .put("/nodes/pve1/lxc/900/config", &Form::new().number("cores", 1))
+        .await
+        .expect("edits");
+    harness
+        .fake
+        .exec("pve.snapshot_lock(900, 'backup')\nasyncio.get_running_loop().call_later(0.5, pve.unlock, 900)")
+        .await;
+    let report = harness.apply(&harness.plan().await).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(harness.config(900).await["cores"], 2);
+}
