@@ -1,8 +1,8 @@
-//! Where plans and applies read and write the estate: offline (an empty estate, read-only) or the built-in
-//! demo target (a simulated Proxmox whose state persists in a local file between runs).
+//! Where plans and applies read and write the estate: a live Proxmox (the endpoint of the configuration or
+//! `PHOENIX_PVE_URL`), offline (an empty estate, read-only), or the built-in demo target (a simulated Proxmox
+//! whose state persists in a local file between runs).
 //!
-//! A live Proxmox target needs the API client, which is not built yet; until then a configured endpoint
-//! is named in the plan's offline notice rather than contacted.
+//! Against a live Proxmox only containers are managed so far; the other kinds are counted as not planned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,8 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, WrapErr};
 use phoenix_core::fake::FakeManager;
 use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKind, Target as PlanTarget};
+use phoenix_lxc::LxcManager;
+use phoenix_pve::{Client, Settings};
 use serde::{Deserialize, Serialize};
 
 use crate::args::TargetArgs;
@@ -26,6 +28,7 @@ pub(crate) struct Target {
 enum Mode {
     Offline { reason: String },
     Demo { state: PathBuf },
+    Live { endpoint: String },
 }
 
 /// Version of the demo state file.
@@ -38,8 +41,18 @@ struct DemoState {
 }
 
 impl Target {
-    /// Chooses the target from the flags and the configuration.
-    pub(crate) fn open(args: &TargetArgs, estate: &Estate, config_dir: &Path) -> miette::Result<Target> {
+    /// Chooses the target from the flags and the configuration, connecting to a live Proxmox when one is
+    /// configured.
+    pub(crate) async fn open(
+        args: &TargetArgs,
+        estate: &Estate,
+        config_dir: &Path,
+    ) -> miette::Result<Target> {
+        let connection = estate.files().hypervisor.proxmox.as_ref();
+        let endpoint_in_env = std::env::var_os("PHOENIX_PVE_URL").is_some_and(|value| !value.is_empty());
+        if !args.demo && !args.offline && (connection.is_some() || endpoint_in_env) {
+            return Target::live(estate, config_dir).await;
+        }
         let mode = if args.demo {
             Mode::Demo {
                 state: args
@@ -52,16 +65,8 @@ impl Target {
                 reason: "--offline was given".to_owned(),
             }
         } else {
-            match &estate.files().hypervisor.proxmox {
-                None => Mode::Offline {
-                    reason: "no Proxmox endpoint is configured".to_owned(),
-                },
-                Some(connection) => Mode::Offline {
-                    reason: format!(
-                        "{} was not contacted because the Proxmox API client is not built yet (use --demo to apply to the simulated target)",
-                        connection.endpoint
-                    ),
-                },
+            Mode::Offline {
+                reason: "no Proxmox endpoint is configured".to_owned(),
             }
         };
         let mut managers = Managers::default();
@@ -83,6 +88,53 @@ impl Target {
         Ok(target)
     }
 
+    async fn live(estate: &Estate, config_dir: &Path) -> miette::Result<Target> {
+        let hypervisor = &estate.files().hypervisor;
+        let settings = Settings::resolve(
+            hypervisor.proxmox.as_ref(),
+            &|name| std::env::var(name).ok(),
+            config_dir,
+        )
+        .map_err(|error| {
+            miette::Report::new(error)
+                .wrap_err("cannot connect to Proxmox (use --offline or --demo to plan without it)")
+        })?;
+        let endpoint = settings.endpoint.clone();
+        let client = Arc::new(Client::connect(settings).await?);
+        let configured = hypervisor
+            .proxmox
+            .as_ref()
+            .and_then(|connection| connection.nodes.first().cloned());
+        let default_node = match configured {
+            Some(node) => node,
+            None => {
+                let nodes: Vec<serde_json::Value> = client.get("/nodes", &[]).await?;
+                match nodes.as_slice() {
+                    [only] => only["node"].as_str().unwrap_or_default().to_owned(),
+                    _ => {
+                        return Err(miette::miette!(
+                            code = "phoenix::target::which_node",
+                            help = "list the cluster's nodes in `proxmox.nodes`",
+                            "the cluster has {} nodes and the configuration names none",
+                            nodes.len()
+                        ));
+                    }
+                }
+            }
+        };
+        let mut managers = Managers::default();
+        managers.register(Arc::new(LxcManager::new(
+            client,
+            default_node,
+            hypervisor.domain_name.clone(),
+        )));
+        Ok(Target {
+            mode: Mode::Live { endpoint },
+            fakes: Vec::new(),
+            managers,
+        })
+    }
+
     /// The managers of this target.
     pub(crate) fn managers(&self) -> &Managers {
         &self.managers
@@ -97,7 +149,7 @@ impl Target {
             .map_err(|error| miette::miette!(code = "phoenix::plan::bad_target", "{error}"))?;
         let offline = match &self.mode {
             Mode::Offline { reason } => Some(reason.clone()),
-            Mode::Demo { .. } => None,
+            Mode::Demo { .. } | Mode::Live { .. } => None,
         };
         Ok(PlanOptions { targets, offline })
     }
@@ -109,6 +161,7 @@ impl Target {
                 "Demo target: simulated Proxmox, state in {}",
                 state.display()
             )),
+            Mode::Live { endpoint } => Some(format!("Proxmox at {endpoint}")),
             Mode::Offline { .. } => None,
         }
     }
@@ -116,7 +169,7 @@ impl Target {
     /// Refuses to apply when the target cannot be written.
     pub(crate) fn ensure_writable(&self) -> miette::Result<()> {
         match &self.mode {
-            Mode::Demo { .. } => Ok(()),
+            Mode::Demo { .. } | Mode::Live { .. } => Ok(()),
             Mode::Offline { reason } => Err(miette::miette!(
                 code = "phoenix::apply::offline",
                 help = "run with --demo to apply to the built-in simulated target",

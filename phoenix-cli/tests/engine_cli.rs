@@ -35,11 +35,11 @@ fn state(test: &str) -> String {
 
 #[test]
 fn offline_plan_of_the_homelab_says_so_and_lists_creations() {
-    let output = phoenix(&["plan", "--config", "examples/homelab"]);
+    let output = phoenix(&["plan", "--config", "examples/homelab", "--offline"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.starts_with("Offline plan: https://pve1.lab.example.org:8006 was not contacted"),
+        stdout.starts_with("Offline plan: --offline was given"),
         "{stdout}"
     );
     assert!(
@@ -59,12 +59,48 @@ fn offline_plan_of_the_homelab_says_so_and_lists_creations() {
         "--detailed-exitcode",
     ]);
     assert_eq!(detailed.status.code(), Some(2));
-    assert!(text(&detailed.stdout).starts_with("Offline plan: --offline was given"));
+}
+
+#[test]
+fn a_configured_endpoint_without_credentials_is_a_clear_error() {
+    let output = phoenix(&["plan", "--config", "examples/homelab"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the environment variable PHOENIX_PVE_TOKEN_SECRET is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--offline or --demo"), "{stderr}");
+}
+
+#[test]
+fn without_an_endpoint_the_plan_is_offline() {
+    let dir = std::env::temp_dir().join(format!("phoenix-cli-no-endpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for file in ["phoenix_lxc_configs.json", "phoenix_vm_configs.json"] {
+        std::fs::copy(workspace().join("examples/minimal").join(file), dir.join(file)).expect("copies");
+    }
+    std::fs::write(
+        dir.join("phoenix_hypervisor_config.json"),
+        r#"{"proxmox_storages": [{"id": "local"}, {"id": "local-lvm"}]}"#,
+    )
+    .expect("writes");
+    let output = phoenix(&["plan", "--config", dir.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("Offline plan: no Proxmox endpoint is configured"));
 }
 
 #[test]
 fn plan_json_is_versioned_and_limited_to_targets() {
-    let output = phoenix(&["plan", "-c", "examples/homelab", "--output", "json", "101"]);
+    let output = phoenix(&[
+        "plan",
+        "-c",
+        "examples/homelab",
+        "--offline",
+        "--output",
+        "json",
+        "101",
+    ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(document["format_version"], 1);
@@ -87,16 +123,16 @@ fn plan_json_is_versioned_and_limited_to_targets() {
 
 #[test]
 fn unknown_targets_and_invalid_configs_fail_clearly() {
-    let unknown = phoenix(&["plan", "-c", "examples/homelab", "4242"]);
+    let unknown = phoenix(&["plan", "-c", "examples/homelab", "--offline", "4242"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
         text(&unknown.stderr).contains("target 4242 is not declared"),
         "{}",
         text(&unknown.stderr)
     );
-    let malformed = phoenix(&["plan", "-c", "examples/homelab", "lxc/"]);
+    let malformed = phoenix(&["plan", "-c", "examples/homelab", "--offline", "lxc/"]);
     assert_eq!(malformed.status.code(), Some(1));
-    let offline_apply = phoenix(&["apply", "-c", "examples/homelab", "--yes"]);
+    let offline_apply = phoenix(&["apply", "-c", "examples/homelab", "--offline", "--yes"]);
     assert_eq!(offline_apply.status.code(), Some(1));
     assert!(
         text(&offline_apply.stderr).contains("cannot apply offline"),

@@ -25,7 +25,7 @@ pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs)
     let Some(estate) = load::estate(&global.config)? else {
         return Ok(ExitCode::from(1));
     };
-    let target = Target::open(&args.target, &estate, &global.config)?;
+    let target = Target::open(&args.target, &estate, &global.config).await?;
     target.ensure_writable()?;
     let options = target.plan_options(targets)?;
     let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;

@@ -12,7 +12,7 @@ pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<
     let Some(estate) = load::estate(&global.config)? else {
         return Ok(ExitCode::from(1));
     };
-    let target = Target::open(&args.target, &estate, &global.config)?;
+    let target = Target::open(&args.target, &estate, &global.config).await?;
     let options = target.plan_options(&args.targets)?;
     let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
     match args.output {

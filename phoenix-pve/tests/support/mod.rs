@@ -5,7 +5,10 @@
 //! where a missing fake is a failure.
 
 // Each crate's tests include this module by path and use a different part of it.
-#![allow(dead_code, reason = "shared by the test suites of several crates, each using part of it")]
+#![allow(
+    dead_code,
+    reason = "shared by the test suites of several crates, each using part of it"
+)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
