@@ -13,11 +13,19 @@ use crate::props;
 /// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
 pub const OWNER_TAG: &str = "phoenix";
 
-/// Fields read from a container's Proxmox config (merged with pending changes), status and snapshots.
+/// The guest firewall as read: whether it is on, and its rules in order.
+pub(crate) struct ObservedFirewall {
+    pub(crate) enabled: bool,
+    pub(crate) rules: Vec<Value>,
+}
+
+/// Fields read from a container's Proxmox config (merged with pending changes), status, snapshots and
+/// firewall.
 pub(crate) fn observed_fields(
     config: &BTreeMap<String, Value>,
     status: &str,
     snapshots: &[String],
+    firewall: &ObservedFirewall,
 ) -> BTreeMap<String, Value> {
     let text = |key: &str| {
         config.get(key).map(|value| match value {
@@ -72,6 +80,8 @@ pub(crate) fn observed_fields(
     fields.insert("owned".to_owned(), json!(owned));
     fields.insert("status".to_owned(), json!(status));
     fields.insert("snapshots".to_owned(), json!(snapshots));
+    fields.insert("firewall_enabled".to_owned(), json!(firewall.enabled));
+    fields.insert("firewall_rules".to_owned(), Value::Array(firewall.rules.clone()));
     fields
 }
 
@@ -209,6 +219,15 @@ pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) 
         );
         devices.sort();
         fields.insert("devices".to_owned(), json!(devices));
+    }
+    if let Some(firewall) = &container.firewall {
+        fields.insert("firewall_enabled".to_owned(), json!(firewall.enabled));
+        let rules: Vec<Value> = firewall
+            .rules
+            .iter()
+            .map(phoenix_pve::firewall::rule_value)
+            .collect();
+        fields.insert("firewall_rules".to_owned(), Value::Array(rules));
     }
     fields.insert("owned".to_owned(), json!(true));
     fields.insert("status".to_owned(), json!("running"));

@@ -8,7 +8,7 @@ use phoenix_core::config::ContainerConfig;
 use phoenix_core::{
     Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Resource, ResourceKind,
 };
-use phoenix_pve::{Client, Form, Method, PveError};
+use phoenix_pve::{Client, Form, Method, PveError, firewall};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -91,8 +91,10 @@ impl LxcManager {
             .filter(|name| *name != "current")
             .map(str::to_owned)
             .collect();
+        let (enabled, rules) = firewall::read(&self.client, &format!("/nodes/{node}/lxc/{vmid}")).await?;
+        let firewall = fields::ObservedFirewall { enabled, rules };
         Ok(Observed {
-            fields: fields::observed_fields(&config, status, &names),
+            fields: fields::observed_fields(&config, status, &names, &firewall),
         })
     }
 
@@ -204,6 +206,8 @@ impl LxcManager {
         let mut resizes = Vec::new();
         let mut start = false;
         let mut snapshots = Vec::new();
+        let mut firewall_enabled = None;
+        let mut firewall_rules = None;
         for change in changes {
             let Some(new) = &change.new else { continue };
             match change.field.as_str() {
@@ -240,6 +244,16 @@ impl LxcManager {
                     );
                 }
                 "unprivileged" => {}
+                "firewall_enabled" => firewall_enabled = Some(new == true),
+                "firewall_rules" => {
+                    let old = change
+                        .old
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    firewall_rules = Some((old, new.as_array().cloned().unwrap_or_default()));
+                }
                 field if field.starts_with("mount ") => {
                     let path = field.trim_start_matches("mount ");
                     let index = new["index"].as_u64().unwrap_or_default();
@@ -267,6 +281,12 @@ impl LxcManager {
             if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
                 self.client.wait_task(&upid).await?;
             }
+        }
+        if let Some((live, wanted)) = firewall_rules {
+            firewall::converge_rules(&self.client, &base, &live, &wanted).await?;
+        }
+        if let Some(enabled) = firewall_enabled {
+            firewall::set_enabled(&self.client, &base, enabled).await?;
         }
         if start {
             self.client

@@ -300,3 +300,68 @@ async fn a_lock_held_by_a_backup_is_waited_out() {
     assert!(report.succeeded(), "{report:#?}");
     assert_eq!(harness.config(900).await["cores"], 2);
 }
+
+#[tokio::test]
+async fn firewall_rules_changed_by_hand_are_corrected_without_wiping_the_rest() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let rules: Vec<Value> = harness
+        .client
+        .get("/nodes/pve1/lxc/101/firewall/rules", &[])
+        .await
+        .expect("reads");
+    assert_eq!(rules.len(), 3);
+    assert_eq!(
+        (rules[0]["dport"].as_str(), rules[2]["comment"].as_str()),
+        (Some("80,443"), Some("DNS"))
+    );
+    let options: Value = harness
+        .client
+        .get("/nodes/pve1/lxc/101/firewall/options", &[])
+        .await
+        .expect("reads");
+    assert_eq!(options["enable"], 1);
+
+    // By hand: one rule deleted, a foreign one added on top.
+    let _: Value = harness
+        .client
+        .delete("/nodes/pve1/lxc/101/firewall/rules/1", &[])
+        .await
+        .expect("deletes");
+    let foreign = Form::new()
+        .text("type", "in")
+        .text("action", "ACCEPT")
+        .text("proto", "tcp")
+        .text("dport", "22")
+        .text("enable", "1");
+    let _: Value = harness
+        .client
+        .post("/nodes/pve1/lxc/101/firewall/rules", &foreign)
+        .await
+        .expect("adds");
+
+    let plan = harness.plan().await;
+    let changed: Vec<_> = plan
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].changes[0].fields[0].field, "firewall_rules");
+    let before = harness.writes().await.len();
+    assert!(harness.apply(&plan).await.succeeded());
+    let writes = harness.writes().await;
+    let deletes = writes[before..]
+        .iter()
+        .filter(|write| write.starts_with("DELETE"))
+        .count();
+    assert_eq!(
+        deletes,
+        1,
+        "only the foreign rule is deleted: {:?}",
+        &writes[before..]
+    );
+    assert!(!harness.plan().await.has_changes());
+}

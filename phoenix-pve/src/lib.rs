@@ -10,6 +10,7 @@
 
 mod client;
 mod error;
+pub mod firewall;
 mod settings;
 mod task;
 mod tls;

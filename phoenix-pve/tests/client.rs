@@ -265,3 +265,64 @@ async fn a_held_lock_is_waited_out() {
         "it did wait"
     );
 }
+
+#[tokio::test]
+async fn firewall_rules_converge_by_content_without_wiping() {
+    use phoenix_core::config::{Direction, FirewallAction, FirewallRule};
+    use phoenix_pve::firewall;
+
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let client = Client::connect(fake.token_settings()).await.expect("connects");
+    create_container(&client, 210).await.expect("creates");
+    let base = "/nodes/pve1/lxc/210";
+    let rule = |port: &str, comment: &str| FirewallRule {
+        direction: Direction::In,
+        action: FirewallAction::Accept,
+        proto: Some("tcp".into()),
+        port: Some(port.into()),
+        sport: None,
+        source: Some("10.0.0.0/24".into()),
+        dest: None,
+        comment: Some(comment.into()),
+        enabled: None,
+    };
+    let [a, b, c, d] = [
+        rule("22", "ssh"),
+        rule("80", "http"),
+        rule("443", "https"),
+        rule("8000:8010", "apps"),
+    ]
+    .map(|rule| firewall::rule_value(&rule));
+
+    let written = firewall::converge_rules(&client, base, &[], &[a.clone(), b.clone(), c.clone()])
+        .await
+        .expect("writes");
+    let (_, live) = firewall::read(&client, base).await.expect("reads");
+    assert_eq!(live, [a.clone(), b.clone(), c.clone()]);
+    assert_eq!(written, 5, "three inserts, two of them moved into place");
+
+    let before = fake.requests().await.len();
+    let written = firewall::converge_rules(&client, base, &live, &[c.clone(), d.clone(), a.clone()])
+        .await
+        .expect("writes");
+    let (_, live) = firewall::read(&client, base).await.expect("reads");
+    assert_eq!(live, [c, d, a], "the wanted rules, in the wanted order");
+    let requests = fake.requests().await;
+    let deletes = requests[before..]
+        .iter()
+        .filter(|(method, _, _)| method == "DELETE")
+        .count();
+    assert_eq!(deletes, 1, "only the rule no longer wanted is deleted");
+    assert_eq!(written, 4, "one delete, one move, one insert and its move");
+    assert_eq!(
+        firewall::converge_rules(&client, base, &live, &live)
+            .await
+            .expect("nothing"),
+        0
+    );
+
+    firewall::set_enabled(&client, base, true).await.expect("enables");
+    assert!(firewall::read(&client, base).await.expect("reads").0);
+}

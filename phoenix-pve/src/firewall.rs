@@ -1,0 +1,177 @@
+//! Guest firewalls through the API: options and rules, compared by content and converged with the fewest
+//! writes (delete what is not wanted, move what is out of place, insert what is missing). The rules are
+//! never all deleted and re-added.
+
+use phoenix_core::config::{Direction, FirewallAction, FirewallRule};
+use serde_json::{Map, Value, json};
+
+use crate::client::{Client, Form};
+use crate::error::PveError;
+
+/// The keys of a rule Phoenix declares and compares.
+const RULE_KEYS: &[&str] = &[
+    "type", "action", "proto", "dport", "sport", "source", "dest", "comment", "enable",
+];
+
+/// A declared rule as Proxmox stores it (`port` becomes `dport`; a rule is enabled unless it says not).
+pub fn rule_value(rule: &FirewallRule) -> Value {
+    let mut map = Map::new();
+    map.insert(
+        "type".into(),
+        json!(match rule.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }),
+    );
+    map.insert(
+        "action".into(),
+        json!(match rule.action {
+            FirewallAction::Accept => "ACCEPT",
+            FirewallAction::Drop => "DROP",
+            FirewallAction::Reject => "REJECT",
+        }),
+    );
+    let optional = [
+        (
+            "proto",
+            rule.proto.as_ref().map(|proto| proto.to_ascii_lowercase()),
+        ),
+        ("dport", rule.port.clone()),
+        ("sport", rule.sport.clone()),
+        ("source", rule.source.clone()),
+        ("dest", rule.dest.clone()),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            map.insert(key.into(), json!(value.replace(' ', "")));
+        }
+    }
+    if let Some(comment) = &rule.comment {
+        map.insert("comment".into(), json!(comment));
+    }
+    map.insert("enable".into(), json!(i64::from(rule.enabled.unwrap_or(true))));
+    Value::Object(map)
+}
+
+/// A rule read from Proxmox, reduced to the compared keys.
+fn normalise(rule: &Value) -> Value {
+    let mut map = Map::new();
+    for key in RULE_KEYS {
+        let Some(value) = rule.get(*key).filter(|value| !value.is_null()) else {
+            continue;
+        };
+        let value = match *key {
+            "enable" => json!(
+                value
+                    .as_i64()
+                    .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+                    .unwrap_or(0)
+            ),
+            "proto" => json!(value.as_str().unwrap_or_default().to_ascii_lowercase()),
+            _ => value.clone(),
+        };
+        map.insert((*key).to_owned(), value);
+    }
+    if !map.contains_key("enable") {
+        map.insert("enable".into(), json!(0));
+    }
+    Value::Object(map)
+}
+
+/// Reads whether the firewall is on and its rules, in order.
+pub async fn read(client: &Client, base: &str) -> Result<(bool, Vec<Value>), PveError> {
+    let options: Value = client.get(&format!("{base}/firewall/options"), &[]).await?;
+    let enabled = options["enable"]
+        .as_i64()
+        .or_else(|| options["enable"].as_str().and_then(|text| text.parse().ok()))
+        == Some(1);
+    let rules: Vec<Value> = client.get(&format!("{base}/firewall/rules"), &[]).await?;
+    Ok((enabled, rules.iter().map(normalise).collect()))
+}
+
+/// Turns the firewall on or off.
+pub async fn set_enabled(client: &Client, base: &str, enabled: bool) -> Result<(), PveError> {
+    let _: Value = client
+        .put(
+            &format!("{base}/firewall/options"),
+            &Form::new().flag("enable", enabled),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Takes the rules from `live` to `wanted`. Returns the number of writes made.
+pub async fn converge_rules(
+    client: &Client,
+    base: &str,
+    live: &[Value],
+    wanted: &[Value],
+) -> Result<usize, PveError> {
+    let rules = format!("{base}/firewall/rules");
+    let mut writes = 0;
+    // Keep each live rule that a wanted rule still claims; delete the rest, from the bottom up.
+    let mut unclaimed: Vec<&Value> = wanted.iter().collect();
+    let mut keep = Vec::new();
+    let mut delete = Vec::new();
+    for (position, rule) in live.iter().enumerate() {
+        match unclaimed.iter().position(|candidate| *candidate == rule) {
+            Some(index) => {
+                unclaimed.remove(index);
+                keep.push(rule.clone());
+            }
+            None => delete.push(position),
+        }
+    }
+    for position in delete.into_iter().rev() {
+        let _: Value = client.delete(&format!("{rules}/{position}"), &[]).await?;
+        writes += 1;
+    }
+    // Walk the wanted order: a rule in place stays, one further down moves up, a missing one is inserted
+    // (Proxmox inserts at the top) and moved into place.
+    let mut current = keep;
+    for (index, rule) in wanted.iter().enumerate() {
+        if current.get(index) == Some(rule) {
+            continue;
+        }
+        if let Some(found) = current
+            .iter()
+            .skip(index + 1)
+            .position(|candidate| candidate == rule)
+        {
+            let from = index + 1 + found;
+            let _: Value = client
+                .put(
+                    &format!("{rules}/{from}"),
+                    &Form::new().number("moveto", index as i64),
+                )
+                .await?;
+            let moved = current.remove(from);
+            current.insert(index, moved);
+            writes += 1;
+            continue;
+        }
+        let mut form = Form::new();
+        for (key, value) in rule.as_object().into_iter().flatten() {
+            form = form.text(
+                key,
+                value.as_str().map_or_else(|| value.to_string(), str::to_owned),
+            );
+        }
+        let _: Value = client.post(&rules, &form).await?;
+        current.insert(0, rule.clone());
+        writes += 1;
+        if index != 0 {
+            // "moveto" places the rule in front of the one now at that position.
+            let _: Value = client
+                .put(
+                    &format!("{rules}/0"),
+                    &Form::new().number("moveto", (index + 1) as i64),
+                )
+                .await?;
+            let moved = current.remove(0);
+            current.insert(index, moved);
+            writes += 1;
+        }
+    }
+    Ok(writes)
+}
