@@ -26,6 +26,7 @@ pub(crate) fn observed_fields(
     status: &str,
     snapshots: &[String],
     firewall: &ObservedFirewall,
+    records: Option<&BTreeMap<String, String>>,
 ) -> BTreeMap<String, Value> {
     let text = |key: &str| {
         config.get(key).map(|value| match value {
@@ -82,6 +83,13 @@ pub(crate) fn observed_fields(
     fields.insert("snapshots".to_owned(), json!(snapshots));
     fields.insert("firewall_enabled".to_owned(), json!(firewall.enabled));
     fields.insert("firewall_rules".to_owned(), Value::Array(firewall.rules.clone()));
+    if let Some(records) = records {
+        let records = records
+            .iter()
+            .map(|(name, digest)| (name.clone(), json!(digest)))
+            .collect();
+        fields.insert("guest_scripts".to_owned(), Value::Object(records));
+    }
     fields
 }
 
@@ -264,7 +272,7 @@ pub(crate) fn diff(
             consequence,
         };
         match field.as_str() {
-            "net0" | "startup" | "features" => {
+            "net0" | "startup" | "features" | "guest_scripts" => {
                 let mut merged = live.and_then(Value::as_object).cloned().unwrap_or_default();
                 let declared = wanted.as_object().expect("map fields are objects");
                 if declared.iter().all(|(key, value)| merged.get(key) == Some(value)) {

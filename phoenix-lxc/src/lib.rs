@@ -10,8 +10,10 @@
 //! channel), raw `lxc_options` and AppArmor profiles, and firewall rules.
 
 mod fields;
+mod guest;
 mod manager;
 mod props;
 
 pub use fields::OWNER_TAG;
+pub use guest::GuestScripts;
 pub use manager::LxcManager;

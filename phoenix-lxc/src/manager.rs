@@ -8,11 +8,13 @@ use phoenix_core::config::ContainerConfig;
 use phoenix_core::{
     Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Resource, ResourceKind,
 };
+use phoenix_pve::host::HostChannel;
 use phoenix_pve::{Client, Form, Method, PveError, firewall};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::fields::{self, OWNER_TAG};
+use crate::guest::{Guest, GuestScripts, Script};
 
 /// Reads of container configs at once.
 const READ_CONCURRENCY: usize = 8;
@@ -25,6 +27,8 @@ pub struct LxcManager {
     default_node: String,
     domain: Option<String>,
     known: Mutex<Known>,
+    guest: Option<Guest>,
+    scripts: Arc<GuestScripts>,
 }
 
 /// What observe learned that apply needs: where containers live and which snapshot clones start from.
@@ -32,6 +36,33 @@ pub struct LxcManager {
 struct Known {
     nodes: BTreeMap<u32, String>,
     template_snapshots: BTreeMap<u32, String>,
+}
+
+/// A failure of the API or of work inside a container.
+enum LxcError {
+    Pve(PveError),
+    Guest(ManagerError),
+}
+
+impl From<PveError> for LxcError {
+    fn from(error: PveError) -> LxcError {
+        LxcError::Pve(error)
+    }
+}
+
+impl From<ManagerError> for LxcError {
+    fn from(error: ManagerError) -> LxcError {
+        LxcError::Guest(error)
+    }
+}
+
+impl From<LxcError> for ManagerError {
+    fn from(error: LxcError) -> ManagerError {
+        match error {
+            LxcError::Pve(error) => pve_error(error),
+            LxcError::Guest(error) => error,
+        }
+    }
 }
 
 fn pve_error(error: PveError) -> ManagerError {
@@ -60,7 +91,58 @@ impl LxcManager {
             default_node: default_node.into(),
             domain,
             known: Mutex::new(Known::default()),
+            guest: None,
+            scripts: Arc::new(GuestScripts::default()),
         }
+    }
+
+    /// Lets the manager work inside containers through `host`: features, application scripts and health
+    /// checks. Without it, those are left alone.
+    pub fn with_guest_access(mut self, host: Arc<dyn HostChannel>, scripts: GuestScripts) -> LxcManager {
+        self.guest = Some(Guest { host });
+        self.scripts = Arc::new(scripts);
+        self
+    }
+
+    /// The scripts a container runs, in order: its features, then its application script.
+    fn scripts_for(&self, container: &ContainerConfig) -> Vec<Script> {
+        let mut environment = self.scripts.environment.clone();
+        if let Some(url) = &container.bootstrap_ca_url {
+            environment.insert("PHOENIX_CA_URL".to_owned(), url.clone());
+        }
+        let mut scripts: Vec<Script> = container
+            .features
+            .iter()
+            .map(|name| Script {
+                record: name.clone(),
+                text: self.scripts.features.get(name).cloned().unwrap_or_default(),
+                environment: environment.clone(),
+            })
+            .collect();
+        if let Some(name) = &container.application_script {
+            scripts.push(Script {
+                record: format!("app-{name}"),
+                text: self.scripts.applications.get(name).cloned().unwrap_or_default(),
+                environment,
+            });
+        }
+        scripts
+    }
+
+    /// The declared fields, with the scripts' digests when the manager can work inside containers.
+    fn wanted(&self, container: &ContainerConfig) -> BTreeMap<String, Value> {
+        let mut wanted = fields::desired_fields(container, self.domain.as_deref());
+        if self.guest.is_some() {
+            let scripts: serde_json::Map<String, Value> = self
+                .scripts_for(container)
+                .iter()
+                .map(|script| (script.record.clone(), Value::String(script.digest())))
+                .collect();
+            if !scripts.is_empty() {
+                wanted.insert("guest_scripts".to_owned(), Value::Object(scripts));
+            }
+        }
+        wanted
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -76,7 +158,7 @@ impl LxcManager {
             .unwrap_or_else(|| self.default_node.clone())
     }
 
-    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Observed, PveError> {
+    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Observed, LxcError> {
         let config: BTreeMap<String, Value> = self
             .client
             .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
@@ -93,8 +175,12 @@ impl LxcManager {
             .collect();
         let (enabled, rules) = firewall::read(&self.client, &format!("/nodes/{node}/lxc/{vmid}")).await?;
         let firewall = fields::ObservedFirewall { enabled, rules };
+        let records = match (&self.guest, status) {
+            (Some(guest), "running") => Some(guest.records(vmid).await?),
+            _ => None,
+        };
         Ok(Observed {
-            fields: fields::observed_fields(&config, status, &names, &firewall),
+            fields: fields::observed_fields(&config, status, &names, &firewall, records.as_ref()),
         })
     }
 
@@ -106,7 +192,7 @@ impl LxcManager {
         Ok(status["status"].as_str().unwrap_or("unknown").to_owned())
     }
 
-    async fn create(&self, resource: &Resource, container: &ContainerConfig) -> Result<(), PveError> {
+    async fn create(&self, resource: &Resource, container: &ContainerConfig) -> Result<(), LxcError> {
         let vmid = resource.address.guest_id().expect("a container address");
         let node = self.node_of(vmid, Some(resource));
         match container
@@ -162,10 +248,10 @@ impl LxcManager {
         }
         self.known().nodes.insert(vmid, node.clone());
         // Everything else converges like an update of the new container.
-        let desired = fields::desired_fields(container, self.domain.as_deref());
+        let desired = self.wanted(container);
         let status = self.status(&node, vmid).await?;
         let observed = self.read(&node, vmid, &status).await?;
-        self.update(&node, vmid, &fields::diff(&desired, &observed.fields))
+        self.update(&node, vmid, &fields::diff(&desired, &observed.fields), container)
             .await
     }
 
@@ -199,13 +285,20 @@ impl LxcManager {
     }
 
     /// Applies changed fields: one config write, then disk growth, start, and missing snapshots.
-    async fn update(&self, node: &str, vmid: u32, changes: &[FieldChange]) -> Result<(), PveError> {
+    async fn update(
+        &self,
+        node: &str,
+        vmid: u32,
+        changes: &[FieldChange],
+        container: &ContainerConfig,
+    ) -> Result<(), LxcError> {
         let base = format!("/nodes/{node}/lxc/{vmid}");
         self.client.wait_unlocked(node, "lxc", vmid).await?;
         let mut config = Form::new();
         let mut resizes = Vec::new();
         let mut start = false;
         let mut snapshots = Vec::new();
+        let mut run_scripts = false;
         let mut firewall_enabled = None;
         let mut firewall_rules = None;
         for change in changes {
@@ -244,6 +337,7 @@ impl LxcManager {
                     );
                 }
                 "unprivileged" => {}
+                "guest_scripts" => run_scripts = true,
                 "firewall_enabled" => firewall_enabled = Some(new == true),
                 "firewall_rules" => {
                     let old = change
@@ -293,6 +387,9 @@ impl LxcManager {
                 .run_task(Method::POST, &format!("{base}/status/start"), &Form::new())
                 .await?;
         }
+        if let Some(guest) = &self.guest {
+            self.inside(guest, &base, vmid, container, run_scripts).await?;
+        }
         for name in snapshots {
             let form = Form::new().text("snapname", name);
             self.client
@@ -302,7 +399,64 @@ impl LxcManager {
         Ok(())
     }
 
-    async fn delete(&self, vmid: u32) -> Result<(), PveError> {
+    /// Work inside the running container: its scripts whose records differ (between the lifecycle
+    /// snapshots), then its health check.
+    async fn inside(
+        &self,
+        guest: &Guest,
+        base: &str,
+        vmid: u32,
+        container: &ContainerConfig,
+        run_scripts: bool,
+    ) -> Result<(), LxcError> {
+        if run_scripts {
+            let records = guest.records(vmid).await?;
+            let pending: Vec<Script> = self
+                .scripts_for(container)
+                .into_iter()
+                .filter(|script| records.get(&script.record) != Some(&script.digest()))
+                .collect();
+            if !pending.is_empty() {
+                if container.enable_lifecycle_snapshots {
+                    self.snapshot_once(base, "pre-features").await?;
+                }
+                let declared = serde_json::to_string(container).expect("configuration serialises");
+                guest.write_guest_config(vmid, &declared).await?;
+                for script in &pending {
+                    if script.text.is_empty() {
+                        return Err(ManagerError::failed(format!(
+                            "no script for `{}`: add it to the configuration directory",
+                            script.record
+                        ))
+                        .into());
+                    }
+                    guest.apply_script(vmid, script).await?;
+                }
+                if container.enable_lifecycle_snapshots {
+                    self.snapshot_once(base, "post-features").await?;
+                }
+            }
+        }
+        if let Some(check) = &container.health_check {
+            guest.health_check(vmid, check).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot unless one of that name exists.
+    async fn snapshot_once(&self, base: &str, name: &str) -> Result<(), LxcError> {
+        let snapshots: Vec<Value> = self.client.get(&format!("{base}/snapshot"), &[]).await?;
+        if snapshots.iter().any(|snapshot| snapshot["name"] == name) {
+            return Ok(());
+        }
+        let form = Form::new().text("snapname", name);
+        self.client
+            .run_task(Method::POST, &format!("{base}/snapshot"), &form)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, vmid: u32) -> Result<(), LxcError> {
         let node = self.node_of(vmid, None);
         let base = format!("/nodes/{node}/lxc/{vmid}");
         self.client.wait_unlocked(&node, "lxc", vmid).await?;
@@ -402,7 +556,8 @@ impl Manager for LxcManager {
         for (vmid, node, status) in targets {
             let client = Arc::clone(&self.client);
             let limit = Arc::clone(&limit);
-            let manager = LxcManager::new(client, node.clone(), None);
+            let mut manager = LxcManager::new(client, node.clone(), None);
+            manager.guest = self.guest.clone();
             reads.spawn(async move {
                 let _permit = limit.acquire().await.expect("the semaphore is never closed");
                 (vmid, manager.read(&node, vmid, &status).await)
@@ -411,7 +566,7 @@ impl Manager for LxcManager {
         let mut observed = BTreeMap::new();
         while let Some(joined) = reads.join_next().await {
             let (vmid, result) = joined.expect("reads do not panic");
-            observed.insert(Address::Lxc(vmid), result.map_err(pve_error)?);
+            observed.insert(Address::Lxc(vmid), result?);
         }
         Ok(observed)
     }
@@ -420,7 +575,7 @@ impl Manager for LxcManager {
         let Desired::Container(container) = &desired.desired else {
             return Vec::new();
         };
-        let wanted = fields::desired_fields(container, self.domain.as_deref());
+        let wanted = self.wanted(container);
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &wanted)];
         };
@@ -453,9 +608,9 @@ impl Manager for LxcManager {
                 Ok(()) => self.create(resource, container).await,
                 Err(error) => Err(error),
             },
-            (Action::Update, Some(resource), Some(_)) => {
+            (Action::Update, Some(resource), Some(container)) => {
                 let node = self.node_of(vmid, Some(resource));
-                self.update(&node, vmid, &change.fields).await
+                self.update(&node, vmid, &change.fields, container).await
             }
             _ => {
                 return Err(ManagerError::failed(format!(
@@ -464,6 +619,6 @@ impl Manager for LxcManager {
                 )));
             }
         };
-        result.map_err(pve_error)
+        result.map_err(ManagerError::from)
     }
 }

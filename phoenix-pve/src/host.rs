@@ -179,6 +179,15 @@ async fn run_process(
     }
 }
 
+/// The SHA-256 of some bytes, in lower-case hex: the digest recorded for applied features.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// The argv that runs `argv` inside container `ctid` with a clean environment (what `pct exec` wraps).
 pub fn in_container(ctid: u32, argv: &[&str]) -> Vec<String> {
     let mut command: Vec<String> = ["lxc-attach", "-n", &ctid.to_string(), "--clear-env", "--"]

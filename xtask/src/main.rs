@@ -99,6 +99,27 @@ fn bench() -> Result<(), String> {
     run("cargo bench", cargo().args(["bench", "--workspace"]))
 }
 
+/// The feature scripts Phoenix ships must pass shellcheck (POSIX sh).
+fn shellcheck() -> Result<(), String> {
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(root().join("phoenix-core/features"))
+        .map_err(|error| format!("cannot list phoenix-core/features: {error}"))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "sh"))
+        .collect();
+    scripts.sort();
+    if Command::new("shellcheck").arg("--version").output().is_err() {
+        if env::var("CI").is_ok_and(|value| value == "true") {
+            return Err("shellcheck is not installed (apt-get install shellcheck)".into());
+        }
+        eprintln!("xtask: SKIPPED shellcheck: not installed (apt-get install shellcheck)");
+        return Ok(());
+    }
+    run(
+        "shellcheck",
+        Command::new("shellcheck").args(["--shell", "sh"]).args(&scripts),
+    )
+}
+
 fn ci() -> Result<(), String> {
     run(
         "cargo fmt --check",
@@ -116,6 +137,7 @@ fn ci() -> Result<(), String> {
             "warnings",
         ]),
     )?;
+    shellcheck()?;
     run("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     validate(&[])
 }

@@ -1,0 +1,14 @@
+#!/bin/sh
+# step_cli: the step CLI, bootstrapped against the internal CA at PHOENIX_CA_URL.
+set -eu
+
+export DEBIAN_FRONTEND=noninteractive
+url="${PHOENIX_CA_URL:?the step_cli feature needs PHOENIX_CA_URL (bootstrap_ca_url)}"
+if ! command -v step >/dev/null 2>&1; then
+    arch="$(dpkg --print-architecture)"
+    curl -fsSL "https://dl.smallstep.com/cli/docs-cli-install/latest/step-cli_${arch}.deb" -o /tmp/step-cli.deb
+    apt-get install -y -q /tmp/step-cli.deb
+    rm -f /tmp/step-cli.deb
+fi
+fingerprint="$(step certificate fingerprint /usr/local/share/ca-certificates/phoenix-root-ca.crt)"
+step ca bootstrap --ca-url "${url}" --fingerprint "${fingerprint}" --force

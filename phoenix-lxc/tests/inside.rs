@@ -1,0 +1,288 @@
+//! Work inside containers for real: features, application scripts and health checks run through
+//! `lxc-attach` in real LXC containers named after the CTIDs that fakepve holds.
+//!
+//! Needs root and LXC (`apt-get install lxc busybox-static`); without them the tests are skipped with a
+//! message, except under `CI=true`, where they fail.
+
+#[path = "../../phoenix-pve/tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use phoenix_core::{
+    Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
+    SourceFile, StopHandle, execute, plan, resources, validate,
+};
+use phoenix_lxc::{GuestScripts, LxcManager};
+use phoenix_pve::host::LocalHost;
+use phoenix_pve::{Auth, Client, SecretString, TlsTrust};
+use support::FakePve;
+
+/// The tests share CTIDs (real containers are named after them), so they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const HELLO: &str = "echo hello >> /tmp/hello-runs\n";
+const COUNTER: &str = "echo run >> /tmp/counter-runs\n";
+const APP: &str = "touch /tmp/app-ran\necho \"app for $PHOENIX_GREETING\"\n";
+
+fn fixture() -> Vec<Resource> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/inside"));
+    let sources = FileKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            Some(SourceFile::new(
+                kind,
+                kind.file_name(),
+                std::fs::read_to_string(dir.join(kind.file_name())).ok()?,
+            ))
+        })
+        .collect();
+    let options = CheckOptions {
+        extra_features: vec!["hello".into(), "counter".into()],
+    };
+    resources(
+        &validate(sources, &options)
+            .into_estate()
+            .expect("the fixture is valid"),
+    )
+}
+
+/// Real LXC containers, destroyed when the test ends.
+struct RealContainers(Vec<u32>);
+
+impl RealContainers {
+    fn start(ids: &[u32]) -> Option<RealContainers> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| output.stdout == b"0\n");
+        let lxc = Command::new("lxc-create")
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !(root && lxc) {
+            let message = "real LXC is not available (needs root and `apt-get install lxc busybox-static`)";
+            assert!(
+                std::env::var("CI").map_or(true, |value| value != "true"),
+                "{message}"
+            );
+            eprintln!("SKIPPED: {message}");
+            return None;
+        }
+        let config = std::env::temp_dir().join("phoenix-lxc-empty-network.conf");
+        std::fs::write(&config, "lxc.net.0.type = empty\n").expect("writes");
+        for id in ids {
+            let name = id.to_string();
+            let _ = Command::new("lxc-destroy").args(["-f", "-n", &name]).output();
+            let created = Command::new("lxc-create")
+                .args(["-n", &name, "-t", "busybox", "-f"])
+                .arg(&config)
+                .output()
+                .expect("runs");
+            assert!(
+                created.status.success(),
+                "lxc-create {name}: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+            let started = Command::new("lxc-start")
+                .args(["-n", &name])
+                .output()
+                .expect("runs");
+            assert!(
+                started.status.success(),
+                "lxc-start {name}: {}",
+                String::from_utf8_lossy(&started.stderr)
+            );
+            let _ = Command::new("lxc-wait")
+                .args(["-n", &name, "-s", "RUNNING", "-t", "10"])
+                .output();
+        }
+        Some(RealContainers(ids.to_vec()))
+    }
+
+    fn read(&self, id: u32, path: &str) -> String {
+        let output = Command::new("lxc-attach")
+            .args(["-n", &id.to_string(), "--", "cat", path])
+            .output()
+            .expect("runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for RealContainers {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let _ = Command::new("lxc-destroy")
+                .args(["-f", "-n", &id.to_string()])
+                .output();
+        }
+    }
+}
+
+async fn managers(fake: &FakePve, features: BTreeMap<String, String>) -> Managers {
+    managers_with_app(fake, features, APP).await
+}
+
+async fn managers_with_app(fake: &FakePve, features: BTreeMap<String, String>, app: &str) -> Managers {
+    let auth = Auth::Ticket {
+        user: fake.info.user.clone(),
+        password: SecretString::new(fake.info.password.clone()),
+    };
+    let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
+    let client = Arc::new(Client::connect(settings).await.expect("connects"));
+    let scripts = GuestScripts {
+        features,
+        applications: BTreeMap::from([("app.sh".to_owned(), app.to_owned())]),
+        environment: BTreeMap::from([("PHOENIX_GREETING".to_owned(), "tests".to_owned())]),
+    };
+    let manager = LxcManager::new(client, "pve1", None).with_guest_access(Arc::new(LocalHost), scripts);
+    let mut managers = Managers::default();
+    managers.register(Arc::new(manager));
+    managers
+}
+
+fn features(counter: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("hello".to_owned(), HELLO.to_owned()),
+        ("counter".to_owned(), counter.to_owned()),
+    ])
+}
+
+async fn plan_with(managers: &Managers) -> Plan {
+    plan(fixture(), managers, &PlanOptions::default())
+        .await
+        .expect("plans")
+}
+
+async fn apply(managers: &Managers, plan: &Plan) -> Report {
+    let (_handle, signal) = StopHandle::new();
+    execute(plan, managers, &ExecuteOptions::default(), signal, None)
+        .await
+        .expect("runs")
+}
+
+#[tokio::test]
+async fn features_run_once_rerun_when_changed_and_health_checks_pass() {
+    let _serial = SERIAL.lock().await;
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let Some(real) = RealContainers::start(&[931, 932, 933]) else {
+        return;
+    };
+    let managers = managers(&fake, features(COUNTER)).await;
+    let report = apply(&managers, &plan_with(&managers).await).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(real.read(931, "/tmp/hello-runs"), "hello\n");
+    assert_eq!(real.read(932, "/tmp/counter-runs"), "run\n");
+    assert_eq!(real.read(932, "/tmp/app-ran"), "");
+    let records = real.read(932, "/var/lib/phoenix/features/counter");
+    assert_eq!(records.len(), 64, "a SHA-256 digest is recorded: {records:?}");
+    let guest = real.read(932, "/var/lib/phoenix/guest.json");
+    assert!(guest.contains("\"name\":\"inside-app\""), "{guest}");
+    let snapshots: Vec<serde_json::Value> = support_client(&fake)
+        .await
+        .get("/nodes/pve1/lxc/931/snapshot", &[])
+        .await
+        .expect("lists");
+    let names: Vec<&str> = snapshots
+        .iter()
+        .filter_map(|snapshot| snapshot["name"].as_str())
+        .collect();
+    for name in ["pre-features", "post-features", "golden"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+
+    // Unchanged: nothing runs again.
+    let second = plan_with(&managers).await;
+    assert!(
+        !second.has_changes(),
+        "{:#?}",
+        second
+            .entries()
+            .iter()
+            .filter(|entry| !entry.is_unchanged())
+            .collect::<Vec<_>>()
+    );
+    assert!(apply(&managers, &second).await.succeeded());
+    assert_eq!(real.read(932, "/tmp/counter-runs"), "run\n");
+
+    // A changed feature runs again; the unchanged one does not.
+    let managers = self::managers(&fake, features("echo run >> /tmp/counter-runs\necho changed\n")).await;
+    let third = plan_with(&managers).await;
+    let changed: Vec<String> = third
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .map(|entry| entry.address.to_string())
+        .collect();
+    assert_eq!(changed, ["lxc/932"]);
+    assert!(apply(&managers, &third).await.succeeded());
+    assert_eq!(real.read(932, "/tmp/counter-runs"), "run\nrun\n");
+    assert_eq!(real.read(932, "/tmp/hello-runs"), "hello\n");
+}
+
+async fn support_client(fake: &FakePve) -> Client {
+    Client::connect(fake.token_settings()).await.expect("connects")
+}
+
+#[tokio::test]
+async fn a_failing_feature_is_reported_with_its_output_and_dependents_are_skipped() {
+    let _serial = SERIAL.lock().await;
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let Some(_real) = RealContainers::start(&[931, 932, 933]) else {
+        return;
+    };
+    let managers = managers(&fake, features("echo boom >&2\nexit 3\n")).await;
+    let report = apply(&managers, &plan_with(&managers).await).await;
+    let outcome = |id| {
+        report
+            .resources
+            .iter()
+            .find(|line| line.address == Address::Lxc(id))
+            .map(|line| line.outcome.clone())
+    };
+    let Some(Outcome::Failed { error, .. }) = outcome(932) else {
+        panic!("{report:#?}")
+    };
+    assert!(
+        error.contains("`counter` failed in container 932 (exit 3)") && error.contains("boom"),
+        "{error}"
+    );
+    assert_eq!(
+        outcome(933),
+        Some(Outcome::Skipped {
+            reason: "lxc/932 failed".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_failing_health_check_fails_the_container_after_its_retries() {
+    let _serial = SERIAL.lock().await;
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let Some(_real) = RealContainers::start(&[931, 932, 933]) else {
+        return;
+    };
+    let managers = managers_with_app(&fake, features(COUNTER), "echo the app forgot its marker\n").await;
+    let report = apply(&managers, &plan_with(&managers).await).await;
+    let line = report
+        .resources
+        .iter()
+        .find(|line| line.address == Address::Lxc(932))
+        .expect("reported");
+    let Outcome::Failed { error, .. } = &line.outcome else {
+        panic!("{report:#?}")
+    };
+    assert!(
+        error.contains("the health check (2 attempts) failed in container 932 (exit 1)"),
+        "{error}"
+    );
+}
