@@ -1,5 +1,6 @@
 //! Reading a configuration directory from disk into sources for `phoenix-core`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -36,33 +37,43 @@ pub(crate) fn read(dir: &Path) -> miette::Result<ConfigDir> {
             }
         }
     }
-    let extra_features = user_features(&dir.join("features"))
-        .into_diagnostic()
-        .wrap_err_with(|| format!("failed to list {}", dir.join("features").display()))?;
+    let extra_features = scripts(&dir.join("features"), true)?.into_keys().collect();
     Ok(ConfigDir {
         sources,
         options: CheckOptions { extra_features },
     })
 }
 
-/// Names of the user's own features: `features/<name>.sh` in the configuration directory.
-fn user_features(dir: &Path) -> io::Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(error),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "sh")
-            && let Some(stem) = path.file_stem().and_then(|stem| stem.to_str())
-        {
-            names.push(stem.to_owned());
+/// The user's own scripts in a folder of the configuration directory (`features/*.sh`, `scripts/*`), by
+/// name; a missing folder holds none. Feature names drop the `.sh`; application scripts keep their name.
+pub(crate) fn scripts(dir: &Path, strip_sh: bool) -> miette::Result<BTreeMap<String, String>> {
+    let read = || -> io::Result<BTreeMap<String, String>> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(error) => return Err(error),
+        };
+        let mut found = BTreeMap::new();
+        for entry in entries {
+            let path = entry?.path();
+            let is_script = !strip_sh || path.extension().is_some_and(|extension| extension == "sh");
+            let name = if strip_sh {
+                path.file_stem()
+            } else {
+                path.file_name()
+            };
+            if path.is_file()
+                && is_script
+                && let Some(name) = name.and_then(|name| name.to_str())
+            {
+                found.insert(name.to_owned(), fs::read_to_string(&path)?);
+            }
         }
-    }
-    names.sort();
-    Ok(names)
+        Ok(found)
+    };
+    read()
+        .into_diagnostic()
+        .wrap_err_with(|| format!("failed to read the scripts in {}", dir.display()))
 }
 
 /// Reads and validates a configuration directory for the commands that act on it. Problems are printed;

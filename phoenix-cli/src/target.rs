@@ -12,7 +12,8 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, WrapErr};
 use phoenix_core::fake::FakeManager;
 use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKind, Target as PlanTarget};
-use phoenix_lxc::LxcManager;
+use phoenix_lxc::{GuestScripts, LxcManager};
+use phoenix_pve::host::{HostChannel, LocalHost, SshHost};
 use phoenix_pve::{Client, Settings};
 use serde::{Deserialize, Serialize};
 
@@ -122,12 +123,20 @@ impl Target {
                 }
             }
         };
+        let mut lxc = LxcManager::new(client, default_node, hypervisor.domain_name.clone());
+        match host_channel(
+            hypervisor
+                .proxmox
+                .as_ref()
+                .and_then(|connection| connection.ssh.as_deref()),
+        ) {
+            Some(host) => lxc = lxc.with_guest_access(host, guest_scripts(estate, config_dir)?),
+            None => eprintln!(
+                "Features, application scripts and health checks are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
+            ),
+        }
         let mut managers = Managers::default();
-        managers.register(Arc::new(LxcManager::new(
-            client,
-            default_node,
-            hypervisor.domain_name.clone(),
-        )));
+        managers.register(Arc::new(lxc));
         Ok(Target {
             mode: Mode::Live { endpoint },
             fakes: Vec::new(),
@@ -233,6 +242,53 @@ impl Target {
             .into_diagnostic()
             .wrap_err_with(|| format!("failed to write {}", state.display()))
     }
+}
+
+/// How to run commands on the node: `proxmox.ssh` is `local` or an SSH destination; without it, locally
+/// when this machine is a Proxmox node.
+fn host_channel(ssh: Option<&str>) -> Option<Arc<dyn HostChannel>> {
+    match ssh {
+        Some("local") => Some(Arc::new(LocalHost)),
+        Some(destination) => Some(Arc::new(SshHost::new(destination))),
+        None if Path::new("/etc/pve").is_dir() => Some(Arc::new(LocalHost)),
+        None => None,
+    }
+}
+
+/// The scripts containers may run: the shipped catalogue, the configuration's own `features/*.sh`
+/// (which win over shipped ones of the same name) and `scripts/*`, and the environment they get.
+fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScripts> {
+    let mut features: BTreeMap<String, String> = phoenix_core::features::CATALOGUE
+        .iter()
+        .map(|feature| (feature.name.to_owned(), feature.script.to_owned()))
+        .collect();
+    features.extend(crate::load::scripts(&config_dir.join("features"), true)?);
+    let applications = crate::load::scripts(&config_dir.join("scripts"), false)?;
+    let files = estate.files();
+    let hypervisor = &files.hypervisor;
+    let mut environment = BTreeMap::new();
+    let mut set = |name: &str, value: Option<&String>| {
+        if let Some(value) = value {
+            environment.insert(name.to_owned(), value.clone());
+        }
+    };
+    set("PHOENIX_TIMEZONE", hypervisor.timezone.as_ref());
+    set("PHOENIX_DOMAIN", hypervisor.domain_name.as_ref());
+    let runfile = files.lxc.nvidia_runfile_url.as_ref().or(hypervisor
+        .nvidia_driver
+        .as_ref()
+        .and_then(|driver| driver.runfile_url.as_ref()));
+    set("PHOENIX_NVIDIA_RUNFILE_URL", runfile);
+    if let Some(step_ca) = &hypervisor.step_ca {
+        set("PHOENIX_CA_NAME", Some(&step_ca.root_ca_name));
+        set("PHOENIX_CA_DNS", Some(&step_ca.dns_name));
+        set("PHOENIX_CA_PROVISIONER", step_ca.provisioner_name.as_ref());
+    }
+    Ok(GuestScripts {
+        features,
+        applications,
+        environment,
+    })
 }
 
 /// A state file per configuration directory, in the temporary directory.
