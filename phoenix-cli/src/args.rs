@@ -46,6 +46,22 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Converge the given guests and everything they depend on (apply limited to targets).
     Create(CreateArgs),
+    /// Show each resource's live state and drift.
+    Status(StatusArgs),
+    /// Start guests, in dependency order.
+    Start(GuestsArgs),
+    /// Shut guests down, dependents first.
+    Stop(GuestsArgs),
+    /// Restart guests, in dependency order.
+    Restart(GuestsArgs),
+    /// Run guests' health checks.
+    HealthCheck(GuestsArgs),
+    /// Take a snapshot of a guest.
+    Snapshot(SnapshotArgs),
+    /// Roll a guest back to a snapshot.
+    Rollback(SnapshotArgs),
+    /// Delete guests Phoenix owns (tagged `phoenix`); refuses while other guests depend on them.
+    Delete(DeleteArgs),
     /// Print the resource graph as Graphviz DOT or Mermaid.
     Graph(GraphArgs),
     /// Print the JSON Schema of a configuration file (all four names when none is given).
@@ -135,6 +151,55 @@ pub struct CreateArgs {
     pub targets: Vec<String>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these resources (and what they depend on); everything when none is given.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How to print the table.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Guests to operate on.
+#[derive(Debug, Args)]
+pub struct GuestsArgs {
+    /// Guest IDs (101) or addresses (lxc/101).
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Arguments of `snapshot` and `rollback`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Guest ID or address.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Snapshot name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Arguments of `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub guests: GuestsArgs,
+    /// Delete even when other guests depend on these.
+    #[arg(long)]
+    pub force: bool,
+    /// Delete without asking (required when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// Arguments of `graph`.

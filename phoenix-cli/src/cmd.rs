@@ -3,11 +3,14 @@
 mod apply;
 mod completions;
 mod graph;
+mod operate;
 mod plan;
 mod schema;
 mod validate;
 
 use std::process::ExitCode;
+
+use phoenix_core::Operation;
 
 use crate::args::{Cli, Command};
 
@@ -18,6 +21,18 @@ pub(crate) async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Plan(args) => plan::run(args, &cli.global).await,
         Command::Apply(args) => apply::run(&args.targets, &args.run, &cli.global).await,
         Command::Create(args) => apply::run(&args.targets, &args.run, &cli.global).await,
+        Command::Status(args) => operate::status(args, &cli.global).await,
+        Command::Start(args) => operate::run(args, Operation::Start, false, &cli.global).await,
+        Command::Stop(args) => operate::run(args, Operation::Stop, false, &cli.global).await,
+        Command::Restart(args) => operate::run(args, Operation::Restart, false, &cli.global).await,
+        Command::HealthCheck(args) => operate::run(args, Operation::HealthCheck, false, &cli.global).await,
+        Command::Snapshot(args) => {
+            operate::snapshot(args, Operation::Snapshot(args.name.clone()), &cli.global).await
+        }
+        Command::Rollback(args) => {
+            operate::snapshot(args, Operation::Rollback(args.name.clone()), &cli.global).await
+        }
+        Command::Delete(args) => operate::delete(args, &cli.global).await,
         Command::Graph(args) => graph::run(args, &cli.global),
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => Ok(completions::run(args)),

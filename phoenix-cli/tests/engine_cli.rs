@@ -327,3 +327,61 @@ fn graph_prints_dot_and_mermaid() {
     assert!(mermaid.contains("lxc_900 == clone ==> lxc_901"), "{mermaid}");
     assert!(mermaid.contains("vm_1002 --> stack_qdrant_1002"), "{mermaid}");
 }
+
+#[test]
+fn operations_on_existing_guests() {
+    let state = state("operate");
+    let demo = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", "examples/homelab", "--demo", "--demo-state", &state]);
+        phoenix(&all)
+    };
+    assert!(demo(&["apply", "-y"]).status.success());
+
+    let stop = demo(&["stop", "101", "102"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    assert_eq!(
+        text(&stop.stdout),
+        "stop:        lxc/102\nstop:        lxc/101\n",
+        "dependents stop first"
+    );
+    let status = demo(&["status", "--output", "json", "101"]);
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let row = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|row| row["address"] == "lxc/101")
+        .expect("listed");
+    assert_eq!(
+        (row["state"].as_str(), row["drift"].as_str()),
+        (Some("stopped"), Some("in sync"))
+    );
+    assert!(demo(&["start", "101"]).status.success());
+
+    assert!(demo(&["snapshot", "101", "before-upgrade"]).status.success());
+    let again = demo(&["snapshot", "101", "before-upgrade"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(demo(&["rollback", "101", "before-upgrade"]).status.success());
+    assert_eq!(demo(&["rollback", "101", "never-taken"]).status.code(), Some(1));
+
+    let refused = demo(&["delete", "900", "-y"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("other resources depend on what you are deleting"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let deleted = demo(&["delete", "950", "-y"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let plan = demo(&["plan", "--output", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("JSON");
+    assert_eq!(plan["summary"]["create"], 1, "the deleted guest is planned again");
+    let unknown = demo(&["start", "4242"]);
+    assert_eq!(unknown.status.code(), Some(1));
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::address::{Address, ResourceKind};
 use crate::change::{Action, Change, Consequence, Observed, diff_fields};
-use crate::manager::{Manager, ManagerError};
+use crate::manager::{Manager, ManagerError, Operation};
 use crate::resource::Resource;
 
 /// Fields that cannot change in place: changing one replaces the resource.
@@ -258,6 +258,63 @@ impl Manager for FakeManager {
                     };
                 }
             }
+        }
+        Ok(())
+    }
+
+    async fn operate(
+        &self,
+        desired: Option<&Resource>,
+        address: &Address,
+        operation: &Operation,
+    ) -> Result<(), ManagerError> {
+        let _ = desired;
+        let mut state = self.state();
+        state.writes += 1;
+        if *operation == Operation::Delete {
+            return match state.live.remove(address) {
+                Some(_) => Ok(()),
+                None => Err(ManagerError::failed(format!("{address} does not exist"))),
+            };
+        }
+        let live = state
+            .live
+            .get_mut(address)
+            .ok_or_else(|| ManagerError::failed(format!("{address} does not exist")))?;
+        let snapshots = |live: &Observed| -> Vec<Value> {
+            live.fields
+                .get("snapshots")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        match operation {
+            Operation::Start | Operation::Restart => {
+                live.fields
+                    .insert("status".into(), Value::String("running".into()));
+            }
+            Operation::Stop => {
+                live.fields
+                    .insert("status".into(), Value::String("stopped".into()));
+            }
+            Operation::Snapshot(name) => {
+                let mut list = snapshots(live);
+                if list.iter().any(|existing| existing == name.as_str()) {
+                    return Err(ManagerError::failed(format!(
+                        "snapshot `{name}` of {address} already exists"
+                    )));
+                }
+                list.push(Value::String(name.clone()));
+                live.fields.insert("snapshots".into(), Value::Array(list));
+            }
+            Operation::Rollback(name) => {
+                if !snapshots(live).iter().any(|existing| existing == name.as_str()) {
+                    return Err(ManagerError::failed(format!(
+                        "{address} has no snapshot `{name}`"
+                    )));
+                }
+            }
+            Operation::HealthCheck | Operation::Delete => {}
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ pub use config::FileKind;
 pub use diagnostic::{Problem, ProblemRecord, Severity};
 pub use executor::{Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute};
 pub use graph::DependencyGraph;
-pub use manager::{Manager, ManagerError, Managers};
+pub use manager::{Manager, ManagerError, Managers, Operation};
 pub use model::{Estate, Guest, GuestKind, GuestSpec};
 pub use plan::{Plan, PlanEntry, PlanOptions, Target, plan};
 pub use resource::{Desired, Resource, resources};

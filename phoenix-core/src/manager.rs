@@ -25,6 +25,55 @@ pub trait Manager: Send + Sync {
     /// Carries out one change. Safe to run again after a crash: an operation already done is not repeated.
     /// `desired` is `None` for deletions.
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError>;
+
+    /// Operates an existing resource outside convergence: start, stop, snapshot, ... Managers support
+    /// what makes sense for their kind; the default refuses.
+    async fn operate(
+        &self,
+        desired: Option<&Resource>,
+        address: &Address,
+        operation: &Operation,
+    ) -> Result<(), ManagerError> {
+        let _ = desired;
+        Err(ManagerError::failed(format!(
+            "{address} does not support `{}`",
+            operation.verb()
+        )))
+    }
+}
+
+/// Something an operator asks of a resource, outside convergence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Start it.
+    Start,
+    /// Shut it down cleanly.
+    Stop,
+    /// Restart it.
+    Restart,
+    /// Take a snapshot of this name.
+    Snapshot(String),
+    /// Roll back to the snapshot of this name.
+    Rollback(String),
+    /// Run its health check.
+    HealthCheck,
+    /// Destroy it (only what Phoenix owns).
+    Delete,
+}
+
+impl Operation {
+    /// The command-line verb.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Operation::Start => "start",
+            Operation::Stop => "stop",
+            Operation::Restart => "restart",
+            Operation::Snapshot(_) => "snapshot",
+            Operation::Rollback(_) => "rollback",
+            Operation::HealthCheck => "health-check",
+            Operation::Delete => "delete",
+        }
+    }
 }
 
 /// A failure reported by a manager.

@@ -87,6 +87,8 @@ pub struct PlanEntry {
     pub depends_on: Vec<Address>,
     /// What converging it takes; empty when it is up to date.
     pub changes: Vec<Change>,
+    /// Its live state, when it exists (and the plan is not offline).
+    pub observed: Option<Observed>,
 }
 
 impl PlanEntry {
@@ -234,6 +236,7 @@ pub async fn plan(
                 PlanEntry {
                     address: resource.address.clone(),
                     depends_on: resource.depends_on.clone(),
+                    observed: observed.get(&resource.address).cloned(),
                     resource: Some(resource),
                     changes,
                 },
@@ -253,6 +256,7 @@ pub async fn plan(
                 address: address.clone(),
                 resource: None,
                 depends_on: Vec::new(),
+                observed: observed.get(&address).cloned(),
                 changes: vec![Change::delete(address)],
             },
         );

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use phoenix_core::config::ContainerConfig;
 use phoenix_core::{
-    Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Resource, ResourceKind,
+    Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Operation, Resource,
+    ResourceKind,
 };
 use phoenix_pve::host::HostChannel;
 use phoenix_pve::{Client, Form, Method, PveError, firewall};
@@ -312,13 +313,27 @@ impl LxcManager {
                 }
                 "net0" => config = config.text("net0", render_map(new, Some("name"))),
                 "startup" | "features" => config = config.text(&change.field, render_map(new, None)),
-                "owned" => config = config.text("tags", OWNER_TAG),
+                "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
                 "devices" => {
                     for (index, path) in new.as_array().into_iter().flatten().enumerate() {
                         config = config.text(&format!("dev{index}"), path.as_str().unwrap_or_default());
                     }
                 }
-                "rootfs_gb" => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
+                "rootfs_gb" => {
+                    let size = new.as_f64().unwrap_or_default();
+                    if change
+                        .old
+                        .as_ref()
+                        .and_then(Value::as_f64)
+                        .is_some_and(|old| size < old)
+                    {
+                        return Err(ManagerError::failed(format!(
+                            "Proxmox cannot shrink the root disk of container {vmid} to {size} GiB: delete the container and apply again to recreate it"
+                        ))
+                        .into());
+                    }
+                    resizes.push(("rootfs".to_owned(), size));
+                }
                 "status" => start = new == "running",
                 "snapshots" => {
                     let have: Vec<&Value> = change
@@ -441,6 +456,25 @@ impl LxcManager {
             guest.health_check(vmid, check).await?;
         }
         Ok(())
+    }
+
+    /// The container's tags with the owner tag added, keeping the others.
+    async fn tags_with_owner(&self, base: &str) -> Result<String, LxcError> {
+        let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
+        let mut tags: Vec<String> = config
+            .get("tags")
+            .and_then(Value::as_str)
+            .map(|tags| {
+                tags.split([';', ',', ' '])
+                    .filter(|tag| !tag.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !tags.iter().any(|tag| tag == OWNER_TAG) {
+            tags.push(OWNER_TAG.to_owned());
+        }
+        Ok(tags.join(";"))
     }
 
     /// Takes a snapshot unless one of that name exists.
@@ -619,6 +653,84 @@ impl Manager for LxcManager {
                 )));
             }
         };
+        result.map_err(ManagerError::from)
+    }
+
+    async fn operate(
+        &self,
+        desired: Option<&Resource>,
+        address: &Address,
+        operation: &Operation,
+    ) -> Result<(), ManagerError> {
+        let vmid = address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed("not a container address"))?;
+        let node = self.node_of(vmid, desired);
+        let base = format!("/nodes/{node}/lxc/{vmid}");
+        let result: Result<(), LxcError> = async {
+            match operation {
+                Operation::Start | Operation::Stop | Operation::Restart => {
+                    self.client.wait_unlocked(&node, "lxc", vmid).await?;
+                    let running = self.status(&node, vmid).await? == "running";
+                    let action = match (operation, running) {
+                        (Operation::Start, true) | (Operation::Stop, false) => return Ok(()),
+                        (Operation::Start, false) | (Operation::Restart, false) => "start",
+                        (Operation::Stop, true) => "shutdown",
+                        _ => "reboot",
+                    };
+                    self.client
+                        .run_task(Method::POST, &format!("{base}/status/{action}"), &Form::new())
+                        .await?;
+                }
+                Operation::Snapshot(name) => {
+                    self.client.wait_unlocked(&node, "lxc", vmid).await?;
+                    let form = Form::new().text("snapname", name);
+                    self.client
+                        .run_task(Method::POST, &format!("{base}/snapshot"), &form)
+                        .await?;
+                }
+                Operation::Rollback(name) => {
+                    self.client.wait_unlocked(&node, "lxc", vmid).await?;
+                    self.client
+                        .run_task(
+                            Method::POST,
+                            &format!("{base}/snapshot/{name}/rollback"),
+                            &Form::new(),
+                        )
+                        .await?;
+                }
+                Operation::HealthCheck => {
+                    let check = desired.and_then(|resource| match &resource.desired {
+                        Desired::Container(container) => container.health_check.clone(),
+                        _ => None,
+                    });
+                    let (Some(guest), Some(check)) = (&self.guest, check) else {
+                        return Err(ManagerError::failed(format!(
+                            "{address} has no health check, or Phoenix cannot reach the node to run it"
+                        ))
+                        .into());
+                    };
+                    guest.health_check(vmid, &check).await?;
+                }
+                Operation::Delete => {
+                    let config: BTreeMap<String, Value> =
+                        self.client.get(&format!("{base}/config"), &[]).await?;
+                    let owned = config
+                        .get("tags")
+                        .and_then(Value::as_str)
+                        .is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
+                    if !owned {
+                        return Err(ManagerError::failed(format!(
+                            "{address} is not tagged `{OWNER_TAG}`: Phoenix deletes only what it owns"
+                        ))
+                        .into());
+                    }
+                    self.delete(vmid).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
         result.map_err(ManagerError::from)
     }
 }

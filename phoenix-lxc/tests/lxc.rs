@@ -365,3 +365,77 @@ async fn firewall_rules_changed_by_hand_are_corrected_without_wiping_the_rest() 
     );
     assert!(!harness.plan().await.has_changes());
 }
+
+#[tokio::test]
+async fn operations_start_stop_snapshot_rollback_and_delete_only_owned() {
+    use phoenix_core::Operation;
+
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let manager = harness
+        .managers
+        .get(phoenix_core::ResourceKind::Lxc)
+        .expect("registered")
+        .clone();
+    let gateway = Address::Lxc(101);
+    let status = |value: Value| value["status"].as_str().map(str::to_owned);
+
+    manager
+        .operate(None, &gateway, &Operation::Stop)
+        .await
+        .expect("stops");
+    let current: Value = harness
+        .client
+        .get("/nodes/pve1/lxc/101/status/current", &[])
+        .await
+        .expect("reads");
+    assert_eq!(status(current), Some("stopped".into()));
+    manager
+        .operate(None, &gateway, &Operation::Start)
+        .await
+        .expect("starts");
+    manager
+        .operate(None, &gateway, &Operation::Snapshot("before".into()))
+        .await
+        .expect("snapshots");
+    manager
+        .operate(None, &gateway, &Operation::Rollback("before".into()))
+        .await
+        .expect("rolls back");
+    let error = manager
+        .operate(None, &gateway, &Operation::Rollback("never".into()))
+        .await
+        .expect_err("no such snapshot");
+    assert!(error.to_string().contains("never"), "{error}");
+
+    // A container made by hand carries no owner tag: Phoenix refuses to delete it.
+    let form = Form::new()
+        .number("vmid", 150)
+        .text(
+            "ostemplate",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+        )
+        .text("storage", "local-lvm");
+    harness
+        .client
+        .run_task(phoenix_pve::Method::POST, "/nodes/pve1/lxc", &form)
+        .await
+        .expect("creates");
+    let refused = manager
+        .operate(None, &Address::Lxc(150), &Operation::Delete)
+        .await
+        .expect_err("not owned");
+    assert!(
+        refused.to_string().contains("deletes only what it owns"),
+        "{refused}"
+    );
+    manager
+        .operate(None, &Address::Lxc(102), &Operation::Delete)
+        .await
+        .expect("deletes an owned one");
+    let resources = harness.client.cluster_resources().await.expect("lists");
+    assert!(!resources.iter().any(|resource| resource.vmid == Some(102)));
+    assert!(resources.iter().any(|resource| resource.vmid == Some(150)));
+}

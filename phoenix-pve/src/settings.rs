@@ -195,17 +195,24 @@ impl Settings {
             return Err(SettingsError::NoCredentials);
         };
         let insecure = var("PHOENIX_PVE_INSECURE").is_some_and(|value| value == "1" || value == "true");
-        let fingerprint =
-            var("PHOENIX_PVE_FINGERPRINT").or_else(|| connection.and_then(|c| c.fingerprint.clone()));
-        let ca_file = var("PHOENIX_PVE_CA_FILE").or_else(|| connection.and_then(|c| c.ca_file.clone()));
+        // The environment wins over the file, whichever way of trusting each of them names.
+        let from_env = match (var("PHOENIX_PVE_FINGERPRINT"), var("PHOENIX_PVE_CA_FILE")) {
+            (Some(fingerprint), _) => Some(TlsTrust::Fingerprint(parse_fingerprint(&fingerprint)?)),
+            (None, Some(ca_file)) => Some(TlsTrust::CaFile(config_dir.join(ca_file))),
+            (None, None) => None,
+        };
+        let from_file = match (
+            connection.and_then(|c| c.fingerprint.clone()),
+            connection.and_then(|c| c.ca_file.clone()),
+        ) {
+            (Some(fingerprint), _) => Some(TlsTrust::Fingerprint(parse_fingerprint(&fingerprint)?)),
+            (None, Some(ca_file)) => Some(TlsTrust::CaFile(config_dir.join(ca_file))),
+            (None, None) => None,
+        };
         let tls = if insecure {
             TlsTrust::Insecure
-        } else if let Some(fingerprint) = fingerprint {
-            TlsTrust::Fingerprint(parse_fingerprint(&fingerprint)?)
-        } else if let Some(ca_file) = ca_file {
-            TlsTrust::CaFile(config_dir.join(ca_file))
         } else {
-            TlsTrust::WebPki
+            from_env.or(from_file).unwrap_or(TlsTrust::WebPki)
         };
         Ok(Settings {
             endpoint,

@@ -1,0 +1,195 @@
+//! Operations on existing guests outside convergence: `status`, `start`, `stop`, `restart`,
+//! `health-check`, `snapshot`, `rollback`, `delete`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use phoenix_core::{Address, Operation, Plan};
+use serde_json::json;
+
+use crate::args::{DeleteArgs, GlobalArgs, GuestsArgs, OutputFormat, SnapshotArgs, StatusArgs, TargetArgs};
+use crate::load;
+use crate::target::Target;
+
+/// Plans the named targets against the live state, to know their order, existence and drift.
+async fn observe(
+    ids: &[String],
+    target_args: &TargetArgs,
+    global: &GlobalArgs,
+) -> miette::Result<Option<(Target, Plan, phoenix_core::Estate)>> {
+    let Some(estate) = load::estate(&global.config)? else {
+        return Ok(None);
+    };
+    let target = Target::open(target_args, &estate, &global.config).await?;
+    let options = target.plan_options(ids)?;
+    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
+    Ok(Some((target, plan, estate)))
+}
+
+/// `phoenix status`: live state and drift of each resource, as a table or JSON.
+pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let Some((target, plan, _)) = observe(&args.targets, &args.target, global).await? else {
+        return Ok(ExitCode::from(1));
+    };
+    let rows: Vec<(String, String, String, String)> = plan
+        .entries()
+        .iter()
+        .map(|entry| {
+            let state = match &entry.observed {
+                None => "absent".to_owned(),
+                Some(observed) => observed
+                    .fields
+                    .get("status")
+                    .and_then(|status| status.as_str())
+                    .unwrap_or("present")
+                    .to_owned(),
+            };
+            let drift = match entry.changes.first() {
+                None => "in sync".to_owned(),
+                Some(change) if entry.observed.is_none() => format!("to {:?}", change.action).to_lowercase(),
+                Some(change) => {
+                    let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
+                    format!("drift: {}", fields.join(", "))
+                }
+            };
+            (
+                entry.address.to_string(),
+                entry.name().unwrap_or("-").to_owned(),
+                state,
+                drift,
+            )
+        })
+        .collect();
+    match args.output {
+        OutputFormat::Json => {
+            let records: Vec<_> = rows
+                .iter()
+                .map(|(address, name, state, drift)| json!({"address": address, "name": name, "state": state, "drift": drift}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&records).expect("serialises"));
+        }
+        OutputFormat::Human => {
+            if let Some(description) = target.describe() {
+                println!("{description}\n");
+            }
+            let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(8).max(8);
+            let name_width = rows.iter().map(|row| row.1.len()).max().unwrap_or(4).max(4);
+            println!(
+                "{:width$}  {:name_width$}  {:9}  DRIFT",
+                "RESOURCE", "NAME", "STATE"
+            );
+            for (address, name, state, drift) in &rows {
+                println!("{address:width$}  {name:name_width$}  {state:9}  {drift}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one operation on each named guest: in dependency order, or dependents first for stop and delete.
+pub(crate) async fn run(
+    args: &GuestsArgs,
+    operation: Operation,
+    force: bool,
+    global: &GlobalArgs,
+) -> miette::Result<ExitCode> {
+    let Some((target, plan, estate)) = observe(&args.ids, &args.target, global).await? else {
+        return Ok(ExitCode::from(1));
+    };
+    target.ensure_writable()?;
+    let mut chosen: Vec<_> = plan
+        .entries()
+        .iter()
+        .filter(|entry| plan.targets().contains(&entry.address))
+        .collect();
+    if matches!(operation, Operation::Stop | Operation::Delete) {
+        chosen.reverse();
+    }
+    if operation == Operation::Delete && !force {
+        let resources = phoenix_core::resources(&estate);
+        let named: Vec<&Address> = chosen.iter().map(|entry| &entry.address).collect();
+        let dependents: Vec<String> = resources
+            .iter()
+            .filter(|resource| !named.contains(&&resource.address))
+            // Sync steps follow the guests they publish; they are not dependents in the operator's sense.
+            .filter(|resource| resource.kind() != phoenix_core::ResourceKind::Sync)
+            .filter(|resource| resource.depends_on.iter().any(|needed| named.contains(&needed)))
+            .map(|resource| resource.address.to_string())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(miette::miette!(
+                code = "phoenix::delete::dependents",
+                help = "delete those too, or pass --force",
+                "other resources depend on what you are deleting: {}",
+                dependents.join(", ")
+            ));
+        }
+    }
+    let mut failed = false;
+    for entry in chosen {
+        let outcome = if entry.observed.is_none() {
+            Err(format!("{} does not exist", entry.address))
+        } else {
+            let manager = target
+                .managers()
+                .get(entry.address.kind())
+                .expect("planned kinds have managers");
+            manager
+                .operate(entry.resource.as_ref(), &entry.address, &operation)
+                .await
+                .map_err(|error| error.to_string())
+        };
+        match outcome {
+            Ok(()) => println!("{:12} {}", format!("{}:", operation.verb()), entry.address),
+            Err(error) => {
+                failed = true;
+                eprintln!("{} {}: {error}", operation.verb(), entry.address);
+                break;
+            }
+        }
+    }
+    target.save()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `snapshot` and `rollback`.
+pub(crate) async fn snapshot(
+    args: &SnapshotArgs,
+    operation: Operation,
+    global: &GlobalArgs,
+) -> miette::Result<ExitCode> {
+    let guests = GuestsArgs {
+        ids: vec![args.id.clone()],
+        target: TargetArgs {
+            offline: args.target.offline,
+            demo: args.target.demo,
+            demo_state: args.target.demo_state.clone(),
+        },
+    };
+    run(&guests, operation, false, global).await
+}
+
+/// `delete`, which asks first on a terminal.
+pub(crate) async fn delete(args: &DeleteArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(miette::miette!(
+                code = "phoenix::delete::needs_yes",
+                help = "pass --yes to delete without a terminal to confirm on",
+                "refusing to delete without confirmation"
+            ));
+        }
+        eprint!("Delete {}? Only 'yes' is accepted: ", args.guests.ids.join(", "));
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok();
+        if answer.trim() != "yes" {
+            eprintln!("Nothing was deleted.");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    run(&args.guests, Operation::Delete, args.force, global).await
+}
