@@ -44,8 +44,11 @@ pub enum Command {
     Plan(PlanArgs),
     /// Converge the estate: plan, confirm, then apply in dependency order.
     Apply(ApplyArgs),
-    /// Converge the given guests and everything they depend on (apply limited to targets).
+    /// Create the given guests and everything they depend on (apply limited to targets).
     Create(CreateArgs),
+    /// Converge the given guests and everything they depend on: create, correct drift, rerun changed
+    /// features (the same run as `create`, named for guests that already exist).
+    Converge(CreateArgs),
     /// Show each resource's live state and drift.
     Status(StatusArgs),
     /// Start guests, in dependency order.

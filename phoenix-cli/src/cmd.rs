@@ -20,7 +20,9 @@ pub(crate) async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Validate(args) => validate::run(args, &cli.global),
         Command::Plan(args) => plan::run(args, &cli.global).await,
         Command::Apply(args) => apply::run(&args.targets, &args.run, &cli.global).await,
-        Command::Create(args) => apply::run(&args.targets, &args.run, &cli.global).await,
+        Command::Create(args) | Command::Converge(args) => {
+            apply::run(&args.targets, &args.run, &cli.global).await
+        }
         Command::Status(args) => operate::status(args, &cli.global).await,
         Command::Start(args) => operate::run(args, Operation::Start, false, &cli.global).await,
         Command::Stop(args) => operate::run(args, Operation::Stop, false, &cli.global).await,
