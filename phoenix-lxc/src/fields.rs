@@ -272,7 +272,7 @@ pub(crate) fn diff(
             consequence,
         };
         match field.as_str() {
-            "net0" | "startup" | "features" | "guest_scripts" => {
+            "net0" | "startup" | "features" | "guest_scripts" | "raw_lxc" => {
                 let mut merged = live.and_then(Value::as_object).cloned().unwrap_or_default();
                 let declared = wanted.as_object().expect("map fields are objects");
                 if declared.iter().all(|(key, value)| merged.get(key) == Some(value)) {
@@ -379,4 +379,20 @@ fn diff_mounts(wanted: &Value, live: Option<&Value>) -> Vec<FieldChange> {
         });
     }
     changes
+}
+
+/// The raw LXC keys a container declares: `lxc_options` (`key=value`, or `key:value` as the earlier
+/// version also wrote them) and the AppArmor profile.
+pub(crate) fn raw_keys(container: &ContainerConfig) -> BTreeMap<String, String> {
+    let mut keys = BTreeMap::new();
+    for option in &container.lxc_options {
+        let split = option.split_once('=').or_else(|| option.split_once(':'));
+        if let Some((key, value)) = split {
+            keys.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    if let Some(profile) = &container.apparmor_profile {
+        keys.insert("lxc.apparmor.profile".to_owned(), profile.clone());
+    }
+    keys
 }

@@ -52,11 +52,41 @@ impl Script {
     }
 }
 
-/// Runs commands inside containers.
+/// Runs commands inside containers, and on the node for raw LXC keys.
 #[derive(Clone)]
 pub(crate) struct Guest {
     pub(crate) host: Arc<dyn HostChannel>,
+    /// Where the cluster file system is mounted (`/etc/pve`).
+    pub(crate) pve_root: String,
 }
+
+/// Rewrites the raw keys of a container config's main section (before the first `[snapshot]`): each
+/// given key loses its old lines and gets one line with the new value. Keys and values arrive as
+/// arguments, never as shell code.
+const SET_RAW_KEYS: &str = r#"set -eu
+file="$1"; shift
+tmp="$(mktemp)"
+awk '
+BEGIN {
+    for (i = 1; i < ARGC - 1; i += 2) { n++; keys[n] = ARGV[i]; values[n] = ARGV[i + 1]; wanted[ARGV[i]] = 1 }
+    for (i = 1; i < ARGC - 1; i++) delete ARGV[i]
+}
+!done && /^[ \t]*$/ { blanks++; next }
+/^\[/ && !done {
+    for (j = 1; j <= n; j++) print keys[j] ": " values[j]
+    for (; blanks > 0; blanks--) print ""
+    done = 1
+}
+!done {
+    key = $0; sub(/:.*/, "", key); if (key in wanted) next
+    for (; blanks > 0; blanks--) print ""
+}
+{ print }
+END { if (!done) { for (j = 1; j <= n; j++) print keys[j] ": " values[j]; for (; blanks > 0; blanks--) print "" } }
+' "$@" "$file" > "$tmp"
+cat "$tmp" > "$file"
+rm -f "$tmp"
+"#;
 
 impl Guest {
     /// The feature records of a running container: record name -> digest.
@@ -113,6 +143,69 @@ impl Guest {
             return Err(failure(ctid, "recording a feature", &output));
         }
         Ok(())
+    }
+
+    fn config_file(&self, node: &str, ctid: u32) -> String {
+        format!("{}/nodes/{node}/lxc/{ctid}.conf", self.pve_root)
+    }
+
+    /// The raw `lxc.*` keys of a container's config (its main section), read on the node.
+    pub(crate) async fn raw_keys(
+        &self,
+        node: &str,
+        ctid: u32,
+    ) -> Result<BTreeMap<String, String>, ManagerError> {
+        let argv = ["cat".to_owned(), self.config_file(node, ctid)];
+        let output = self
+            .host
+            .run(&argv, None, QUICK_TIMEOUT)
+            .await
+            .map_err(host_error)?;
+        if !output.success() {
+            return Err(failure(
+                ctid,
+                "reading the container's config file on the node",
+                &output,
+            ));
+        }
+        Ok(output
+            .stdout
+            .lines()
+            .take_while(|line| !line.starts_with('['))
+            .filter(|line| line.starts_with("lxc."))
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+            .collect())
+    }
+
+    /// Sets raw `lxc.*` keys in a container's config file on the node.
+    pub(crate) async fn set_raw_keys(
+        &self,
+        node: &str,
+        ctid: u32,
+        keys: &BTreeMap<String, String>,
+    ) -> Result<(), ManagerError> {
+        let mut argv: Vec<String> = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            SET_RAW_KEYS.into(),
+            "phoenix-raw-keys".into(),
+        ];
+        argv.push(self.config_file(node, ctid));
+        for (key, value) in keys {
+            argv.push(key.clone());
+            argv.push(value.clone());
+        }
+        let output = self
+            .host
+            .run(&argv, None, QUICK_TIMEOUT)
+            .await
+            .map_err(host_error)?;
+        if output.success() {
+            Ok(())
+        } else {
+            Err(failure(ctid, "writing raw LXC keys", &output))
+        }
     }
 
     /// Writes the container's declared configuration where feature scripts can read it.

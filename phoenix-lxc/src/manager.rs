@@ -100,8 +100,19 @@ impl LxcManager {
     /// Lets the manager work inside containers through `host`: features, application scripts and health
     /// checks. Without it, those are left alone.
     pub fn with_guest_access(mut self, host: Arc<dyn HostChannel>, scripts: GuestScripts) -> LxcManager {
-        self.guest = Some(Guest { host });
+        self.guest = Some(Guest {
+            host,
+            pve_root: "/etc/pve".to_owned(),
+        });
         self.scripts = Arc::new(scripts);
+        self
+    }
+
+    /// Reads and writes container config files under `root` instead of `/etc/pve` (for tests).
+    pub fn with_pve_root(mut self, root: impl Into<String>) -> LxcManager {
+        if let Some(guest) = &mut self.guest {
+            guest.pve_root = root.into();
+        }
         self
     }
 
@@ -142,6 +153,13 @@ impl LxcManager {
             if !scripts.is_empty() {
                 wanted.insert("guest_scripts".to_owned(), Value::Object(scripts));
             }
+            let raw: serde_json::Map<String, Value> = fields::raw_keys(container)
+                .into_iter()
+                .map(|(key, value)| (key, Value::String(value)))
+                .collect();
+            if !raw.is_empty() {
+                wanted.insert("raw_lxc".to_owned(), Value::Object(raw));
+            }
         }
         wanted
     }
@@ -180,9 +198,19 @@ impl LxcManager {
             (Some(guest), "running") => Some(guest.records(vmid).await?),
             _ => None,
         };
-        Ok(Observed {
-            fields: fields::observed_fields(&config, status, &names, &firewall, records.as_ref()),
-        })
+        let raw = match &self.guest {
+            Some(guest) => Some(guest.raw_keys(node, vmid).await?),
+            None => None,
+        };
+        let mut fields = fields::observed_fields(&config, status, &names, &firewall, records.as_ref());
+        if let Some(raw) = raw {
+            let raw = raw
+                .into_iter()
+                .map(|(key, value)| (key, Value::String(value)))
+                .collect();
+            fields.insert("raw_lxc".to_owned(), Value::Object(raw));
+        }
+        Ok(Observed { fields })
     }
 
     async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
@@ -300,6 +328,7 @@ impl LxcManager {
         let mut start = false;
         let mut snapshots = Vec::new();
         let mut run_scripts = false;
+        let mut raw_keys: BTreeMap<String, String> = BTreeMap::new();
         let mut firewall_enabled = None;
         let mut firewall_rules = None;
         for change in changes {
@@ -353,6 +382,14 @@ impl LxcManager {
                 }
                 "unprivileged" => {}
                 "guest_scripts" => run_scripts = true,
+                "raw_lxc" => {
+                    raw_keys = new
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
+                        .collect();
+                }
                 "firewall_enabled" => firewall_enabled = Some(new == true),
                 "firewall_rules" => {
                     let old = change
@@ -380,6 +417,11 @@ impl LxcManager {
                 }
                 other => tracing::warn!(field = other, "no way to apply this field yet"),
             }
+        }
+        if !raw_keys.is_empty()
+            && let Some(guest) = &self.guest
+        {
+            guest.set_raw_keys(node, vmid, &raw_keys).await?;
         }
         if !config.pairs().is_empty() {
             let _: Value = self.client.put(&format!("{base}/config"), &config).await?;

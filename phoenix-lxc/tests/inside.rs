@@ -50,8 +50,9 @@ fn fixture() -> Vec<Resource> {
     )
 }
 
-/// Real LXC containers, destroyed when the test ends.
-struct RealContainers(Vec<u32>);
+/// Real LXC containers, destroyed when the test ends, and the Proxmox config files a node would hold
+/// for them (under a temporary `/etc/pve`).
+struct RealContainers(Vec<u32>, std::path::PathBuf);
 
 impl RealContainers {
     fn start(ids: &[u32]) -> Option<RealContainers> {
@@ -100,7 +101,21 @@ impl RealContainers {
                 .args(["-n", &name, "-s", "RUNNING", "-t", "10"])
                 .output();
         }
-        Some(RealContainers(ids.to_vec()))
+        let pve_root = std::env::temp_dir().join(format!("phoenix-pve-root-{}", std::process::id()));
+        let configs = pve_root.join("nodes/pve1/lxc");
+        std::fs::create_dir_all(&configs).expect("creates");
+        for id in ids {
+            std::fs::write(
+                configs.join(format!("{id}.conf")),
+                "arch: amd64\nhostname: ct\n\n[golden]\narch: amd64\n",
+            )
+            .expect("writes");
+        }
+        Some(RealContainers(ids.to_vec(), pve_root))
+    }
+
+    fn pve_config(&self, id: u32) -> String {
+        std::fs::read_to_string(self.1.join(format!("nodes/pve1/lxc/{id}.conf"))).expect("reads")
     }
 
     fn read(&self, id: u32, path: &str) -> String {
@@ -122,11 +137,16 @@ impl Drop for RealContainers {
     }
 }
 
-async fn managers(fake: &FakePve, features: BTreeMap<String, String>) -> Managers {
-    managers_with_app(fake, features, APP).await
+async fn managers(fake: &FakePve, real: &RealContainers, features: BTreeMap<String, String>) -> Managers {
+    managers_with_app(fake, real, features, APP).await
 }
 
-async fn managers_with_app(fake: &FakePve, features: BTreeMap<String, String>, app: &str) -> Managers {
+async fn managers_with_app(
+    fake: &FakePve,
+    real: &RealContainers,
+    features: BTreeMap<String, String>,
+    app: &str,
+) -> Managers {
     let auth = Auth::Ticket {
         user: fake.info.user.clone(),
         password: SecretString::new(fake.info.password.clone()),
@@ -138,7 +158,9 @@ async fn managers_with_app(fake: &FakePve, features: BTreeMap<String, String>, a
         applications: BTreeMap::from([("app.sh".to_owned(), app.to_owned())]),
         environment: BTreeMap::from([("PHOENIX_GREETING".to_owned(), "tests".to_owned())]),
     };
-    let manager = LxcManager::new(client, "pve1", None).with_guest_access(Arc::new(LocalHost), scripts);
+    let manager = LxcManager::new(client, "pve1", None)
+        .with_guest_access(Arc::new(LocalHost), scripts)
+        .with_pve_root(real.1.display().to_string());
     let mut managers = Managers::default();
     managers.register(Arc::new(manager));
     managers
@@ -173,9 +195,15 @@ async fn features_run_once_rerun_when_changed_and_health_checks_pass() {
     let Some(real) = RealContainers::start(&[931, 932, 933]) else {
         return;
     };
-    let managers = managers(&fake, features(COUNTER)).await;
+    let managers = managers(&fake, &real, features(COUNTER)).await;
     let report = apply(&managers, &plan_with(&managers).await).await;
     assert!(report.succeeded(), "{report:#?}");
+    let raw = real.pve_config(932);
+    assert_eq!(
+        raw,
+        "arch: amd64\nhostname: ct\nlxc.apparmor.profile: unconfined\nlxc.mount.auto: sys:rw\n\n[golden]\narch: amd64\n",
+        "raw keys go into the main section, before the snapshots"
+    );
     assert_eq!(real.read(931, "/tmp/hello-runs"), "hello\n");
     assert_eq!(real.read(932, "/tmp/counter-runs"), "run\n");
     assert_eq!(real.read(932, "/tmp/app-ran"), "");
@@ -210,8 +238,40 @@ async fn features_run_once_rerun_when_changed_and_health_checks_pass() {
     assert!(apply(&managers, &second).await.succeeded());
     assert_eq!(real.read(932, "/tmp/counter-runs"), "run\n");
 
+    // A raw key changed by hand on the node is drift, put back in place.
+    let path = real.1.join("nodes/pve1/lxc/932.conf");
+    std::fs::write(
+        &path,
+        "arch: amd64\nhostname: ct\nlxc.apparmor.profile: generated\n\n[golden]\narch: amd64\n",
+    )
+    .expect("edits");
+    let drift = plan_with(&managers).await;
+    let changed: Vec<(String, Vec<String>)> = drift
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .map(|entry| {
+            (
+                entry.address.to_string(),
+                entry.changes[0]
+                    .fields
+                    .iter()
+                    .map(|field| field.field.clone())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(changed, [("lxc/932".to_owned(), vec!["raw_lxc".to_owned()])]);
+    assert!(apply(&managers, &drift).await.succeeded());
+    assert_eq!(real.pve_config(932), raw);
+
     // A changed feature runs again; the unchanged one does not.
-    let managers = self::managers(&fake, features("echo run >> /tmp/counter-runs\necho changed\n")).await;
+    let managers = self::managers(
+        &fake,
+        &real,
+        features("echo run >> /tmp/counter-runs\necho changed\n"),
+    )
+    .await;
     let third = plan_with(&managers).await;
     let changed: Vec<String> = third
         .entries()
@@ -235,10 +295,10 @@ async fn a_failing_feature_is_reported_with_its_output_and_dependents_are_skippe
     let Some(fake) = FakePve::start().await else {
         return;
     };
-    let Some(_real) = RealContainers::start(&[931, 932, 933]) else {
+    let Some(real) = RealContainers::start(&[931, 932, 933]) else {
         return;
     };
-    let managers = managers(&fake, features("echo boom >&2\nexit 3\n")).await;
+    let managers = managers(&fake, &real, features("echo boom >&2\nexit 3\n")).await;
     let report = apply(&managers, &plan_with(&managers).await).await;
     let outcome = |id| {
         report
@@ -268,10 +328,16 @@ async fn a_failing_health_check_fails_the_container_after_its_retries() {
     let Some(fake) = FakePve::start().await else {
         return;
     };
-    let Some(_real) = RealContainers::start(&[931, 932, 933]) else {
+    let Some(real) = RealContainers::start(&[931, 932, 933]) else {
         return;
     };
-    let managers = managers_with_app(&fake, features(COUNTER), "echo the app forgot its marker\n").await;
+    let managers = managers_with_app(
+        &fake,
+        &real,
+        features(COUNTER),
+        "echo the app forgot its marker\n",
+    )
+    .await;
     let report = apply(&managers, &plan_with(&managers).await).await;
     let line = report
         .resources
