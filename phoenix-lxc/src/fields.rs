@@ -381,18 +381,95 @@ fn diff_mounts(wanted: &Value, live: Option<&Value>) -> Vec<FieldChange> {
     changes
 }
 
-/// The raw LXC keys a container declares: `lxc_options` (`key=value`, or `key:value` as the earlier
-/// version also wrote them) and the AppArmor profile.
-pub(crate) fn raw_keys(container: &ContainerConfig) -> BTreeMap<String, String> {
-    let mut keys = BTreeMap::new();
+/// The raw LXC keys a container declares, each with its lines' values in order: `lxc_options`
+/// (`key=value`, or `key:value` as the earlier version also wrote them), the AppArmor profile, and the
+/// `lxc.idmap` lines that `id_maps` need (ranges around each mapped ID keep the usual 100000 offset).
+pub(crate) fn raw_keys(container: &ContainerConfig) -> BTreeMap<String, Vec<String>> {
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for option in &container.lxc_options {
         let split = option.split_once('=').or_else(|| option.split_once(':'));
         if let Some((key, value)) = split {
-            keys.insert(key.trim().to_owned(), value.trim().to_owned());
+            keys.entry(key.trim().to_owned())
+                .or_default()
+                .push(value.trim().to_owned());
         }
     }
     if let Some(profile) = &container.apparmor_profile {
-        keys.insert("lxc.apparmor.profile".to_owned(), profile.clone());
+        keys.insert("lxc.apparmor.profile".to_owned(), vec![profile.clone()]);
+    }
+    if !container.id_maps.is_empty() {
+        keys.insert("lxc.idmap".to_owned(), id_map_lines(&container.id_maps));
     }
     keys
+}
+
+/// Full `lxc.idmap` lines for both kinds: the mapped ranges, and the default mapping around them.
+fn id_map_lines(maps: &[phoenix_core::config::lxc::IdMap]) -> Vec<String> {
+    use phoenix_core::config::lxc::IdKind;
+
+    const OFFSET: u32 = 100_000;
+    const RANGE: u32 = 65_536;
+    let mut lines = Vec::new();
+    for (kind, letter) in [(IdKind::Uid, "u"), (IdKind::Gid, "g")] {
+        let mut ranges: Vec<_> = maps.iter().filter(|map| map.kind == kind).collect();
+        ranges.sort_by_key(|map| map.container_id);
+        let mut next = 0;
+        for map in ranges {
+            if map.container_id > next {
+                lines.push(format!(
+                    "{letter} {next} {} {}",
+                    OFFSET + next,
+                    map.container_id - next
+                ));
+            }
+            lines.push(format!(
+                "{letter} {} {} {}",
+                map.container_id, map.host_id, map.size
+            ));
+            next = map.container_id + map.size;
+        }
+        if next < RANGE {
+            lines.push(format!("{letter} {next} {} {}", OFFSET + next, RANGE - next));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use phoenix_core::config::lxc::{IdKind, IdMap};
+
+    use super::*;
+
+    #[test]
+    fn id_maps_become_full_idmap_lines() {
+        let maps = [IdMap {
+            kind: IdKind::Gid,
+            host_id: 33,
+            container_id: 33,
+            size: 1,
+        }];
+        assert_eq!(
+            id_map_lines(&maps),
+            [
+                "u 0 100000 65536",
+                "g 0 100000 33",
+                "g 33 33 1",
+                "g 34 100034 65502"
+            ]
+        );
+    }
+
+    #[test]
+    fn raw_keys_come_from_options_and_the_apparmor_profile() {
+        let container = ContainerConfig {
+            lxc_options: vec!["lxc.mount.auto:sys:rw".into(), "lxc.cap.drop=".into()],
+            apparmor_profile: Some("unconfined".into()),
+            ..ContainerConfig::default()
+        };
+        let keys = raw_keys(&container);
+        assert_eq!(keys["lxc.mount.auto"], ["sys:rw"]);
+        assert_eq!(keys["lxc.cap.drop"], [""]);
+        assert_eq!(keys["lxc.apparmor.profile"], ["unconfined"]);
+    }
 }

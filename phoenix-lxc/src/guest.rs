@@ -154,7 +154,7 @@ impl Guest {
         &self,
         node: &str,
         ctid: u32,
-    ) -> Result<BTreeMap<String, String>, ManagerError> {
+    ) -> Result<BTreeMap<String, Vec<String>>, ManagerError> {
         let argv = ["cat".to_owned(), self.config_file(node, ctid)];
         let output = self
             .host
@@ -168,14 +168,18 @@ impl Guest {
                 &output,
             ));
         }
-        Ok(output
+        let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let lines = output
             .stdout
             .lines()
             .take_while(|line| !line.starts_with('['))
-            .filter(|line| line.starts_with("lxc."))
-            .filter_map(|line| line.split_once(':'))
-            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
-            .collect())
+            .filter(|line| line.starts_with("lxc."));
+        for (key, value) in lines.filter_map(|line| line.split_once(':')) {
+            keys.entry(key.trim().to_owned())
+                .or_default()
+                .push(value.trim().to_owned());
+        }
+        Ok(keys)
     }
 
     /// Sets raw `lxc.*` keys in a container's config file on the node.
@@ -183,7 +187,7 @@ impl Guest {
         &self,
         node: &str,
         ctid: u32,
-        keys: &BTreeMap<String, String>,
+        keys: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), ManagerError> {
         let mut argv: Vec<String> = vec![
             "/bin/sh".into(),
@@ -192,9 +196,11 @@ impl Guest {
             "phoenix-raw-keys".into(),
         ];
         argv.push(self.config_file(node, ctid));
-        for (key, value) in keys {
-            argv.push(key.clone());
-            argv.push(value.clone());
+        for (key, values) in keys {
+            for value in values {
+                argv.push(key.clone());
+                argv.push(value.clone());
+            }
         }
         let output = self
             .host

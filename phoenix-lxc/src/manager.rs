@@ -155,7 +155,7 @@ impl LxcManager {
             }
             let raw: serde_json::Map<String, Value> = fields::raw_keys(container)
                 .into_iter()
-                .map(|(key, value)| (key, Value::String(value)))
+                .map(|(key, values)| (key, json_strings(values)))
                 .collect();
             if !raw.is_empty() {
                 wanted.insert("raw_lxc".to_owned(), Value::Object(raw));
@@ -206,7 +206,7 @@ impl LxcManager {
         if let Some(raw) = raw {
             let raw = raw
                 .into_iter()
-                .map(|(key, value)| (key, Value::String(value)))
+                .map(|(key, values)| (key, json_strings(values)))
                 .collect();
             fields.insert("raw_lxc".to_owned(), Value::Object(raw));
         }
@@ -328,7 +328,7 @@ impl LxcManager {
         let mut start = false;
         let mut snapshots = Vec::new();
         let mut run_scripts = false;
-        let mut raw_keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut raw_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut firewall_enabled = None;
         let mut firewall_rules = None;
         for change in changes {
@@ -387,7 +387,13 @@ impl LxcManager {
                         .as_object()
                         .into_iter()
                         .flatten()
-                        .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
+                        .map(|(key, values)| {
+                            let values = values.as_array().into_iter().flatten();
+                            (
+                                key.clone(),
+                                values.filter_map(Value::as_str).map(str::to_owned).collect(),
+                            )
+                        })
                         .collect();
                 }
                 "firewall_enabled" => firewall_enabled = Some(new == true),
@@ -548,6 +554,10 @@ impl LxcManager {
         self.known().nodes.remove(&vmid);
         Ok(())
     }
+}
+
+fn json_strings(values: Vec<String>) -> Value {
+    Value::Array(values.into_iter().map(Value::String).collect())
 }
 
 /// A template volume id; a host path (the earlier version's form) is looked up by file name on `local`.

@@ -201,7 +201,7 @@ async fn features_run_once_rerun_when_changed_and_health_checks_pass() {
     let raw = real.pve_config(932);
     assert_eq!(
         raw,
-        "arch: amd64\nhostname: ct\nlxc.apparmor.profile: unconfined\nlxc.mount.auto: sys:rw\n\n[golden]\narch: amd64\n",
+        "arch: amd64\nhostname: ct\nlxc.apparmor.profile: unconfined\nlxc.idmap: u 0 100000 65536\nlxc.idmap: g 0 100000 33\nlxc.idmap: g 33 33 1\nlxc.idmap: g 34 100034 65502\nlxc.mount.auto: sys:rw\n\n[golden]\narch: amd64\n",
         "raw keys go into the main section, before the snapshots"
     );
     assert_eq!(real.read(931, "/tmp/hello-runs"), "hello\n");
