@@ -15,5 +15,5 @@ mod manager;
 mod props;
 
 pub use fields::OWNER_TAG;
-pub use guest::GuestScripts;
 pub use manager::LxcManager;
+pub use phoenix_pve::guest::GuestScripts;

@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::fields::{self, OWNER_TAG};
-use crate::guest::{Guest, GuestScripts, Script};
+use crate::guest::Guest;
+use phoenix_pve::guest::{self as inside, GuestScripts, Script};
 
 /// Reads of container configs at once.
 const READ_CONCURRENCY: usize = 8;
@@ -118,27 +119,16 @@ impl LxcManager {
 
     /// The scripts a container runs, in order: its features, then its application script.
     fn scripts_for(&self, container: &ContainerConfig) -> Vec<Script> {
-        let mut environment = self.scripts.environment.clone();
-        if let Some(url) = &container.bootstrap_ca_url {
-            environment.insert("PHOENIX_CA_URL".to_owned(), url.clone());
-        }
-        let mut scripts: Vec<Script> = container
-            .features
+        let extra: BTreeMap<String, String> = container
+            .bootstrap_ca_url
             .iter()
-            .map(|name| Script {
-                record: name.clone(),
-                text: self.scripts.features.get(name).cloned().unwrap_or_default(),
-                environment: environment.clone(),
-            })
+            .map(|url| ("PHOENIX_CA_URL".to_owned(), url.clone()))
             .collect();
-        if let Some(name) = &container.application_script {
-            scripts.push(Script {
-                record: format!("app-{name}"),
-                text: self.scripts.applications.get(name).cloned().unwrap_or_default(),
-                environment,
-            });
-        }
-        scripts
+        self.scripts.for_guest(
+            &container.features,
+            container.application_script.as_deref(),
+            &extra,
+        )
     }
 
     /// The declared fields, with the scripts' digests when the manager can work inside containers.
@@ -195,7 +185,7 @@ impl LxcManager {
         let (enabled, rules) = firewall::read(&self.client, &format!("/nodes/{node}/lxc/{vmid}")).await?;
         let firewall = fields::ObservedFirewall { enabled, rules };
         let records = match (&self.guest, status) {
-            (Some(guest), "running") => Some(guest.records(vmid).await?),
+            (Some(guest), "running") => Some(inside::records(&guest.exec(vmid)).await?),
             _ => None,
         };
         let raw = match &self.guest {
@@ -473,7 +463,7 @@ impl LxcManager {
         run_scripts: bool,
     ) -> Result<(), LxcError> {
         if run_scripts {
-            let records = guest.records(vmid).await?;
+            let records = inside::records(&guest.exec(vmid)).await?;
             let pending: Vec<Script> = self
                 .scripts_for(container)
                 .into_iter()
@@ -484,7 +474,7 @@ impl LxcManager {
                     self.snapshot_once(base, "pre-features").await?;
                 }
                 let declared = serde_json::to_string(container).expect("configuration serialises");
-                guest.write_guest_config(vmid, &declared).await?;
+                inside::write_guest_config(&guest.exec(vmid), &declared).await?;
                 for script in &pending {
                     if script.text.is_empty() {
                         return Err(ManagerError::failed(format!(
@@ -493,7 +483,7 @@ impl LxcManager {
                         ))
                         .into());
                     }
-                    guest.apply_script(vmid, script).await?;
+                    inside::apply_script(&guest.exec(vmid), script).await?;
                 }
                 if container.enable_lifecycle_snapshots {
                     self.snapshot_once(base, "post-features").await?;
@@ -501,7 +491,7 @@ impl LxcManager {
             }
         }
         if let Some(check) = &container.health_check {
-            guest.health_check(vmid, check).await?;
+            inside::health_check(&guest.exec(vmid), check).await?;
         }
         Ok(())
     }
@@ -762,7 +752,7 @@ impl Manager for LxcManager {
                         ))
                         .into());
                     };
-                    guest.health_check(vmid, &check).await?;
+                    inside::health_check(&guest.exec(vmid), &check).await?;
                 }
                 Operation::Delete => {
                     let config: BTreeMap<String, Value> =

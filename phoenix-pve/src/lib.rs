@@ -11,6 +11,7 @@
 mod client;
 mod error;
 pub mod firewall;
+pub mod guest;
 pub mod host;
 mod settings;
 mod task;

@@ -1,0 +1,252 @@
+//! Work inside guests, shared by the container and VM managers: features with their digest records,
+//! application scripts, the declared configuration for scripts to read, and health checks.
+//!
+//! How a command reaches the guest is a [`GuestExec`]: `lxc-attach` through the host channel for
+//! containers ([`LxcAttach`]), the QEMU guest agent for VMs. A feature is recorded in the guest as
+//! `/var/lib/phoenix/features/<name>` holding the digest of what ran (the script and its environment), so
+//! an unchanged feature is not run again, a changed one is, and a clone inherits its source's records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use phoenix_core::ManagerError;
+use phoenix_core::config::HealthCheck;
+
+use crate::host::{CommandOutput, HostChannel, HostError, in_container, sha256_hex};
+
+/// Where feature records live inside guests.
+const RECORDS: &str = "/var/lib/phoenix/features";
+/// Limit for one feature or script.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Limit for one quick command (reading records, writing one).
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lines of output kept in a failure report.
+const OUTPUT_TAIL: usize = 20;
+
+/// The scripts guests may run, and the environment they get.
+#[derive(Debug, Clone, Default)]
+pub struct GuestScripts {
+    /// Feature scripts by name: the shipped catalogue plus the configuration's own `features/*.sh`.
+    pub features: BTreeMap<String, String>,
+    /// Application scripts by file name (the configuration's `scripts/`).
+    pub applications: BTreeMap<String, String>,
+    /// Variables every script gets (`PHOENIX_TIMEZONE`, `PHOENIX_CA_DNS`, ...).
+    pub environment: BTreeMap<String, String>,
+}
+
+impl GuestScripts {
+    /// The scripts a guest runs, in order: its features, then its application script. `extra` adds
+    /// guest-specific variables to the environment.
+    pub fn for_guest(
+        &self,
+        features: &[String],
+        application: Option<&str>,
+        extra: &BTreeMap<String, String>,
+    ) -> Vec<Script> {
+        let mut environment = self.environment.clone();
+        environment.extend(extra.clone());
+        let mut scripts: Vec<Script> = features
+            .iter()
+            .map(|name| Script {
+                record: name.clone(),
+                text: self.features.get(name).cloned().unwrap_or_default(),
+                environment: environment.clone(),
+            })
+            .collect();
+        if let Some(name) = application {
+            scripts.push(Script {
+                record: format!("app-{name}"),
+                text: self.applications.get(name).cloned().unwrap_or_default(),
+                environment,
+            });
+        }
+        scripts
+    }
+}
+
+/// One script to run: its record name, text and environment.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// The name of its record (`docker`, `app-setup.sh`).
+    pub record: String,
+    /// The shell script.
+    pub text: String,
+    /// Variables it runs with.
+    pub environment: BTreeMap<String, String>,
+}
+
+impl Script {
+    /// The digest recorded once the script ran: of its text and its environment.
+    pub fn digest(&self) -> String {
+        let mut material = self.text.clone();
+        for (name, value) in &self.environment {
+            material.push_str(&format!("\n{name}={value}"));
+        }
+        sha256_hex(material.as_bytes())
+    }
+}
+
+/// Runs a command inside one guest.
+#[async_trait]
+pub trait GuestExec: Send + Sync {
+    /// The guest, for messages: `container 101`, `VM 1002`.
+    fn describe(&self) -> String;
+
+    /// Runs `argv` with `environment`, feeding it `stdin`, within `timeout`.
+    async fn exec(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        environment: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<CommandOutput, ManagerError>;
+}
+
+/// Commands inside a container: `lxc-attach -n CTID --clear-env [--set-var ...] -- argv` on the node.
+#[derive(Clone)]
+pub struct LxcAttach {
+    /// The channel to the node.
+    pub host: Arc<dyn HostChannel>,
+    /// The container.
+    pub ctid: u32,
+}
+
+#[async_trait]
+impl GuestExec for LxcAttach {
+    fn describe(&self) -> String {
+        format!("container {}", self.ctid)
+    }
+
+    async fn exec(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        environment: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<CommandOutput, ManagerError> {
+        let mut options: Vec<String> = Vec::new();
+        for (name, value) in environment {
+            options.push("--set-var".into());
+            options.push(format!("{name}={value}"));
+        }
+        let mut command = in_container(self.ctid, &[]);
+        // `in_container` ends with `--`; the variables go before it.
+        let separator = command.pop().expect("in_container ends with --");
+        command.extend(options);
+        command.push(separator);
+        command.extend(argv.iter().cloned());
+        self.host.run(&command, stdin, timeout).await.map_err(host_error)
+    }
+}
+
+/// The feature records of a running guest: record name -> digest.
+pub async fn records(guest: &dyn GuestExec) -> Result<BTreeMap<String, String>, ManagerError> {
+    let list = format!(
+        "for f in {RECORDS}/*; do [ -f \"$f\" ] && printf '%s %s\\n' \"${{f##*/}}\" \"$(cat \"$f\")\"; done; true"
+    );
+    let output = quick(guest, &["/bin/sh", "-c", &list], None).await?;
+    if !output.success() {
+        return Err(failure(guest, "reading the feature records", &output));
+    }
+    Ok(output
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(name, digest)| (name.to_owned(), digest.trim().to_owned()))
+        .collect())
+}
+
+/// Runs a script (streamed on stdin, never pasted into arguments), then records its digest.
+pub async fn apply_script(guest: &dyn GuestExec, script: &Script) -> Result<(), ManagerError> {
+    tracing::info!(guest = %guest.describe(), script = %script.record, "running inside the guest");
+    let argv = ["/bin/sh".to_owned(), "-s".to_owned()];
+    let output = guest
+        .exec(
+            &argv,
+            Some(script.text.as_bytes()),
+            &script.environment,
+            SCRIPT_TIMEOUT,
+        )
+        .await?;
+    if !output.success() {
+        return Err(failure(guest, &format!("`{}`", script.record), &output));
+    }
+    let record = format!("mkdir -p {RECORDS} && cat > \"{RECORDS}/$0\"");
+    let output = quick(
+        guest,
+        &["/bin/sh", "-c", &record, &script.record],
+        Some(script.digest().as_bytes()),
+    )
+    .await?;
+    if !output.success() {
+        return Err(failure(guest, "recording a feature", &output));
+    }
+    Ok(())
+}
+
+/// Writes the guest's declared configuration where feature scripts can read it.
+pub async fn write_guest_config(guest: &dyn GuestExec, json: &str) -> Result<(), ManagerError> {
+    let write = "mkdir -p /var/lib/phoenix && cat > /var/lib/phoenix/guest.json";
+    let output = quick(guest, &["/bin/sh", "-c", write], Some(json.as_bytes())).await?;
+    if output.success() {
+        Ok(())
+    } else {
+        Err(failure(guest, "writing /var/lib/phoenix/guest.json", &output))
+    }
+}
+
+/// Runs the health check until it passes or its attempts are used up.
+pub async fn health_check(guest: &dyn GuestExec, check: &HealthCheck) -> Result<(), ManagerError> {
+    let attempts = check.retries.max(1);
+    let mut last = None;
+    for attempt in 1..=attempts {
+        let output = quick(guest, &["/bin/sh", "-c", &check.command], None).await?;
+        if output.success() {
+            return Ok(());
+        }
+        tracing::debug!(guest = %guest.describe(), attempt, "health check failed");
+        last = Some(output);
+        if attempt < attempts {
+            tokio::time::sleep(Duration::from_secs(u64::from(check.interval))).await;
+        }
+    }
+    let output = last.expect("at least one attempt ran");
+    Err(failure(
+        guest,
+        &format!("the health check ({attempts} attempts)"),
+        &output,
+    ))
+}
+
+async fn quick(
+    guest: &dyn GuestExec,
+    argv: &[&str],
+    stdin: Option<&[u8]>,
+) -> Result<CommandOutput, ManagerError> {
+    let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
+    guest.exec(&argv, stdin, &BTreeMap::new(), QUICK_TIMEOUT).await
+}
+
+/// A host channel failure as a manager error.
+pub fn host_error(error: HostError) -> ManagerError {
+    match error {
+        HostError::Timeout { program, seconds } => ManagerError::Timeout {
+            operation: program,
+            seconds,
+        },
+        other => ManagerError::failed(other.to_string()),
+    }
+}
+
+/// A command that ran and failed, with the end of its output.
+pub fn failure(guest: &dyn GuestExec, what: &str, output: &CommandOutput) -> ManagerError {
+    let status = output
+        .status
+        .map_or_else(|| "killed".to_owned(), |code| format!("exit {code}"));
+    ManagerError::Failed {
+        message: format!("{what} failed in {} ({status})", guest.describe()),
+        details: Some(output.tail(OUTPUT_TAIL)),
+    }
+}
