@@ -8,7 +8,7 @@ use phoenix_core::config::ContainerConfig;
 use phoenix_core::{Consequence, FieldChange};
 use serde_json::{Map, Value, json};
 
-use crate::props;
+use phoenix_pve::props;
 
 /// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
 pub const OWNER_TAG: &str = "phoenix";

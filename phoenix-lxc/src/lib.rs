@@ -12,7 +12,6 @@
 mod fields;
 mod guest;
 mod manager;
-mod props;
 
 pub use fields::OWNER_TAG;
 pub use manager::LxcManager;

@@ -10,6 +10,7 @@ use phoenix_core::{
     ResourceKind,
 };
 use phoenix_pve::host::HostChannel;
+use phoenix_pve::props;
 use phoenix_pve::{Client, Form, Method, PveError, firewall};
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -61,26 +62,9 @@ impl From<ManagerError> for LxcError {
 impl From<LxcError> for ManagerError {
     fn from(error: LxcError) -> ManagerError {
         match error {
-            LxcError::Pve(error) => pve_error(error),
+            LxcError::Pve(error) => ManagerError::from(error),
             LxcError::Guest(error) => error,
         }
-    }
-}
-
-fn pve_error(error: PveError) -> ManagerError {
-    match &error {
-        PveError::Task { log_tail, .. } => ManagerError::Failed {
-            message: error.to_string(),
-            details: Some(log_tail.join("\n")),
-        },
-        PveError::Timeout { what, seconds } => ManagerError::Timeout {
-            operation: what.clone(),
-            seconds: *seconds,
-        },
-        _ if phoenix_core::Retryable::is_transient(&error) => ManagerError::Transient {
-            message: error.to_string(),
-        },
-        _ => ManagerError::failed(error.to_string()),
     }
 }
 
@@ -330,8 +314,10 @@ impl LxcManager {
                 "cores" | "memory" | "swap" | "onboot" => {
                     config = config.text(&change.field, new.to_string())
                 }
-                "net0" => config = config.text("net0", render_map(new, Some("name"))),
-                "startup" | "features" => config = config.text(&change.field, render_map(new, None)),
+                "net0" => config = config.text("net0", props::render_object(new, Some("name"))),
+                "startup" | "features" => {
+                    config = config.text(&change.field, props::render_object(new, None))
+                }
                 "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
                 "devices" => {
                     for (index, path) in new.as_array().into_iter().flatten().enumerate() {
@@ -559,37 +545,6 @@ fn template_volume(template: &str) -> String {
     template.to_owned()
 }
 
-fn render_map(value: &Value, first: Option<&str>) -> String {
-    let map: BTreeMap<String, String> = value
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(key, value)| {
-            (
-                key.clone(),
-                value.as_str().map_or_else(|| value.to_string(), str::to_owned),
-            )
-        })
-        .collect();
-    match first {
-        Some(first) => {
-            // `name=eth0` leads, as Proxmox writes it; every key keeps its name.
-            let mut parts: Vec<String> = map
-                .get(first)
-                .map(|value| format!("{first}={value}"))
-                .into_iter()
-                .collect();
-            parts.extend(
-                map.iter()
-                    .filter(|(key, _)| key.as_str() != first)
-                    .map(|(key, value)| format!("{key}={value}")),
-            );
-            parts.join(",")
-        }
-        None => crate::props::render(&map, None),
-    }
-}
-
 #[async_trait]
 impl Manager for LxcManager {
     fn kind(&self) -> ResourceKind {
@@ -597,7 +552,11 @@ impl Manager for LxcManager {
     }
 
     async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError> {
-        let resources = self.client.cluster_resources().await.map_err(pve_error)?;
+        let resources = self
+            .client
+            .cluster_resources()
+            .await
+            .map_err(ManagerError::from)?;
         let declared: BTreeMap<u32, &Resource> = desired
             .iter()
             .filter_map(|resource| resource.address.guest_id().map(|id| (id, resource)))

@@ -135,3 +135,25 @@ impl Retryable for PveError {
             .is_some_and(|text| text.contains("already exists"))
     }
 }
+
+impl From<PveError> for phoenix_core::ManagerError {
+    /// How a manager reports an API failure: task failures keep their log, time-outs stay time-outs,
+    /// transient errors stay transient.
+    fn from(error: PveError) -> phoenix_core::ManagerError {
+        use phoenix_core::ManagerError;
+        match &error {
+            PveError::Task { log_tail, .. } => ManagerError::Failed {
+                message: error.to_string(),
+                details: Some(log_tail.join("\n")),
+            },
+            PveError::Timeout { what, seconds } => ManagerError::Timeout {
+                operation: what.clone(),
+                seconds: *seconds,
+            },
+            _ if error.is_transient() => ManagerError::Transient {
+                message: error.to_string(),
+            },
+            _ => ManagerError::failed(error.to_string()),
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 /// Parses a property string. A leading item without `=` (a volume: `local-lvm:vm-101-disk-0`) is
 /// stored under `default_key`.
-pub(crate) fn parse(text: &str, default_key: &str) -> BTreeMap<String, String> {
+pub fn parse(text: &str, default_key: &str) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
         match item.split_once('=') {
@@ -16,7 +16,7 @@ pub(crate) fn parse(text: &str, default_key: &str) -> BTreeMap<String, String> {
 }
 
 /// Writes a map back as a property string, `default_key` first and unnamed, the rest sorted.
-pub(crate) fn render(map: &BTreeMap<String, String>, default_key: Option<&str>) -> String {
+pub fn render(map: &BTreeMap<String, String>, default_key: Option<&str>) -> String {
     let mut parts = Vec::new();
     if let Some(key) = default_key
         && let Some(value) = map.get(key)
@@ -31,8 +31,33 @@ pub(crate) fn render(map: &BTreeMap<String, String>, default_key: Option<&str>) 
     parts.join(",")
 }
 
+/// Renders a JSON object of strings as a property string; `first` (if given) leads as `first=value`.
+pub fn render_object(value: &serde_json::Value, first: Option<&str>) -> String {
+    let map: BTreeMap<String, String> = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            (
+                key.clone(),
+                value.as_str().map_or_else(|| value.to_string(), str::to_owned),
+            )
+        })
+        .collect();
+    let mut parts: Vec<String> = first
+        .and_then(|first| map.get(first).map(|value| format!("{first}={value}")))
+        .into_iter()
+        .collect();
+    parts.extend(
+        map.iter()
+            .filter(|(key, _)| Some(key.as_str()) != first)
+            .map(|(key, value)| format!("{key}={value}")),
+    );
+    parts.join(",")
+}
+
 /// A size as Proxmox writes it (`16G`, `512M`, `1T`, or bare GiB) in GiB.
-pub(crate) fn size_gib(text: &str) -> Option<f64> {
+pub fn size_gib(text: &str) -> Option<f64> {
     let text = text.trim();
     let (number, factor) = match text.chars().last()? {
         'T' | 't' => (&text[..text.len() - 1], 1024.0),
