@@ -2,7 +2,7 @@
 //! `PHOENIX_PVE_URL`), offline (an empty estate, read-only), or the built-in demo target (a simulated Proxmox
 //! whose state persists in a local file between runs).
 //!
-//! Against a live Proxmox only containers are managed so far; the other kinds are counted as not planned.
+//! Against a live Proxmox, containers and VMs are managed; the other kinds are counted as not planned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKin
 use phoenix_lxc::{GuestScripts, LxcManager};
 use phoenix_pve::host::{HostChannel, LocalHost, SshHost};
 use phoenix_pve::{Client, Settings};
+use phoenix_vm::VmManager;
 use serde::{Deserialize, Serialize};
 
 use crate::args::TargetArgs;
@@ -123,6 +124,17 @@ impl Target {
                 }
             }
         };
+        let import_storage = hypervisor
+            .proxmox_storages
+            .iter()
+            .find(|storage| storage.content.iter().any(|content| content == "import"))
+            .map_or_else(|| "local".to_owned(), |storage| storage.id.clone());
+        let vm = VmManager::new(
+            Arc::clone(&client),
+            default_node.clone(),
+            hypervisor.domain_name.clone(),
+            import_storage,
+        );
         let mut lxc = LxcManager::new(client, default_node, hypervisor.domain_name.clone());
         match host_channel(
             hypervisor
@@ -137,6 +149,7 @@ impl Target {
         }
         let mut managers = Managers::default();
         managers.register(Arc::new(lxc));
+        managers.register(Arc::new(vm));
         Ok(Target {
             mode: Mode::Live { endpoint },
             fakes: Vec::new(),

@@ -10,8 +10,7 @@ use serde_json::{Map, Value, json};
 
 use phoenix_pve::props;
 
-/// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
-pub const OWNER_TAG: &str = "phoenix";
+pub(crate) use phoenix_pve::OWNER_TAG;
 
 /// The guest firewall as read: whether it is on, and its rules in order.
 pub(crate) struct ObservedFirewall {

@@ -13,6 +13,6 @@ mod fields;
 mod guest;
 mod manager;
 
-pub use fields::OWNER_TAG;
 pub use manager::LxcManager;
+pub use phoenix_pve::OWNER_TAG;
 pub use phoenix_pve::guest::GuestScripts;

@@ -21,6 +21,9 @@ mod tls;
 pub use client::{Client, ClusterResource, Form};
 pub use error::PveError;
 pub use reqwest::Method;
+
+/// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
+pub const OWNER_TAG: &str = "phoenix";
 pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust};
 pub use task::{TaskOutcome, Upid};
 

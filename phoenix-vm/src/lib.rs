@@ -1,5 +1,11 @@
 //! The QEMU/KVM virtual machine manager of Phoenix: cloud-image templates, clones configured through
-//! cloud-init, features through the guest agent, for the VMs of `phoenix_vm_configs.json`.
+//! cloud-init, disk growth, start, snapshots and firewalls of the VMs of `phoenix_vm_configs.json`,
+//! converging in one run and changing nothing in the second.
 //!
-//! The manager is not written yet; the configuration it will read is modelled and validated in
-//! `phoenix_core::config::vm`.
+//! Not yet here: features and health checks through the QEMU guest agent, NFS volumes inside guests,
+//! and custom cloud-init user-data snippets.
+
+mod fields;
+mod manager;
+
+pub use manager::VmManager;

@@ -1,0 +1,573 @@
+//! [`VmManager`]: the `Manager` implementation for QEMU/KVM VMs over the Proxmox API.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use phoenix_core::config::VmConfig;
+use phoenix_core::{
+    Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Operation, Resource,
+    ResourceKind,
+};
+use phoenix_pve::{Client, Form, Method, PveError, firewall, props};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::fields::{self, BOOT_DISKS, OWNER_TAG};
+
+/// Reads of VM configs at once.
+const READ_CONCURRENCY: usize = 8;
+/// Where cloud images named by file are downloaded from: Ubuntu's, by release code name.
+const UBUNTU_IMAGES: &str = "https://cloud-images.ubuntu.com";
+
+/// Manages VMs on one Proxmox cluster.
+pub struct VmManager {
+    client: Arc<Client>,
+    default_node: String,
+    domain: Option<String>,
+    import_storage: String,
+    known: Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    nodes: BTreeMap<u32, String>,
+    /// Sources that are templates (cloned from their base disk) or snapshots (cloned from the snapshot).
+    sources: BTreeMap<u32, (bool, Option<String>)>,
+}
+
+impl VmManager {
+    /// A manager using `client`; VMs that name no node go to `default_node`; cloud images are stored on
+    /// `import_storage` (a storage with the `import` content type).
+    pub fn new(
+        client: Arc<Client>,
+        default_node: impl Into<String>,
+        domain: Option<String>,
+        import_storage: impl Into<String>,
+    ) -> VmManager {
+        VmManager {
+            client,
+            default_node: default_node.into(),
+            domain,
+            import_storage: import_storage.into(),
+            known: Mutex::new(Known::default()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().expect("no code panics while holding this lock")
+    }
+
+    fn node_of(&self, vmid: u32, resource: Option<&Resource>) -> String {
+        if let Some(node) = self.known().nodes.get(&vmid) {
+            return node.clone();
+        }
+        resource
+            .and_then(|resource| resource.node.clone())
+            .unwrap_or_else(|| self.default_node.clone())
+    }
+
+    async fn read(client: &Client, node: &str, vmid: u32, status: &str) -> Result<Observed, PveError> {
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        // `pending` gives each key's current value and the one the next start will use; Phoenix compares
+        // the latter, so a change already made (waiting for a restart) is not made again.
+        let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
+        let config = effective_config(&pending);
+        let snapshots: Vec<Value> = client.get(&format!("{base}/snapshot"), &[]).await?;
+        let names: Vec<String> = snapshots
+            .iter()
+            .filter_map(|snapshot| snapshot["name"].as_str())
+            .filter(|name| *name != "current")
+            .map(str::to_owned)
+            .collect();
+        let firewall = firewall::read(client, &base).await?;
+        Ok(Observed {
+            fields: fields::observed_fields(&config, status, &names, firewall),
+        })
+    }
+
+    async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
+        let status: Value = self
+            .client
+            .get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
+            .await?;
+        Ok(status["status"].as_str().unwrap_or("unknown").to_owned())
+    }
+
+    /// The volume of a cloud image on the import storage, downloaded when missing.
+    async fn ensure_image(
+        &self,
+        node: &str,
+        image: &str,
+        release: Option<&str>,
+    ) -> Result<String, ManagerError> {
+        let file = image.rsplit('/').next().unwrap_or(image).to_owned();
+        let volume = format!("{}:import/{file}", self.import_storage);
+        let content: Vec<Value> = self
+            .client
+            .get(
+                &format!("/nodes/{node}/storage/{}/content", self.import_storage),
+                &[("content", "import")],
+            )
+            .await?;
+        if content.iter().any(|item| item["volid"] == volume) {
+            return Ok(volume);
+        }
+        let url = if image.starts_with("https://") || image.starts_with("http://") {
+            image.to_owned()
+        } else {
+            let codename = release
+                .map(str::to_owned)
+                .or_else(|| file.split('-').next().map(str::to_owned))
+                .ok_or_else(|| {
+                    ManagerError::failed(format!(
+                        "cannot tell where to download {file} from: give an https:// URL"
+                    ))
+                })?;
+            format!("{UBUNTU_IMAGES}/{codename}/current/{file}")
+        };
+        tracing::info!(%url, "downloading the cloud image");
+        let form = Form::new()
+            .text("content", "import")
+            .text("filename", &file)
+            .text("url", url);
+        self.client
+            .run_task(
+                Method::POST,
+                &format!("/nodes/{node}/storage/{}/download-url", self.import_storage),
+                &form,
+            )
+            .await?;
+        Ok(volume)
+    }
+
+    async fn create(&self, resource: &Resource, vm: &VmConfig) -> Result<(), ManagerError> {
+        let vmid = vm.vmid;
+        let node = self.node_of(vmid, Some(resource));
+        let storage = vm.storage_pool.clone().unwrap_or_else(|| "local-lvm".to_owned());
+        match vm.clone_from_vmid {
+            Some(source) => {
+                let source_node = self.node_of(source, None);
+                let (is_template, snapshot) =
+                    self.known().sources.get(&source).cloned().unwrap_or((true, None));
+                self.client.wait_unlocked(&source_node, "qemu", source).await?;
+                let mut form = Form::new()
+                    .number("newid", vmid)
+                    .text("name", &vm.name)
+                    .flag("full", !vm.linked_clone);
+                if !vm.linked_clone {
+                    form = form.text("storage", &storage);
+                }
+                if !is_template && let Some(snapshot) = snapshot {
+                    form = form.text("snapname", snapshot);
+                }
+                if source_node != node {
+                    form = form.text("target", &node);
+                }
+                self.client
+                    .run_task(
+                        Method::POST,
+                        &format!("/nodes/{source_node}/qemu/{source}/clone"),
+                        &form,
+                    )
+                    .await?;
+            }
+            None => {
+                let image = vm.template_image.as_deref().ok_or_else(|| {
+                    ManagerError::failed(format!(
+                        "VM {vmid} has neither template_image nor clone_from_vmid"
+                    ))
+                })?;
+                let volume = self.ensure_image(&node, image, None).await?;
+                let mut net = format!(
+                    "virtio,bridge={}",
+                    vm.network_bridge.as_deref().unwrap_or("vmbr0")
+                );
+                if let Some(mac) = &vm.mac_address {
+                    net = format!(
+                        "virtio={},bridge={}",
+                        mac.to_ascii_uppercase(),
+                        vm.network_bridge.as_deref().unwrap_or("vmbr0")
+                    );
+                }
+                let form = Form::new()
+                    .number("vmid", vmid)
+                    .text("name", &vm.name)
+                    .text("ostype", "l26")
+                    .text("scsihw", "virtio-scsi-pci")
+                    .text("scsi0", format!("{storage}:0,import-from={volume}"))
+                    .text("ide2", format!("{storage}:cloudinit"))
+                    .text("boot", "order=scsi0")
+                    .text("serial0", "socket")
+                    .text("vga", "serial0")
+                    .text("agent", "1")
+                    .text("net0", net)
+                    .text("tags", OWNER_TAG);
+                self.client
+                    .run_task(Method::POST, &format!("/nodes/{node}/qemu"), &form)
+                    .await?;
+            }
+        }
+        self.known().nodes.insert(vmid, node.clone());
+        let desired = fields::desired_fields(vm, self.domain.as_deref());
+        let status = self.status(&node, vmid).await?;
+        let observed = Self::read(&self.client, &node, vmid, &status).await?;
+        self.update(&node, vmid, &fields::diff(&desired, &observed.fields))
+            .await
+    }
+
+    /// Applies changed fields: one config write, disk growth, firewall, then template conversion or
+    /// start, and missing snapshots.
+    async fn update(&self, node: &str, vmid: u32, changes: &[FieldChange]) -> Result<(), ManagerError> {
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        self.client.wait_unlocked(node, "qemu", vmid).await?;
+        let mut config = Form::new();
+        let mut grow = None;
+        let mut start = false;
+        let mut make_template = false;
+        let mut snapshots = Vec::new();
+        let mut firewall_enabled = None;
+        let mut firewall_rules = None;
+        for change in changes {
+            let Some(new) = &change.new else { continue };
+            match change.field.as_str() {
+                "name" | "nameserver" | "searchdomain" | "ciuser" | "agent" => {
+                    config = config.text(&change.field, new.as_str().unwrap_or_default());
+                }
+                "sshkeys" => {
+                    config = config.text(
+                        "sshkeys",
+                        fields::percent_encode(new.as_str().unwrap_or_default()),
+                    )
+                }
+                "cores" | "memory" | "onboot" => config = config.text(&change.field, new.to_string()),
+                "net0" => {
+                    let mut net = new.clone();
+                    // The model leads, with the MAC address when one is known: `virtio=BC:...,bridge=...`.
+                    let model = net.as_object_mut().and_then(|map| map.remove("model"));
+                    let rendered = props::render_object(&net, Some("virtio"));
+                    let rendered = if rendered.starts_with("virtio=") {
+                        rendered
+                    } else {
+                        format!(
+                            "{},{rendered}",
+                            model
+                                .and_then(|m| m.as_str().map(str::to_owned))
+                                .unwrap_or_else(|| "virtio".into())
+                        )
+                    };
+                    config = config.text("net0", rendered);
+                }
+                "ipconfig0" => config = config.text("ipconfig0", props::render_object(new, Some("ip"))),
+                "startup" => config = config.text("startup", props::render_object(new, None)),
+                "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
+                "disk_gb" => {
+                    let size = new.as_f64().unwrap_or_default();
+                    if change
+                        .old
+                        .as_ref()
+                        .and_then(Value::as_f64)
+                        .is_some_and(|old| size < old)
+                    {
+                        return Err(ManagerError::failed(format!(
+                            "Proxmox cannot shrink the disk of VM {vmid} to {size} GiB: delete the VM and apply again to recreate it"
+                        )));
+                    }
+                    grow = Some(size);
+                }
+                "template" => make_template = new == true,
+                "status" => start = new == "running",
+                "snapshots" => {
+                    let have: Vec<&Value> = change
+                        .old
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .map(|list| list.iter().collect())
+                        .unwrap_or_default();
+                    snapshots.extend(
+                        new.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|name| !have.contains(name))
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned),
+                    );
+                }
+                "firewall_enabled" => firewall_enabled = Some(new == true),
+                "firewall_rules" => {
+                    let old = change
+                        .old
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    firewall_rules = Some((old, new.as_array().cloned().unwrap_or_default()));
+                }
+                other => tracing::warn!(field = other, "no way to apply this field yet"),
+            }
+        }
+        if !config.pairs().is_empty() {
+            let _: Value = self.client.put(&format!("{base}/config"), &config).await?;
+        }
+        if let Some(size) = grow {
+            let current: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
+            let disk = BOOT_DISKS
+                .iter()
+                .find(|disk| current.contains_key(**disk))
+                .copied()
+                .unwrap_or("scsi0");
+            let form = Form::new().text("disk", disk).text("size", format!("{size}G"));
+            let answer: Value = self.client.put(&format!("{base}/resize"), &form).await?;
+            if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
+                self.client.wait_task(&upid).await?;
+            }
+        }
+        if let Some((live, wanted)) = firewall_rules {
+            firewall::converge_rules(&self.client, &base, &live, &wanted).await?;
+        }
+        if let Some(enabled) = firewall_enabled {
+            firewall::set_enabled(&self.client, &base, enabled).await?;
+        }
+        if make_template {
+            self.client
+                .run_task(Method::POST, &format!("{base}/template"), &Form::new())
+                .await?;
+            return Ok(());
+        }
+        if start {
+            self.client
+                .run_task(Method::POST, &format!("{base}/status/start"), &Form::new())
+                .await?;
+        }
+        for name in snapshots {
+            let form = Form::new().text("snapname", name);
+            self.client
+                .run_task(Method::POST, &format!("{base}/snapshot"), &form)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn tags_with_owner(&self, base: &str) -> Result<String, PveError> {
+        let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
+        let mut tags: Vec<String> = config
+            .get("tags")
+            .and_then(Value::as_str)
+            .map(|tags| {
+                tags.split([';', ',', ' '])
+                    .filter(|tag| !tag.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !tags.iter().any(|tag| tag == OWNER_TAG) {
+            tags.push(OWNER_TAG.to_owned());
+        }
+        Ok(tags.join(";"))
+    }
+
+    async fn delete(&self, vmid: u32) -> Result<(), ManagerError> {
+        let node = self.node_of(vmid, None);
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        self.client.wait_unlocked(&node, "qemu", vmid).await?;
+        if self.status(&node, vmid).await? == "running" {
+            self.client
+                .run_task(Method::POST, &format!("{base}/status/stop"), &Form::new())
+                .await?;
+        }
+        let answer: Value = self.client.delete(&base, &[("purge", "1")]).await?;
+        if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
+            self.client.wait_task(&upid).await?;
+        }
+        self.known().nodes.remove(&vmid);
+        Ok(())
+    }
+}
+
+/// The configuration a VM will have at its next start: current values with pending ones laid over them.
+fn effective_config(pending: &[Value]) -> BTreeMap<String, Value> {
+    pending
+        .iter()
+        .filter(|item| item["delete"].as_i64().unwrap_or(0) == 0)
+        .filter_map(|item| {
+            let key = item["key"].as_str()?.to_owned();
+            let value = item.get("pending").or_else(|| item.get("value"))?.clone();
+            Some((key, value))
+        })
+        .collect()
+}
+
+fn vm_of(resource: Option<&Resource>) -> Option<&VmConfig> {
+    resource.and_then(|resource| match &resource.desired {
+        Desired::Vm(vm) => Some(vm.as_ref()),
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl Manager for VmManager {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Vm
+    }
+
+    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+        let resources = self.client.cluster_resources().await?;
+        let declared: Vec<u32> = desired
+            .iter()
+            .filter_map(|resource| resource.address.guest_id())
+            .collect();
+        let mut targets = Vec::new();
+        {
+            let mut known = self.known();
+            for resource in desired {
+                if let Some(vm) = vm_of(Some(resource)) {
+                    known
+                        .sources
+                        .insert(vm.vmid, (vm.is_template, vm.template_snapshot_name.clone()));
+                }
+            }
+            for entry in resources.iter().filter(|entry| entry.kind == "qemu") {
+                let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
+                    continue;
+                };
+                known.nodes.insert(vmid, node.clone());
+                let owned = entry
+                    .tags
+                    .as_deref()
+                    .is_some_and(|tags| tags.split([';', ',']).any(|tag| tag == OWNER_TAG));
+                if declared.contains(&vmid) || owned {
+                    targets.push((vmid, node, entry.status.clone().unwrap_or_default()));
+                }
+            }
+        }
+        let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
+        let mut reads = tokio::task::JoinSet::new();
+        for (vmid, node, status) in targets {
+            let client = Arc::clone(&self.client);
+            let limit = Arc::clone(&limit);
+            reads.spawn(async move {
+                let _permit = limit.acquire().await.expect("the semaphore is never closed");
+                (vmid, Self::read(&client, &node, vmid, &status).await)
+            });
+        }
+        let mut observed = BTreeMap::new();
+        while let Some(joined) = reads.join_next().await {
+            let (vmid, result) = joined.expect("reads do not panic");
+            observed.insert(Address::Vm(vmid), result?);
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        let Some(vm) = vm_of(Some(desired)) else {
+            return Vec::new();
+        };
+        let wanted = fields::desired_fields(vm, self.domain.as_deref());
+        let Some(observed) = observed else {
+            return vec![Change::create(desired.address.clone(), &wanted)];
+        };
+        let changed = fields::diff(&wanted, &observed.fields);
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let replace = changed
+            .iter()
+            .any(|field| field.field == "template" && field.new == Some(Value::Bool(false)));
+        let action = if replace { Action::Replace } else { Action::Update };
+        vec![Change {
+            address: desired.address.clone(),
+            action,
+            fields: changed,
+        }]
+    }
+
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        let vmid = change
+            .address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed("not a VM address"))?;
+        match (change.action, desired, vm_of(desired)) {
+            (Action::Delete, _, _) => self.delete(vmid).await,
+            (Action::Create, Some(resource), Some(vm)) => self.create(resource, vm).await,
+            (Action::Replace, Some(resource), Some(vm)) => {
+                self.delete(vmid).await?;
+                self.create(resource, vm).await
+            }
+            (Action::Update, Some(resource), Some(_)) => {
+                let node = self.node_of(vmid, Some(resource));
+                self.update(&node, vmid, &change.fields).await
+            }
+            _ => Err(ManagerError::failed(format!(
+                "{} has no VM configuration",
+                change.address
+            ))),
+        }
+    }
+
+    async fn operate(
+        &self,
+        desired: Option<&Resource>,
+        address: &Address,
+        operation: &Operation,
+    ) -> Result<(), ManagerError> {
+        let vmid = address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed("not a VM address"))?;
+        let node = self.node_of(vmid, desired);
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        match operation {
+            Operation::Start | Operation::Stop | Operation::Restart => {
+                self.client.wait_unlocked(&node, "qemu", vmid).await?;
+                let running = self.status(&node, vmid).await? == "running";
+                let action = match (operation, running) {
+                    (Operation::Start, true) | (Operation::Stop, false) => return Ok(()),
+                    (Operation::Start, false) | (Operation::Restart, false) => "start",
+                    (Operation::Stop, true) => "shutdown",
+                    _ => "reboot",
+                };
+                self.client
+                    .run_task(Method::POST, &format!("{base}/status/{action}"), &Form::new())
+                    .await?;
+            }
+            Operation::Snapshot(name) => {
+                self.client.wait_unlocked(&node, "qemu", vmid).await?;
+                self.client
+                    .run_task(
+                        Method::POST,
+                        &format!("{base}/snapshot"),
+                        &Form::new().text("snapname", name),
+                    )
+                    .await?;
+            }
+            Operation::Rollback(name) => {
+                self.client.wait_unlocked(&node, "qemu", vmid).await?;
+                self.client
+                    .run_task(
+                        Method::POST,
+                        &format!("{base}/snapshot/{name}/rollback"),
+                        &Form::new(),
+                    )
+                    .await?;
+            }
+            Operation::HealthCheck => {
+                return Err(ManagerError::failed(format!(
+                    "{address}: health checks through the guest agent are not supported yet"
+                )));
+            }
+            Operation::Delete => {
+                let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
+                let owned = config
+                    .get("tags")
+                    .and_then(Value::as_str)
+                    .is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
+                if !owned {
+                    return Err(ManagerError::failed(format!(
+                        "{address} is not tagged `{OWNER_TAG}`: Phoenix deletes only what it owns"
+                    )));
+                }
+                self.delete(vmid).await?;
+            }
+        }
+        Ok(())
+    }
+}
