@@ -41,7 +41,41 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_storage(estate, &mut problems);
     check_nodes(estate, &mut problems);
     check_shared_volumes(estate, &mut problems);
+    check_clone_sizes(estate, &mut problems);
     problems
+}
+
+/// A clone cannot have a smaller disk than its source: disks grow, never shrink.
+fn check_clone_sizes(estate: &Estate, problems: &mut Vec<Problem>) {
+    let size = |guest: &Guest| match &guest.spec {
+        GuestSpec::Container(container) => container.storage_size_gb.map(|size| ("storage_size_gb", size)),
+        GuestSpec::Vm(vm) => vm.disk_size_gb.map(|size| ("disk_size_gb", size)),
+    };
+    for guest in estate.guests().values() {
+        let Some(source) = guest.clone_from.and_then(|id| estate.guest(id)) else {
+            continue;
+        };
+        let (Some((key, wanted)), Some((_, inherited))) = (size(guest), size(source)) else {
+            continue;
+        };
+        if wanted >= inherited {
+            continue;
+        }
+        problems.push(
+            Problem::warning(
+                "phoenix::disk::smaller_than_source",
+                guest.file,
+                guest.pointer_to(key),
+                format!(
+                    "{} asks for {wanted} GiB but is cloned from {} with {inherited} GiB; the clone keeps {inherited} GiB",
+                    guest.describe(),
+                    source.describe()
+                ),
+            )
+            .with_label("smaller than the clone source")
+            .with_help(format!("disks grow but never shrink: declare at least {inherited} GiB, or make the source smaller")),
+        );
+    }
 }
 
 fn check_references(estate: &Estate, problems: &mut Vec<Problem>) {

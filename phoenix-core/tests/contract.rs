@@ -91,6 +91,7 @@ fn reference_configs_validate_with_warnings_only() {
         "phoenix::config::legacy_key",
         "phoenix::config::plaintext_secret",
         "phoenix::config::template_path",
+        "phoenix::disk::smaller_than_source",
         "phoenix::firewall::duplicate_rule",
         "phoenix::shared_volume::unknown_container",
     ]);

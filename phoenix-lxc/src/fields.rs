@@ -305,17 +305,14 @@ pub(crate) fn diff(
                 }
             }
             "rootfs_gb" => {
+                // Sizes are minimums: Proxmox grows disks but cannot shrink them, so a disk larger than
+                // declared (grown by hand, or cloned from a larger source) is left as it is.
                 let (have, want) = (
                     live.and_then(Value::as_f64).unwrap_or(0.0),
                     wanted.as_f64().unwrap_or(0.0),
                 );
-                if (have - want).abs() > 0.01 {
-                    let consequence = if want < have {
-                        Consequence::Destructive
-                    } else {
-                        Consequence::Live
-                    };
-                    changes.push(change(wanted.clone(), consequence));
+                if want > have + 0.01 {
+                    changes.push(change(wanted.clone(), Consequence::Live));
                 }
             }
             _ if live == Some(wanted) => {}
@@ -338,11 +335,12 @@ fn diff_mounts(wanted: &Value, live: Option<&Value>) -> Vec<FieldChange> {
     for (path, declared) in wanted.as_object().into_iter().flatten() {
         let declared = declared.as_object().expect("mounts are objects");
         let existing = observed.get(path).and_then(Value::as_object);
+        // Declared keys must match, except a volume's size, which is a minimum (disks grow, never shrink).
         let matches = existing.is_some_and(|existing| {
-            declared
-                .iter()
-                .all(|(key, value)| existing.get(key) == Some(value))
-                && declared.contains_key("ro") == existing.contains_key("ro")
+            declared.iter().all(|(key, value)| match key.as_str() {
+                "size_gb" => existing.get(key).and_then(Value::as_f64) >= value.as_f64(),
+                _ => existing.get(key) == Some(value),
+            }) && declared.contains_key("ro") == existing.contains_key("ro")
         });
         if matches {
             continue;
@@ -362,19 +360,12 @@ fn diff_mounts(wanted: &Value, live: Option<&Value>) -> Vec<FieldChange> {
         if let Some(volume) = existing.and_then(|existing| existing.get("volume")) {
             new.insert("volume".into(), volume.clone());
         }
-        let shrinks = matches!(
-            (existing.and_then(|e| e.get("size_gb")).and_then(Value::as_f64), declared.get("size_gb").and_then(Value::as_f64)),
-            (Some(have), Some(want)) if want < have
-        );
+
         changes.push(FieldChange {
             field: format!("mount {path}"),
             old: existing.map(|existing| Value::Object(existing.clone())),
             new: Some(Value::Object(new)),
-            consequence: if shrinks {
-                Consequence::Destructive
-            } else {
-                Consequence::Restart
-            },
+            consequence: Consequence::Restart,
         });
     }
     changes

@@ -302,6 +302,7 @@ impl LxcManager {
         let mut start = false;
         let mut snapshots = Vec::new();
         let mut run_scripts = false;
+        let mut removed: Vec<String> = Vec::new();
         let mut raw_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut firewall_enabled = None;
         let mut firewall_rules = None;
@@ -320,25 +321,15 @@ impl LxcManager {
                 }
                 "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
                 "devices" => {
-                    for (index, path) in new.as_array().into_iter().flatten().enumerate() {
+                    let wanted = new.as_array().cloned().unwrap_or_default();
+                    for (index, path) in wanted.iter().enumerate() {
                         config = config.text(&format!("dev{index}"), path.as_str().unwrap_or_default());
                     }
+                    // A clone inherits its source's devices: entries beyond the declared ones go.
+                    let had = change.old.as_ref().and_then(Value::as_array).map_or(0, Vec::len);
+                    removed.extend((wanted.len()..had).map(|index| format!("dev{index}")));
                 }
-                "rootfs_gb" => {
-                    let size = new.as_f64().unwrap_or_default();
-                    if change
-                        .old
-                        .as_ref()
-                        .and_then(Value::as_f64)
-                        .is_some_and(|old| size < old)
-                    {
-                        return Err(ManagerError::failed(format!(
-                            "Proxmox cannot shrink the root disk of container {vmid} to {size} GiB: delete the container and apply again to recreate it"
-                        ))
-                        .into());
-                    }
-                    resizes.push(("rootfs".to_owned(), size));
-                }
+                "rootfs_gb" => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
                 "status" => start = new == "running",
                 "snapshots" => {
                     let have: Vec<&Value> = change
@@ -404,6 +395,9 @@ impl LxcManager {
             && let Some(guest) = &self.guest
         {
             guest.set_raw_keys(node, vmid, &raw_keys).await?;
+        }
+        if !removed.is_empty() {
+            config = config.text("delete", removed.join(","));
         }
         if !config.pairs().is_empty() {
             let _: Value = self.client.put(&format!("{base}/config"), &config).await?;

@@ -214,17 +214,14 @@ pub(crate) fn diff(
                 }
             }
             "disk_gb" => {
+                // Sizes are minimums: Proxmox grows disks but cannot shrink them, so a disk larger than
+                // declared (grown by hand, or cloned from a larger source) is left as it is.
                 let (have, want) = (
                     live.and_then(Value::as_f64).unwrap_or(0.0),
                     wanted.as_f64().unwrap_or(0.0),
                 );
-                if (have - want).abs() > 0.01 {
-                    let consequence = if want < have {
-                        Consequence::Destructive
-                    } else {
-                        Consequence::Live
-                    };
-                    changes.push(change(wanted.clone(), consequence));
+                if want > have + 0.01 {
+                    changes.push(change(wanted.clone(), Consequence::Live));
                 }
             }
             _ if live == Some(wanted) => {}

@@ -261,20 +261,7 @@ impl VmManager {
                 "ipconfig0" => config = config.text("ipconfig0", props::render_object(new, Some("ip"))),
                 "startup" => config = config.text("startup", props::render_object(new, None)),
                 "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
-                "disk_gb" => {
-                    let size = new.as_f64().unwrap_or_default();
-                    if change
-                        .old
-                        .as_ref()
-                        .and_then(Value::as_f64)
-                        .is_some_and(|old| size < old)
-                    {
-                        return Err(ManagerError::failed(format!(
-                            "Proxmox cannot shrink the disk of VM {vmid} to {size} GiB: delete the VM and apply again to recreate it"
-                        )));
-                    }
-                    grow = Some(size);
-                }
+                "disk_gb" => grow = new.as_f64(),
                 "template" => make_template = new == true,
                 "status" => start = new == "running",
                 "snapshots" => {

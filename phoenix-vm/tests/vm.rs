@@ -34,21 +34,6 @@ fn fixture() -> Vec<Resource> {
     )
 }
 
-const RESIZE_LIKE_PROXMOX: &str = r#"
-import re
-original = pve.answer
-async def answer(request, match, params, user, call=None):
-    result = await original(request, match, params, user, call)
-    if match is not None and request.method == 'PUT' and match.template == '/nodes/{node}/qemu/{vmid}/resize':
-        vm = pve.vm(int(match.params['vmid']))
-        disk, size = params.get('disk'), str(params.get('size', ''))
-        value = vm.config.get(disk)
-        if value and size and not size.startswith('+'):
-            vm.config[disk] = re.sub(r'size=[^,]*', 'size=' + size, value) if 'size=' in value else value + ',size=' + size
-    return result
-pve.answer = answer
-"#;
-
 struct Harness {
     fake: FakePve,
     client: Arc<Client>,

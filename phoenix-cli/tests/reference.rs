@@ -1,0 +1,95 @@
+//! The real configuration of the earlier bash version (`../shared/reference/original/etc`), containers
+//! and VMs together, planned and applied against fakepve: in dependency order across kinds, and a
+//! second plan that is empty.
+
+#[path = "../../phoenix-pve/tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::FakePve;
+
+fn reference() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/original/etc")
+}
+
+fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(args)
+        .env("PHOENIX_PVE_URL", &fake.info.url)
+        .env("PHOENIX_PVE_USER", &fake.info.user)
+        .env("PHOENIX_PVE_PASSWORD", &fake.info.password)
+        .env("PHOENIX_PVE_CA_FILE", &fake.info.cafile)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("phoenix runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn the_reference_estate_converges_across_kinds() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    // The storages the reference names, as its host would have registered them.
+    fake.exec(
+        "for name in ('quickOS-lxc-disks', 'quickOS-vm-disks', 'fastData-shared-bulk-data'):\n    pve.storages[name] = {'type': 'zfspool', 'active': 1, 'content': 'images,rootdir', 'files': set(), 'pool': name}\npve.storages['local']['content'] += ',import'",
+    )
+    .await;
+    fake.resize_vm_disks_like_proxmox().await;
+    let dir = reference();
+    let dir = dir.to_str().expect("UTF-8 path");
+
+    let apply = phoenix(&fake, &["apply", "-c", dir, "--yes", "--output", "json"]);
+    assert!(
+        apply.status.success(),
+        "{}\n{}",
+        text(&apply.stdout),
+        text(&apply.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_slice(&apply.stdout).expect("JSON");
+    let order: Vec<&str> = document["report"]["resources"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|line| line["status"] == "changed")
+        .map(|line| line["address"].as_str().expect("address"))
+        .collect();
+    assert_eq!(order.len(), 15, "12 containers and 3 VMs: {order:?}");
+    let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
+    // Edges of the reference README, across kinds.
+    for (later, earlier) in [
+        ("lxc/103", "lxc/900"),
+        ("lxc/102", "lxc/103"),
+        ("vm/1001", "vm/9000"),
+        ("vm/1001", "lxc/102"),
+        ("vm/1002", "vm/1001"),
+        ("lxc/901", "vm/1002"),
+        ("lxc/911", "lxc/901"),
+        ("lxc/801", "lxc/911"),
+    ] {
+        assert!(
+            position(earlier) < position(later),
+            "{earlier} before {later}: {order:?}"
+        );
+    }
+
+    let again = phoenix(&fake, &["plan", "-c", dir, "--detailed-exitcode"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&again.stdout),
+        text(&again.stderr)
+    );
+    assert!(
+        text(&again.stdout).contains("No changes: 15 resources are up to date."),
+        "{}",
+        text(&again.stdout)
+    );
+}
