@@ -46,9 +46,7 @@ impl Harness {
         // Cloud images are imported from a storage with the `import` content type.
         fake.exec("pve.storages['local']['content'] += ',import,snippets'")
             .await;
-        // fakepve answers VM disk resizes without resizing (the endpoint is outside its hand-written
-        // areas); teach it what Proxmox does, so that a grown disk reads back grown.
-        fake.exec(RESIZE_LIKE_PROXMOX).await;
+        fake.resize_vm_disks_like_proxmox().await;
         let auth = Auth::Ticket {
             user: fake.info.user.clone(),
             password: SecretString::new(fake.info.password.clone()),
