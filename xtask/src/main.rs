@@ -2,6 +2,7 @@
 //!
 //! - `validate [DIR...]`: validate configuration directories with `phoenix validate` (the examples when none).
 //! - `bench`: run the benchmarks and print their figures.
+//! - `demo`: apply the whole of `examples/homelab` to the built-in demo target, then plan again (no changes).
 //! - `ci`: everything CI checks: formatting, clippy, the tests, and `validate`.
 //!
 //! Kept free of dependencies: it only runs cargo and the `phoenix` binary.
@@ -17,9 +18,10 @@ fn main() -> ExitCode {
     let outcome = match command.as_deref() {
         Some("validate") => validate(&rest),
         Some("bench") => bench(),
+        Some("demo") => demo(),
         Some("ci") => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <validate [DIR...] | bench | ci>");
+            eprintln!("usage: cargo xtask <validate [DIR...] | bench | demo | ci>");
             return ExitCode::from(2);
         }
     };
@@ -93,6 +95,37 @@ fn validate(dirs: &[String]) -> Result<(), String> {
     } else {
         Err(format!("invalid: {}", failed.join(", ")))
     }
+}
+
+/// Applies `examples/homelab` (containers, VMs, stacks, host and sync steps) to a fresh demo target and
+/// shows that a second plan finds nothing to do.
+fn demo() -> Result<(), String> {
+    run(
+        "build phoenix",
+        cargo().args(["build", "--quiet", "--package", "phoenix-cli"]),
+    )?;
+    let phoenix = root().join("target/debug/phoenix");
+    let state = env::temp_dir().join(format!("phoenix-xtask-demo-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&state);
+    let config = root().join("examples/homelab");
+    let target = |command: &mut Command| {
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--demo")
+            .arg("--demo-state")
+            .arg(&state);
+    };
+    let mut apply = Command::new(&phoenix);
+    apply.args(["apply", "--yes"]);
+    target(&mut apply);
+    run("phoenix apply --demo (examples/homelab)", &mut apply)?;
+    let mut plan = Command::new(&phoenix);
+    plan.args(["plan", "--detailed-exitcode"]);
+    target(&mut plan);
+    let outcome = run("phoenix plan --demo --detailed-exitcode", &mut plan);
+    let _ = std::fs::remove_file(&state);
+    outcome.map_err(|_| "the second plan found changes: the demo did not converge".to_owned())
 }
 
 fn bench() -> Result<(), String> {
