@@ -129,12 +129,14 @@ impl Target {
             .iter()
             .find(|storage| storage.content.iter().any(|content| content == "import"))
             .map_or_else(|| "local".to_owned(), |storage| storage.id.clone());
+        let scripts = guest_scripts(estate, config_dir)?;
         let vm = VmManager::new(
             Arc::clone(&client),
             default_node.clone(),
             hypervisor.domain_name.clone(),
             import_storage,
-        );
+        )
+        .with_scripts(scripts.clone());
         let mut lxc = LxcManager::new(client, default_node, hypervisor.domain_name.clone());
         match host_channel(
             hypervisor
@@ -142,9 +144,9 @@ impl Target {
                 .as_ref()
                 .and_then(|connection| connection.ssh.as_deref()),
         ) {
-            Some(host) => lxc = lxc.with_guest_access(host, guest_scripts(estate, config_dir)?),
+            Some(host) => lxc = lxc.with_guest_access(host, scripts),
             None => eprintln!(
-                "Features, application scripts and health checks are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
+                "Features, application scripts and health checks in containers are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
             ),
         }
         let mut managers = Managers::default();

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use phoenix_core::ManagerError;
 use phoenix_core::config::HealthCheck;
 
+use crate::client::{Client, Form};
 use crate::host::{CommandOutput, HostChannel, HostError, in_container, sha256_hex};
 
 /// Where feature records live inside guests.
@@ -138,6 +139,110 @@ impl GuestExec for LxcAttach {
         command.push(separator);
         command.extend(argv.iter().cloned());
         self.host.run(&command, stdin, timeout).await.map_err(host_error)
+    }
+}
+
+/// Commands inside a VM through the QEMU guest agent (`agent/exec`, then `agent/exec-status` until the
+/// command exits). The agent takes no environment, so variables are set with `/usr/bin/env NAME=VALUE`,
+/// as arguments.
+#[derive(Clone)]
+pub struct QemuAgent {
+    /// The API client.
+    pub client: Arc<Client>,
+    /// The VM's node.
+    pub node: String,
+    /// The VM.
+    pub vmid: u32,
+}
+
+impl QemuAgent {
+    /// Waits until the agent answers a ping, within `timeout`.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), ManagerError> {
+        let started = tokio::time::Instant::now();
+        let path = format!("/nodes/{}/qemu/{}/agent/ping", self.node, self.vmid);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.client.post::<serde_json::Value>(&path, &Form::new()).await {
+                Ok(_) => return Ok(()),
+                Err(error) if started.elapsed() >= timeout => {
+                    return Err(ManagerError::Timeout {
+                        operation: format!("the guest agent of VM {} (last answer: {error})", self.vmid),
+                        seconds: timeout.as_secs(),
+                    });
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+#[async_trait]
+impl GuestExec for QemuAgent {
+    fn describe(&self) -> String {
+        format!("VM {}", self.vmid)
+    }
+
+    async fn exec(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        environment: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<CommandOutput, ManagerError> {
+        let base = format!("/nodes/{}/qemu/{}/agent", self.node, self.vmid);
+        let mut form = Form::new();
+        if !environment.is_empty() {
+            form = form.text("command", "/usr/bin/env");
+            for (name, value) in environment {
+                form = form.text("command", format!("{name}={value}"));
+            }
+        }
+        for arg in argv {
+            form = form.text("command", arg);
+        }
+        if let Some(stdin) = stdin {
+            form = form.text("input-data", String::from_utf8_lossy(stdin));
+        }
+        let started: serde_json::Value = self
+            .client
+            .post(&format!("{base}/exec"), &form)
+            .await
+            .map_err(ManagerError::from)?;
+        let pid = started["pid"]
+            .as_i64()
+            .ok_or_else(|| ManagerError::failed(format!("agent/exec of VM {} gave no pid", self.vmid)))?;
+        let began = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let status: serde_json::Value = self
+                .client
+                .get(&format!("{base}/exec-status"), &[("pid", &pid.to_string())])
+                .await
+                .map_err(ManagerError::from)?;
+            let exited = status["exited"]
+                .as_bool()
+                .unwrap_or_else(|| status["exited"].as_i64() == Some(1));
+            if exited {
+                let text = |key: &str| status[key].as_str().unwrap_or_default().to_owned();
+                return Ok(CommandOutput {
+                    status: status["exitcode"]
+                        .as_i64()
+                        .and_then(|code| i32::try_from(code).ok()),
+                    stdout: text("out-data"),
+                    stderr: text("err-data"),
+                });
+            }
+            if began.elapsed() >= timeout {
+                return Err(ManagerError::Timeout {
+                    operation: format!("{} in VM {}", argv.join(" "), self.vmid),
+                    seconds: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
     }
 }
 

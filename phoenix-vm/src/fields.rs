@@ -180,7 +180,7 @@ pub(crate) fn diff(
             consequence,
         };
         match field.as_str() {
-            "net0" | "ipconfig0" | "startup" => {
+            "net0" | "ipconfig0" | "startup" | "guest_scripts" => {
                 let mut merged = live.and_then(Value::as_object).cloned().unwrap_or_default();
                 let declared = wanted.as_object().expect("map fields are objects");
                 if declared.iter().all(|(key, value)| merged.get(key) == Some(value)) {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_core::config::VmConfig;
@@ -9,11 +10,26 @@ use phoenix_core::{
     Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Operation, Resource,
     ResourceKind,
 };
+use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
 use phoenix_pve::{Client, Form, Method, PveError, firewall, props};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::fields::{self, BOOT_DISKS, OWNER_TAG};
+
+/// Mounts the NFS volumes of `PHOENIX_NFS_VOLUMES` (one `server:path mount_point options` per line): an
+/// fstab line per volume, written once, and a mount when it is not mounted yet. Values arrive as data.
+const NFS_VOLUMES: &str = r#"set -eu
+command -v mount.nfs >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q nfs-common; }
+printf '%s\n' "$PHOENIX_NFS_VOLUMES" | while read -r source target options; do
+    [ -n "$source" ] || continue
+    mkdir -p "$target"
+    if ! awk -v target="$target" '$2 == target { found = 1 } END { exit !found }' /etc/fstab; then
+        printf '%s %s nfs %s 0 0\n' "$source" "$target" "$options" >> /etc/fstab
+    fi
+    mountpoint -q "$target" || mount "$target"
+done
+"#;
 
 /// Reads of VM configs at once.
 const READ_CONCURRENCY: usize = 8;
@@ -27,6 +43,8 @@ pub struct VmManager {
     domain: Option<String>,
     import_storage: String,
     known: Mutex<Known>,
+    scripts: Option<Arc<GuestScripts>>,
+    agent_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -51,7 +69,138 @@ impl VmManager {
             domain,
             import_storage: import_storage.into(),
             known: Mutex::new(Known::default()),
+            scripts: None,
+            agent_timeout: Duration::from_secs(300),
         }
+    }
+
+    /// Lets the manager run features, application scripts, NFS mounts and health checks inside VMs,
+    /// through the QEMU guest agent.
+    pub fn with_scripts(mut self, scripts: GuestScripts) -> VmManager {
+        self.scripts = Some(Arc::new(scripts));
+        self
+    }
+
+    /// How long to wait for the guest agent after a start (default five minutes).
+    pub fn with_agent_timeout(mut self, timeout: Duration) -> VmManager {
+        self.agent_timeout = timeout;
+        self
+    }
+
+    fn agent(&self, node: &str, vmid: u32) -> QemuAgent {
+        QemuAgent {
+            client: Arc::clone(&self.client),
+            node: node.to_owned(),
+            vmid,
+        }
+    }
+
+    /// The scripts a VM runs, in order: its NFS mounts, its features, then its application script.
+    fn scripts_for(&self, vm: &VmConfig) -> Vec<Script> {
+        let Some(scripts) = &self.scripts else {
+            return Vec::new();
+        };
+        let mut all = Vec::new();
+        if !vm.volumes.is_empty() {
+            let lines: Vec<String> = vm
+                .volumes
+                .iter()
+                .map(|volume| {
+                    let options = volume
+                        .options
+                        .clone()
+                        .unwrap_or_else(|| "defaults,_netdev".to_owned());
+                    format!(
+                        "{}:{} {} {options}",
+                        volume.server, volume.path, volume.mount_point
+                    )
+                })
+                .collect();
+            let environment = BTreeMap::from([("PHOENIX_NFS_VOLUMES".to_owned(), lines.join("\n"))]);
+            all.push(Script {
+                record: "nfs-volumes".to_owned(),
+                text: NFS_VOLUMES.to_owned(),
+                environment,
+            });
+        }
+        all.extend(scripts.for_guest(&vm.features, None, &BTreeMap::new()));
+        all
+    }
+
+    /// The declared fields, with the scripts' digests when the manager runs scripts in guests.
+    fn wanted(&self, vm: &VmConfig) -> BTreeMap<String, Value> {
+        let mut wanted = fields::desired_fields(vm, self.domain.as_deref());
+        let scripts: serde_json::Map<String, Value> = self
+            .scripts_for(vm)
+            .iter()
+            .map(|script| (script.record.clone(), Value::String(script.digest())))
+            .collect();
+        if !scripts.is_empty() && !vm.is_template {
+            wanted.insert("guest_scripts".to_owned(), Value::Object(scripts));
+        }
+        wanted
+    }
+
+    /// Work inside the running VM: its scripts whose records differ (between the lifecycle snapshots),
+    /// then its health check. Waits for the guest agent first, within the agent time limit.
+    async fn inside(
+        &self,
+        node: &str,
+        vmid: u32,
+        vm: &VmConfig,
+        run_scripts: bool,
+    ) -> Result<(), ManagerError> {
+        if self.scripts.is_none() || (!run_scripts && vm.health_check.is_none()) {
+            return Ok(());
+        }
+        let agent = self.agent(node, vmid);
+        agent.wait_until_ready(self.agent_timeout).await?;
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        if run_scripts {
+            let records = inside::records(&agent).await?;
+            let pending: Vec<Script> = self
+                .scripts_for(vm)
+                .into_iter()
+                .filter(|script| records.get(&script.record) != Some(&script.digest()))
+                .collect();
+            if !pending.is_empty() {
+                if vm.enable_lifecycle_snapshots {
+                    self.snapshot_once(&base, "pre-features").await?;
+                }
+                let declared = serde_json::to_string(vm).expect("configuration serialises");
+                inside::write_guest_config(&agent, &declared).await?;
+                for script in &pending {
+                    if script.text.is_empty() {
+                        return Err(ManagerError::failed(format!(
+                            "no script for `{}`: add it to the configuration directory",
+                            script.record
+                        )));
+                    }
+                    inside::apply_script(&agent, script).await?;
+                }
+                if vm.enable_lifecycle_snapshots {
+                    self.snapshot_once(&base, "post-features").await?;
+                }
+            }
+        }
+        if let Some(check) = &vm.health_check {
+            inside::health_check(&agent, check).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot_once(&self, base: &str, name: &str) -> Result<(), ManagerError> {
+        let snapshots: Vec<Value> = self.client.get(&format!("{base}/snapshot"), &[]).await?;
+        if !snapshots.iter().any(|snapshot| snapshot["name"] == name) {
+            self.client
+                .run_task(
+                    Method::POST,
+                    &format!("{base}/snapshot"),
+                    &Form::new().text("snapname", name),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -67,7 +216,13 @@ impl VmManager {
             .unwrap_or_else(|| self.default_node.clone())
     }
 
-    async fn read(client: &Client, node: &str, vmid: u32, status: &str) -> Result<Observed, PveError> {
+    async fn read(
+        client: &Arc<Client>,
+        node: &str,
+        vmid: u32,
+        status: &str,
+        records: bool,
+    ) -> Result<Observed, PveError> {
         let base = format!("/nodes/{node}/qemu/{vmid}");
         // `pending` gives each key's current value and the one the next start will use; Phoenix compares
         // the latter, so a change already made (waiting for a restart) is not made again.
@@ -81,9 +236,27 @@ impl VmManager {
             .map(str::to_owned)
             .collect();
         let firewall = firewall::read(client, &base).await?;
-        Ok(Observed {
-            fields: fields::observed_fields(&config, status, &names, firewall),
-        })
+        let mut fields = fields::observed_fields(&config, status, &names, firewall);
+        // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
+        // none, and apply waits for the agent before it runs anything.
+        if records && status == "running" && fields.get("agent") == Some(&Value::String("1".into())) {
+            let agent = QemuAgent {
+                client: Arc::clone(client),
+                node: node.to_owned(),
+                vmid,
+            };
+            match inside::records(&agent).await {
+                Ok(found) => {
+                    let found = found
+                        .into_iter()
+                        .map(|(name, digest)| (name, Value::String(digest)))
+                        .collect();
+                    fields.insert("guest_scripts".to_owned(), Value::Object(found));
+                }
+                Err(error) => tracing::debug!(vmid, %error, "feature records not readable yet"),
+            }
+        }
+        Ok(Observed { fields })
     }
 
     async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
@@ -209,16 +382,22 @@ impl VmManager {
             }
         }
         self.known().nodes.insert(vmid, node.clone());
-        let desired = fields::desired_fields(vm, self.domain.as_deref());
+        let desired = self.wanted(vm);
         let status = self.status(&node, vmid).await?;
-        let observed = Self::read(&self.client, &node, vmid, &status).await?;
-        self.update(&node, vmid, &fields::diff(&desired, &observed.fields))
+        let observed = Self::read(&self.client, &node, vmid, &status, self.scripts.is_some()).await?;
+        self.update(&node, vmid, &fields::diff(&desired, &observed.fields), vm)
             .await
     }
 
     /// Applies changed fields: one config write, disk growth, firewall, then template conversion or
     /// start, and missing snapshots.
-    async fn update(&self, node: &str, vmid: u32, changes: &[FieldChange]) -> Result<(), ManagerError> {
+    async fn update(
+        &self,
+        node: &str,
+        vmid: u32,
+        changes: &[FieldChange],
+        vm: &VmConfig,
+    ) -> Result<(), ManagerError> {
         let base = format!("/nodes/{node}/qemu/{vmid}");
         self.client.wait_unlocked(node, "qemu", vmid).await?;
         let mut config = Form::new();
@@ -228,6 +407,7 @@ impl VmManager {
         let mut snapshots = Vec::new();
         let mut firewall_enabled = None;
         let mut firewall_rules = None;
+        let mut run_scripts = false;
         for change in changes {
             let Some(new) = &change.new else { continue };
             match change.field.as_str() {
@@ -263,6 +443,7 @@ impl VmManager {
                 "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
                 "disk_gb" => grow = new.as_f64(),
                 "template" => make_template = new == true,
+                "guest_scripts" => run_scripts = true,
                 "status" => start = new == "running",
                 "snapshots" => {
                     let have: Vec<&Value> = change
@@ -325,6 +506,9 @@ impl VmManager {
             self.client
                 .run_task(Method::POST, &format!("{base}/status/start"), &Form::new())
                 .await?;
+        }
+        if !make_template {
+            self.inside(node, vmid, vm, run_scripts).await?;
         }
         for name in snapshots {
             let form = Form::new().text("snapname", name);
@@ -428,13 +612,14 @@ impl Manager for VmManager {
             }
         }
         let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
+        let records = self.scripts.is_some();
         let mut reads = tokio::task::JoinSet::new();
         for (vmid, node, status) in targets {
             let client = Arc::clone(&self.client);
             let limit = Arc::clone(&limit);
             reads.spawn(async move {
                 let _permit = limit.acquire().await.expect("the semaphore is never closed");
-                (vmid, Self::read(&client, &node, vmid, &status).await)
+                (vmid, Self::read(&client, &node, vmid, &status, records).await)
             });
         }
         let mut observed = BTreeMap::new();
@@ -449,7 +634,7 @@ impl Manager for VmManager {
         let Some(vm) = vm_of(Some(desired)) else {
             return Vec::new();
         };
-        let wanted = fields::desired_fields(vm, self.domain.as_deref());
+        let wanted = self.wanted(vm);
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &wanted)];
         };
@@ -480,9 +665,9 @@ impl Manager for VmManager {
                 self.delete(vmid).await?;
                 self.create(resource, vm).await
             }
-            (Action::Update, Some(resource), Some(_)) => {
+            (Action::Update, Some(resource), Some(vm)) => {
                 let node = self.node_of(vmid, Some(resource));
-                self.update(&node, vmid, &change.fields).await
+                self.update(&node, vmid, &change.fields, vm).await
             }
             _ => Err(ManagerError::failed(format!(
                 "{} has no VM configuration",
@@ -537,9 +722,15 @@ impl Manager for VmManager {
                     .await?;
             }
             Operation::HealthCheck => {
-                return Err(ManagerError::failed(format!(
-                    "{address}: health checks through the guest agent are not supported yet"
-                )));
+                let check = vm_of(desired).and_then(|vm| vm.health_check.clone());
+                let Some(check) = check else {
+                    return Err(ManagerError::failed(format!(
+                        "{address} declares no health check"
+                    )));
+                };
+                let agent = self.agent(&node, vmid);
+                agent.wait_until_ready(self.agent_timeout).await?;
+                inside::health_check(&agent, &check).await?;
             }
             Operation::Delete => {
                 let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;

@@ -27,8 +27,11 @@ fn fixture() -> Vec<Resource> {
             ))
         })
         .collect();
+    let options = CheckOptions {
+        extra_features: vec!["hello".to_owned()],
+    };
     resources(
-        &validate(sources, &CheckOptions::default())
+        &validate(sources, &options)
             .into_estate()
             .expect("the fixture is valid"),
     )
@@ -237,4 +240,156 @@ async fn drift_by_hand_is_corrected_including_ssh_keys() {
     );
     assert!(harness.apply(&plan).await.succeeded());
     assert!(!harness.plan().await.has_changes());
+}
+
+async fn with_agents(hanging: &[u32], hello: &str) -> Option<Harness> {
+    let fake = FakePve::start().await?;
+    fake.exec("pve.storages['local']['content'] += ',import,snippets'")
+        .await;
+    fake.resize_vm_disks_like_proxmox().await;
+    fake.emulate_guest_agents(hanging).await;
+    let auth = Auth::Ticket {
+        user: fake.info.user.clone(),
+        password: SecretString::new(fake.info.password.clone()),
+    };
+    let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
+    let client = Arc::new(Client::connect(settings).await.expect("connects"));
+    let scripts = phoenix_pve::guest::GuestScripts {
+        features: std::collections::BTreeMap::from([("hello".to_owned(), hello.to_owned())]),
+        ..Default::default()
+    };
+    let manager = VmManager::new(Arc::clone(&client), "pve1", None, "local")
+        .with_scripts(scripts)
+        .with_agent_timeout(std::time::Duration::from_secs(1));
+    let mut managers = Managers::default();
+    managers.register(Arc::new(manager));
+    Some(Harness {
+        fake,
+        client,
+        managers,
+    })
+}
+
+/// Requests that change something, leaving out the guest agent's, which are POSTs even to read.
+async fn writes_outside_the_agent(harness: &Harness) -> usize {
+    harness
+        .fake
+        .requests()
+        .await
+        .iter()
+        .filter(|(method, path, _)| {
+            method != "GET" && !path.ends_with("/access/ticket") && !path.contains("/agent/")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn features_and_nfs_volumes_run_through_the_guest_agent_once() {
+    let Some(harness) = with_agents(&[], "echo hello from the feature\n").await else {
+        return;
+    };
+    let report = harness.apply(&harness.plan().await).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let runs = harness.fake.exec("result = pve.vm(1001).phoenix_runs").await;
+    let runs: Vec<&str> = runs
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(runs.len(), 2, "the NFS volumes, then the feature: {runs:?}");
+    assert!(
+        runs[0].contains("/etc/fstab") && runs[1].contains("hello from the feature"),
+        "{runs:?}"
+    );
+    let records = harness.fake.exec("result = pve.vm(1001).phoenix_records").await;
+    assert_eq!(
+        records.as_object().map(|records| records.len()),
+        Some(2),
+        "{records}"
+    );
+    let snapshots: Vec<Value> = harness
+        .client
+        .get("/nodes/pve1/qemu/1001/snapshot", &[])
+        .await
+        .expect("lists");
+    let names: Vec<&str> = snapshots
+        .iter()
+        .filter_map(|snapshot| snapshot["name"].as_str())
+        .collect();
+    for name in ["pre-features", "post-features", "configured"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+
+    let before = writes_outside_the_agent(&harness).await;
+    let second = harness.plan().await;
+    assert!(
+        !second.has_changes(),
+        "{:#?}",
+        second
+            .entries()
+            .iter()
+            .filter(|entry| !entry.is_unchanged())
+            .collect::<Vec<_>>()
+    );
+    assert!(harness.apply(&second).await.succeeded());
+    assert_eq!(writes_outside_the_agent(&harness).await, before);
+    let runs = harness.fake.exec("result = len(pve.vm(1001).phoenix_runs)").await;
+    assert_eq!(runs, 2, "nothing ran again");
+}
+
+#[tokio::test]
+async fn a_feature_failing_inside_the_vm_reports_its_exit_code_and_output() {
+    let Some(harness) = with_agents(&[], "echo PHOENIX_TEST_FAIL\n").await else {
+        return;
+    };
+    let report = harness.apply(&harness.plan().await).await;
+    let outcome = |id| {
+        report
+            .resources
+            .iter()
+            .find(|line| line.address == Address::Vm(id))
+            .map(|line| line.outcome.clone())
+    };
+    let Some(phoenix_core::Outcome::Failed { error, .. }) = outcome(1001) else {
+        panic!("{report:#?}")
+    };
+    assert!(
+        error.contains("`hello` failed in VM 1001 (exit 3)") && error.contains("boom"),
+        "{error}"
+    );
+    assert_eq!(
+        outcome(1002),
+        Some(phoenix_core::Outcome::Skipped {
+            reason: "vm/1001 failed".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_does_not_answer_times_out_and_skips_dependents() {
+    let Some(harness) = with_agents(&[1001], "echo hello\n").await else {
+        return;
+    };
+    let report = harness.apply(&harness.plan().await).await;
+    let outcome = |id| {
+        report
+            .resources
+            .iter()
+            .find(|line| line.address == Address::Vm(id))
+            .map(|line| line.outcome.clone())
+    };
+    let Some(phoenix_core::Outcome::Failed { error, .. }) = outcome(1001) else {
+        panic!("{report:#?}")
+    };
+    assert!(
+        error.contains("the guest agent of VM 1001") && error.contains("timed out after 1 s"),
+        "{error}"
+    );
+    assert_eq!(
+        outcome(1002),
+        Some(phoenix_core::Outcome::Skipped {
+            reason: "vm/1001 failed".into()
+        })
+    );
 }

@@ -48,6 +48,41 @@ async def answer(request, match, params, user, call=None):
 pve.answer = answer
 "#;
 
+const GUEST_AGENT: &str = r#"
+import fakepve.model as model
+import fakepve.agent as guest_agent
+hanging = set(HANGING)
+original_init = model.FakeVm.__init__
+def init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    self.agent = {'exec': {}}
+    self.agent_hangs = self.vmid in hanging
+    self.phoenix_records = {}
+    self.phoenix_runs = []
+model.FakeVm.__init__ = init
+original_result = guest_agent.result
+def result(vm, command, values):
+    answer = original_result(vm, command, values)
+    if command == 'exec':
+        argv = values['command'] if isinstance(values['command'], list) else [values['command']]
+        data = values.get('input-data') or ''
+        core = argv[argv.index('/bin/sh'):] if '/bin/sh' in argv else argv
+        out, err, code = '', '', 0
+        if core[1:2] == ['-s']:
+            vm.phoenix_runs.append(data)
+            if 'PHOENIX_TEST_FAIL' in data:
+                out, err, code = 'partial', 'boom', 3
+        elif core[1:2] == ['-c'] and core[2].startswith('mkdir -p /var/lib/phoenix/features'):
+            vm.phoenix_records[core[3]] = data.strip()
+        elif core[1:2] == ['-c'] and core[2].startswith('for f in /var/lib/phoenix/features'):
+            out = ''.join('{0} {1}\n'.format(k, v) for k, v in sorted(vm.phoenix_records.items()))
+        elif core[1:2] == ['-c'] and 'false' in core[2]:
+            code = 1
+        vm.agent['exec'][' '.join(argv)] = {'exited': 1, 'exitcode': code, 'out-data': out, 'err-data': err}
+    return answer
+guest_agent.result = result
+"#;
+
 pub(crate) struct FakePve {
     pub(crate) info: Info,
     _child: Child,
@@ -131,6 +166,16 @@ impl FakePve {
     /// this teaches it what Proxmox does, so that a grown disk reads back grown.
     pub(crate) async fn resize_vm_disks_like_proxmox(&self) {
         self.exec(RESIZE_LIKE_PROXMOX).await;
+    }
+
+    /// fakepve's guest agent answers every command with success and no output, and runs nothing. This
+    /// gives every VM an agent that behaves like a guest running Phoenix's scripts: it keeps the feature
+    /// records written to it, lists them back, and fails a script containing `PHOENIX_TEST_FAIL` (exit 3,
+    /// "boom" on stderr) and a health check containing `false`. VMs whose ID is in `hanging` get an
+    /// agent that never answers.
+    pub(crate) async fn emulate_guest_agents(&self, hanging: &[u32]) {
+        self.exec(&GUEST_AGENT.replace("HANGING", &format!("{hanging:?}")))
+            .await;
     }
 
     /// Every request fakepve answered: (method, path, body).
