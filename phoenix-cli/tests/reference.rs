@@ -42,6 +42,8 @@ async fn the_reference_estate_converges_across_kinds() {
     )
     .await;
     fake.resize_vm_disks_like_proxmox().await;
+    // The VMs' cloud images would run the guest agent, through which their features run.
+    fake.emulate_guest_agents(&[]).await;
     let dir = reference();
     let dir = dir.to_str().expect("UTF-8 path");
 

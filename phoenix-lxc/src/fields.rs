@@ -278,7 +278,8 @@ pub(crate) fn diff(
                     continue;
                 }
                 merged.extend(declared.clone());
-                let consequence = if field == "features" {
+                // Container features and raw LXC keys are read when the container starts.
+                let consequence = if field == "features" || field == "raw_lxc" {
                     Consequence::Restart
                 } else {
                     Consequence::Live

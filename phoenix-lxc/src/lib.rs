@@ -6,8 +6,9 @@
 //! in parallel. Diff compares declared fields only, normalised ([`fields`]). Apply writes one config
 //! change per resource, grows disks, starts, and takes the template snapshot when it is missing.
 //!
-//! Not yet here: features, application scripts and health checks inside containers (they need the host
-//! channel), raw `lxc_options` and AppArmor profiles, and firewall rules.
+//! With a host channel it also works inside containers (features, application scripts, health checks, through
+//! `phoenix_pve::guest`) and writes the raw `lxc.*` keys of their config files (`lxc_options`, the AppArmor
+//! profile, `lxc.idmap` lines from `id_maps`), which the API cannot set.
 
 mod fields;
 mod guest;
