@@ -137,6 +137,7 @@ impl Target {
             import_storage,
         )
         .with_scripts(scripts.clone());
+        let mut vm = vm;
         let mut lxc = LxcManager::new(client, default_node, hypervisor.domain_name.clone());
         match host_channel(
             hypervisor
@@ -144,7 +145,22 @@ impl Target {
                 .as_ref()
                 .and_then(|connection| connection.ssh.as_deref()),
         ) {
-            Some(host) => lxc = lxc.with_guest_access(host, scripts),
+            Some(host) => {
+                // Custom cloud-init user-data, when the configuration directory has a template for it.
+                let template = config_dir.join("cloud-init/user-data.template.yml");
+                if template.is_file() {
+                    let text = std::fs::read_to_string(&template)
+                        .into_diagnostic()
+                        .wrap_err_with(|| format!("failed to read {}", template.display()))?;
+                    let snippets = hypervisor
+                        .proxmox_storages
+                        .iter()
+                        .find(|storage| storage.content.iter().any(|content| content == "snippets"))
+                        .map_or_else(|| "local".to_owned(), |storage| storage.id.clone());
+                    vm = vm.with_user_data(text, Arc::clone(&host), snippets);
+                }
+                lxc = lxc.with_guest_access(host, scripts);
+            }
             None => eprintln!(
                 "Features, application scripts and health checks in containers are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
             ),

@@ -227,7 +227,7 @@ pub(crate) fn diff(
             _ if live == Some(wanted) => {}
             "template" if wanted == false => changes.push(change(wanted.clone(), Consequence::Destructive)),
             // Without memory and CPU hotplug, and for cloud-init, these take effect at the next start.
-            "cores" | "memory" | "nameserver" | "searchdomain" | "ciuser" | "sshkeys" => {
+            "cores" | "memory" | "nameserver" | "searchdomain" | "ciuser" | "sshkeys" | "user_data" => {
                 changes.push(change(wanted.clone(), Consequence::Restart))
             }
             _ => changes.push(change(wanted.clone(), Consequence::Live)),

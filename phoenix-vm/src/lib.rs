@@ -5,6 +5,7 @@
 //! Not yet here: features and health checks through the QEMU guest agent, NFS volumes inside guests,
 //! and custom cloud-init user-data snippets.
 
+pub mod cloudinit;
 mod fields;
 mod manager;
 

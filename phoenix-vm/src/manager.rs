@@ -11,10 +11,12 @@ use phoenix_core::{
     ResourceKind,
 };
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
+use phoenix_pve::host::{HostChannel, sha256_hex};
 use phoenix_pve::{Client, Form, Method, PveError, firewall, props};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::cloudinit;
 use crate::fields::{self, BOOT_DISKS, OWNER_TAG};
 
 /// Mounts the NFS volumes of `PHOENIX_NFS_VOLUMES` (one `server:path mount_point options` per line): an
@@ -45,6 +47,14 @@ pub struct VmManager {
     known: Mutex<Known>,
     scripts: Option<Arc<GuestScripts>>,
     agent_timeout: Duration,
+    user_data: Option<Arc<UserData>>,
+}
+
+/// Custom cloud-init user-data: the template, and where snippets go.
+struct UserData {
+    template: String,
+    host: Arc<dyn HostChannel>,
+    storage: String,
 }
 
 #[derive(Default)]
@@ -71,7 +81,42 @@ impl VmManager {
             known: Mutex::new(Known::default()),
             scripts: None,
             agent_timeout: Duration::from_secs(300),
+            user_data: None,
         }
+    }
+
+    /// Renders `template` (Tera) into each VM's cloud-init user-data, written as a snippet on `storage` (a
+    /// storage with the `snippets` content type) through `host`, and attached with `cicustom`.
+    pub fn with_user_data(
+        mut self,
+        template: String,
+        host: Arc<dyn HostChannel>,
+        storage: impl Into<String>,
+    ) -> VmManager {
+        self.user_data = Some(Arc::new(UserData {
+            template,
+            host,
+            storage: storage.into(),
+        }));
+        self
+    }
+
+    /// The host channel and snippet directory, when the manager writes user-data.
+    async fn user_data_access(&self) -> Result<Option<(Arc<dyn HostChannel>, String)>, PveError> {
+        match &self.user_data {
+            Some(user_data) => {
+                let dir = Self::snippet_dir(&self.client, &user_data.storage).await?;
+                Ok(Some((Arc::clone(&user_data.host), dir)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The directory on the node that holds the snippets of the user-data storage.
+    async fn snippet_dir(client: &Client, storage: &str) -> Result<String, PveError> {
+        let config: Value = client.get(&format!("/storage/{storage}"), &[]).await?;
+        let path = config["path"].as_str().unwrap_or("/var/lib/vz");
+        Ok(format!("{path}/snippets"))
     }
 
     /// Lets the manager run features, application scripts, NFS mounts and health checks inside VMs,
@@ -138,6 +183,15 @@ impl VmManager {
         if !scripts.is_empty() && !vm.is_template {
             wanted.insert("guest_scripts".to_owned(), Value::Object(scripts));
         }
+        if let Some(user_data) = &self.user_data
+            && !vm.is_template
+        {
+            let digest = match cloudinit::render_user_data(&user_data.template, vm, self.domain.as_deref()) {
+                Ok(text) => sha256_hex(text.as_bytes()),
+                Err(error) => format!("the user-data template does not render: {error}"),
+            };
+            wanted.insert("user_data".to_owned(), Value::String(digest));
+        }
         wanted
     }
 
@@ -189,6 +243,38 @@ impl VmManager {
         Ok(())
     }
 
+    /// Renders and writes a VM's user-data snippet; returns the `cicustom` value that attaches it.
+    async fn write_user_data(&self, vmid: u32, vm: &VmConfig) -> Result<String, ManagerError> {
+        let user_data = self
+            .user_data
+            .as_ref()
+            .ok_or_else(|| ManagerError::failed("no user-data template"))?;
+        let text = cloudinit::render_user_data(&user_data.template, vm, self.domain.as_deref()).map_err(
+            |error| {
+                ManagerError::failed(format!(
+                    "the user-data template does not render for VM {vmid}: {error}"
+                ))
+            },
+        )?;
+        let dir = Self::snippet_dir(&self.client, &user_data.storage).await?;
+        let file = cloudinit::snippet_name(vmid);
+        let argv: Vec<String> = ["/bin/sh", "-c", "mkdir -p \"$0\" && cat > \"$0/$1\"", &dir, &file]
+            .map(str::to_owned)
+            .to_vec();
+        let output = user_data
+            .host
+            .run(&argv, Some(text.as_bytes()), inside::QUICK_TIMEOUT)
+            .await
+            .map_err(inside::host_error)?;
+        if !output.success() {
+            return Err(ManagerError::failed(format!(
+                "writing {dir}/{file} failed: {}",
+                output.tail(5)
+            )));
+        }
+        Ok(format!("user={}:snippets/{file}", user_data.storage))
+    }
+
     async fn snapshot_once(&self, base: &str, name: &str) -> Result<(), ManagerError> {
         let snapshots: Vec<Value> = self.client.get(&format!("{base}/snapshot"), &[]).await?;
         if !snapshots.iter().any(|snapshot| snapshot["name"] == name) {
@@ -222,6 +308,7 @@ impl VmManager {
         vmid: u32,
         status: &str,
         records: bool,
+        user_data: Option<(Arc<dyn HostChannel>, String)>,
     ) -> Result<Observed, PveError> {
         let base = format!("/nodes/{node}/qemu/{vmid}");
         // `pending` gives each key's current value and the one the next start will use; Phoenix compares
@@ -254,6 +341,27 @@ impl VmManager {
                     fields.insert("guest_scripts".to_owned(), Value::Object(found));
                 }
                 Err(error) => tracing::debug!(vmid, %error, "feature records not readable yet"),
+            }
+        }
+        // The user-data snippet attached with `cicustom`, compared by the digest of its content.
+        let attached = config
+            .get("cicustom")
+            .and_then(Value::as_str)
+            .and_then(|cicustom| {
+                cicustom
+                    .split(',')
+                    .find_map(|part| part.strip_prefix("user="))
+                    .and_then(|volume| volume.split_once(":snippets/"))
+            });
+        if let (Some((host, dir)), Some((_, file))) = (user_data, attached) {
+            let argv = ["cat".to_owned(), format!("{dir}/{file}")];
+            if let Ok(output) = host.run(&argv, None, inside::QUICK_TIMEOUT).await
+                && output.success()
+            {
+                fields.insert(
+                    "user_data".to_owned(),
+                    Value::String(sha256_hex(output.stdout.as_bytes())),
+                );
             }
         }
         Ok(Observed { fields })
@@ -384,7 +492,16 @@ impl VmManager {
         self.known().nodes.insert(vmid, node.clone());
         let desired = self.wanted(vm);
         let status = self.status(&node, vmid).await?;
-        let observed = Self::read(&self.client, &node, vmid, &status, self.scripts.is_some()).await?;
+        let user_data = self.user_data_access().await?;
+        let observed = Self::read(
+            &self.client,
+            &node,
+            vmid,
+            &status,
+            self.scripts.is_some(),
+            user_data,
+        )
+        .await?;
         self.update(&node, vmid, &fields::diff(&desired, &observed.fields), vm)
             .await
     }
@@ -444,6 +561,7 @@ impl VmManager {
                 "disk_gb" => grow = new.as_f64(),
                 "template" => make_template = new == true,
                 "guest_scripts" => run_scripts = true,
+                "user_data" => config = config.text("cicustom", self.write_user_data(vmid, vm).await?),
                 "status" => start = new == "running",
                 "snapshots" => {
                     let have: Vec<&Value> = change
@@ -613,13 +731,18 @@ impl Manager for VmManager {
         }
         let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
         let records = self.scripts.is_some();
+        let access = self.user_data_access().await?;
         let mut reads = tokio::task::JoinSet::new();
         for (vmid, node, status) in targets {
             let client = Arc::clone(&self.client);
             let limit = Arc::clone(&limit);
+            let user_data = access.clone();
             reads.spawn(async move {
                 let _permit = limit.acquire().await.expect("the semaphore is never closed");
-                (vmid, Self::read(&client, &node, vmid, &status, records).await)
+                (
+                    vmid,
+                    Self::read(&client, &node, vmid, &status, records, user_data).await,
+                )
             });
         }
         let mut observed = BTreeMap::new();

@@ -393,3 +393,138 @@ async fn an_agent_that_does_not_answer_times_out_and_skips_dependents() {
         })
     );
 }
+
+#[tokio::test]
+async fn user_data_is_rendered_into_a_snippet_and_rewritten_only_when_it_changes() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    fake.exec("pve.storages['local']['content'] += ',import,snippets'")
+        .await;
+    fake.resize_vm_disks_like_proxmox().await;
+    let storage = std::env::temp_dir().join(format!("phoenix-vm-snippets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&storage);
+    std::fs::create_dir_all(&storage).expect("creates");
+    fake.exec(&format!(
+        "pve.storages['local']['path'] = {:?}",
+        storage.display().to_string()
+    ))
+    .await;
+    let auth = Auth::Ticket {
+        user: fake.info.user.clone(),
+        password: SecretString::new(fake.info.password.clone()),
+    };
+    let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
+    let client = Arc::new(Client::connect(settings).await.expect("connects"));
+    let template = "#cloud-config\nhostname: {{ hostname }}\nfqdn: {{ fqdn }}\n".to_owned();
+    let manager = VmManager::new(Arc::clone(&client), "pve1", Some("test.internal".into()), "local")
+        .with_user_data(template, Arc::new(phoenix_pve::host::LocalHost), "local");
+    let mut managers = Managers::default();
+    managers.register(Arc::new(manager));
+    let harness = Harness {
+        fake,
+        client,
+        managers,
+    };
+
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let snippet = storage.join("snippets/phoenix-1001-user-data.yml");
+    assert_eq!(
+        std::fs::read_to_string(&snippet).expect("written"),
+        "#cloud-config\nhostname: portainer\nfqdn: portainer.test.internal\n"
+    );
+    assert_eq!(
+        harness.config(1001).await["cicustom"],
+        "user=local:snippets/phoenix-1001-user-data.yml"
+    );
+    assert!(!harness.plan().await.has_changes());
+
+    std::fs::write(&snippet, "#cloud-config\nhostname: tampered\n").expect("edits");
+    let plan = harness.plan().await;
+    let changed: Vec<(String, Vec<String>)> = plan
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .map(|entry| {
+            (
+                entry.address.to_string(),
+                entry.changes[0]
+                    .fields
+                    .iter()
+                    .map(|field| field.field.clone())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(changed, [("vm/1001".to_owned(), vec!["user_data".to_owned()])]);
+    assert!(harness.apply(&plan).await.succeeded());
+    assert!(
+        std::fs::read_to_string(&snippet)
+            .expect("rewritten")
+            .contains("hostname: portainer")
+    );
+    let _ = std::fs::remove_dir_all(&storage);
+}
+
+/// Every VM of `examples/homelab`, rendered through its user-data template, passes `cloud-init schema`.
+#[test]
+fn the_homelab_user_data_passes_cloud_init_schema() {
+    let available = std::process::Command::new("cloud-init")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !available {
+        let message = "cloud-init is not installed (apt-get install cloud-init)";
+        assert!(
+            std::env::var("CI").map_or(true, |value| value != "true"),
+            "{message}"
+        );
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/homelab"));
+    let template = std::fs::read_to_string(dir.join("cloud-init/user-data.template.yml")).expect("template");
+    let sources = FileKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            Some(SourceFile::new(
+                kind,
+                kind.file_name(),
+                std::fs::read_to_string(dir.join(kind.file_name())).ok()?,
+            ))
+        })
+        .collect();
+    let estate = validate(sources, &CheckOptions::default())
+        .into_estate()
+        .expect("homelab is valid");
+    let domain = estate.files().hypervisor.domain_name.clone();
+    let mut checked = 0;
+    for guest in estate.guests().values() {
+        let phoenix_core::GuestSpec::Vm(vm) = &guest.spec else {
+            continue;
+        };
+        let rendered =
+            phoenix_vm::cloudinit::render_user_data(&template, vm, domain.as_deref()).expect("renders");
+        let file = std::env::temp_dir().join(format!(
+            "phoenix-user-data-{}-{}.yml",
+            vm.vmid,
+            std::process::id()
+        ));
+        std::fs::write(&file, &rendered).expect("writes");
+        let output = std::process::Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&file)
+            .output()
+            .expect("runs");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            output.status.success(),
+            "VM {}: {}{}\n{rendered}",
+            vm.vmid,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the template VM and both clones");
+}
