@@ -528,3 +528,33 @@ fn the_homelab_user_data_passes_cloud_init_schema() {
     }
     assert_eq!(checked, 3, "the template VM and both clones");
 }
+
+#[tokio::test]
+async fn a_lock_held_by_a_backup_is_waited_out() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let _: Value = harness
+        .client
+        .put(
+            "/nodes/pve1/qemu/1002/config",
+            &Form::new().number("memory", 1024),
+        )
+        .await
+        .expect("edits");
+    harness
+        .fake
+        .exec(
+            "pve.snapshot_lock(1002, 'backup')\nasyncio.get_running_loop().call_later(0.5, pve.unlock, 1002)",
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let report = harness.apply(&harness.plan().await).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "the apply waited for the lock"
+    );
+    assert!(!harness.plan().await.has_changes());
+}
