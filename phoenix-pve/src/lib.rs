@@ -13,6 +13,7 @@ mod error;
 pub mod firewall;
 pub mod guest;
 pub mod host;
+pub mod lifecycle;
 pub mod props;
 mod settings;
 mod task;

@@ -2,8 +2,9 @@
 //! cloud-init, disk growth, start, snapshots and firewalls of the VMs of `phoenix_vm_configs.json`,
 //! converging in one run and changing nothing in the second.
 //!
-//! Not yet here: features and health checks through the QEMU guest agent, NFS volumes inside guests,
-//! and custom cloud-init user-data snippets.
+//! With guest scripts it runs features, NFS volumes and health checks inside VMs through the QEMU guest
+//! agent (`phoenix_pve::guest::QemuAgent`); with a user-data template and a way to reach the node it
+//! renders each VM's cloud-init user-data into a snippet attached with `cicustom` ([`cloudinit`]).
 
 pub mod cloudinit;
 mod fields;

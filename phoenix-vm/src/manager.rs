@@ -12,6 +12,7 @@ use phoenix_core::{
 };
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
 use phoenix_pve::host::{HostChannel, sha256_hex};
+use phoenix_pve::lifecycle::{GuestHandle, GuestType};
 use phoenix_pve::{Client, Form, Method, PveError, firewall, props};
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -209,7 +210,6 @@ impl VmManager {
         }
         let agent = self.agent(node, vmid);
         agent.wait_until_ready(self.agent_timeout).await?;
-        let base = format!("/nodes/{node}/qemu/{vmid}");
         if run_scripts {
             let records = inside::records(&agent).await?;
             let pending: Vec<Script> = self
@@ -219,7 +219,7 @@ impl VmManager {
                 .collect();
             if !pending.is_empty() {
                 if vm.enable_lifecycle_snapshots {
-                    self.snapshot_once(&base, "pre-features").await?;
+                    self.handle(node, vmid).snapshot_once("pre-features").await?;
                 }
                 let declared = serde_json::to_string(vm).expect("configuration serialises");
                 inside::write_guest_config(&agent, &declared).await?;
@@ -233,7 +233,7 @@ impl VmManager {
                     inside::apply_script(&agent, script).await?;
                 }
                 if vm.enable_lifecycle_snapshots {
-                    self.snapshot_once(&base, "post-features").await?;
+                    self.handle(node, vmid).snapshot_once("post-features").await?;
                 }
             }
         }
@@ -275,20 +275,6 @@ impl VmManager {
         Ok(format!("user={}:snippets/{file}", user_data.storage))
     }
 
-    async fn snapshot_once(&self, base: &str, name: &str) -> Result<(), ManagerError> {
-        let snapshots: Vec<Value> = self.client.get(&format!("{base}/snapshot"), &[]).await?;
-        if !snapshots.iter().any(|snapshot| snapshot["name"] == name) {
-            self.client
-                .run_task(
-                    Method::POST,
-                    &format!("{base}/snapshot"),
-                    &Form::new().text("snapname", name),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().expect("no code panics while holding this lock")
     }
@@ -315,13 +301,14 @@ impl VmManager {
         // the latter, so a change already made (waiting for a restart) is not made again.
         let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
         let config = effective_config(&pending);
-        let snapshots: Vec<Value> = client.get(&format!("{base}/snapshot"), &[]).await?;
-        let names: Vec<String> = snapshots
-            .iter()
-            .filter_map(|snapshot| snapshot["name"].as_str())
-            .filter(|name| *name != "current")
-            .map(str::to_owned)
-            .collect();
+        let names = GuestHandle {
+            client,
+            node,
+            kind: GuestType::Qemu,
+            vmid,
+        }
+        .snapshot_names()
+        .await?;
         let firewall = firewall::read(client, &base).await?;
         let mut fields = fields::observed_fields(&config, status, &names, firewall);
         // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
@@ -368,11 +355,16 @@ impl VmManager {
     }
 
     async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
-        let status: Value = self
-            .client
-            .get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
-            .await?;
-        Ok(status["status"].as_str().unwrap_or("unknown").to_owned())
+        self.handle(node, vmid).status().await
+    }
+
+    fn handle<'a>(&'a self, node: &'a str, vmid: u32) -> GuestHandle<'a> {
+        GuestHandle {
+            client: &self.client,
+            node,
+            kind: GuestType::Qemu,
+            vmid,
+        }
     }
 
     /// The volume of a cloud image on the import storage, downloaded when missing.
@@ -557,7 +549,7 @@ impl VmManager {
                 }
                 "ipconfig0" => config = config.text("ipconfig0", props::render_object(new, Some("ip"))),
                 "startup" => config = config.text("startup", props::render_object(new, None)),
-                "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
+                "owned" => config = config.text("tags", self.handle(node, vmid).tags_with_owner().await?),
                 "disk_gb" => grow = new.as_f64(),
                 "template" => make_template = new == true,
                 "guest_scripts" => run_scripts = true,
@@ -602,11 +594,7 @@ impl VmManager {
                 .find(|disk| current.contains_key(**disk))
                 .copied()
                 .unwrap_or("scsi0");
-            let form = Form::new().text("disk", disk).text("size", format!("{size}G"));
-            let answer: Value = self.client.put(&format!("{base}/resize"), &form).await?;
-            if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
-                self.client.wait_task(&upid).await?;
-            }
+            self.handle(node, vmid).resize(disk, size).await?;
         }
         if let Some((live, wanted)) = firewall_rules {
             firewall::converge_rules(&self.client, &base, &live, &wanted).await?;
@@ -621,53 +609,20 @@ impl VmManager {
             return Ok(());
         }
         if start {
-            self.client
-                .run_task(Method::POST, &format!("{base}/status/start"), &Form::new())
-                .await?;
+            self.handle(node, vmid).start().await?;
         }
         if !make_template {
             self.inside(node, vmid, vm, run_scripts).await?;
         }
         for name in snapshots {
-            let form = Form::new().text("snapname", name);
-            self.client
-                .run_task(Method::POST, &format!("{base}/snapshot"), &form)
-                .await?;
+            self.handle(node, vmid).snapshot(&name).await?;
         }
         Ok(())
     }
 
-    async fn tags_with_owner(&self, base: &str) -> Result<String, PveError> {
-        let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
-        let mut tags: Vec<String> = config
-            .get("tags")
-            .and_then(Value::as_str)
-            .map(|tags| {
-                tags.split([';', ',', ' '])
-                    .filter(|tag| !tag.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !tags.iter().any(|tag| tag == OWNER_TAG) {
-            tags.push(OWNER_TAG.to_owned());
-        }
-        Ok(tags.join(";"))
-    }
-
     async fn delete(&self, vmid: u32) -> Result<(), ManagerError> {
         let node = self.node_of(vmid, None);
-        let base = format!("/nodes/{node}/qemu/{vmid}");
-        self.client.wait_unlocked(&node, "qemu", vmid).await?;
-        if self.status(&node, vmid).await? == "running" {
-            self.client
-                .run_task(Method::POST, &format!("{base}/status/stop"), &Form::new())
-                .await?;
-        }
-        let answer: Value = self.client.delete(&base, &[("purge", "1")]).await?;
-        if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
-            self.client.wait_task(&upid).await?;
-        }
+        self.handle(&node, vmid).destroy().await?;
         self.known().nodes.remove(&vmid);
         Ok(())
     }
@@ -809,41 +764,7 @@ impl Manager for VmManager {
             .guest_id()
             .ok_or_else(|| ManagerError::failed("not a VM address"))?;
         let node = self.node_of(vmid, desired);
-        let base = format!("/nodes/{node}/qemu/{vmid}");
         match operation {
-            Operation::Start | Operation::Stop | Operation::Restart => {
-                self.client.wait_unlocked(&node, "qemu", vmid).await?;
-                let running = self.status(&node, vmid).await? == "running";
-                let action = match (operation, running) {
-                    (Operation::Start, true) | (Operation::Stop, false) => return Ok(()),
-                    (Operation::Start, false) | (Operation::Restart, false) => "start",
-                    (Operation::Stop, true) => "shutdown",
-                    _ => "reboot",
-                };
-                self.client
-                    .run_task(Method::POST, &format!("{base}/status/{action}"), &Form::new())
-                    .await?;
-            }
-            Operation::Snapshot(name) => {
-                self.client.wait_unlocked(&node, "qemu", vmid).await?;
-                self.client
-                    .run_task(
-                        Method::POST,
-                        &format!("{base}/snapshot"),
-                        &Form::new().text("snapname", name),
-                    )
-                    .await?;
-            }
-            Operation::Rollback(name) => {
-                self.client.wait_unlocked(&node, "qemu", vmid).await?;
-                self.client
-                    .run_task(
-                        Method::POST,
-                        &format!("{base}/snapshot/{name}/rollback"),
-                        &Form::new(),
-                    )
-                    .await?;
-            }
             Operation::HealthCheck => {
                 let check = vm_of(desired).and_then(|vm| vm.health_check.clone());
                 let Some(check) = check else {
@@ -853,22 +774,14 @@ impl Manager for VmManager {
                 };
                 let agent = self.agent(&node, vmid);
                 agent.wait_until_ready(self.agent_timeout).await?;
-                inside::health_check(&agent, &check).await?;
+                inside::health_check(&agent, &check).await
             }
             Operation::Delete => {
-                let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
-                let owned = config
-                    .get("tags")
-                    .and_then(Value::as_str)
-                    .is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
-                if !owned {
-                    return Err(ManagerError::failed(format!(
-                        "{address} is not tagged `{OWNER_TAG}`: Phoenix deletes only what it owns"
-                    )));
-                }
-                self.delete(vmid).await?;
+                self.handle(&node, vmid).operate(operation).await?;
+                self.known().nodes.remove(&vmid);
+                Ok(())
             }
+            other => self.handle(&node, vmid).operate(other).await,
         }
-        Ok(())
     }
 }

@@ -1,0 +1,224 @@
+//! What the container and VM managers do the same way, through the same API shapes under `lxc/` and
+//! `qemu/`: status, power, snapshots, ownership, destruction and disk growth.
+
+use std::collections::BTreeMap;
+
+use phoenix_core::{ManagerError, Operation};
+use serde_json::Value;
+
+use crate::client::{Client, Form};
+use crate::error::PveError;
+use crate::task::Upid;
+use crate::{Method, OWNER_TAG};
+
+/// Which API a guest lives under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestType {
+    /// `/nodes/{node}/lxc/{vmid}`.
+    Lxc,
+    /// `/nodes/{node}/qemu/{vmid}`.
+    Qemu,
+}
+
+impl GuestType {
+    /// The path segment.
+    pub fn segment(self) -> &'static str {
+        match self {
+            GuestType::Lxc => "lxc",
+            GuestType::Qemu => "qemu",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            GuestType::Lxc => "container",
+            GuestType::Qemu => "VM",
+        }
+    }
+}
+
+/// One guest on one node.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestHandle<'a> {
+    /// The API client.
+    pub client: &'a Client,
+    /// The node it lives on.
+    pub node: &'a str,
+    /// Container or VM.
+    pub kind: GuestType,
+    /// Its ID.
+    pub vmid: u32,
+}
+
+impl GuestHandle<'_> {
+    /// `/nodes/{node}/{lxc|qemu}/{vmid}`.
+    pub fn base(&self) -> String {
+        format!("/nodes/{}/{}/{}", self.node, self.kind.segment(), self.vmid)
+    }
+
+    /// `running`, `stopped`, ...
+    pub async fn status(&self) -> Result<String, PveError> {
+        let status: Value = self
+            .client
+            .get(&format!("{}/status/current", self.base()), &[])
+            .await?;
+        Ok(status["status"].as_str().unwrap_or("unknown").to_owned())
+    }
+
+    /// Waits until no lock is held on the guest.
+    pub async fn wait_unlocked(&self) -> Result<(), PveError> {
+        self.client
+            .wait_unlocked(self.node, self.kind.segment(), self.vmid)
+            .await
+    }
+
+    /// Names of the guest's snapshots (without `current`).
+    pub async fn snapshot_names(&self) -> Result<Vec<String>, PveError> {
+        let snapshots: Vec<Value> = self.client.get(&format!("{}/snapshot", self.base()), &[]).await?;
+        Ok(snapshots
+            .iter()
+            .filter_map(|snapshot| snapshot["name"].as_str())
+            .filter(|name| *name != "current")
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Takes a snapshot.
+    pub async fn snapshot(&self, name: &str) -> Result<(), PveError> {
+        let form = Form::new().text("snapname", name);
+        self.client
+            .run_task(Method::POST, &format!("{}/snapshot", self.base()), &form)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a snapshot unless one of that name exists.
+    pub async fn snapshot_once(&self, name: &str) -> Result<(), PveError> {
+        if !self
+            .snapshot_names()
+            .await?
+            .iter()
+            .any(|existing| existing == name)
+        {
+            self.snapshot(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the guest.
+    pub async fn start(&self) -> Result<(), PveError> {
+        self.client
+            .run_task(
+                Method::POST,
+                &format!("{}/status/start", self.base()),
+                &Form::new(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The guest's tags with the owner tag added, keeping the others.
+    pub async fn tags_with_owner(&self) -> Result<String, PveError> {
+        let mut tags = self.tags().await?;
+        if !tags.iter().any(|tag| tag == OWNER_TAG) {
+            tags.push(OWNER_TAG.to_owned());
+        }
+        Ok(tags.join(";"))
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, PveError> {
+        let config: BTreeMap<String, Value> =
+            self.client.get(&format!("{}/config", self.base()), &[]).await?;
+        Ok(config
+            .get("tags")
+            .and_then(Value::as_str)
+            .map(|tags| {
+                tags.split([';', ',', ' '])
+                    .filter(|tag| !tag.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Grows a disk to `size_gb` GiB.
+    pub async fn resize(&self, disk: &str, size_gb: f64) -> Result<(), PveError> {
+        let form = Form::new().text("disk", disk).text("size", format!("{size_gb}G"));
+        let answer: Value = self.client.put(&format!("{}/resize", self.base()), &form).await?;
+        if let Some(upid) = answer.as_str().and_then(Upid::parse) {
+            self.client.wait_task(&upid).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the guest if it runs, then destroys it with its disks.
+    pub async fn destroy(&self) -> Result<(), PveError> {
+        self.wait_unlocked().await?;
+        if self.status().await? == "running" {
+            self.client
+                .run_task(
+                    Method::POST,
+                    &format!("{}/status/stop", self.base()),
+                    &Form::new(),
+                )
+                .await?;
+        }
+        let answer: Value = self.client.delete(&self.base(), &[("purge", "1")]).await?;
+        if let Some(upid) = answer.as_str().and_then(Upid::parse) {
+            self.client.wait_task(&upid).await?;
+        }
+        Ok(())
+    }
+
+    /// Start, stop, restart, snapshot, rollback and (owned only) delete. Health checks are the managers'.
+    pub async fn operate(&self, operation: &Operation) -> Result<(), ManagerError> {
+        let base = self.base();
+        match operation {
+            Operation::Start | Operation::Stop | Operation::Restart => {
+                self.wait_unlocked().await?;
+                let running = self.status().await? == "running";
+                let action = match (operation, running) {
+                    (Operation::Start, true) | (Operation::Stop, false) => return Ok(()),
+                    (Operation::Start | Operation::Restart, false) => "start",
+                    (Operation::Stop, true) => "shutdown",
+                    _ => "reboot",
+                };
+                self.client
+                    .run_task(Method::POST, &format!("{base}/status/{action}"), &Form::new())
+                    .await?;
+            }
+            Operation::Snapshot(name) => {
+                self.wait_unlocked().await?;
+                self.snapshot(name).await?;
+            }
+            Operation::Rollback(name) => {
+                self.wait_unlocked().await?;
+                self.client
+                    .run_task(
+                        Method::POST,
+                        &format!("{base}/snapshot/{name}/rollback"),
+                        &Form::new(),
+                    )
+                    .await?;
+            }
+            Operation::Delete => {
+                if !self.tags().await?.iter().any(|tag| tag == OWNER_TAG) {
+                    return Err(ManagerError::failed(format!(
+                        "{} {} is not tagged `{OWNER_TAG}`: Phoenix deletes only what it owns",
+                        self.kind.noun(),
+                        self.vmid
+                    )));
+                }
+                self.destroy().await?;
+            }
+            Operation::HealthCheck => {
+                return Err(ManagerError::failed(format!(
+                    "health checks of {} {} run inside it",
+                    self.kind.noun(),
+                    self.vmid
+                )));
+            }
+        }
+        Ok(())
+    }
+}
