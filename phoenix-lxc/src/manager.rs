@@ -10,6 +10,7 @@ use phoenix_core::{
     ResourceKind,
 };
 use phoenix_pve::host::HostChannel;
+use phoenix_pve::lifecycle::{GuestHandle, GuestType};
 use phoenix_pve::props;
 use phoenix_pve::{Client, Form, Method, PveError, firewall};
 use serde_json::Value;
@@ -156,16 +157,7 @@ impl LxcManager {
             .client
             .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
             .await?;
-        let snapshots: Vec<Value> = self
-            .client
-            .get(&format!("/nodes/{node}/lxc/{vmid}/snapshot"), &[])
-            .await?;
-        let names: Vec<String> = snapshots
-            .iter()
-            .filter_map(|snapshot| snapshot["name"].as_str())
-            .filter(|name| *name != "current")
-            .map(str::to_owned)
-            .collect();
+        let names = self.handle(node, vmid).snapshot_names().await?;
         let (enabled, rules) = firewall::read(&self.client, &format!("/nodes/{node}/lxc/{vmid}")).await?;
         let firewall = fields::ObservedFirewall { enabled, rules };
         let records = match (&self.guest, status) {
@@ -188,11 +180,16 @@ impl LxcManager {
     }
 
     async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
-        let status: Value = self
-            .client
-            .get(&format!("/nodes/{node}/lxc/{vmid}/status/current"), &[])
-            .await?;
-        Ok(status["status"].as_str().unwrap_or("unknown").to_owned())
+        self.handle(node, vmid).status().await
+    }
+
+    fn handle<'a>(&'a self, node: &'a str, vmid: u32) -> GuestHandle<'a> {
+        GuestHandle {
+            client: &self.client,
+            node,
+            kind: GuestType::Lxc,
+            vmid,
+        }
     }
 
     async fn create(&self, resource: &Resource, container: &ContainerConfig) -> Result<(), LxcError> {
@@ -319,7 +316,7 @@ impl LxcManager {
                 "startup" | "features" => {
                     config = config.text(&change.field, props::render_object(new, None))
                 }
-                "owned" => config = config.text("tags", self.tags_with_owner(&base).await?),
+                "owned" => config = config.text("tags", self.handle(node, vmid).tags_with_owner().await?),
                 "devices" => {
                     let wanted = new.as_array().cloned().unwrap_or_default();
                     for (index, path) in wanted.iter().enumerate() {
@@ -403,11 +400,7 @@ impl LxcManager {
             let _: Value = self.client.put(&format!("{base}/config"), &config).await?;
         }
         for (disk, size) in resizes {
-            let form = Form::new().text("disk", &disk).text("size", format!("{size}G"));
-            let answer: Value = self.client.put(&format!("{base}/resize"), &form).await?;
-            if let Some(upid) = answer.as_str().and_then(phoenix_pve::Upid::parse) {
-                self.client.wait_task(&upid).await?;
-            }
+            self.handle(node, vmid).resize(&disk, size).await?;
         }
         if let Some((live, wanted)) = firewall_rules {
             firewall::converge_rules(&self.client, &base, &live, &wanted).await?;
@@ -416,18 +409,13 @@ impl LxcManager {
             firewall::set_enabled(&self.client, &base, enabled).await?;
         }
         if start {
-            self.client
-                .run_task(Method::POST, &format!("{base}/status/start"), &Form::new())
-                .await?;
+            self.handle(node, vmid).start().await?;
         }
         if let Some(guest) = &self.guest {
-            self.inside(guest, &base, vmid, container, run_scripts).await?;
+            self.inside(guest, node, vmid, container, run_scripts).await?;
         }
         for name in snapshots {
-            let form = Form::new().text("snapname", name);
-            self.client
-                .run_task(Method::POST, &format!("{base}/snapshot"), &form)
-                .await?;
+            self.handle(node, vmid).snapshot(&name).await?;
         }
         Ok(())
     }
@@ -437,7 +425,7 @@ impl LxcManager {
     async fn inside(
         &self,
         guest: &Guest,
-        base: &str,
+        node: &str,
         vmid: u32,
         container: &ContainerConfig,
         run_scripts: bool,
@@ -451,7 +439,7 @@ impl LxcManager {
                 .collect();
             if !pending.is_empty() {
                 if container.enable_lifecycle_snapshots {
-                    self.snapshot_once(base, "pre-features").await?;
+                    self.handle(node, vmid).snapshot_once("pre-features").await?;
                 }
                 let declared = serde_json::to_string(container).expect("configuration serialises");
                 inside::write_guest_config(&guest.exec(vmid), &declared).await?;
@@ -466,7 +454,7 @@ impl LxcManager {
                     inside::apply_script(&guest.exec(vmid), script).await?;
                 }
                 if container.enable_lifecycle_snapshots {
-                    self.snapshot_once(base, "post-features").await?;
+                    self.handle(node, vmid).snapshot_once("post-features").await?;
                 }
             }
         }
@@ -476,51 +464,9 @@ impl LxcManager {
         Ok(())
     }
 
-    /// The container's tags with the owner tag added, keeping the others.
-    async fn tags_with_owner(&self, base: &str) -> Result<String, LxcError> {
-        let config: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
-        let mut tags: Vec<String> = config
-            .get("tags")
-            .and_then(Value::as_str)
-            .map(|tags| {
-                tags.split([';', ',', ' '])
-                    .filter(|tag| !tag.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !tags.iter().any(|tag| tag == OWNER_TAG) {
-            tags.push(OWNER_TAG.to_owned());
-        }
-        Ok(tags.join(";"))
-    }
-
-    /// Takes a snapshot unless one of that name exists.
-    async fn snapshot_once(&self, base: &str, name: &str) -> Result<(), LxcError> {
-        let snapshots: Vec<Value> = self.client.get(&format!("{base}/snapshot"), &[]).await?;
-        if snapshots.iter().any(|snapshot| snapshot["name"] == name) {
-            return Ok(());
-        }
-        let form = Form::new().text("snapname", name);
-        self.client
-            .run_task(Method::POST, &format!("{base}/snapshot"), &form)
-            .await?;
-        Ok(())
-    }
-
     async fn delete(&self, vmid: u32) -> Result<(), LxcError> {
         let node = self.node_of(vmid, None);
-        let base = format!("/nodes/{node}/lxc/{vmid}");
-        self.client.wait_unlocked(&node, "lxc", vmid).await?;
-        if self.status(&node, vmid).await? == "running" {
-            self.client
-                .run_task(Method::POST, &format!("{base}/status/stop"), &Form::new())
-                .await?;
-        }
-        let upid: Value = self.client.delete(&base, &[("purge", "1")]).await?;
-        if let Some(upid) = upid.as_str().and_then(phoenix_pve::Upid::parse) {
-            self.client.wait_task(&upid).await?;
-        }
+        self.handle(&node, vmid).destroy().await?;
         self.known().nodes.remove(&vmid);
         Ok(())
     }
@@ -661,71 +607,25 @@ impl Manager for LxcManager {
             .guest_id()
             .ok_or_else(|| ManagerError::failed("not a container address"))?;
         let node = self.node_of(vmid, desired);
-        let base = format!("/nodes/{node}/lxc/{vmid}");
-        let result: Result<(), LxcError> = async {
-            match operation {
-                Operation::Start | Operation::Stop | Operation::Restart => {
-                    self.client.wait_unlocked(&node, "lxc", vmid).await?;
-                    let running = self.status(&node, vmid).await? == "running";
-                    let action = match (operation, running) {
-                        (Operation::Start, true) | (Operation::Stop, false) => return Ok(()),
-                        (Operation::Start, false) | (Operation::Restart, false) => "start",
-                        (Operation::Stop, true) => "shutdown",
-                        _ => "reboot",
-                    };
-                    self.client
-                        .run_task(Method::POST, &format!("{base}/status/{action}"), &Form::new())
-                        .await?;
-                }
-                Operation::Snapshot(name) => {
-                    self.client.wait_unlocked(&node, "lxc", vmid).await?;
-                    let form = Form::new().text("snapname", name);
-                    self.client
-                        .run_task(Method::POST, &format!("{base}/snapshot"), &form)
-                        .await?;
-                }
-                Operation::Rollback(name) => {
-                    self.client.wait_unlocked(&node, "lxc", vmid).await?;
-                    self.client
-                        .run_task(
-                            Method::POST,
-                            &format!("{base}/snapshot/{name}/rollback"),
-                            &Form::new(),
-                        )
-                        .await?;
-                }
-                Operation::HealthCheck => {
-                    let check = desired.and_then(|resource| match &resource.desired {
-                        Desired::Container(container) => container.health_check.clone(),
-                        _ => None,
-                    });
-                    let (Some(guest), Some(check)) = (&self.guest, check) else {
-                        return Err(ManagerError::failed(format!(
-                            "{address} has no health check, or Phoenix cannot reach the node to run it"
-                        ))
-                        .into());
-                    };
-                    inside::health_check(&guest.exec(vmid), &check).await?;
-                }
-                Operation::Delete => {
-                    let config: BTreeMap<String, Value> =
-                        self.client.get(&format!("{base}/config"), &[]).await?;
-                    let owned = config
-                        .get("tags")
-                        .and_then(Value::as_str)
-                        .is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
-                    if !owned {
-                        return Err(ManagerError::failed(format!(
-                            "{address} is not tagged `{OWNER_TAG}`: Phoenix deletes only what it owns"
-                        ))
-                        .into());
-                    }
-                    self.delete(vmid).await?;
-                }
+        match operation {
+            Operation::HealthCheck => {
+                let check = desired.and_then(|resource| match &resource.desired {
+                    Desired::Container(container) => container.health_check.clone(),
+                    _ => None,
+                });
+                let (Some(guest), Some(check)) = (&self.guest, check) else {
+                    return Err(ManagerError::failed(format!(
+                        "{address} has no health check, or Phoenix cannot reach the node to run it"
+                    )));
+                };
+                inside::health_check(&guest.exec(vmid), &check).await
             }
-            Ok(())
+            Operation::Delete => {
+                self.handle(&node, vmid).operate(operation).await?;
+                self.known().nodes.remove(&vmid);
+                Ok(())
+            }
+            other => self.handle(&node, vmid).operate(other).await,
         }
-        .await;
-        result.map_err(ManagerError::from)
     }
 }
