@@ -8,7 +8,7 @@ use phoenix_core::config::ContainerConfig;
 use phoenix_core::{Consequence, FieldChange};
 use serde_json::{Map, Value, json};
 
-use phoenix_pve::props;
+use phoenix_pve::{compare, props};
 
 pub(crate) use phoenix_pve::OWNER_TAG;
 
@@ -272,47 +272,26 @@ pub(crate) fn diff(
         };
         match field.as_str() {
             "net0" | "startup" | "features" | "guest_scripts" | "raw_lxc" => {
-                let mut merged = live.and_then(Value::as_object).cloned().unwrap_or_default();
-                let declared = wanted.as_object().expect("map fields are objects");
-                if declared.iter().all(|(key, value)| merged.get(key) == Some(value)) {
+                let Some(merged) = compare::overlay(live, wanted) else {
                     continue;
-                }
-                merged.extend(declared.clone());
+                };
                 // Container features and raw LXC keys are read when the container starts.
                 let consequence = if field == "features" || field == "raw_lxc" {
                     Consequence::Restart
                 } else {
                     Consequence::Live
                 };
-                changes.push(change(Value::Object(merged), consequence));
+                changes.push(change(merged, consequence));
             }
             "mounts" => changes.extend(diff_mounts(wanted, live)),
             "snapshots" => {
-                let have: Vec<&Value> = live
-                    .and_then(Value::as_array)
-                    .map(|list| list.iter().collect())
-                    .unwrap_or_default();
-                let missing: Vec<Value> = wanted
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|name| !have.contains(name))
-                    .cloned()
-                    .collect();
-                if !missing.is_empty() {
-                    let mut all: Vec<Value> = have.into_iter().cloned().collect();
-                    all.extend(missing);
-                    changes.push(change(Value::Array(all), Consequence::Live));
+                if let Some(all) = compare::with_missing(live, wanted) {
+                    changes.push(change(all, Consequence::Live));
                 }
             }
             "rootfs_gb" => {
-                // Sizes are minimums: Proxmox grows disks but cannot shrink them, so a disk larger than
-                // declared (grown by hand, or cloned from a larger source) is left as it is.
-                let (have, want) = (
-                    live.and_then(Value::as_f64).unwrap_or(0.0),
-                    wanted.as_f64().unwrap_or(0.0),
-                );
-                if want > have + 0.01 {
+                // Sizes are minimums (see `compare::must_grow`).
+                if compare::must_grow(live, wanted) {
                     changes.push(change(wanted.clone(), Consequence::Live));
                 }
             }
