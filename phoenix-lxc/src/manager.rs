@@ -12,7 +12,7 @@ use phoenix_core::{
 use phoenix_pve::host::HostChannel;
 use phoenix_pve::lifecycle::{GuestHandle, GuestType};
 use phoenix_pve::props;
-use phoenix_pve::{Client, Form, Method, PveError, firewall};
+use phoenix_pve::{Client, Form, Method, PveError, compare, firewall};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -328,22 +328,7 @@ impl LxcManager {
                 }
                 "rootfs_gb" => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
                 "status" => start = new == "running",
-                "snapshots" => {
-                    let have: Vec<&Value> = change
-                        .old
-                        .as_ref()
-                        .and_then(Value::as_array)
-                        .map(|list| list.iter().collect())
-                        .unwrap_or_default();
-                    snapshots.extend(
-                        new.as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|name| !have.contains(name))
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned),
-                    );
-                }
+                "snapshots" => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
                 "unprivileged" => {}
                 "guest_scripts" => run_scripts = true,
                 "raw_lxc" => {

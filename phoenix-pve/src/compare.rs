@@ -36,6 +36,21 @@ pub fn with_missing(live: Option<&Value>, wanted: &Value) -> Option<Value> {
     Some(Value::Array(all))
 }
 
+/// The names in `new` that `old` lacks: the snapshots an apply takes.
+pub fn added_names(old: Option<&Value>, new: &Value) -> Vec<String> {
+    let have: Vec<&Value> = old
+        .and_then(Value::as_array)
+        .map(|list| list.iter().collect())
+        .unwrap_or_default();
+    new.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|name| !have.contains(name))
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// For sizes in GiB, which are minimums: whether the live size is below the declared one. Proxmox grows
 /// disks but cannot shrink them, so a larger disk (grown by hand, or cloned from a larger source) is fine.
 pub fn must_grow(live: Option<&Value>, wanted: &Value) -> bool {

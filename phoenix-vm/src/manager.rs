@@ -13,7 +13,7 @@ use phoenix_core::{
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
 use phoenix_pve::host::{HostChannel, sha256_hex};
 use phoenix_pve::lifecycle::{GuestHandle, GuestType};
-use phoenix_pve::{Client, Form, Method, PveError, firewall, props};
+use phoenix_pve::{Client, Form, Method, PveError, compare, firewall, props};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -555,22 +555,7 @@ impl VmManager {
                 "guest_scripts" => run_scripts = true,
                 "user_data" => config = config.text("cicustom", self.write_user_data(vmid, vm).await?),
                 "status" => start = new == "running",
-                "snapshots" => {
-                    let have: Vec<&Value> = change
-                        .old
-                        .as_ref()
-                        .and_then(Value::as_array)
-                        .map(|list| list.iter().collect())
-                        .unwrap_or_default();
-                    snapshots.extend(
-                        new.as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|name| !have.contains(name))
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned),
-                    );
-                }
+                "snapshots" => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
                 "firewall_enabled" => firewall_enabled = Some(new == true),
                 "firewall_rules" => {
                     let old = change
