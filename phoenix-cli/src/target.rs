@@ -136,7 +136,8 @@ impl Target {
             hypervisor.domain_name.clone(),
             import_storage,
         )
-        .with_scripts(scripts.clone());
+        .with_scripts(scripts.clone())
+        .with_config_dir(config_dir);
         let mut vm = vm;
         let mut lxc = LxcManager::new(client, default_node, hypervisor.domain_name.clone());
         match host_channel(

@@ -26,7 +26,7 @@ pub use reqwest::Method;
 
 /// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
 pub const OWNER_TAG: &str = "phoenix";
-pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust};
+pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust, resolve_secret};
 pub use task::{TaskOutcome, Upid};
 
 /// Makes ring the process's rustls crypto provider, for any other rustls user in the process (reqwest

@@ -154,23 +154,7 @@ impl Settings {
         if !endpoint.starts_with("https://") {
             return Err(SettingsError::BadEndpoint(endpoint));
         }
-        let resolve_secret = |secret: &Secret| -> Result<SecretString, SettingsError> {
-            match secret {
-                Secret::Plain(value) => Ok(SecretString::new(value.clone())),
-                Secret::Env(name) => var(name)
-                    .map(SecretString::new)
-                    .ok_or_else(|| SettingsError::MissingEnv(name.clone())),
-                Secret::File(path) => {
-                    let path = config_dir.join(path);
-                    std::fs::read_to_string(&path)
-                        .map(|text| SecretString::new(text.trim_end_matches(['\n', '\r'])))
-                        .map_err(|error| SettingsError::SecretFile {
-                            path: path.display().to_string(),
-                            detail: error.to_string(),
-                        })
-                }
-            }
-        };
+        let resolve_secret = |secret: &Secret| resolve_secret(secret, &var, config_dir);
         let token_id = var("PHOENIX_PVE_TOKEN_ID").or_else(|| connection.and_then(|c| c.token_id.clone()));
         let user = var("PHOENIX_PVE_USER").or_else(|| connection.and_then(|c| c.user.clone()));
         let auth = if let Some(id) = token_id {
@@ -223,6 +207,31 @@ impl Settings {
             retry: RetryPolicy::default(),
             lock_timeout: Duration::from_secs(10 * 60),
         })
+    }
+}
+
+/// Reads a secret: inline, from the environment variable it names (looked up with `env`), or from the file
+/// it names (relative paths against `config_dir`, the trailing newline removed).
+pub fn resolve_secret(
+    secret: &Secret,
+    env: &dyn Fn(&str) -> Option<String>,
+    config_dir: &Path,
+) -> Result<SecretString, SettingsError> {
+    match secret {
+        Secret::Plain(value) => Ok(SecretString::new(value.clone())),
+        Secret::Env(name) => env(name)
+            .filter(|value| !value.is_empty())
+            .map(SecretString::new)
+            .ok_or_else(|| SettingsError::MissingEnv(name.clone())),
+        Secret::File(path) => {
+            let path = config_dir.join(path);
+            std::fs::read_to_string(&path)
+                .map(|text| SecretString::new(text.trim_end_matches(['\n', '\r'])))
+                .map_err(|error| SettingsError::SecretFile {
+                    path: path.display().to_string(),
+                    detail: error.to_string(),
+                })
+        }
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) fn observed_fields(
     }) {
         fields.insert("disk_gb".to_owned(), json!(size));
     }
+    // Proxmox never shows the cloud-init password, only that one is set.
+    fields.insert("cipassword".to_owned(), json!(config.contains_key("cipassword")));
     let owned = text("tags").is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
     fields.insert("owned".to_owned(), json!(owned));
     fields.insert(
@@ -123,6 +125,9 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> BTreeMap<St
     }
     if let Some(user) = &vm.user_config {
         fields.insert("ciuser".to_owned(), json!(user.username));
+        if user.password.is_some() {
+            fields.insert("cipassword".to_owned(), json!(true));
+        }
         if !user.ssh_public_keys.is_empty() {
             fields.insert(
                 "sshkeys".to_owned(),

@@ -1,6 +1,7 @@
 //! [`VmManager`]: the `Manager` implementation for QEMU/KVM VMs over the Proxmox API.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use phoenix_core::{
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
 use phoenix_pve::host::{HostChannel, sha256_hex};
 use phoenix_pve::lifecycle::{GuestHandle, GuestType};
-use phoenix_pve::{Client, Form, Method, PveError, compare, firewall, props};
+use phoenix_pve::{Client, Form, Method, PveError, compare, firewall, props, resolve_secret};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -49,6 +50,7 @@ pub struct VmManager {
     scripts: Option<Arc<GuestScripts>>,
     agent_timeout: Duration,
     user_data: Option<Arc<UserData>>,
+    config_dir: PathBuf,
 }
 
 /// Custom cloud-init user-data: the template, and where snippets go.
@@ -83,7 +85,14 @@ impl VmManager {
             scripts: None,
             agent_timeout: Duration::from_secs(300),
             user_data: None,
+            config_dir: PathBuf::from("."),
         }
+    }
+
+    /// Where secret files named by the configuration (`{"file": ...}`) are found.
+    pub fn with_config_dir(mut self, dir: impl Into<PathBuf>) -> VmManager {
+        self.config_dir = dir.into();
+        self
     }
 
     /// Renders `template` (Tera) into each VM's cloud-init user-data, written as a snippet on `storage` (a
@@ -553,6 +562,20 @@ impl VmManager {
                 "disk_gb" => grow = new.as_f64(),
                 "template" => make_template = new == true,
                 "guest_scripts" => run_scripts = true,
+                "cipassword" => {
+                    let secret = vm
+                        .user_config
+                        .as_ref()
+                        .and_then(|user| user.password.as_ref())
+                        .ok_or_else(|| {
+                            ManagerError::failed(format!("VM {vmid} declares no cloud-init password"))
+                        })?;
+                    let password = resolve_secret(secret, &|name| std::env::var(name).ok(), &self.config_dir)
+                        .map_err(|error| {
+                            ManagerError::failed(format!("the cloud-init password of VM {vmid}: {error}"))
+                        })?;
+                    config = config.text("cipassword", password.expose());
+                }
                 "user_data" => config = config.text("cicustom", self.write_user_data(vmid, vm).await?),
                 "status" => start = new == "running",
                 "snapshots" => snapshots.extend(compare::added_names(change.old.as_ref(), new)),

@@ -15,6 +15,10 @@ use phoenix_vm::VmManager;
 use serde_json::Value;
 use support::FakePve;
 
+fn fixture_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"))
+}
+
 fn fixture() -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
     let sources = FileKind::ALL
@@ -57,12 +61,9 @@ impl Harness {
         let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
         let client = Arc::new(Client::connect(settings).await.expect("connects"));
         let mut managers = Managers::default();
-        managers.register(Arc::new(VmManager::new(
-            Arc::clone(&client),
-            "pve1",
-            Some("test.internal".into()),
-            "local",
-        )));
+        let manager = VmManager::new(Arc::clone(&client), "pve1", Some("test.internal".into()), "local")
+            .with_config_dir(fixture_dir());
+        managers.register(Arc::new(manager));
         Some(Harness {
             fake,
             client,
@@ -259,6 +260,7 @@ async fn with_agents(hanging: &[u32], hello: &str) -> Option<Harness> {
         ..Default::default()
     };
     let manager = VmManager::new(Arc::clone(&client), "pve1", None, "local")
+        .with_config_dir(fixture_dir())
         .with_scripts(scripts)
         .with_agent_timeout(std::time::Duration::from_secs(1));
     let mut managers = Managers::default();
@@ -418,6 +420,7 @@ async fn user_data_is_rendered_into_a_snippet_and_rewritten_only_when_it_changes
     let client = Arc::new(Client::connect(settings).await.expect("connects"));
     let template = "#cloud-config\nhostname: {{ hostname }}\nfqdn: {{ fqdn }}\n".to_owned();
     let manager = VmManager::new(Arc::clone(&client), "pve1", Some("test.internal".into()), "local")
+        .with_config_dir(fixture_dir())
         .with_user_data(template, Arc::new(phoenix_pve::host::LocalHost), "local");
     let mut managers = Managers::default();
     managers.register(Arc::new(manager));
