@@ -91,7 +91,8 @@ pub struct TargetArgs {
     #[arg(long)]
     pub demo: bool,
     /// The demo target's state file (default: a file per config directory in the temporary directory).
-    #[arg(long, value_name = "FILE", requires = "demo", env = "PHOENIX_DEMO_STATE")]
+    /// Ignored without --demo, so that an exported PHOENIX_DEMO_STATE does not get in the way.
+    #[arg(long, value_name = "FILE", env = "PHOENIX_DEMO_STATE")]
     pub demo_state: Option<PathBuf>,
 }
 

@@ -248,6 +248,8 @@ pub async fn execute(
     let parallelism = options.parallelism.max(1);
     let mut tasks: JoinSet<(usize, Outcome, Duration)> = JoinSet::new();
     let mut in_flight: BTreeMap<usize, Claims> = BTreeMap::new();
+    let mut task_positions: std::collections::HashMap<tokio::task::Id, usize> =
+        std::collections::HashMap::new();
 
     loop {
         if !stop.is_stopped() {
@@ -279,7 +281,7 @@ pub async fn execute(
                     .expect("checked before the run")
                     .clone();
                 let entries = Arc::clone(&entries);
-                tasks.spawn(async move {
+                let handle = tasks.spawn(async move {
                     let began = Instant::now();
                     let entry = &entries[position];
                     let mut applied = 0;
@@ -292,6 +294,7 @@ pub async fn execute(
                     }
                     (position, Outcome::Changed { changes: applied }, began.elapsed())
                 });
+                task_positions.insert(handle.id(), position);
             }
             // A converged resource may have released others that can start now.
             if settled_unchanged {
@@ -302,8 +305,15 @@ pub async fn execute(
             break;
         }
         tokio::select! {
-            joined = tasks.join_next() => {
-                let (position, outcome, duration) = joined.expect("the set is not empty").expect("apply tasks do not panic");
+            joined = tasks.join_next_with_id() => {
+                let (position, outcome, duration) = match joined.expect("the set is not empty") {
+                    Ok((_, finished)) => finished,
+                    // A manager that panics fails its resource; the run goes on and reports.
+                    Err(error) => {
+                        let position = task_positions[&error.id()];
+                        (position, Outcome::Failed { error: format!("the manager panicked: {error}"), applied: 0 }, Duration::ZERO)
+                    }
+                };
                 let claims = in_flight.remove(&position).expect("a finished task was in flight");
                 run.release(&claims);
                 run.finish(position, &entries, outcome, duration);

@@ -515,3 +515,68 @@ async fn a_stop_lets_work_in_flight_finish_and_reports_the_rest() {
     assert_eq!(rerun.summary().unchanged, 4);
     assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
 }
+
+/// A manager whose apply panics, as a buggy one might.
+struct Panicking;
+
+#[async_trait::async_trait]
+impl phoenix_core::Manager for Panicking {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Lxc
+    }
+
+    async fn observe(
+        &self,
+        _desired: &[Resource],
+    ) -> Result<BTreeMap<Address, phoenix_core::Observed>, phoenix_core::ManagerError> {
+        Ok(BTreeMap::new())
+    }
+
+    fn diff(
+        &self,
+        desired: &Resource,
+        _observed: Option<&phoenix_core::Observed>,
+    ) -> Vec<phoenix_core::Change> {
+        vec![phoenix_core::Change::create(
+            desired.address.clone(),
+            &BTreeMap::new(),
+        )]
+    }
+
+    async fn apply(
+        &self,
+        _desired: Option<&Resource>,
+        change: &phoenix_core::Change,
+    ) -> Result<(), phoenix_core::ManagerError> {
+        if change.address == Address::Lxc(900) {
+            panic!("a bug in a manager");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_manager_fails_its_resource_and_the_run_still_reports() {
+    let mut managers = Managers::default();
+    managers.register(Arc::new(Panicking));
+    let resources: Vec<Resource> = fixture_resources()
+        .into_iter()
+        .filter(|resource| resource.kind() == ResourceKind::Lxc)
+        .collect();
+    let plan = plan(resources, &managers, &PlanOptions::default())
+        .await
+        .expect("plans");
+    let (_handle, signal) = StopHandle::new();
+    let report = execute(&plan, &managers, &ExecuteOptions::default(), signal, None)
+        .await
+        .expect("runs");
+    assert!(
+        matches!(outcome(&report, "lxc/900"), Outcome::Failed { error, .. } if error.contains("panicked"))
+    );
+    assert_eq!(
+        outcome(&report, "lxc/101"),
+        &Outcome::Skipped {
+            reason: "lxc/900 failed".into()
+        }
+    );
+}

@@ -39,6 +39,8 @@ pub(crate) fn observed_fields(
             fields.insert(key.to_owned(), Value::String(value));
         }
     }
+    // Proxmox writes `unprivileged` only when it is 1: a privileged container has no such key.
+    fields.insert("unprivileged".to_owned(), json!(0));
     for key in ["cores", "memory", "swap", "onboot", "unprivileged"] {
         if let Some(number) = text(key).and_then(|value| value.parse::<i64>().ok()) {
             fields.insert(key.to_owned(), json!(number));
@@ -148,11 +150,10 @@ pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) 
         if let Some(tag) = network.vlan {
             net.insert("tag".into(), json!(tag.to_string()));
         }
-        let firewall = container
-            .firewall
-            .as_ref()
-            .is_some_and(|firewall| firewall.enabled);
-        net.insert("firewall".into(), json!(if firewall { "1" } else { "0" }));
+        // The NIC's firewall flag is declared by a `firewall` section; without one it is left as it is.
+        if let Some(firewall) = &container.firewall {
+            net.insert("firewall".into(), json!(if firewall.enabled { "1" } else { "0" }));
+        }
         fields.insert("net0".to_owned(), Value::Object(net));
         if let Some(nameservers) = &network.nameservers {
             let list: Vec<&str> = nameservers
@@ -182,7 +183,7 @@ pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) 
             .iter()
             .flat_map(|options| options.split(','))
             .filter_map(|item| item.split_once('='))
-            .map(|(key, value)| (key.trim().to_owned(), json!(value.trim())))
+            .map(|(key, value)| (key.trim().to_owned(), json!(normalise_flag(value.trim()))))
             .collect();
         fields.insert("features".to_owned(), Value::Object(features));
     }
@@ -403,6 +404,15 @@ fn id_map_lines(maps: &[phoenix_core::config::lxc::IdMap]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Proxmox reads boolean feature values in several spellings and writes them back as `1` or `0`.
+fn normalise_flag(value: &str) -> &str {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => "1",
+        "false" | "no" | "off" => "0",
+        _ => value,
+    }
 }
 
 #[cfg(test)]

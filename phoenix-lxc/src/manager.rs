@@ -23,7 +23,7 @@ use phoenix_pve::guest::{self as inside, GuestScripts, Script};
 /// Reads of container configs at once.
 const READ_CONCURRENCY: usize = 8;
 /// Where templates missing from a storage are downloaded from.
-const TEMPLATE_MIRROR: &str = "http://download.proxmox.com/images/system";
+const TEMPLATE_MIRROR: &str = "https://download.proxmox.com/images/system";
 
 /// Manages LXC containers on one Proxmox cluster.
 pub struct LxcManager {
@@ -564,10 +564,14 @@ impl Manager for LxcManager {
         let result = match (change.action, desired, container) {
             (Action::Delete, _, _) => self.delete(vmid).await,
             (Action::Create, Some(resource), Some(container)) => self.create(resource, container).await,
-            (Action::Replace, Some(resource), Some(container)) => match self.delete(vmid).await {
-                Ok(()) => self.create(resource, container).await,
-                Err(error) => Err(error),
-            },
+            (Action::Replace, Some(resource), Some(container)) => {
+                let node = self.node_of(vmid, Some(resource));
+                self.handle(&node, vmid).ensure_owned("replaces").await?;
+                match self.delete(vmid).await {
+                    Ok(()) => self.create(resource, container).await,
+                    Err(error) => Err(error),
+                }
+            }
             (Action::Update, Some(resource), Some(container)) => {
                 let node = self.node_of(vmid, Some(resource));
                 self.update(&node, vmid, &change.fields, container).await

@@ -9,8 +9,22 @@ use crate::client::{Client, Form};
 use crate::error::PveError;
 
 /// The keys of a rule Phoenix declares and compares.
+/// Keys Phoenix does not declare (`macro`, `iface`, `icmp-type`, `log`) are compared too: a live rule that
+/// has one is a different rule from a declared one that has not.
 const RULE_KEYS: &[&str] = &[
-    "type", "action", "proto", "dport", "sport", "source", "dest", "comment", "enable",
+    "type",
+    "action",
+    "proto",
+    "dport",
+    "sport",
+    "source",
+    "dest",
+    "comment",
+    "enable",
+    "macro",
+    "iface",
+    "icmp-type",
+    "log",
 ];
 
 /// A declared rule as Proxmox stores it (`port` becomes `dport`; a rule is enabled unless it says not).
@@ -47,7 +61,11 @@ pub fn rule_value(rule: &FirewallRule) -> Value {
         }
     }
     if let Some(comment) = &rule.comment {
-        map.insert("comment".into(), json!(comment));
+        // Proxmox trims comments and drops empty ones.
+        let comment = comment.trim();
+        if !comment.is_empty() {
+            map.insert("comment".into(), json!(comment));
+        }
     }
     map.insert("enable".into(), json!(i64::from(rule.enabled.unwrap_or(true))));
     Value::Object(map)

@@ -293,7 +293,8 @@ pub async fn apply_script(guest: &dyn GuestExec, script: &Script) -> Result<(), 
 
 /// Writes the guest's declared configuration where feature scripts can read it.
 pub async fn write_guest_config(guest: &dyn GuestExec, json: &str) -> Result<(), ManagerError> {
-    let write = "mkdir -p /var/lib/phoenix && cat > /var/lib/phoenix/guest.json";
+    // Readable by root only: the configuration may name things that are nobody else's business.
+    let write = "umask 077 && mkdir -p /var/lib/phoenix && cat > /var/lib/phoenix/guest.json";
     let output = quick(guest, &["/bin/sh", "-c", write], Some(json.as_bytes())).await?;
     if output.success() {
         Ok(())

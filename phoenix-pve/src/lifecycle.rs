@@ -126,6 +126,23 @@ impl GuestHandle<'_> {
         Ok(tags.join(";"))
     }
 
+    /// Whether the guest carries the owner tag.
+    pub async fn is_owned(&self) -> Result<bool, PveError> {
+        Ok(self.tags().await?.iter().any(|tag| tag == OWNER_TAG))
+    }
+
+    /// Refuses to destroy a guest Phoenix does not own.
+    pub async fn ensure_owned(&self, what: &str) -> Result<(), ManagerError> {
+        if self.is_owned().await? {
+            return Ok(());
+        }
+        Err(ManagerError::failed(format!(
+            "{} {} is not tagged `{OWNER_TAG}`: Phoenix {what} only what it owns",
+            self.kind.noun(),
+            self.vmid
+        )))
+    }
+
     async fn tags(&self) -> Result<Vec<String>, PveError> {
         let config: BTreeMap<String, Value> =
             self.client.get(&format!("{}/config", self.base()), &[]).await?;
@@ -202,13 +219,7 @@ impl GuestHandle<'_> {
                     .await?;
             }
             Operation::Delete => {
-                if !self.tags().await?.iter().any(|tag| tag == OWNER_TAG) {
-                    return Err(ManagerError::failed(format!(
-                        "{} {} is not tagged `{OWNER_TAG}`: Phoenix deletes only what it owns",
-                        self.kind.noun(),
-                        self.vmid
-                    )));
-                }
+                self.ensure_owned("deletes").await?;
                 self.destroy().await?;
             }
             Operation::HealthCheck => {

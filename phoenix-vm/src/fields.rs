@@ -99,8 +99,10 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> BTreeMap<St
         "bridge".into(),
         json!(vm.network_bridge.clone().unwrap_or_else(|| "vmbr0".to_owned())),
     );
-    let firewall = vm.firewall.as_ref().is_some_and(|firewall| firewall.enabled);
-    net.insert("firewall".into(), json!(if firewall { "1" } else { "0" }));
+    // The NIC's firewall flag is declared by a `firewall` section; without one it is left as it is.
+    if let Some(firewall) = &vm.firewall {
+        net.insert("firewall".into(), json!(if firewall.enabled { "1" } else { "0" }));
+    }
     if let Some(mac) = &vm.mac_address {
         net.insert("virtio".into(), json!(mac.to_ascii_uppercase()));
     }

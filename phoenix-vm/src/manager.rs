@@ -230,7 +230,12 @@ impl VmManager {
                 if vm.enable_lifecycle_snapshots {
                     self.handle(node, vmid).snapshot_once("pre-features").await?;
                 }
-                let declared = serde_json::to_string(vm).expect("configuration serialises");
+                let mut declared = serde_json::to_value(vm).expect("configuration serialises");
+                // An inline password stays out of the guest.
+                if let Some(password) = declared.pointer_mut("/user_config/password") {
+                    *password = Value::String(phoenix_core::resource::SENSITIVE.to_owned());
+                }
+                let declared = declared.to_string();
                 inside::write_guest_config(&agent, &declared).await?;
                 for script in &pending {
                     if script.text.is_empty() {
@@ -383,7 +388,12 @@ impl VmManager {
         image: &str,
         release: Option<&str>,
     ) -> Result<String, ManagerError> {
-        let file = image.rsplit('/').next().unwrap_or(image).to_owned();
+        let source = image.rsplit('/').next().unwrap_or(image).to_owned();
+        // Proxmox's import content takes .qcow2, .raw, .vmdk and .ova only; cloud images named .img are qcow2.
+        let file = match source.strip_suffix(".img") {
+            Some(stem) => format!("{stem}.qcow2"),
+            None => source.clone(),
+        };
         let volume = format!("{}:import/{file}", self.import_storage);
         let content: Vec<Value> = self
             .client
@@ -400,13 +410,13 @@ impl VmManager {
         } else {
             let codename = release
                 .map(str::to_owned)
-                .or_else(|| file.split('-').next().map(str::to_owned))
+                .or_else(|| source.split('-').next().map(str::to_owned))
                 .ok_or_else(|| {
                     ManagerError::failed(format!(
                         "cannot tell where to download {file} from: give an https:// URL"
                     ))
                 })?;
-            format!("{UBUNTU_IMAGES}/{codename}/current/{file}")
+            format!("{UBUNTU_IMAGES}/{codename}/current/{source}")
         };
         tracing::info!(%url, "downloading the cloud image");
         let form = Form::new()
@@ -748,6 +758,8 @@ impl Manager for VmManager {
             (Action::Delete, _, _) => self.delete(vmid).await,
             (Action::Create, Some(resource), Some(vm)) => self.create(resource, vm).await,
             (Action::Replace, Some(resource), Some(vm)) => {
+                let node = self.node_of(vmid, Some(resource));
+                self.handle(&node, vmid).ensure_owned("replaces").await?;
                 self.delete(vmid).await?;
                 self.create(resource, vm).await
             }
