@@ -24,7 +24,8 @@ use support::FakePve;
 /// The tests share CTIDs (real containers are named after them), so they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const HELLO: &str = "echo hello >> /tmp/hello-runs\n";
+/// Reads standard input first: a script streamed on stdin would lose its next line to it.
+const HELLO: &str = "read -r swallowed || true\necho hello >> /tmp/hello-runs\n";
 const COUNTER: &str = "echo run >> /tmp/counter-runs\n";
 const APP: &str = "touch /tmp/app-ran\necho \"app for $PHOENIX_GREETING\"\n";
 

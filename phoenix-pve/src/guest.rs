@@ -17,6 +17,8 @@ use phoenix_core::config::HealthCheck;
 use crate::client::{Client, Form};
 use crate::host::{CommandOutput, HostChannel, HostError, in_container, sha256_hex};
 
+/// Where scripts are copied inside guests before they run.
+const SCRIPTS: &str = "/var/lib/phoenix/scripts";
 /// Where feature records live inside guests.
 const RECORDS: &str = "/var/lib/phoenix/features";
 /// Limit for one feature or script.
@@ -266,15 +268,15 @@ pub async fn records(guest: &dyn GuestExec) -> Result<BTreeMap<String, String>, 
 /// Runs a script (streamed on stdin, never pasted into arguments), then records its digest.
 pub async fn apply_script(guest: &dyn GuestExec, script: &Script) -> Result<(), ManagerError> {
     tracing::info!(guest = %guest.describe(), script = %script.record, "running inside the guest");
-    let argv = ["/bin/sh".to_owned(), "-s".to_owned()];
-    let output = guest
-        .exec(
-            &argv,
-            Some(script.text.as_bytes()),
-            &script.environment,
-            SCRIPT_TIMEOUT,
-        )
-        .await?;
+    // The script is copied into the guest first and run from there with no input, so a command in it that
+    // reads standard input cannot swallow the rest of the script.
+    let copy = format!("umask 077 && mkdir -p {SCRIPTS} && cat > \"{SCRIPTS}/$0\"");
+    let copied = quick(guest, &["/bin/sh", "-c", &copy, &script.record], Some(script.text.as_bytes())).await?;
+    if !copied.success() {
+        return Err(failure(guest, &format!("copying `{}`", script.record), &copied));
+    }
+    let argv = ["/bin/sh".to_owned(), format!("{SCRIPTS}/{}", script.record)];
+    let output = guest.exec(&argv, None, &script.environment, SCRIPT_TIMEOUT).await?;
     if !output.success() {
         return Err(failure(guest, &format!("`{}`", script.record), &output));
     }

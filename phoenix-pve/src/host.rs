@@ -160,10 +160,13 @@ async fn run_process(
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| spawn_error(error.to_string()))?;
+    // The input is written while the output is read, so neither side can fill its pipe and block the other.
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A command that exits without reading all of its input is not an error of ours.
-        let _ = pipe.write_all(bytes).await;
-        drop(pipe);
+        let bytes = bytes.to_vec();
+        tokio::spawn(async move {
+            // A command that exits without reading all of its input is not an error of ours.
+            let _ = pipe.write_all(&bytes).await;
+        });
     }
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(output)) => Ok(CommandOutput {

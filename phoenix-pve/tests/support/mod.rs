@@ -59,6 +59,7 @@ def init(self, *args, **kwargs):
     self.agent_hangs = self.vmid in hanging
     self.phoenix_records = {}
     self.phoenix_runs = []
+    self.phoenix_scripts = {}
 model.FakeVm.__init__ = init
 original_result = guest_agent.result
 def result(vm, command, values):
@@ -68,10 +69,13 @@ def result(vm, command, values):
         data = values.get('input-data') or ''
         core = argv[argv.index('/bin/sh'):] if '/bin/sh' in argv else argv
         out, err, code = '', '', 0
-        if core[1:2] == ['-s']:
-            vm.phoenix_runs.append(data)
-            if 'PHOENIX_TEST_FAIL' in data:
+        if len(core) == 2 and core[1].startswith('/var/lib/phoenix/scripts/'):
+            text = vm.phoenix_scripts.get(core[1], '')
+            vm.phoenix_runs.append(text)
+            if 'PHOENIX_TEST_FAIL' in text:
                 out, err, code = 'partial', 'boom', 3
+        elif core[1:2] == ['-c'] and 'mkdir -p /var/lib/phoenix/scripts' in core[2]:
+            vm.phoenix_scripts['/var/lib/phoenix/scripts/' + core[3]] = data
         elif core[1:2] == ['-c'] and core[2].startswith('mkdir -p /var/lib/phoenix/features'):
             vm.phoenix_records[core[3]] = data.strip()
         elif core[1:2] == ['-c'] and core[2].startswith('for f in /var/lib/phoenix/features'):
