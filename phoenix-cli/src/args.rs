@@ -191,6 +191,9 @@ pub struct SnapshotArgs {
     pub name: String,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Roll back without asking (required when not on a terminal); `snapshot` does not ask.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// Arguments of `delete`.

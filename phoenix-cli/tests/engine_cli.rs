@@ -367,8 +367,22 @@ fn operations_on_existing_guests() {
         "{}",
         text(&again.stderr)
     );
-    assert!(demo(&["rollback", "101", "before-upgrade"]).status.success());
-    assert_eq!(demo(&["rollback", "101", "never-taken"]).status.code(), Some(1));
+    let unconfirmed = demo(&["rollback", "101", "before-upgrade"]);
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    assert!(
+        text(&unconfirmed.stderr).contains("refusing to rollback without confirmation"),
+        "{}",
+        text(&unconfirmed.stderr)
+    );
+    assert!(
+        demo(&["rollback", "101", "before-upgrade", "-y"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        demo(&["rollback", "101", "never-taken", "-y"]).status.code(),
+        Some(1)
+    );
 
     let refused = demo(&["delete", "900", "-y"]);
     assert_eq!(refused.status.code(), Some(1));

@@ -20,8 +20,12 @@ pub(crate) struct Guest {
 /// given key loses its old lines and gets one line with the new value. Keys and values arrive as
 /// arguments, never as shell code.
 const SET_RAW_KEYS: &str = r#"set -eu
-file="$1"; shift
-tmp="$(mktemp)"
+file="$1"; lock="$2"; shift 2
+# Under Proxmox's own config lock, and replaced in one step, so no concurrent pct set or backup is lost.
+mkdir -p "$(dirname "$lock")"
+exec 9>"$lock"
+flock 9
+tmp="$file.phoenix.tmp"
 awk '
 BEGIN {
     for (i = 1; i < ARGC - 1; i += 2) { n++; keys[n] = ARGV[i]; values[n] = ARGV[i + 1]; wanted[ARGV[i]] = 1 }
@@ -40,8 +44,7 @@ BEGIN {
 { print }
 END { if (!done) { for (j = 1; j <= n; j++) print keys[j] ": " values[j]; for (; blanks > 0; blanks--) print "" } }
 ' "$@" "$file" > "$tmp"
-cat "$tmp" > "$file"
-rm -f "$tmp"
+mv "$tmp" "$file"
 "#;
 
 impl Guest {
@@ -104,6 +107,7 @@ impl Guest {
             "phoenix-raw-keys".into(),
         ];
         argv.push(self.config_file(node, ctid));
+        argv.push(format!("/run/lock/lxc/pve-config-{ctid}.lock"));
         for (key, values) in keys {
             for value in values {
                 argv.push(key.clone());

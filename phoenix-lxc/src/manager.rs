@@ -161,7 +161,15 @@ impl LxcManager {
         let (enabled, rules) = firewall::read(&self.client, &format!("/nodes/{node}/lxc/{vmid}")).await?;
         let firewall = fields::ObservedFirewall { enabled, rules };
         let records = match (&self.guest, status) {
-            (Some(guest), "running") => Some(inside::records(&guest.exec(vmid)).await?),
+            // A container the channel cannot reach (on another node of a cluster, say) shows no records;
+            // apply then says why it cannot run its scripts.
+            (Some(guest), "running") => match inside::records(&guest.exec(vmid)).await {
+                Ok(records) => Some(records),
+                Err(error) => {
+                    tracing::warn!(vmid, %error, "feature records not readable");
+                    None
+                }
+            },
             _ => None,
         };
         let raw = match &self.guest {

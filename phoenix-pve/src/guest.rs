@@ -271,12 +271,19 @@ pub async fn apply_script(guest: &dyn GuestExec, script: &Script) -> Result<(), 
     // The script is copied into the guest first and run from there with no input, so a command in it that
     // reads standard input cannot swallow the rest of the script.
     let copy = format!("umask 077 && mkdir -p {SCRIPTS} && cat > \"{SCRIPTS}/$0\"");
-    let copied = quick(guest, &["/bin/sh", "-c", &copy, &script.record], Some(script.text.as_bytes())).await?;
+    let copied = quick(
+        guest,
+        &["/bin/sh", "-c", &copy, &script.record],
+        Some(script.text.as_bytes()),
+    )
+    .await?;
     if !copied.success() {
         return Err(failure(guest, &format!("copying `{}`", script.record), &copied));
     }
     let argv = ["/bin/sh".to_owned(), format!("{SCRIPTS}/{}", script.record)];
-    let output = guest.exec(&argv, None, &script.environment, SCRIPT_TIMEOUT).await?;
+    let output = guest
+        .exec(&argv, None, &script.environment, SCRIPT_TIMEOUT)
+        .await?;
     if !output.success() {
         return Err(failure(guest, &format!("`{}`", script.record), &output));
     }

@@ -162,6 +162,20 @@ pub(crate) async fn snapshot(
     operation: Operation,
     global: &GlobalArgs,
 ) -> miette::Result<ExitCode> {
+    // A rollback throws away everything written since the snapshot: it asks, as delete does.
+    if matches!(operation, Operation::Rollback(_))
+        && !args.yes
+        && !confirm(
+            &format!(
+                "Roll {} back to `{}`, losing what changed since?",
+                args.id, args.name
+            ),
+            "rollback",
+        )?
+    {
+        eprintln!("Nothing was rolled back.");
+        return Ok(ExitCode::from(1));
+    }
     let guests = GuestsArgs {
         ids: vec![args.id.clone()],
         target: TargetArgs {
@@ -173,23 +187,26 @@ pub(crate) async fn snapshot(
     run(&guests, operation, false, global).await
 }
 
+/// Asks on the terminal; refuses when there is none.
+fn confirm(question: &str, verb: &str) -> miette::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(miette::miette!(
+            code = "phoenix::operate::needs_yes",
+            help = format!("pass --yes to {verb} without a terminal to confirm on"),
+            "refusing to {verb} without confirmation"
+        ));
+    }
+    eprint!("{question} Only 'yes' is accepted: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).ok();
+    Ok(answer.trim() == "yes")
+}
+
 /// `delete`, which asks first on a terminal.
 pub(crate) async fn delete(args: &DeleteArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(miette::miette!(
-                code = "phoenix::delete::needs_yes",
-                help = "pass --yes to delete without a terminal to confirm on",
-                "refusing to delete without confirmation"
-            ));
-        }
-        eprint!("Delete {}? Only 'yes' is accepted: ", args.guests.ids.join(", "));
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).ok();
-        if answer.trim() != "yes" {
-            eprintln!("Nothing was deleted.");
-            return Ok(ExitCode::from(1));
-        }
+    if !args.yes && !confirm(&format!("Delete {}?", args.guests.ids.join(", ")), "delete")? {
+        eprintln!("Nothing was deleted.");
+        return Ok(ExitCode::from(1));
     }
     run(&args.guests, Operation::Delete, args.force, global).await
 }
