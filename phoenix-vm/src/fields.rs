@@ -10,6 +10,35 @@ use serde_json::{Map, Value, json};
 
 pub(crate) use phoenix_pve::OWNER_TAG;
 
+/// NIC models Proxmox writes as `<model>=<MAC>` in `net0`.
+pub(crate) const NIC_MODELS: [&str; 11] = [
+    "virtio", "e1000", "e1000e", "rtl8139", "vmxnet3", "ne2k_pci", "pcnet", "i82551", "i82557b", "i82559er",
+    "ne2k_isa",
+];
+
+/// Renders `net0` back: the model first (`virtio` unless one is known), with the MAC address when one is
+/// known, then the other keys.
+pub(crate) fn render_net0(net: &Value) -> String {
+    let mut map = net.as_object().cloned().unwrap_or_default();
+    let model = map
+        .remove("model")
+        .and_then(|model| model.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "virtio".into());
+    let first = match map
+        .remove("macaddr")
+        .and_then(|mac| mac.as_str().map(str::to_owned))
+    {
+        Some(mac) => format!("{model}={mac}"),
+        None => model,
+    };
+    let rest = props::render_object(&Value::Object(map), None);
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first},{rest}")
+    }
+}
+
 /// Disks that may be a VM's boot disk, in the order they are looked for.
 pub(crate) const BOOT_DISKS: [&str; 4] = ["scsi0", "virtio0", "sata0", "ide0"];
 
@@ -47,9 +76,11 @@ pub(crate) fn observed_fields(
         if let Some(value) = text(key) {
             let mut map = props::parse(&value, default_key);
             if key == "net0" {
-                // `virtio=BC:24:...`: the model names the MAC address.
-                if let Some(mac) = map.remove("virtio") {
-                    map.insert("virtio".into(), mac.to_ascii_uppercase());
+                // `e1000=BC:24:...`: the model's key holds the MAC address. Normalised to `model` + `macaddr`.
+                if let Some(model) = NIC_MODELS.iter().find(|model| map.contains_key(**model)) {
+                    let mac = map.remove(*model).unwrap_or_default();
+                    map.insert("model".into(), (*model).to_owned());
+                    map.insert("macaddr".into(), mac.to_ascii_uppercase());
                 }
             }
             fields.insert(
@@ -104,7 +135,7 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> BTreeMap<St
         net.insert("firewall".into(), json!(if firewall.enabled { "1" } else { "0" }));
     }
     if let Some(mac) = &vm.mac_address {
-        net.insert("virtio".into(), json!(mac.to_ascii_uppercase()));
+        net.insert("macaddr".into(), json!(mac.to_ascii_uppercase()));
     }
     fields.insert("net0".to_owned(), Value::Object(net));
     if let Some(network) = &vm.network_config {
@@ -267,6 +298,23 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net0_models_normalise_and_render_back() {
+        let config = BTreeMap::from([(
+            "net0".to_owned(),
+            json!("e1000=bc:24:11:00:00:01,bridge=vmbr0,firewall=1"),
+        )]);
+        let fields = observed_fields(&config, "running", &[], (false, Vec::new()));
+        let net0 = &fields["net0"];
+        assert_eq!(net0["model"], "e1000");
+        assert_eq!(net0["macaddr"], "BC:24:11:00:00:01");
+        assert_eq!(
+            render_net0(net0),
+            "e1000=BC:24:11:00:00:01,bridge=vmbr0,firewall=1"
+        );
+        assert_eq!(render_net0(&json!({"bridge": "vmbr1"})), "virtio,bridge=vmbr1");
+    }
 
     #[test]
     fn ssh_keys_encode_and_decode() {

@@ -471,17 +471,11 @@ impl VmManager {
                     ))
                 })?;
                 let volume = self.ensure_image(&node, image, None).await?;
-                let mut net = format!(
-                    "virtio,bridge={}",
-                    vm.network_bridge.as_deref().unwrap_or("vmbr0")
-                );
-                if let Some(mac) = &vm.mac_address {
-                    net = format!(
-                        "virtio={},bridge={}",
-                        mac.to_ascii_uppercase(),
-                        vm.network_bridge.as_deref().unwrap_or("vmbr0")
-                    );
-                }
+                let bridge = vm.network_bridge.as_deref().unwrap_or("vmbr0");
+                let net = match &vm.mac_address {
+                    Some(mac) => format!("virtio={},bridge={bridge}", mac.to_ascii_uppercase()),
+                    None => format!("virtio,bridge={bridge}"),
+                };
                 let form = Form::new()
                     .number("vmid", vmid)
                     .text("name", &vm.name)
@@ -549,23 +543,7 @@ impl VmManager {
                     )
                 }
                 "cores" | "memory" | "onboot" => config = config.text(&change.field, new.to_string()),
-                "net0" => {
-                    let mut net = new.clone();
-                    // The model leads, with the MAC address when one is known: `virtio=BC:...,bridge=...`.
-                    let model = net.as_object_mut().and_then(|map| map.remove("model"));
-                    let rendered = props::render_object(&net, Some("virtio"));
-                    let rendered = if rendered.starts_with("virtio=") {
-                        rendered
-                    } else {
-                        format!(
-                            "{},{rendered}",
-                            model
-                                .and_then(|m| m.as_str().map(str::to_owned))
-                                .unwrap_or_else(|| "virtio".into())
-                        )
-                    };
-                    config = config.text("net0", rendered);
-                }
+                "net0" => config = config.text("net0", fields::render_net0(new)),
                 "ipconfig0" => config = config.text("ipconfig0", props::render_object(new, Some("ip"))),
                 "startup" => config = config.text("startup", props::render_object(new, None)),
                 "owned" => config = config.text("tags", self.handle(node, vmid).tags_with_owner().await?),
