@@ -315,9 +315,15 @@ impl Client {
                 .await
                 .map_err(|error| self.transport_error(&error))?;
             let status = response.status();
-            let reason = status.canonical_reason().unwrap_or_default().to_owned();
-            // PVE puts its message in the reason phrase; reqwest keeps only the canonical one, so the
-            // body's `message` (PVE 8.3+) is the message of record.
+            // Proxmox puts its message in the reason phrase (before 8.3 only there); hyper keeps a
+            // non-canonical phrase in the response's extensions.
+            let reason = response
+                .extensions()
+                .get::<hyper::ext::ReasonPhrase>()
+                .map(|phrase| String::from_utf8_lossy(phrase.as_bytes()).into_owned())
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or_default().to_owned());
+            // When the body carries a `message` (PVE 8.3+), that is the message of record; the
+            // reason phrase is the fallback for older servers.
             let bytes = response
                 .bytes()
                 .await
