@@ -338,15 +338,26 @@ fn diff_mounts(wanted: &Value, live: Option<&Value>) -> Vec<FieldChange> {
         };
         let mut new = declared.clone();
         new.insert("index".into(), json!(index));
-        if let Some(volume) = existing.and_then(|existing| existing.get("volume")) {
+        // A volume stays where it is unless the declared storage differs: then a new volume takes the mount
+        // point, and Proxmox keeps the old one as an `unusedN` entry. The guest loses sight of its data there,
+        // so that needs `--allow-destroy`.
+        let moved = existing.is_some_and(|existing| {
+            declared.contains_key("storage")
+                && existing.contains_key("storage")
+                && existing["storage"] != declared["storage"]
+        });
+        if !moved && let Some(volume) = existing.and_then(|existing| existing.get("volume")) {
             new.insert("volume".into(), volume.clone());
         }
-
         changes.push(FieldChange {
             field: format!("mount {path}"),
             old: existing.map(|existing| Value::Object(existing.clone())),
             new: Some(Value::Object(new)),
-            consequence: Consequence::Restart,
+            consequence: if moved {
+                Consequence::Destructive
+            } else {
+                Consequence::Restart
+            },
         });
     }
     changes
@@ -420,6 +431,35 @@ mod tests {
     use phoenix_core::config::lxc::{IdKind, IdMap};
 
     use super::*;
+
+    fn volume(storage: &str, size: f64) -> Value {
+        json!({"index": 0, "storage": storage, "size_gb": size, "volume": format!("{storage}:subvol-101-disk-1")})
+    }
+
+    #[test]
+    fn a_volume_on_another_storage_gets_a_new_one_and_is_destructive() {
+        let wanted = json!({"/data": {"storage": "tank", "size_gb": 8.0}});
+        let live = json!({"/data": volume("local-zfs", 8.0)});
+        let [change] = diff_mounts(&wanted, Some(&live)).try_into().expect("one change");
+        assert_eq!(change.consequence, Consequence::Destructive);
+        let new = change.new.expect("a new mount");
+        assert_eq!(new["storage"], "tank");
+        assert!(new.get("volume").is_none(), "{new}");
+        // Once the new volume is there, nothing is left to do.
+        let live = json!({"/data": volume("tank", 8.0)});
+        assert!(diff_mounts(&wanted, Some(&live)).is_empty());
+    }
+
+    #[test]
+    fn a_volume_that_grows_or_turns_read_only_keeps_its_volume() {
+        let wanted = json!({"/data": {"storage": "tank", "size_gb": 16.0, "ro": true}});
+        let live = json!({"/data": volume("tank", 8.0)});
+        let [change] = diff_mounts(&wanted, Some(&live)).try_into().expect("one change");
+        assert_eq!(change.consequence, Consequence::Restart);
+        let new = change.new.expect("a new mount");
+        assert_eq!(new["volume"], "tank:subvol-101-disk-1");
+        assert_eq!(new["ro"], true);
+    }
 
     #[test]
     fn id_maps_become_full_idmap_lines() {

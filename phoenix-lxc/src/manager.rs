@@ -370,8 +370,21 @@ impl LxcManager {
                     if let Some(host_path) = new["host_path"].as_str() {
                         let read_only = if new["ro"] == true { ",ro=1" } else { "" };
                         config = config.text(&key, format!("{host_path},mp={path}{read_only}"));
-                    } else if new.get("volume").is_some() {
-                        resizes.push((key, new["size_gb"].as_f64().unwrap_or_default()));
+                    } else if let Some(volume) = new["volume"].as_str() {
+                        // An existing volume: written again only for its read-only flag, grown only when
+                        // the declared size is larger (Proxmox never shrinks).
+                        let read_only = new["ro"] == true;
+                        let old = change.old.as_ref();
+                        let live_size = old.and_then(|old| old["size_gb"].as_f64());
+                        if old.is_some_and(|old| (old["ro"] == true) != read_only) {
+                            let size = live_size.map(|size| format!(",size={size}G")).unwrap_or_default();
+                            let flag = if read_only { ",ro=1" } else { "" };
+                            config = config.text(&key, format!("{volume},mp={path}{size}{flag}"));
+                        }
+                        let size = new["size_gb"].as_f64().unwrap_or_default();
+                        if live_size.is_some_and(|live| size > live) {
+                            resizes.push((key, size));
+                        }
                     } else {
                         let storage = new["storage"].as_str().unwrap_or_default();
                         let size = new["size_gb"].as_f64().unwrap_or(1.0);

@@ -351,7 +351,8 @@ async fn firewall_rules_changed_by_hand_are_corrected_without_wiping_the_rest() 
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].changes[0].fields[0].field, "firewall_rules");
     let before = harness.writes().await.len();
-    assert!(harness.apply(&plan).await.succeeded());
+    let report = harness.apply(&plan).await;
+    assert!(report.succeeded(), "{report:#?}");
     let writes = harness.writes().await;
     let deletes = writes[before..]
         .iter()
@@ -438,4 +439,47 @@ async fn operations_start_stop_snapshot_rollback_and_delete_only_owned() {
     let resources = harness.client.cluster_resources().await.expect("lists");
     assert!(!resources.iter().any(|resource| resource.vmid == Some(102)));
     assert!(resources.iter().any(|resource| resource.vmid == Some(150)));
+}
+
+#[tokio::test]
+async fn a_volume_made_read_only_by_hand_is_written_back_and_not_regrown() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let config = harness.config(101).await;
+    let (key, line) = config
+        .as_object()
+        .expect("a config")
+        .iter()
+        .find(|(key, value)| {
+            key.starts_with("mp") && value.as_str().is_some_and(|line| line.contains("mp=/cache"))
+        })
+        .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
+        .expect("the /cache volume");
+    let volume = line.split(',').next().unwrap_or_default().to_owned();
+    let by_hand = Form::new().text(&key, format!("{line},ro=1"));
+    let _: Value = harness
+        .client
+        .put("/nodes/pve1/lxc/101/config", &by_hand)
+        .await
+        .expect("edits");
+
+    let plan = harness.plan().await;
+    assert!(plan.has_changes());
+    let before = harness.writes().await.len();
+    let report = harness.apply(&plan).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let writes = harness.writes().await[before..].to_vec();
+    assert!(
+        writes.iter().all(|write| !write.ends_with("/resize")),
+        "a volume of the declared size is not resized: {writes:?}"
+    );
+    let line = harness.config(101).await[&key]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(line.starts_with(&volume), "the same volume: {line}");
+    assert!(!line.contains("ro=1"), "{line}");
+    assert!(!harness.plan().await.has_changes());
 }
