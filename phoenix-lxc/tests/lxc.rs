@@ -83,6 +83,15 @@ impl Harness {
             .collect()
     }
 
+    /// Changes a container's config as an operator would by hand.
+    async fn edit_by_hand(&self, vmid: u32, form: &Form) {
+        let _: Value = self
+            .client
+            .put(&format!("/nodes/pve1/lxc/{vmid}/config"), form)
+            .await
+            .expect("edits");
+    }
+
     async fn config(&self, vmid: u32) -> Value {
         self.client
             .get(&format!("/nodes/pve1/lxc/{vmid}/config"), &[])
@@ -202,11 +211,7 @@ async fn a_change_made_by_hand_is_planned_as_drift_and_corrected() {
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());
     let by_hand = Form::new().number("memory", 4096).text("onboot", "0");
-    let _: Value = harness
-        .client
-        .put("/nodes/pve1/lxc/101/config", &by_hand)
-        .await
-        .expect("edits");
+    harness.edit_by_hand(101, &by_hand).await;
 
     let plan = harness.plan().await;
     let changed: Vec<_> = plan
@@ -459,11 +464,7 @@ async fn a_volume_made_read_only_by_hand_is_written_back_and_not_regrown() {
         .expect("the /cache volume");
     let volume = line.split(',').next().unwrap_or_default().to_owned();
     let by_hand = Form::new().text(&key, format!("{line},ro=1"));
-    let _: Value = harness
-        .client
-        .put("/nodes/pve1/lxc/101/config", &by_hand)
-        .await
-        .expect("edits");
+    harness.edit_by_hand(101, &by_hand).await;
 
     let plan = harness.plan().await;
     assert!(plan.has_changes());
