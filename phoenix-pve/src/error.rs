@@ -84,6 +84,18 @@ pub enum PveError {
         /// The limit.
         seconds: u64,
     },
+    /// What Phoenix was about to change was changed by someone else since it was read.
+    #[error("{path} changed since it was read: {detail}")]
+    #[diagnostic(
+        code(phoenix::pve::changed),
+        help("someone else is editing it; nothing more was written there. Run the plan again")
+    )]
+    Changed {
+        /// API path.
+        path: String,
+        /// What differs.
+        detail: String,
+    },
     /// An answer could not be read.
     #[error("unexpected answer to {path}: {detail}")]
     #[diagnostic(code(phoenix::pve::decode))]

@@ -118,7 +118,42 @@ pub async fn set_enabled(client: &Client, base: &str, enabled: bool) -> Result<(
     Ok(())
 }
 
+/// Reads the rules again before a positional write and checks that they are still `expected`. Returns the
+/// list's digest, which the write carries: Proxmox refuses it if the list changed in between, so a rule
+/// someone else added or moved is never deleted or moved by position by mistake.
+async fn digest_if_unchanged(client: &Client, rules: &str, expected: &[Value]) -> Result<String, PveError> {
+    let live: Vec<Value> = client.get(rules, &[]).await?;
+    let normalised: Vec<Value> = live.iter().map(normalise).collect();
+    if normalised != expected {
+        return Err(PveError::Changed {
+            path: rules.to_owned(),
+            detail: format!(
+                "{} rules where {} were expected",
+                normalised.len(),
+                expected.len()
+            ),
+        });
+    }
+    Ok(live
+        .first()
+        .and_then(|rule| rule["digest"].as_str())
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Adds `digest` to a form when there is one (an empty list has none).
+fn with_digest(form: Form, digest: &str) -> Form {
+    if digest.is_empty() {
+        form
+    } else {
+        form.text("digest", digest)
+    }
+}
+
 /// Takes the rules from `live` to `wanted`. Returns the number of writes made.
+///
+/// Every write by position first checks, by digest, that the list is the one Phoenix expects
+/// ([`PveError::Changed`] otherwise), so a concurrent edit stops the convergence instead of misplacing it.
 pub async fn converge_rules(
     client: &Client,
     base: &str,
@@ -140,8 +175,16 @@ pub async fn converge_rules(
             None => delete.push(position),
         }
     }
+    let mut expected = live.to_vec();
     for position in delete.into_iter().rev() {
-        let _: Value = client.delete(&format!("{rules}/{position}"), &[]).await?;
+        let digest = digest_if_unchanged(client, &rules, &expected).await?;
+        let query: Vec<(&str, &str)> = if digest.is_empty() {
+            Vec::new()
+        } else {
+            vec![("digest", &digest)]
+        };
+        let _: Value = client.delete(&format!("{rules}/{position}"), &query).await?;
+        expected.remove(position);
         writes += 1;
     }
     // Walk the wanted order: a rule in place stays, one further down moves up, a missing one is inserted
@@ -157,12 +200,9 @@ pub async fn converge_rules(
             .position(|candidate| candidate == rule)
         {
             let from = index + 1 + found;
-            let _: Value = client
-                .put(
-                    &format!("{rules}/{from}"),
-                    &Form::new().number("moveto", index as i64),
-                )
-                .await?;
+            let digest = digest_if_unchanged(client, &rules, &current).await?;
+            let form = with_digest(Form::new().number("moveto", index as i64), &digest);
+            let _: Value = client.put(&format!("{rules}/{from}"), &form).await?;
             let moved = current.remove(from);
             current.insert(index, moved);
             writes += 1;
@@ -180,12 +220,9 @@ pub async fn converge_rules(
         writes += 1;
         if index != 0 {
             // "moveto" places the rule in front of the one now at that position.
-            let _: Value = client
-                .put(
-                    &format!("{rules}/0"),
-                    &Form::new().number("moveto", (index + 1) as i64),
-                )
-                .await?;
+            let digest = digest_if_unchanged(client, &rules, &current).await?;
+            let form = with_digest(Form::new().number("moveto", (index + 1) as i64), &digest);
+            let _: Value = client.put(&format!("{rules}/0"), &form).await?;
             let moved = current.remove(0);
             current.insert(index, moved);
             writes += 1;

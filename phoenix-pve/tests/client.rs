@@ -315,6 +315,13 @@ async fn firewall_rules_converge_by_content_without_wiping() {
         .filter(|(method, _, _)| method == "DELETE")
         .count();
     assert_eq!(deletes, 1, "only the rule no longer wanted is deleted");
+    assert!(
+        requests[before..]
+            .iter()
+            .filter(|(method, path, _)| method == "PUT" && path.contains("/firewall/rules/"))
+            .all(|(_, _, body)| body.contains("digest=")),
+        "moves by position carry the list's digest"
+    );
     assert_eq!(written, 4, "one delete, one move, one insert and its move");
     assert_eq!(
         firewall::converge_rules(&client, base, &live, &live)
@@ -325,4 +332,23 @@ async fn firewall_rules_converge_by_content_without_wiping() {
 
     firewall::set_enabled(&client, base, true).await.expect("enables");
     assert!(firewall::read(&client, base).await.expect("reads").0);
+
+    // Someone adds a rule between the read and the writes: the stale positions are not used.
+    let (_, stale) = firewall::read(&client, base).await.expect("reads");
+    let by_hand = Form::new()
+        .text("type", "in")
+        .text("action", "DROP")
+        .text("proto", "udp")
+        .text("comment", "added by hand");
+    let _: Value = client
+        .post(&format!("{base}/firewall/rules"), &by_hand)
+        .await
+        .expect("adds");
+    let error = firewall::converge_rules(&client, base, &stale, std::slice::from_ref(&b))
+        .await
+        .expect_err("the list changed");
+    assert!(matches!(error, PveError::Changed { .. }), "{error:?}");
+    let (_, live) = firewall::read(&client, base).await.expect("reads");
+    assert_eq!(live.len(), 4, "nothing deleted: {live:?}");
+    assert_eq!(live[0]["comment"], "added by hand");
 }
