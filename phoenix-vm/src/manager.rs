@@ -47,6 +47,9 @@ pub struct VmManager {
     domain: Option<String>,
     import_storage: String,
     known: Mutex<Known>,
+    /// One lock per cloud image volume and node, so that VMs created at once from the same image download it
+    /// once: the others wait, then find it on the storage.
+    downloads: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     scripts: Option<Arc<GuestScripts>>,
     agent_timeout: Duration,
     user_data: Option<Arc<UserData>>,
@@ -82,6 +85,7 @@ impl VmManager {
             domain,
             import_storage: import_storage.into(),
             known: Mutex::new(Known::default()),
+            downloads: Mutex::default(),
             scripts: None,
             agent_timeout: Duration::from_secs(300),
             user_data: None,
@@ -395,6 +399,14 @@ impl VmManager {
             None => source.clone(),
         };
         let volume = format!("{}:import/{file}", self.import_storage);
+        let lock = Arc::clone(
+            self.downloads
+                .lock()
+                .expect("the download locks are never poisoned")
+                .entry(format!("{node}/{volume}"))
+                .or_default(),
+        );
+        let _downloading = lock.lock().await;
         let content: Vec<Value> = self
             .client
             .get(

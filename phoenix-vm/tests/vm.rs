@@ -561,3 +561,53 @@ async fn a_lock_held_by_a_backup_is_waited_out() {
     );
     assert!(!harness.plan().await.has_changes());
 }
+
+#[tokio::test]
+async fn two_templates_from_one_image_download_it_once() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    let template = |vmid: u32| {
+        serde_json::json!({
+            "vmid": vmid,
+            "name": format!("noble-{vmid}"),
+            "is_template": true,
+            "template_image": "noble-server-cloudimg-amd64.img",
+            "network_config": { "ip": "dhcp" }
+        })
+    };
+    let vms = serde_json::json!({ "vms": [template(9100), template(9101)] });
+    let hypervisor =
+        std::fs::read_to_string(fixture_dir().join(FileKind::Hypervisor.file_name())).expect("reads");
+    let sources = vec![
+        SourceFile::new(FileKind::Hypervisor, FileKind::Hypervisor.file_name(), hypervisor),
+        SourceFile::new(
+            FileKind::Lxc,
+            FileKind::Lxc.file_name(),
+            r#"{"lxc_configs": {}}"#.to_owned(),
+        ),
+        SourceFile::new(FileKind::Vm, FileKind::Vm.file_name(), vms.to_string()),
+    ];
+    let estate = validate(sources, &CheckOptions::default())
+        .into_estate()
+        .expect("valid");
+    let plan = plan(resources(&estate), &harness.managers, &PlanOptions::default())
+        .await
+        .expect("plans");
+    let report = harness.apply(&plan).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let downloads = harness
+        .fake
+        .requests()
+        .await
+        .into_iter()
+        .filter(|(method, path, _)| method == "POST" && path.ends_with("/download-url"))
+        .count();
+    assert_eq!(
+        downloads, 1,
+        "the second template waits for the first one's download"
+    );
+    for vmid in [9100, 9101] {
+        assert_eq!(harness.config(vmid).await["template"], 1);
+    }
+}
