@@ -258,18 +258,37 @@ impl Client {
         }
     }
 
+    /// The last [`LOG_TAIL`] lines of a task's log, read a page at a time, so a long log gives its end.
     async fn log_tail(&self, upid: &Upid) -> Vec<String> {
+        const PAGE: usize = 5000;
         let path = format!("/nodes/{}/tasks/{}/log", upid.node(), upid.as_str());
-        match self
-            .get::<Vec<LogLine>>(&path, &[("start", "0"), ("limit", "5000")])
-            .await
-        {
-            Ok(lines) => {
-                let skip = lines.len().saturating_sub(LOG_TAIL);
-                lines.into_iter().skip(skip).map(|line| line.t).collect()
+        let mut tail = std::collections::VecDeque::with_capacity(LOG_TAIL);
+        let mut start = 0;
+        loop {
+            let (from, limit) = (start.to_string(), PAGE.to_string());
+            let page = match self
+                .get::<Vec<LogLine>>(&path, &[("start", &from), ("limit", &limit)])
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tail.push_back(format!("(the task log could not be read: {error})"));
+                    break;
+                }
+            };
+            let full = page.len() == PAGE;
+            start += page.len();
+            for line in page {
+                if tail.len() == LOG_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.t);
             }
-            Err(error) => vec![format!("(the task log could not be read: {error})")],
+            if !full {
+                break;
+            }
         }
+        tail.into()
     }
 
     /// Every resource of the cluster in one request.

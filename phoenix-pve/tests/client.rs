@@ -210,18 +210,51 @@ async fn a_failed_task_carries_its_log() {
     create_container(&client, 203).await.expect("creates");
     fake.exec("pve.guest(203).start_error = 'startup for container 203 failed'")
         .await;
+    let (status, _) = failed_start(&client, 203).await;
+    assert!(status.contains("startup for container 203 failed"), "{status}");
+}
+
+/// Starts a container whose start fails; returns the task's status and the end of its log, which must be
+/// the `TASK ERROR` line.
+async fn failed_start(client: &Client, vmid: u32) -> (String, Vec<String>) {
     let error = client
-        .run_task(Method::POST, "/nodes/pve1/lxc/203/status/start", &Form::new())
+        .run_task(
+            Method::POST,
+            &format!("/nodes/pve1/lxc/{vmid}/status/start"),
+            &Form::new(),
+        )
         .await
         .expect_err("fails");
-    let PveError::Task { status, log_tail, .. } = &error else {
+    let PveError::Task { status, log_tail, .. } = error else {
         panic!("a task error: {error:?}")
     };
-    assert!(status.contains("startup for container 203 failed"), "{status}");
     assert!(
         log_tail.last().is_some_and(|line| line.starts_with("TASK ERROR")),
         "{log_tail:?}"
     );
+    (status, log_tail)
+}
+
+#[tokio::test]
+async fn a_long_task_log_gives_its_end() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let client = Client::connect(fake.token_settings()).await.expect("connects");
+    create_container(&client, 207).await.expect("creates");
+    // Every task from now on starts with 12,345 lines of log, more than one page of the log endpoint.
+    fake.exec(
+        "original = pve.task\n\
+         async def long(*args, **kwargs):\n\
+         \x20   kwargs['log'] = ['line %d' % n for n in range(12345)]\n\
+         \x20   return await original(*args, **kwargs)\n\
+         pve.task = long\n\
+         pve.guest(207).start_error = 'startup for container 207 failed'",
+    )
+    .await;
+    let (_, log_tail) = failed_start(&client, 207).await;
+    assert_eq!(log_tail.len(), 20, "{log_tail:?}");
+    assert!(log_tail.contains(&"line 12344".to_owned()), "{log_tail:?}");
 }
 
 #[tokio::test]
