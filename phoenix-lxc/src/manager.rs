@@ -330,9 +330,17 @@ impl LxcManager {
                     for (index, path) in wanted.iter().enumerate() {
                         config = config.text(&format!("dev{index}"), path.as_str().unwrap_or_default());
                     }
-                    // A clone inherits its source's devices: entries beyond the declared ones go.
-                    let had = change.old.as_ref().and_then(Value::as_array).map_or(0, Vec::len);
-                    removed.extend((wanted.len()..had).map(|index| format!("dev{index}")));
+                    // Every other devN entry goes, such as those a clone inherits from its source, whatever its
+                    // index (entries may have gaps, dev0 and dev3), so the live keys are read.
+                    let live: Value = self.client.get(&format!("{base}/config"), &[]).await?;
+                    removed.extend(
+                        live.as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(key, _)| key.strip_prefix("dev")?.parse::<usize>().ok())
+                            .filter(|index| *index >= wanted.len())
+                            .map(|index| format!("dev{index}")),
+                    );
                 }
                 "rootfs_gb" => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
                 "status" => start = new == "running",

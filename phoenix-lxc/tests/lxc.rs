@@ -484,3 +484,33 @@ async fn a_volume_made_read_only_by_hand_is_written_back_and_not_regrown() {
     assert!(!line.contains("ro=1"), "{line}");
     assert!(!harness.plan().await.has_changes());
 }
+
+#[tokio::test]
+async fn a_device_entry_added_by_hand_past_a_gap_is_removed() {
+    let Some(harness) = Harness::start().await else {
+        return;
+    };
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    let devices = |config: &Value| -> Vec<String> {
+        config
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| key.starts_with("dev"))
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    let declared = devices(&harness.config(102).await);
+    assert!(!declared.is_empty(), "the GPU worker has device entries");
+    // dev9 leaves a gap after the declared entries: counting entries would not find it.
+    harness
+        .edit_by_hand(102, &Form::new().text("dev9", "/dev/fuse"))
+        .await;
+
+    let plan = harness.plan().await;
+    assert!(plan.has_changes());
+    let report = harness.apply(&plan).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(devices(&harness.config(102).await), declared);
+    assert!(!harness.plan().await.has_changes());
+}
