@@ -85,11 +85,10 @@ pub enum PveError {
         seconds: u64,
     },
     /// What Phoenix was about to change was changed by someone else since it was read.
-    #[error("{path} changed since it was read: {detail}")]
-    #[diagnostic(
-        code(phoenix::pve::changed),
-        help("someone else is editing it; nothing more was written there. Run the plan again")
+    #[error(
+        "{path} changed since it was read ({detail}): someone else edited it; nothing more was written there, plan again"
     )]
+    #[diagnostic(code(phoenix::pve::changed), help("run the plan again to see their change"))]
     Changed {
         /// API path.
         path: String,
