@@ -78,7 +78,7 @@ pub(crate) fn observed_fields(
     fields.insert("mounts".to_owned(), Value::Object(mounts));
     devices.sort_by(|left, right| left.as_str().cmp(&right.as_str()));
     fields.insert("devices".to_owned(), Value::Array(devices));
-    let owned = text("tags").is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
+    let owned = text("tags").is_some_and(|tags| phoenix_pve::has_owner_tag(&tags));
     fields.insert("owned".to_owned(), json!(owned));
     fields.insert("status".to_owned(), json!(status));
     fields.insert("snapshots".to_owned(), json!(snapshots));

@@ -531,11 +531,7 @@ impl Manager for LxcManager {
                     continue;
                 };
                 known.nodes.insert(vmid, node.clone());
-                let owned = entry
-                    .tags
-                    .as_deref()
-                    .is_some_and(|tags| tags.split([';', ',']).any(|tag| tag == OWNER_TAG));
-                if declared.contains_key(&vmid) || owned {
+                if declared.contains_key(&vmid) || entry.is_owned() {
                     targets.push((vmid, node, entry.status.clone().unwrap_or_default()));
                 }
             }

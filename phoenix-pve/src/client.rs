@@ -88,6 +88,13 @@ pub struct ClusterResource {
     pub storage: Option<String>,
 }
 
+impl ClusterResource {
+    /// Whether the guest carries [`crate::OWNER_TAG`].
+    pub fn is_owned(&self) -> bool {
+        self.tags.as_deref().is_some_and(crate::has_owner_tag)
+    }
+}
+
 /// A logged-in ticket session.
 struct Session {
     ticket: SecretString,

@@ -26,6 +26,16 @@ pub use reqwest::Method;
 
 /// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
 pub const OWNER_TAG: &str = "phoenix";
+
+/// The tags of a Proxmox `tags` value, which may separate them with `;`, `,` or spaces.
+pub fn split_tags(tags: &str) -> impl Iterator<Item = &str> {
+    tags.split([';', ',', ' ']).filter(|tag| !tag.is_empty())
+}
+
+/// Whether a Proxmox `tags` value carries [`OWNER_TAG`].
+pub fn has_owner_tag(tags: &str) -> bool {
+    split_tags(tags).any(|tag| tag == OWNER_TAG)
+}
 pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust, resolve_secret};
 pub use task::{TaskOutcome, Upid};
 

@@ -149,12 +149,7 @@ impl GuestHandle<'_> {
         Ok(config
             .get("tags")
             .and_then(Value::as_str)
-            .map(|tags| {
-                tags.split([';', ',', ' '])
-                    .filter(|tag| !tag.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|tags| crate::split_tags(tags).map(str::to_owned).collect())
             .unwrap_or_default())
     }
 

@@ -102,7 +102,7 @@ pub(crate) fn observed_fields(
     }
     // Proxmox never shows the cloud-init password, only that one is set.
     fields.insert("cipassword".to_owned(), json!(config.contains_key("cipassword")));
-    let owned = text("tags").is_some_and(|tags| tags.split([';', ',', ' ']).any(|tag| tag == OWNER_TAG));
+    let owned = text("tags").is_some_and(|tags| phoenix_pve::has_owner_tag(&tags));
     fields.insert("owned".to_owned(), json!(owned));
     fields.insert(
         "template".to_owned(),

@@ -683,11 +683,7 @@ impl Manager for VmManager {
                     continue;
                 };
                 known.nodes.insert(vmid, node.clone());
-                let owned = entry
-                    .tags
-                    .as_deref()
-                    .is_some_and(|tags| tags.split([';', ',']).any(|tag| tag == OWNER_TAG));
-                if declared.contains(&vmid) || owned {
+                if declared.contains(&vmid) || entry.is_owned() {
                     targets.push((vmid, node, entry.status.clone().unwrap_or_default()));
                 }
             }
