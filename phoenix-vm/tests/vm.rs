@@ -340,11 +340,8 @@ async fn features_and_nfs_volumes_run_through_the_guest_agent_once() {
     assert_eq!(runs, 2, "nothing ran again");
 }
 
-#[tokio::test]
-async fn a_feature_failing_inside_the_vm_reports_its_exit_code_and_output() {
-    let Some(harness) = with_agents(&[], "echo PHOENIX_TEST_FAIL\n").await else {
-        return;
-    };
+/// Applies the fixture, checks that VM 1001 failed and its dependent 1002 was skipped, and returns 1001's error.
+async fn apply_expecting_1001_to_fail(harness: &Harness) -> String {
     let report = harness.apply(&harness.plan().await).await;
     let outcome = |id| {
         report
@@ -356,15 +353,24 @@ async fn a_feature_failing_inside_the_vm_reports_its_exit_code_and_output() {
     let Some(phoenix_core::Outcome::Failed { error, .. }) = outcome(1001) else {
         panic!("{report:#?}")
     };
-    assert!(
-        error.contains("`hello` failed in VM 1001 (exit 3)") && error.contains("boom"),
-        "{error}"
-    );
     assert_eq!(
         outcome(1002),
         Some(phoenix_core::Outcome::Skipped {
             reason: "vm/1001 failed".into()
         })
+    );
+    error
+}
+
+#[tokio::test]
+async fn a_feature_failing_inside_the_vm_reports_its_exit_code_and_output() {
+    let Some(harness) = with_agents(&[], "echo PHOENIX_TEST_FAIL\n").await else {
+        return;
+    };
+    let error = apply_expecting_1001_to_fail(&harness).await;
+    assert!(
+        error.contains("`hello` failed in VM 1001 (exit 3)") && error.contains("boom"),
+        "{error}"
     );
 }
 
@@ -373,26 +379,10 @@ async fn an_agent_that_does_not_answer_times_out_and_skips_dependents() {
     let Some(harness) = with_agents(&[1001], "echo hello\n").await else {
         return;
     };
-    let report = harness.apply(&harness.plan().await).await;
-    let outcome = |id| {
-        report
-            .resources
-            .iter()
-            .find(|line| line.address == Address::Vm(id))
-            .map(|line| line.outcome.clone())
-    };
-    let Some(phoenix_core::Outcome::Failed { error, .. }) = outcome(1001) else {
-        panic!("{report:#?}")
-    };
+    let error = apply_expecting_1001_to_fail(&harness).await;
     assert!(
         error.contains("the guest agent of VM 1001") && error.contains("timed out after 1 s"),
         "{error}"
-    );
-    assert_eq!(
-        outcome(1002),
-        Some(phoenix_core::Outcome::Skipped {
-            reason: "vm/1001 failed".into()
-        })
     );
 }
 
