@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use miette::{IntoDiagnostic, WrapErr};
-use phoenix_core::fake::FakeManager;
+use phoenix_core::engine::fake::FakeManager;
 use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKind, Target as PlanTarget};
 use phoenix_lxc::{GuestScripts, LxcManager};
 use phoenix_pve::host::{HostChannel, LocalHost, SshHost};
@@ -290,7 +290,7 @@ fn host_channel(ssh: Option<&str>) -> Option<Arc<dyn HostChannel>> {
 /// The scripts containers may run: the shipped catalogue, the configuration's own `features/*.sh`
 /// (which win over shipped ones of the same name) and `scripts/*`, and the environment they get.
 fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScripts> {
-    let mut features: BTreeMap<String, String> = phoenix_core::features::CATALOGUE
+    let mut features: BTreeMap<String, String> = phoenix_core::lint::features::CATALOGUE
         .iter()
         .map(|feature| (feature.name.to_owned(), feature.script.to_owned()))
         .collect();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use phoenix_core::config::ContainerConfig;
 use phoenix_core::config::lxc::LxcNetwork;
-use phoenix_core::fake::FakeManager;
+use phoenix_core::engine::fake::FakeManager;
 use phoenix_core::{
     Address, Desired, ExecuteOptions, Managers, Observed, PlanOptions, Resource, ResourceKind, StopHandle,
     execute, plan,

@@ -1,42 +1,33 @@
-//! The core of Phoenix: the configuration model, its JSON Schemas, validation with precise diagnostics,
-//! the resource graph, the plan, the `Manager` trait and the executor that applies a plan.
+//! The core of Phoenix, in two rooms around one model:
+//!
+//! - [`config`] and [`model`]: the typed configuration, as the four files say it ([`config`]) and resolved,
+//!   with defaults merged ([`model::Estate`]). Both rooms speak it.
+//! - [`lint`]: the linter. JSON Schemas, source spans, semantic checks and diagnostics; [`validate`] turns
+//!   the files of a configuration directory into an [`Estate`] or a list of problems.
+//! - [`engine`]: addresses, resources, the `Manager` trait, changes, the plan, the executor, retries,
+//!   rendering, and an in-memory manager for tests.
 //!
 //! This crate does no IO: callers read the files of a configuration directory into [`SourceFile`]s and
 //! call [`validate`]; everything that talks to Proxmox lives in other crates.
 
 #![warn(missing_docs)]
 
-pub mod address;
-pub mod change;
-pub mod checks;
 pub mod config;
-pub mod diagnostic;
-pub mod executor;
-pub mod fake;
-pub mod features;
-pub mod graph;
-pub mod manager;
+pub mod engine;
+pub mod lint;
 pub mod model;
-pub mod plan;
-pub mod render;
-pub mod resource;
-pub mod retry;
-pub mod schema;
-pub mod source;
-mod suggest;
-mod validate;
 
-pub use address::{Address, ResourceKind};
-pub use change::{Action, Change, Consequence, FieldChange, Observed};
-pub use checks::CheckOptions;
 pub use config::FileKind;
-pub use diagnostic::{Problem, ProblemRecord, Severity};
-pub use executor::{Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute};
-pub use graph::DependencyGraph;
-pub use manager::{Manager, ManagerError, Managers, Operation};
+pub use engine::address::{Address, ResourceKind};
+pub use engine::change::{Action, Change, Consequence, FieldChange, Observed};
+pub use engine::executor::{Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute};
+pub use engine::manager::{Manager, ManagerError, Managers, Operation};
+pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, plan};
+pub use engine::resource::{Desired, Resource, resources};
+pub use engine::retry::{Dispatched, RetryPolicy, Retryable};
+pub use lint::checks::CheckOptions;
+pub use lint::diagnostic::{Problem, ProblemRecord, Severity};
+pub use lint::graph::DependencyGraph;
+pub use lint::source::SourceFile;
+pub use lint::validate::{Validation, validate};
 pub use model::{Estate, Guest, GuestKind, GuestSpec};
-pub use plan::{Plan, PlanEntry, PlanOptions, Target, plan};
-pub use resource::{Desired, Resource, resources};
-pub use retry::{Dispatched, RetryPolicy, Retryable};
-pub use source::SourceFile;
-pub use validate::{Validation, validate};

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{ConfigFiles, ContainerConfig, FileKind, VmConfig};
-use crate::diagnostic::Problem;
-use crate::schema::escape_pointer_token;
+use crate::lint::diagnostic::Problem;
+use crate::lint::schema::escape_pointer_token;
 
 /// A validated configuration directory, resolved.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use phoenix_core::schema::SCHEMAS;
+use phoenix_core::lint::schema::SCHEMAS;
 use phoenix_core::{CheckOptions, DependencyGraph, FileKind, Severity, SourceFile, Validation, validate};
 use serde_json::Value;
 

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use phoenix_core::executor::ExecuteError;
-use phoenix_core::fake::FakeManager;
+use phoenix_core::engine::executor::ExecuteError;
+use phoenix_core::engine::fake::FakeManager;
 use phoenix_core::{
     Action, Address, CheckOptions, Consequence, Event, ExecuteOptions, FileKind, Managers, Outcome, Plan,
     PlanOptions, Report, Resource, ResourceKind, SourceFile, StopHandle, Target, execute, plan, resources,
@@ -356,7 +356,7 @@ async fn a_target_brings_what_it_depends_on_and_nothing_else() {
     )
     .await;
     assert!(
-        matches!(unknown, Err(phoenix_core::plan::PlanError::UnknownTarget { ref target }) if target == "4242")
+        matches!(unknown, Err(phoenix_core::engine::plan::PlanError::UnknownTarget { ref target }) if target == "4242")
     );
 }
 
@@ -377,7 +377,7 @@ async fn offline_plans_against_an_empty_estate_without_observing() {
     let online = phoenix_core::plan(resources, &estate.managers, &PlanOptions::default()).await;
     assert!(matches!(
         online,
-        Err(phoenix_core::plan::PlanError::Observe {
+        Err(phoenix_core::engine::plan::PlanError::Observe {
             kind: ResourceKind::Lxc,
             ..
         })

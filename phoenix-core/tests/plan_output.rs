@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use expect_test::{Expect, expect};
-use phoenix_core::fake::FakeManager;
-use phoenix_core::render::{Colour, GraphFormat, graph_source, plan_document, plan_text};
+use phoenix_core::engine::fake::FakeManager;
+use phoenix_core::engine::render::{Colour, GraphFormat, graph_source, plan_document, plan_text};
 use phoenix_core::{
     Address, CheckOptions, ExecuteOptions, FileKind, Managers, Plan, PlanOptions, Resource, ResourceKind,
     SourceFile, StopHandle, execute, plan, resources, validate,

@@ -237,7 +237,7 @@ impl VmManager {
                 let mut declared = serde_json::to_value(vm).expect("configuration serialises");
                 // An inline password stays out of the guest.
                 if let Some(password) = declared.pointer_mut("/user_config/password") {
-                    *password = Value::String(phoenix_core::resource::SENSITIVE.to_owned());
+                    *password = Value::String(phoenix_core::engine::resource::SENSITIVE.to_owned());
                 }
                 let declared = declared.to_string();
                 inside::write_guest_config(&agent, &declared).await?;

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use phoenix_core::render::{self, Colour};
+use phoenix_core::engine::render::{self, Colour};
 use phoenix_core::{ExecuteOptions, StopHandle};
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use phoenix_core::render::{GraphFormat, graph_source};
+use phoenix_core::engine::render::{GraphFormat, graph_source};
 
 use crate::args::{GlobalArgs, GraphArgs, GraphFormatArg};
 use crate::load;

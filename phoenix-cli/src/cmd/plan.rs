@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use phoenix_core::render::{self, Colour};
+use phoenix_core::engine::render::{self, Colour};
 
 use crate::args::{GlobalArgs, OutputFormat, PlanArgs};
 use crate::target::Target;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use phoenix_core::schema::{SCHEMAS, Schema};
+use phoenix_core::lint::schema::{SCHEMAS, Schema};
 
 use crate::args::SchemaArgs;
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use crate::manager::ManagerError;
+use crate::engine::manager::ManagerError;
 
 /// What a retry policy needs to know about an error.
 pub trait Retryable {

@@ -3,12 +3,12 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::checks::{self, CheckOptions};
 use crate::config::{ConfigFiles, FileKind};
-use crate::diagnostic::{Problem, Severity};
+use crate::lint::checks::{self, CheckOptions};
+use crate::lint::diagnostic::{Problem, Severity};
+use crate::lint::schema;
+use crate::lint::source::SourceFile;
 use crate::model::Estate;
-use crate::schema;
-use crate::source::SourceFile;
 
 /// The outcome of validating a configuration directory.
 #[derive(Debug)]

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
-use crate::address::{Address, ResourceKind};
-use crate::change::{Action, Change, Consequence, Observed};
-use crate::manager::{ManagerError, Managers};
-use crate::resource::Resource;
+use crate::engine::address::{Address, ResourceKind};
+use crate::engine::change::{Action, Change, Consequence, Observed};
+use crate::engine::manager::{ManagerError, Managers};
+use crate::engine::resource::Resource;
 
 /// Version of the JSON plan format (`phoenix plan --output json`).
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -34,7 +34,7 @@ pub enum Target {
 }
 
 impl std::str::FromStr for Target {
-    type Err = crate::address::AddressParseError;
+    type Err = crate::engine::address::AddressParseError;
 
     fn from_str(text: &str) -> Result<Target, Self::Err> {
         match text.parse::<u32>() {

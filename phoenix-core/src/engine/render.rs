@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::address::{Address, ResourceKind};
-use crate::change::{Action, Change, Consequence, FieldChange};
-use crate::executor::{Outcome, Report};
-use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanEntry, PlanSummary};
-use crate::resource::{Desired, Resource};
+use crate::engine::address::{Address, ResourceKind};
+use crate::engine::change::{Action, Change, Consequence, FieldChange};
+use crate::engine::executor::{Outcome, Report};
+use crate::engine::plan::{PLAN_FORMAT_VERSION, Plan, PlanEntry, PlanSummary};
+use crate::engine::resource::{Desired, Resource};
 
 /// Whether to colour text with ANSI escapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
 use crate::config::FileKind;
-use crate::diagnostic::Problem;
-use crate::suggest::did_you_mean;
+use crate::lint::diagnostic::Problem;
+use crate::lint::suggest::did_you_mean;
 
 /// One embedded schema.
 #[derive(Debug, Clone, Copy)]
@@ -29,22 +29,22 @@ pub const SCHEMAS: [Schema; 4] = [
     Schema {
         kind: FileKind::Hypervisor,
         file_name: "phoenix_hypervisor_config.schema.json",
-        text: include_str!("../../schemas/phoenix_hypervisor_config.schema.json"),
+        text: include_str!("../../../schemas/phoenix_hypervisor_config.schema.json"),
     },
     Schema {
         kind: FileKind::Lxc,
         file_name: "phoenix_lxc_configs.schema.json",
-        text: include_str!("../../schemas/phoenix_lxc_configs.schema.json"),
+        text: include_str!("../../../schemas/phoenix_lxc_configs.schema.json"),
     },
     Schema {
         kind: FileKind::Vm,
         file_name: "phoenix_vm_configs.schema.json",
-        text: include_str!("../../schemas/phoenix_vm_configs.schema.json"),
+        text: include_str!("../../../schemas/phoenix_vm_configs.schema.json"),
     },
     Schema {
         kind: FileKind::Stacks,
         file_name: "phoenix_stacks_config.schema.json",
-        text: include_str!("../../schemas/phoenix_stacks_config.schema.json"),
+        text: include_str!("../../../schemas/phoenix_stacks_config.schema.json"),
     },
 ];
 

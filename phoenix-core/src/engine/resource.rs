@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::address::{Address, ResourceKind};
-use crate::checks::legacy::is_sensitive_name;
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, VmConfig};
+use crate::engine::address::{Address, ResourceKind};
+use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
 
 /// One thing Phoenix converges.

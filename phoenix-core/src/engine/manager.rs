@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::address::{Address, ResourceKind};
-use crate::change::{Change, Observed};
-use crate::resource::Resource;
+use crate::engine::address::{Address, ResourceKind};
+use crate::engine::change::{Change, Observed};
+use crate::engine::resource::Resource;
 
 /// One kind of infrastructure. Implementations are idempotent: after apply, observe then diff finds nothing.
 #[async_trait]

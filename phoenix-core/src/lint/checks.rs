@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::config::{FileKind, PortainerRole};
-use crate::diagnostic::Problem;
-use crate::features;
-use crate::graph::DependencyGraph;
+use crate::lint::diagnostic::Problem;
+use crate::lint::features;
+use crate::lint::graph::DependencyGraph;
+use crate::lint::schema::escape_pointer_token;
+use crate::lint::suggest::did_you_mean;
 use crate::model::{Estate, Guest, GuestKind, GuestSpec};
-use crate::schema::escape_pointer_token;
-use crate::suggest::did_you_mean;
 use network::{InterfaceAddress, parse_interface_address, parse_ip, parse_mac, split_list};
 
 /// What the checks need beyond the configuration itself.

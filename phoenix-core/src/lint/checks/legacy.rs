@@ -1,8 +1,8 @@
 //! Warnings for keys of the earlier bash version that Phoenix reads but does not use, and for inline secrets.
 
 use crate::config::{ConfigFiles, FileKind, Secret};
-use crate::diagnostic::Problem;
-use crate::schema::escape_pointer_token;
+use crate::lint::diagnostic::Problem;
+use crate::lint::schema::escape_pointer_token;
 
 /// Variable names that suggest a value is sensitive.
 const SENSITIVE_NAMES: &[&str] = &["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];

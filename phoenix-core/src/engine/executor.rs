@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::address::{Address, ResourceKind};
-use crate::change::Action;
-use crate::manager::{ManagerError, Managers};
-use crate::plan::{Plan, PlanEntry};
+use crate::engine::address::{Address, ResourceKind};
+use crate::engine::change::Action;
+use crate::engine::manager::{ManagerError, Managers};
+use crate::engine::plan::{Plan, PlanEntry};
 
 /// Limits and permissions of a run.
 #[derive(Debug, Clone)]

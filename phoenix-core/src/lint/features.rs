@@ -8,47 +8,47 @@ pub const CATALOGUE: &[Feature] = &[
     shipped(
         "base_setup",
         "locale, time zone, base packages, unattended upgrades",
-        include_str!("../features/base_setup.sh"),
+        include_str!("../../features/base_setup.sh"),
     ),
     shipped(
         "docker",
         "Docker Engine and the compose plugin",
-        include_str!("../features/docker.sh"),
+        include_str!("../../features/docker.sh"),
     ),
     shipped(
         "nvidia",
         "NVIDIA user-space driver matching the host driver",
-        include_str!("../features/nvidia.sh"),
+        include_str!("../../features/nvidia.sh"),
     ),
     shipped(
         "trusted_ca",
         "trust the internal Step-CA root certificate",
-        include_str!("../features/trusted_ca.sh"),
+        include_str!("../../features/trusted_ca.sh"),
     ),
     shipped(
         "step_cli",
         "the step CLI, bootstrapped against the internal CA",
-        include_str!("../features/step_cli.sh"),
+        include_str!("../../features/step_cli.sh"),
     ),
     shipped(
         "step_ca",
         "the Step-CA certificate authority itself",
-        include_str!("../features/step_ca.sh"),
+        include_str!("../../features/step_ca.sh"),
     ),
     shipped(
         "traefik",
         "the Traefik reverse proxy, fed by the sync step",
-        include_str!("../features/traefik.sh"),
+        include_str!("../../features/traefik.sh"),
     ),
     shipped(
         "vllm",
         "a vLLM OpenAI-compatible server from vllm_engine_config",
-        include_str!("../features/vllm.sh"),
+        include_str!("../../features/vllm.sh"),
     ),
     shipped(
         "ollama",
         "the Ollama model server",
-        include_str!("../features/ollama.sh"),
+        include_str!("../../features/ollama.sh"),
     ),
 ];
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::address::{Address, ResourceKind};
-use crate::change::{Action, Change, Consequence, Observed, diff_fields};
-use crate::manager::{Manager, ManagerError, Operation};
-use crate::resource::Resource;
+use crate::engine::address::{Address, ResourceKind};
+use crate::engine::change::{Action, Change, Consequence, Observed, diff_fields};
+use crate::engine::manager::{Manager, ManagerError, Operation};
+use crate::engine::resource::Resource;
 
 /// Fields that cannot change in place: changing one replaces the resource.
 const REPLACE_FIELDS: &[&str] = &[

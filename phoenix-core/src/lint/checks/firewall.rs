@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::checks::network::{parse_address_match, parse_ports};
 use crate::config::{FileKind, FirewallRule};
-use crate::diagnostic::Problem;
+use crate::lint::checks::network::{parse_address_match, parse_ports};
+use crate::lint::diagnostic::Problem;
 
 /// Protocol names Proxmox accepts beside numbers (from its `/etc/protocols`), the common ones.
 const PROTOCOLS: &[&str] = &[
