@@ -3,9 +3,13 @@
 //! - `validate [DIR...]`: validate configuration directories with `phoenix validate` (the examples when none).
 //! - `bench`: run the benchmarks and print their figures.
 //! - `demo`: apply the whole of `examples/homelab` to the built-in demo target, then plan again (no changes).
-//! - `ci`: everything CI checks: formatting, clippy, the tests, and `validate`.
+//! - `docs`: write the configuration reference, `docs/reference.md`, from the JSON Schemas ([`reference`]).
+//! - `ci`: everything CI checks: formatting, clippy, that `docs/reference.md` is up to date, shellcheck,
+//!   the tests, and `validate`.
 //!
-//! Kept free of dependencies: it only runs cargo and the `phoenix` binary.
+//! It runs cargo and the `phoenix` binary; its one dependency, `serde_json`, reads the schemas for `docs`.
+
+mod reference;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -19,9 +23,10 @@ fn main() -> ExitCode {
         Some("validate") => validate(&rest),
         Some("bench") => bench(),
         Some("demo") => demo(),
+        Some("docs") => docs(),
         Some("ci") => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <validate [DIR...] | bench | demo | ci>");
+            eprintln!("usage: cargo xtask <validate [DIR...] | bench | demo | docs | ci>");
             return ExitCode::from(2);
         }
     };
@@ -128,6 +133,62 @@ fn demo() -> Result<(), String> {
     outcome.map_err(|_| "the second plan found changes: the demo did not converge".to_owned())
 }
 
+/// The configuration reference as `cargo xtask docs` would write it, from `schemas/*.schema.json`.
+fn generated_reference() -> Result<String, String> {
+    let dir = root().join("schemas");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|error| format!("cannot list schemas/: {error}"))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.ends_with(".schema.json"))
+        })
+        .collect();
+    files.sort();
+    let mut schemas = Vec::new();
+    for path in files {
+        let file_name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read schemas/{file_name}: {error}"))?;
+        let schema = serde_json::from_str(&text)
+            .map_err(|error| format!("schemas/{file_name} is not JSON: {error}"))?;
+        schemas.push(reference::Schema { file_name, schema });
+    }
+    reference::render(&schemas)
+}
+
+/// Writes `docs/reference.md`.
+fn docs() -> Result<(), String> {
+    let text = generated_reference()?;
+    let path = root().join(reference::OUTPUT);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    }
+    std::fs::write(&path, text).map_err(|error| format!("cannot write {}: {error}", reference::OUTPUT))?;
+    eprintln!("xtask: wrote {}", reference::OUTPUT);
+    Ok(())
+}
+
+/// Fails when `docs/reference.md` (as checked out) is not what `cargo xtask docs` would write.
+fn docs_check() -> Result<(), String> {
+    eprintln!("xtask: check that {} is up to date", reference::OUTPUT);
+    let expected = generated_reference()?;
+    let committed = std::fs::read_to_string(root().join(reference::OUTPUT)).unwrap_or_default();
+    if committed == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is out of date: run `cargo xtask docs`",
+            reference::OUTPUT
+        ))
+    }
+}
+
 fn bench() -> Result<(), String> {
     run("cargo bench", cargo().args(["bench", "--workspace"]))
 }
@@ -170,6 +231,7 @@ fn ci() -> Result<(), String> {
             "warnings",
         ]),
     )?;
+    docs_check()?;
     shellcheck()?;
     run("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     validate(&[])
