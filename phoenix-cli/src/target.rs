@@ -12,10 +12,10 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, WrapErr};
 use phoenix_core::engine::fake::FakeManager;
 use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKind, Target as PlanTarget};
-use phoenix_lxc::{GuestScripts, LxcManager};
-use phoenix_pve::host::{HostChannel, LocalHost, SshHost};
-use phoenix_pve::{Client, Settings};
-use phoenix_vm::VmManager;
+use phoenix_lxc::{ContainerDiff, GuestScripts};
+use phoenix_pve::Session;
+use phoenix_pve::guests::GuestDiffer;
+use phoenix_vm::VmDiff;
 use serde::{Deserialize, Serialize};
 
 use crate::args::TargetArgs;
@@ -33,8 +33,8 @@ enum Mode {
     Live { endpoint: String },
 }
 
-/// Version of the demo state file.
-const DEMO_FORMAT_VERSION: u32 = 1;
+/// Version of the demo state file. Version 2 keeps containers and VMs in their managers' vocabularies.
+const DEMO_FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct DemoState {
@@ -71,10 +71,30 @@ impl Target {
                 reason: "no Proxmox endpoint is configured".to_owned(),
             }
         };
+        // Containers and VMs are diffed by their real managers' differs, so offline and demo plans are
+        // the plans a real Proxmox would get; the other kinds have no manager yet and compare as declared.
+        let scripts = Arc::new(guest_scripts(estate, config_dir)?);
+        let domain = estate.files().hypervisor.domain_name.clone();
+        let containers = ContainerDiff {
+            domain: domain.clone(),
+            scripts: Arc::clone(&scripts),
+            inside: true,
+        };
+        let vms = VmDiff {
+            domain,
+            scripts: Some(scripts),
+            user_data_template: user_data_template(config_dir)?,
+        };
         let mut managers = Managers::default();
         let mut fakes = Vec::new();
         for kind in ResourceKind::ALL {
-            let fake = FakeManager::new(kind);
+            let fake = match kind {
+                ResourceKind::Lxc => {
+                    FakeManager::new(kind).with_differ(Arc::new(GuestDiffer(containers.clone())))
+                }
+                ResourceKind::Vm => FakeManager::new(kind).with_differ(Arc::new(GuestDiffer(vms.clone()))),
+                ResourceKind::Host | ResourceKind::Stack | ResourceKind::Sync => FakeManager::new(kind),
+            };
             if matches!(mode, Mode::Demo { .. }) {
                 fake.set_latency(demo_latency(kind));
             }
@@ -91,86 +111,31 @@ impl Target {
     }
 
     async fn live(estate: &Estate, config_dir: &Path) -> miette::Result<Target> {
-        let hypervisor = &estate.files().hypervisor;
-        let settings = Settings::resolve(
-            hypervisor.proxmox.as_ref(),
-            &|name| std::env::var(name).ok(),
-            config_dir,
-        )
-        .map_err(|error| {
-            miette::Report::new(error)
-                .wrap_err("cannot connect to Proxmox (use --offline or --demo to plan without it)")
-        })?;
-        let endpoint = settings.endpoint.clone();
-        let client = Arc::new(Client::connect(settings).await?);
-        let configured = hypervisor
-            .proxmox
-            .as_ref()
-            .and_then(|connection| connection.nodes.first().cloned());
-        let default_node = match configured {
-            Some(node) => node,
-            None => {
-                let nodes: Vec<serde_json::Value> = client.get("/nodes", &[]).await?;
-                match nodes.as_slice() {
-                    [only] => only["node"].as_str().unwrap_or_default().to_owned(),
-                    _ => {
-                        return Err(miette::miette!(
-                            code = "phoenix::target::which_node",
-                            help = "list the cluster's nodes in `proxmox.nodes`",
-                            "the cluster has {} nodes and the configuration names none",
-                            nodes.len()
-                        ));
-                    }
-                }
-            }
-        };
-        let import_storage = hypervisor
-            .proxmox_storages
-            .iter()
-            .find(|storage| storage.content.iter().any(|content| content == "import"))
-            .map_or_else(|| "local".to_owned(), |storage| storage.id.clone());
-        let scripts = guest_scripts(estate, config_dir)?;
-        let vm = VmManager::new(
-            Arc::clone(&client),
-            default_node.clone(),
-            hypervisor.domain_name.clone(),
-            import_storage,
-        )
-        .with_scripts(scripts.clone())
-        .with_config_dir(config_dir);
-        let mut vm = vm;
-        let mut lxc = LxcManager::new(client, default_node, hypervisor.domain_name.clone());
-        match host_channel(
-            hypervisor
-                .proxmox
-                .as_ref()
-                .and_then(|connection| connection.ssh.as_deref()),
-        ) {
-            Some(host) => {
-                // Custom cloud-init user-data, when the configuration directory has a template for it.
-                let template = config_dir.join("cloud-init/user-data.template.yml");
-                if template.is_file() {
-                    let text = std::fs::read_to_string(&template)
-                        .into_diagnostic()
-                        .wrap_err_with(|| format!("failed to read {}", template.display()))?;
-                    let snippets = hypervisor
-                        .proxmox_storages
-                        .iter()
-                        .find(|storage| storage.content.iter().any(|content| content == "snippets"))
-                        .map_or_else(|| "local".to_owned(), |storage| storage.id.clone());
-                    vm = vm.with_user_data(text, Arc::clone(&host), snippets);
-                }
-                lxc = lxc.with_guest_access(host, scripts);
-            }
-            None => eprintln!(
+        let session = Session::open(estate, config_dir, &|name| std::env::var(name).ok())
+            .await
+            .map_err(|error| {
+                miette::Report::new(error)
+                    .wrap_err("cannot connect to Proxmox (use --offline or --demo to plan without it)")
+            })?;
+        if session.host().is_none() {
+            eprintln!(
                 "Features, application scripts and health checks in containers are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
-            ),
+            );
         }
+        let scripts = guest_scripts(estate, config_dir)?;
+        let domain = estate.files().hypervisor.domain_name.clone();
         let mut managers = Managers::default();
-        managers.register(Arc::new(lxc));
-        managers.register(Arc::new(vm));
+        managers.register(Arc::new(phoenix_lxc::manager(&session, domain, scripts.clone())));
+        managers.register(Arc::new(phoenix_vm::manager(
+            &session,
+            estate,
+            scripts,
+            user_data_template(config_dir)?,
+        )));
         Ok(Target {
-            mode: Mode::Live { endpoint },
+            mode: Mode::Live {
+                endpoint: session.endpoint().to_owned(),
+            },
             fakes: Vec::new(),
             managers,
         })
@@ -276,51 +241,24 @@ impl Target {
     }
 }
 
-/// How to run commands on the node: `proxmox.ssh` is `local` or an SSH destination; without it, locally
-/// when this machine is a Proxmox node.
-fn host_channel(ssh: Option<&str>) -> Option<Arc<dyn HostChannel>> {
-    match ssh {
-        Some("local") => Some(Arc::new(LocalHost)),
-        Some(destination) => Some(Arc::new(SshHost::new(destination))),
-        None if Path::new("/etc/pve").is_dir() => Some(Arc::new(LocalHost)),
-        None => None,
-    }
+/// The scripts guests may run: the configuration's own `features/*.sh` and `scripts/*` over the shipped
+/// catalogue, with the environment the model gives them.
+fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScripts> {
+    let features = crate::load::scripts(&config_dir.join("features"), true)?;
+    let applications = crate::load::scripts(&config_dir.join("scripts"), false)?;
+    Ok(GuestScripts::for_estate(estate, features, applications))
 }
 
-/// The scripts containers may run: the shipped catalogue, the configuration's own `features/*.sh`
-/// (which win over shipped ones of the same name) and `scripts/*`, and the environment they get.
-fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScripts> {
-    let mut features: BTreeMap<String, String> = phoenix_core::lint::features::CATALOGUE
-        .iter()
-        .map(|feature| (feature.name.to_owned(), feature.script.to_owned()))
-        .collect();
-    features.extend(crate::load::scripts(&config_dir.join("features"), true)?);
-    let applications = crate::load::scripts(&config_dir.join("scripts"), false)?;
-    let files = estate.files();
-    let hypervisor = &files.hypervisor;
-    let mut environment = BTreeMap::new();
-    let mut set = |name: &str, value: Option<&String>| {
-        if let Some(value) = value {
-            environment.insert(name.to_owned(), value.clone());
-        }
-    };
-    set("PHOENIX_TIMEZONE", hypervisor.timezone.as_ref());
-    set("PHOENIX_DOMAIN", hypervisor.domain_name.as_ref());
-    let runfile = files.lxc.nvidia_runfile_url.as_ref().or(hypervisor
-        .nvidia_driver
-        .as_ref()
-        .and_then(|driver| driver.runfile_url.as_ref()));
-    set("PHOENIX_NVIDIA_RUNFILE_URL", runfile);
-    if let Some(step_ca) = &hypervisor.step_ca {
-        set("PHOENIX_CA_NAME", Some(&step_ca.root_ca_name));
-        set("PHOENIX_CA_DNS", Some(&step_ca.dns_name));
-        set("PHOENIX_CA_PROVISIONER", step_ca.provisioner_name.as_ref());
+/// The custom cloud-init user-data template of the configuration directory, when it has one.
+fn user_data_template(config_dir: &Path) -> miette::Result<Option<String>> {
+    let template = config_dir.join("cloud-init/user-data.template.yml");
+    if !template.is_file() {
+        return Ok(None);
     }
-    Ok(GuestScripts {
-        features,
-        applications,
-        environment,
-    })
+    std::fs::read_to_string(&template)
+        .map(Some)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("failed to read {}", template.display()))
 }
 
 /// A state file per configuration directory, in the temporary directory.

@@ -208,7 +208,8 @@ fn demo_drift_is_corrected_and_destruction_needs_the_flag() {
     );
     let mut document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("state written")).expect("JSON");
-    document["live"]["lxc/100"]["fields"]["memory_mb"] = serde_json::json!(256);
+    // The demo keeps live state in the container manager's own vocabulary (`memory`, as Proxmox says it).
+    document["live"]["lxc/100"]["fields"]["memory"] = serde_json::json!(256);
     document["live"]["lxc/999"] = serde_json::json!({"fields": {"name": "leftover"}});
     std::fs::write(&state, document.to_string()).expect("state writable");
 
@@ -353,9 +354,11 @@ fn operations_on_existing_guests() {
         .iter()
         .find(|row| row["address"] == "lxc/101")
         .expect("listed");
+    // A stopped container is drift for the container manager, which declares it running; the demo runs
+    // that manager's diff, so it says what a real Proxmox would.
     assert_eq!(
         (row["state"].as_str(), row["drift"].as_str()),
-        (Some("stopped"), Some("in sync"))
+        (Some("stopped"), Some("drift: status"))
     );
     assert!(demo(&["start", "101"]).status.success());
 

@@ -528,6 +528,7 @@ impl phoenix_core::Manager for Panicking {
     async fn observe(
         &self,
         _desired: &[Resource],
+        _round: phoenix_core::Round,
     ) -> Result<BTreeMap<Address, phoenix_core::Observed>, phoenix_core::ManagerError> {
         Ok(BTreeMap::new())
     }

@@ -10,10 +10,11 @@
 //! `phoenix_pve::guest`) and writes the raw `lxc.*` keys of their config files (`lxc_options`, the AppArmor
 //! profile, `lxc.idmap` lines from `id_maps`), which the API cannot set.
 
-mod fields;
+pub mod fields;
 mod guest;
 mod manager;
 
-pub use manager::LxcManager;
+pub use fields::LxcField;
+pub use manager::{ContainerDiff, Containers, LxcManager, manager};
 pub use phoenix_pve::OWNER_TAG;
 pub use phoenix_pve::guest::GuestScripts;

@@ -1,107 +1,55 @@
-//! [`LxcManager`]: the `Manager` implementation over the Proxmox API.
+//! [`LxcManager`]: containers over the Proxmox API, on the shared guest kit ([`phoenix_pve::guests`]).
+//!
+//! [`ContainerDiff`] is the pure half (the field vocabulary of [`fields`]); [`Containers`] the IO half:
+//! reading a container into fields, creating or cloning one, and applying typed field changes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use phoenix_core::config::ContainerConfig;
-use phoenix_core::{
-    Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Operation, Resource,
-    ResourceKind,
-};
-use phoenix_pve::host::HostChannel;
-use phoenix_pve::lifecycle::{GuestHandle, GuestType};
-use phoenix_pve::props;
-use phoenix_pve::{Client, Form, Method, PveError, compare, firewall};
-use serde_json::Value;
-use tokio::sync::Semaphore;
-
-use crate::fields::{self, OWNER_TAG};
-use crate::guest::Guest;
+use phoenix_core::{Desired, Fields, ManagerError, Resource, TypedChange};
 use phoenix_pve::guest::{self as inside, GuestScripts, Script};
+use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
+use phoenix_pve::host::HostChannel;
+use phoenix_pve::lifecycle::GuestType;
+use phoenix_pve::{Form, Method, PveError, Session, compare, firewall, props};
+use serde_json::Value;
 
-/// Reads of container configs at once.
-const READ_CONCURRENCY: usize = 8;
+use crate::fields::{self, LxcField, OWNER_TAG};
+use crate::guest::Guest;
+
 /// Where templates missing from a storage are downloaded from.
 const TEMPLATE_MIRROR: &str = "https://download.proxmox.com/images/system";
 
-/// Manages LXC containers on one Proxmox cluster.
-pub struct LxcManager {
-    client: Arc<Client>,
-    default_node: String,
-    domain: Option<String>,
-    known: Mutex<Known>,
-    guest: Option<Guest>,
-    scripts: Arc<GuestScripts>,
+/// The container manager.
+pub type LxcManager = GuestManager<Containers>;
+
+/// Builds the container manager of a session: guests without a node go to the session's default node,
+/// the configuration's domain is the default search domain, and with a host channel the manager works
+/// inside containers (features, application scripts, health checks) and writes raw `lxc.*` keys.
+pub fn manager(session: &Session, domain: Option<String>, scripts: GuestScripts) -> LxcManager {
+    let containers = Containers::new(session.kit(GuestType::Lxc), domain);
+    let containers = match session.host() {
+        Some(host) => containers.with_guest_access(Arc::clone(host), scripts),
+        None => containers,
+    };
+    LxcManager::new(containers)
 }
 
-/// What observe learned that apply needs: where containers live and which snapshot clones start from.
-#[derive(Default)]
-struct Known {
-    nodes: BTreeMap<u32, String>,
-    template_snapshots: BTreeMap<u32, String>,
+/// The pure half of the container manager: what a configuration declares, in [`LxcField`]s.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerDiff {
+    /// The default DNS search domain.
+    pub domain: Option<String>,
+    /// The scripts containers run.
+    pub scripts: Arc<GuestScripts>,
+    /// Whether the manager works inside containers and on their config files: then script digests and
+    /// raw LXC keys are declared fields too.
+    pub inside: bool,
 }
 
-/// A failure of the API or of work inside a container.
-enum LxcError {
-    Pve(PveError),
-    Guest(ManagerError),
-}
-
-impl From<PveError> for LxcError {
-    fn from(error: PveError) -> LxcError {
-        LxcError::Pve(error)
-    }
-}
-
-impl From<ManagerError> for LxcError {
-    fn from(error: ManagerError) -> LxcError {
-        LxcError::Guest(error)
-    }
-}
-
-impl From<LxcError> for ManagerError {
-    fn from(error: LxcError) -> ManagerError {
-        match error {
-            LxcError::Pve(error) => ManagerError::from(error),
-            LxcError::Guest(error) => error,
-        }
-    }
-}
-
-impl LxcManager {
-    /// A manager using `client`; guests that name no node go to `default_node`; `domain` is the default
-    /// DNS search domain.
-    pub fn new(client: Arc<Client>, default_node: impl Into<String>, domain: Option<String>) -> LxcManager {
-        LxcManager {
-            client,
-            default_node: default_node.into(),
-            domain,
-            known: Mutex::new(Known::default()),
-            guest: None,
-            scripts: Arc::new(GuestScripts::default()),
-        }
-    }
-
-    /// Lets the manager work inside containers through `host`: features, application scripts and health
-    /// checks. Without it, those are left alone.
-    pub fn with_guest_access(mut self, host: Arc<dyn HostChannel>, scripts: GuestScripts) -> LxcManager {
-        self.guest = Some(Guest {
-            host,
-            pve_root: "/etc/pve".to_owned(),
-        });
-        self.scripts = Arc::new(scripts);
-        self
-    }
-
-    /// Reads and writes container config files under `root` instead of `/etc/pve` (for tests).
-    pub fn with_pve_root(mut self, root: impl Into<String>) -> LxcManager {
-        if let Some(guest) = &mut self.guest {
-            guest.pve_root = root.into();
-        }
-        self
-    }
-
+impl ContainerDiff {
     /// The scripts a container runs, in order: its features, then its application script.
     fn scripts_for(&self, container: &ContainerConfig) -> Vec<Script> {
         let extra: BTreeMap<String, String> = container
@@ -115,50 +63,210 @@ impl LxcManager {
             &extra,
         )
     }
+}
 
-    /// The declared fields, with the scripts' digests when the manager can work inside containers.
-    fn wanted(&self, container: &ContainerConfig) -> BTreeMap<String, Value> {
+impl GuestDiff for ContainerDiff {
+    type Field = LxcField;
+    type Config = ContainerConfig;
+
+    fn config(resource: &Resource) -> Option<&ContainerConfig> {
+        match &resource.desired {
+            Desired::Container(container) => Some(container),
+            _ => None,
+        }
+    }
+
+    fn wanted(&self, container: &ContainerConfig) -> Fields<LxcField> {
         let mut wanted = fields::desired_fields(container, self.domain.as_deref());
-        if self.guest.is_some() {
+        if self.inside {
             let scripts: serde_json::Map<String, Value> = self
                 .scripts_for(container)
                 .iter()
                 .map(|script| (script.record.clone(), Value::String(script.digest())))
                 .collect();
             if !scripts.is_empty() {
-                wanted.insert("guest_scripts".to_owned(), Value::Object(scripts));
+                wanted.insert(LxcField::GuestScripts, Value::Object(scripts));
             }
             let raw: serde_json::Map<String, Value> = fields::raw_keys(container)
                 .into_iter()
                 .map(|(key, values)| (key, json_strings(values)))
                 .collect();
             if !raw.is_empty() {
-                wanted.insert("raw_lxc".to_owned(), Value::Object(raw));
+                wanted.insert(LxcField::RawLxc, Value::Object(raw));
             }
         }
         wanted
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.known.lock().expect("no code panics while holding this lock")
+    fn compare(&self, wanted: &Fields<LxcField>, observed: &Fields<LxcField>) -> Vec<TypedChange<LxcField>> {
+        fields::compare(wanted, observed)
     }
 
-    fn node_of(&self, vmid: u32, resource: Option<&Resource>) -> String {
-        if let Some(node) = self.known().nodes.get(&vmid) {
-            return node.clone();
+    fn replaces(change: &TypedChange<LxcField>) -> bool {
+        change.field == LxcField::Unprivileged
+    }
+}
+
+/// The IO half of the container manager.
+pub struct Containers {
+    kit: GuestKit,
+    differ: GuestDiffer<ContainerDiff>,
+    guest: Option<Guest>,
+    /// The snapshot each declared template is cloned from.
+    template_snapshots: Mutex<BTreeMap<u32, String>>,
+}
+
+impl Containers {
+    /// Containers through `kit`; `domain` is the default DNS search domain.
+    pub fn new(kit: GuestKit, domain: Option<String>) -> Containers {
+        Containers {
+            kit,
+            differ: GuestDiffer(ContainerDiff {
+                domain,
+                ..ContainerDiff::default()
+            }),
+            guest: None,
+            template_snapshots: Mutex::default(),
         }
-        resource
-            .and_then(|resource| resource.node.clone())
-            .unwrap_or_else(|| self.default_node.clone())
     }
 
-    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Observed, LxcError> {
+    /// Lets the manager work inside containers through `host`: features, application scripts and health
+    /// checks. Without it, those are left alone.
+    pub fn with_guest_access(mut self, host: Arc<dyn HostChannel>, scripts: GuestScripts) -> Containers {
+        self.guest = Some(Guest {
+            host,
+            pve_root: "/etc/pve".to_owned(),
+        });
+        self.differ.0.scripts = Arc::new(scripts);
+        self.differ.0.inside = true;
+        self
+    }
+
+    /// Reads and writes container config files under `root` instead of `/etc/pve` (for tests).
+    pub fn with_pve_root(mut self, root: impl Into<String>) -> Containers {
+        if let Some(guest) = &mut self.guest {
+            guest.pve_root = root.into();
+        }
+        self
+    }
+
+    fn template_snapshots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, String>> {
+        self.template_snapshots
+            .lock()
+            .expect("no code panics while holding this lock")
+    }
+
+    /// Puts a template on its storage when it is not there yet.
+    async fn ensure_template(&self, node: &str, volume: &str) -> Result<(), PveError> {
+        let (storage, file) = volume.split_once(':').unwrap_or(("local", volume));
+        let content: Vec<Value> = self
+            .kit
+            .client()
+            .get(
+                &format!("/nodes/{node}/storage/{storage}/content"),
+                &[("content", "vztmpl")],
+            )
+            .await?;
+        if content.iter().any(|item| item["volid"] == volume) {
+            return Ok(());
+        }
+        let filename = file.trim_start_matches("vztmpl/");
+        tracing::info!(volume, "downloading the container template");
+        let form = Form::new()
+            .text("content", "vztmpl")
+            .text("filename", filename)
+            .text("url", format!("{TEMPLATE_MIRROR}/{filename}"));
+        self.kit
+            .client()
+            .run_task(
+                Method::POST,
+                &format!("/nodes/{node}/storage/{storage}/download-url"),
+                &form,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Work inside the running container: its scripts whose records differ (between the lifecycle
+    /// snapshots), then its health check.
+    async fn inside(
+        &self,
+        guest: &Guest,
+        node: &str,
+        vmid: u32,
+        container: &ContainerConfig,
+        run_scripts: bool,
+    ) -> Result<(), ManagerError> {
+        if run_scripts {
+            let records = inside::records(&guest.exec(vmid)).await?;
+            let pending: Vec<Script> = self
+                .differ
+                .0
+                .scripts_for(container)
+                .into_iter()
+                .filter(|script| records.get(&script.record) != Some(&script.digest()))
+                .collect();
+            if !pending.is_empty() {
+                if container.enable_lifecycle_snapshots {
+                    self.kit.handle(node, vmid).snapshot_once("pre-features").await?;
+                }
+                let declared = serde_json::to_string(container).expect("configuration serialises");
+                inside::write_guest_config(&guest.exec(vmid), &declared).await?;
+                for script in &pending {
+                    if script.text.is_empty() {
+                        return Err(ManagerError::failed(format!(
+                            "no script for `{}`: add it to the configuration directory",
+                            script.record
+                        )));
+                    }
+                    inside::apply_script(&guest.exec(vmid), script).await?;
+                }
+                if container.enable_lifecycle_snapshots {
+                    self.kit.handle(node, vmid).snapshot_once("post-features").await?;
+                }
+            }
+        }
+        if let Some(check) = &container.health_check {
+            inside::health_check(&guest.exec(vmid), check).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl GuestDriver for Containers {
+    type Diff = ContainerDiff;
+
+    fn kit(&self) -> &GuestKit {
+        &self.kit
+    }
+
+    fn differ(&self) -> &GuestDiffer<ContainerDiff> {
+        &self.differ
+    }
+
+    async fn prepare(&self, desired: &[Resource]) -> Result<(), ManagerError> {
+        let mut snapshots = self.template_snapshots();
+        for resource in desired {
+            if let (Some(id), Some(container)) =
+                (resource.address.guest_id(), ContainerDiff::config(resource))
+                && let Some(snapshot) = &container.template_snapshot_name
+            {
+                snapshots.insert(id, snapshot.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<LxcField>, ManagerError> {
         let config: BTreeMap<String, Value> = self
-            .client
+            .kit
+            .client()
             .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
             .await?;
-        let names = self.handle(node, vmid).snapshot_names().await?;
-        let (enabled, rules) = firewall::read(&self.client, &format!("/nodes/{node}/lxc/{vmid}")).await?;
+        let names = self.kit.handle(node, vmid).snapshot_names().await?;
+        let (enabled, rules) =
+            firewall::read(self.kit.client(), &format!("/nodes/{node}/lxc/{vmid}")).await?;
         let firewall = fields::ObservedFirewall { enabled, rules };
         let records = match (&self.guest, status) {
             // A container the channel cannot reach (on another node of a cluster, say) shows no records;
@@ -182,36 +290,30 @@ impl LxcManager {
                 .into_iter()
                 .map(|(key, values)| (key, json_strings(values)))
                 .collect();
-            fields.insert("raw_lxc".to_owned(), Value::Object(raw));
+            fields.insert(LxcField::RawLxc, Value::Object(raw));
         }
-        Ok(Observed { fields })
+        Ok(fields)
     }
 
-    async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
-        self.handle(node, vmid).status().await
-    }
-
-    fn handle<'a>(&'a self, node: &'a str, vmid: u32) -> GuestHandle<'a> {
-        GuestHandle {
-            client: &self.client,
-            node,
-            kind: GuestType::Lxc,
-            vmid,
-        }
-    }
-
-    async fn create(&self, resource: &Resource, container: &ContainerConfig) -> Result<(), LxcError> {
+    async fn create(
+        &self,
+        resource: &Resource,
+        container: &ContainerConfig,
+        node: &str,
+    ) -> Result<(), ManagerError> {
         let vmid = resource.address.guest_id().expect("a container address");
-        let node = self.node_of(vmid, Some(resource));
         match container
             .clone_from_ctid
             .as_deref()
             .and_then(|source| source.parse::<u32>().ok())
         {
             Some(source) => {
-                let source_node = self.node_of(source, None);
-                let snapshot = self.known().template_snapshots.get(&source).cloned();
-                self.client.wait_unlocked(&source_node, "lxc", source).await?;
+                let source_node = self.kit.node_of(source, None);
+                let snapshot = self.template_snapshots().get(&source).cloned();
+                self.kit
+                    .client()
+                    .wait_unlocked(&source_node, "lxc", source)
+                    .await?;
                 let mut form = Form::new()
                     .number("newid", vmid)
                     .text("hostname", &container.name)
@@ -223,9 +325,10 @@ impl LxcManager {
                     form = form.text("storage", storage);
                 }
                 if source_node != node {
-                    form = form.text("target", &node);
+                    form = form.text("target", node);
                 }
-                self.client
+                self.kit
+                    .client()
                     .run_task(
                         Method::POST,
                         &format!("/nodes/{source_node}/lxc/{source}/clone"),
@@ -235,7 +338,7 @@ impl LxcManager {
             }
             None => {
                 let template = template_volume(container.template.as_deref().unwrap_or_default());
-                self.ensure_template(&node, &template).await?;
+                self.ensure_template(node, &template).await?;
                 let storage = container
                     .storage_pool
                     .clone()
@@ -249,59 +352,27 @@ impl LxcManager {
                     .text("rootfs", format!("{storage}:{size}"))
                     .flag("unprivileged", container.unprivileged.unwrap_or(true))
                     .text("tags", OWNER_TAG);
-                self.client
+                self.kit
+                    .client()
                     .run_task(Method::POST, &format!("/nodes/{node}/lxc"), &form)
                     .await?;
             }
         }
-        self.known().nodes.insert(vmid, node.clone());
-        // Everything else converges like an update of the new container.
-        let desired = self.wanted(container);
-        let status = self.status(&node, vmid).await?;
-        let observed = self.read(&node, vmid, &status).await?;
-        self.update(&node, vmid, &fields::diff(&desired, &observed.fields), container)
-            .await
-    }
-
-    /// Puts a template on its storage when it is not there yet.
-    async fn ensure_template(&self, node: &str, volume: &str) -> Result<(), PveError> {
-        let (storage, file) = volume.split_once(':').unwrap_or(("local", volume));
-        let content: Vec<Value> = self
-            .client
-            .get(
-                &format!("/nodes/{node}/storage/{storage}/content"),
-                &[("content", "vztmpl")],
-            )
-            .await?;
-        if content.iter().any(|item| item["volid"] == volume) {
-            return Ok(());
-        }
-        let filename = file.trim_start_matches("vztmpl/");
-        tracing::info!(volume, "downloading the container template");
-        let form = Form::new()
-            .text("content", "vztmpl")
-            .text("filename", filename)
-            .text("url", format!("{TEMPLATE_MIRROR}/{filename}"));
-        self.client
-            .run_task(
-                Method::POST,
-                &format!("/nodes/{node}/storage/{storage}/download-url"),
-                &form,
-            )
-            .await?;
         Ok(())
     }
 
-    /// Applies changed fields: one config write, then disk growth, start, and missing snapshots.
+    /// One config write, then raw keys, disk growth, firewall, start, work inside, and missing snapshots.
     async fn update(
         &self,
         node: &str,
         vmid: u32,
-        changes: &[FieldChange],
+        changes: &[TypedChange<LxcField>],
         container: &ContainerConfig,
-    ) -> Result<(), LxcError> {
-        let base = format!("/nodes/{node}/lxc/{vmid}");
-        self.client.wait_unlocked(node, "lxc", vmid).await?;
+    ) -> Result<(), ManagerError> {
+        let client = self.kit.client();
+        let handle = self.kit.handle(node, vmid);
+        let base = handle.base();
+        handle.wait_unlocked().await?;
         let mut config = Form::new();
         let mut resizes = Vec::new();
         let mut start = false;
@@ -312,27 +383,28 @@ impl LxcManager {
         let mut firewall_enabled = None;
         let mut firewall_rules = None;
         for change in changes {
-            let Some(new) = &change.new else { continue };
-            match change.field.as_str() {
-                "hostname" | "nameserver" | "searchdomain" => {
-                    config = config.text(&change.field, new.as_str().unwrap_or_default())
-                }
-                "cores" | "memory" | "swap" | "onboot" => {
-                    config = config.text(&change.field, new.to_string())
-                }
-                "net0" => config = config.text("net0", props::render_object(new, Some("name"))),
-                "startup" | "features" => {
-                    config = config.text(&change.field, props::render_object(new, None))
-                }
-                "owned" => config = config.text("tags", self.handle(node, vmid).tags_with_owner().await?),
-                "devices" => {
+            let new = &change.new;
+            let text = || new.as_str().unwrap_or_default().to_owned();
+            match &change.field {
+                LxcField::Hostname => config = config.text("hostname", text()),
+                LxcField::Nameserver => config = config.text("nameserver", text()),
+                LxcField::Searchdomain => config = config.text("searchdomain", text()),
+                LxcField::Cores => config = config.text("cores", new.to_string()),
+                LxcField::Memory => config = config.text("memory", new.to_string()),
+                LxcField::Swap => config = config.text("swap", new.to_string()),
+                LxcField::Onboot => config = config.text("onboot", new.to_string()),
+                LxcField::Net0 => config = config.text("net0", props::render_object(new, Some("name"))),
+                LxcField::Startup => config = config.text("startup", props::render_object(new, None)),
+                LxcField::Features => config = config.text("features", props::render_object(new, None)),
+                LxcField::Owned => config = config.text("tags", handle.tags_with_owner().await?),
+                LxcField::Devices => {
                     let wanted = new.as_array().cloned().unwrap_or_default();
                     for (index, path) in wanted.iter().enumerate() {
                         config = config.text(&format!("dev{index}"), path.as_str().unwrap_or_default());
                     }
                     // Every other devN entry goes, such as those a clone inherits from its source, whatever its
                     // index (entries may have gaps, dev0 and dev3), so the live keys are read.
-                    let live: Value = self.client.get(&format!("{base}/config"), &[]).await?;
+                    let live: Value = client.get(&format!("{base}/config"), &[]).await?;
                     removed.extend(
                         live.as_object()
                             .into_iter()
@@ -342,12 +414,13 @@ impl LxcManager {
                             .map(|index| format!("dev{index}")),
                     );
                 }
-                "rootfs_gb" => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
-                "status" => start = new == "running",
-                "snapshots" => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
-                "unprivileged" => {}
-                "guest_scripts" => run_scripts = true,
-                "raw_lxc" => {
+                LxcField::RootfsGb => resizes.push(("rootfs".to_owned(), new.as_f64().unwrap_or_default())),
+                LxcField::Status => start = new == "running",
+                LxcField::Snapshots => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
+                // A changed `unprivileged` replaces the container; the new one is created with it.
+                LxcField::Unprivileged => {}
+                LxcField::GuestScripts => run_scripts = true,
+                LxcField::RawLxc => {
                     raw_keys = new
                         .as_object()
                         .into_iter()
@@ -361,8 +434,8 @@ impl LxcManager {
                         })
                         .collect();
                 }
-                "firewall_enabled" => firewall_enabled = Some(new == true),
-                "firewall_rules" => {
+                LxcField::FirewallEnabled => firewall_enabled = Some(new == true),
+                LxcField::FirewallRules => {
                     let old = change
                         .old
                         .as_ref()
@@ -371,8 +444,7 @@ impl LxcManager {
                         .unwrap_or_default();
                     firewall_rules = Some((old, new.as_array().cloned().unwrap_or_default()));
                 }
-                field if field.starts_with("mount ") => {
-                    let path = field.trim_start_matches("mount ");
+                LxcField::Mount(path) => {
                     let index = new["index"].as_u64().unwrap_or_default();
                     let key = format!("mp{index}");
                     if let Some(host_path) = new["host_path"].as_str() {
@@ -399,7 +471,12 @@ impl LxcManager {
                         config = config.text(&key, format!("{storage}:{size},mp={path}"));
                     }
                 }
-                other => tracing::warn!(field = other, "no way to apply this field yet"),
+                // The diff speaks of mount points one by one (`Mount`), never of all of them at once.
+                LxcField::Mounts => {
+                    return Err(ManagerError::failed(
+                        "mount points change one at a time (`mount <path>`), not as `mounts`",
+                    ));
+                }
             }
         }
         if !raw_keys.is_empty()
@@ -411,78 +488,42 @@ impl LxcManager {
             config = config.text("delete", removed.join(","));
         }
         if !config.pairs().is_empty() {
-            let _: Value = self.client.put(&format!("{base}/config"), &config).await?;
+            let _: Value = client.put(&format!("{base}/config"), &config).await?;
         }
         for (disk, size) in resizes {
-            self.handle(node, vmid).resize(&disk, size).await?;
+            handle.resize(&disk, size).await?;
         }
         if let Some((live, wanted)) = firewall_rules {
-            firewall::converge_rules(&self.client, &base, &live, &wanted).await?;
+            firewall::converge_rules(client, &base, &live, &wanted).await?;
         }
         if let Some(enabled) = firewall_enabled {
-            firewall::set_enabled(&self.client, &base, enabled).await?;
+            firewall::set_enabled(client, &base, enabled).await?;
         }
         if start {
-            self.handle(node, vmid).start().await?;
+            handle.start().await?;
         }
         if let Some(guest) = &self.guest {
             self.inside(guest, node, vmid, container, run_scripts).await?;
         }
         for name in snapshots {
-            self.handle(node, vmid).snapshot(&name).await?;
+            handle.snapshot(&name).await?;
         }
         Ok(())
     }
 
-    /// Work inside the running container: its scripts whose records differ (between the lifecycle
-    /// snapshots), then its health check.
-    async fn inside(
+    async fn health_check(
         &self,
-        guest: &Guest,
-        node: &str,
+        _node: &str,
         vmid: u32,
-        container: &ContainerConfig,
-        run_scripts: bool,
-    ) -> Result<(), LxcError> {
-        if run_scripts {
-            let records = inside::records(&guest.exec(vmid)).await?;
-            let pending: Vec<Script> = self
-                .scripts_for(container)
-                .into_iter()
-                .filter(|script| records.get(&script.record) != Some(&script.digest()))
-                .collect();
-            if !pending.is_empty() {
-                if container.enable_lifecycle_snapshots {
-                    self.handle(node, vmid).snapshot_once("pre-features").await?;
-                }
-                let declared = serde_json::to_string(container).expect("configuration serialises");
-                inside::write_guest_config(&guest.exec(vmid), &declared).await?;
-                for script in &pending {
-                    if script.text.is_empty() {
-                        return Err(ManagerError::failed(format!(
-                            "no script for `{}`: add it to the configuration directory",
-                            script.record
-                        ))
-                        .into());
-                    }
-                    inside::apply_script(&guest.exec(vmid), script).await?;
-                }
-                if container.enable_lifecycle_snapshots {
-                    self.handle(node, vmid).snapshot_once("post-features").await?;
-                }
-            }
-        }
-        if let Some(check) = &container.health_check {
-            inside::health_check(&guest.exec(vmid), check).await?;
-        }
-        Ok(())
-    }
-
-    async fn delete(&self, vmid: u32) -> Result<(), LxcError> {
-        let node = self.node_of(vmid, None);
-        self.handle(&node, vmid).destroy().await?;
-        self.known().nodes.remove(&vmid);
-        Ok(())
+        container: Option<&ContainerConfig>,
+    ) -> Result<(), ManagerError> {
+        let check = container.and_then(|container| container.health_check.as_ref());
+        let (Some(guest), Some(check)) = (&self.guest, check) else {
+            return Err(ManagerError::failed(format!(
+                "lxc/{vmid} has no health check, or Phoenix cannot reach the node to run it"
+            )));
+        };
+        inside::health_check(&guest.exec(vmid), check).await
     }
 }
 
@@ -497,149 +538,4 @@ fn template_volume(template: &str) -> String {
         return format!("local:vztmpl/{file}");
     }
     template.to_owned()
-}
-
-#[async_trait]
-impl Manager for LxcManager {
-    fn kind(&self) -> ResourceKind {
-        ResourceKind::Lxc
-    }
-
-    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError> {
-        let resources = self
-            .client
-            .cluster_resources()
-            .await
-            .map_err(ManagerError::from)?;
-        let declared: BTreeMap<u32, &Resource> = desired
-            .iter()
-            .filter_map(|resource| resource.address.guest_id().map(|id| (id, resource)))
-            .collect();
-        let mut targets = Vec::new();
-        {
-            let mut known = self.known();
-            for resource in desired {
-                if let (Some(id), Desired::Container(container)) =
-                    (resource.address.guest_id(), &resource.desired)
-                    && let Some(snapshot) = &container.template_snapshot_name
-                {
-                    known.template_snapshots.insert(id, snapshot.clone());
-                }
-            }
-            for entry in resources.iter().filter(|entry| entry.kind == "lxc") {
-                let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
-                    continue;
-                };
-                known.nodes.insert(vmid, node.clone());
-                if declared.contains_key(&vmid) || entry.is_owned() {
-                    targets.push((vmid, node, entry.status.clone().unwrap_or_default()));
-                }
-            }
-        }
-        let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
-        let mut reads = tokio::task::JoinSet::new();
-        for (vmid, node, status) in targets {
-            let client = Arc::clone(&self.client);
-            let limit = Arc::clone(&limit);
-            let mut manager = LxcManager::new(client, node.clone(), None);
-            manager.guest = self.guest.clone();
-            reads.spawn(async move {
-                let _permit = limit.acquire().await.expect("the semaphore is never closed");
-                (vmid, manager.read(&node, vmid, &status).await)
-            });
-        }
-        let mut observed = BTreeMap::new();
-        while let Some(joined) = reads.join_next().await {
-            let (vmid, result) = joined.expect("reads do not panic");
-            observed.insert(Address::Lxc(vmid), result?);
-        }
-        Ok(observed)
-    }
-
-    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
-        let Desired::Container(container) = &desired.desired else {
-            return Vec::new();
-        };
-        let wanted = self.wanted(container);
-        let Some(observed) = observed else {
-            return vec![Change::create(desired.address.clone(), &wanted)];
-        };
-        let changed = fields::diff(&wanted, &observed.fields);
-        if changed.is_empty() {
-            return Vec::new();
-        }
-        let replace = changed.iter().any(|field| field.field == "unprivileged");
-        let action = if replace { Action::Replace } else { Action::Update };
-        vec![Change {
-            address: desired.address.clone(),
-            action,
-            fields: changed,
-        }]
-    }
-
-    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
-        let vmid = change
-            .address
-            .guest_id()
-            .ok_or_else(|| ManagerError::failed("not a container address"))?;
-        let container = desired.and_then(|resource| match &resource.desired {
-            Desired::Container(container) => Some(container.as_ref()),
-            _ => None,
-        });
-        let result = match (change.action, desired, container) {
-            (Action::Delete, _, _) => self.delete(vmid).await,
-            (Action::Create, Some(resource), Some(container)) => self.create(resource, container).await,
-            (Action::Replace, Some(resource), Some(container)) => {
-                let node = self.node_of(vmid, Some(resource));
-                self.handle(&node, vmid).ensure_owned("replaces").await?;
-                match self.delete(vmid).await {
-                    Ok(()) => self.create(resource, container).await,
-                    Err(error) => Err(error),
-                }
-            }
-            (Action::Update, Some(resource), Some(container)) => {
-                let node = self.node_of(vmid, Some(resource));
-                self.update(&node, vmid, &change.fields, container).await
-            }
-            _ => {
-                return Err(ManagerError::failed(format!(
-                    "{} has no container configuration",
-                    change.address
-                )));
-            }
-        };
-        result.map_err(ManagerError::from)
-    }
-
-    async fn operate(
-        &self,
-        desired: Option<&Resource>,
-        address: &Address,
-        operation: &Operation,
-    ) -> Result<(), ManagerError> {
-        let vmid = address
-            .guest_id()
-            .ok_or_else(|| ManagerError::failed("not a container address"))?;
-        let node = self.node_of(vmid, desired);
-        match operation {
-            Operation::HealthCheck => {
-                let check = desired.and_then(|resource| match &resource.desired {
-                    Desired::Container(container) => container.health_check.clone(),
-                    _ => None,
-                });
-                let (Some(guest), Some(check)) = (&self.guest, check) else {
-                    return Err(ManagerError::failed(format!(
-                        "{address} has no health check, or Phoenix cannot reach the node to run it"
-                    )));
-                };
-                inside::health_check(&guest.exec(vmid), &check).await
-            }
-            Operation::Delete => {
-                self.handle(&node, vmid).operate(operation).await?;
-                self.known().nodes.remove(&vmid);
-                Ok(())
-            }
-            other => self.handle(&node, vmid).operate(other).await,
-        }
-    }
 }

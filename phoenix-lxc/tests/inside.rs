@@ -16,8 +16,10 @@ use phoenix_core::{
     Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
     SourceFile, StopHandle, execute, plan, resources, validate,
 };
+use phoenix_lxc::Containers;
 use phoenix_lxc::{GuestScripts, LxcManager};
 use phoenix_pve::host::LocalHost;
+use phoenix_pve::lifecycle::GuestType;
 use phoenix_pve::{Auth, Client, SecretString, TlsTrust};
 use support::FakePve;
 
@@ -159,9 +161,10 @@ async fn managers_with_app(
         applications: BTreeMap::from([("app.sh".to_owned(), app.to_owned())]),
         environment: BTreeMap::from([("PHOENIX_GREETING".to_owned(), "tests".to_owned())]),
     };
-    let manager = LxcManager::new(client, "pve1", None)
+    let containers = Containers::new(support::kit(&client, GuestType::Lxc), None)
         .with_guest_access(Arc::new(LocalHost), scripts)
         .with_pve_root(real.1.display().to_string());
+    let manager = LxcManager::new(containers);
     let mut managers = Managers::default();
     managers.register(Arc::new(manager));
     managers

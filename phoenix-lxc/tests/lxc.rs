@@ -10,7 +10,8 @@ use phoenix_core::{
     Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
     SourceFile, StopHandle, execute, plan, resources, validate,
 };
-use phoenix_lxc::LxcManager;
+use phoenix_lxc::{Containers, LxcManager};
+use phoenix_pve::lifecycle::GuestType;
 use phoenix_pve::{Auth, Client, Form, SecretString, TlsTrust};
 use serde_json::Value;
 use support::FakePve;
@@ -48,11 +49,10 @@ impl Harness {
         let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
         let client = Arc::new(Client::connect(settings).await.expect("connects"));
         let mut managers = Managers::default();
-        managers.register(Arc::new(LxcManager::new(
-            Arc::clone(&client),
-            "pve1",
+        managers.register(Arc::new(LxcManager::new(Containers::new(
+            support::kit(&client, GuestType::Lxc),
             Some("test.internal".into()),
-        )));
+        ))));
         Some(Harness {
             fake,
             client,

@@ -40,6 +40,46 @@ pub struct GuestScripts {
 }
 
 impl GuestScripts {
+    /// The scripts of an estate: the shipped feature catalogue, overridden by the configuration's own
+    /// `features` of the same name, its application `scripts`, and the environment every script gets from
+    /// the model (timezone, domain, NVIDIA runfile, Step-CA).
+    pub fn for_estate(
+        estate: &phoenix_core::Estate,
+        own_features: BTreeMap<String, String>,
+        applications: BTreeMap<String, String>,
+    ) -> GuestScripts {
+        let mut features: BTreeMap<String, String> = phoenix_core::lint::features::CATALOGUE
+            .iter()
+            .map(|feature| (feature.name.to_owned(), feature.script.to_owned()))
+            .collect();
+        features.extend(own_features);
+        let files = estate.files();
+        let hypervisor = &files.hypervisor;
+        let mut environment = BTreeMap::new();
+        let mut set = |name: &str, value: Option<&String>| {
+            if let Some(value) = value {
+                environment.insert(name.to_owned(), value.clone());
+            }
+        };
+        set("PHOENIX_TIMEZONE", hypervisor.timezone.as_ref());
+        set("PHOENIX_DOMAIN", hypervisor.domain_name.as_ref());
+        let runfile = files.lxc.nvidia_runfile_url.as_ref().or(hypervisor
+            .nvidia_driver
+            .as_ref()
+            .and_then(|driver| driver.runfile_url.as_ref()));
+        set("PHOENIX_NVIDIA_RUNFILE_URL", runfile);
+        if let Some(step_ca) = &hypervisor.step_ca {
+            set("PHOENIX_CA_NAME", Some(&step_ca.root_ca_name));
+            set("PHOENIX_CA_DNS", Some(&step_ca.dns_name));
+            set("PHOENIX_CA_PROVISIONER", step_ca.provisioner_name.as_ref());
+        }
+        GuestScripts {
+            features,
+            applications,
+            environment,
+        }
+    }
+
     /// The scripts a guest runs, in order: its features, then its application script. `extra` adds
     /// guest-specific variables to the environment.
     pub fn for_guest(

@@ -13,9 +13,11 @@ pub mod compare;
 mod error;
 pub mod firewall;
 pub mod guest;
+pub mod guests;
 pub mod host;
 pub mod lifecycle;
 pub mod props;
+mod session;
 mod settings;
 mod task;
 mod tls;
@@ -23,6 +25,7 @@ mod tls;
 pub use client::{Client, ClusterResource, Form};
 pub use error::PveError;
 pub use reqwest::Method;
+pub use session::{Session, SessionError, storage_for};
 
 /// The tag Phoenix puts on the guests it owns; it deletes nothing without it.
 pub const OWNER_TAG: &str = "phoenix";

@@ -4,11 +4,119 @@
 use std::collections::BTreeMap;
 
 use phoenix_core::config::VmConfig;
-use phoenix_core::{Consequence, FieldChange};
+use phoenix_core::{Consequence, FieldKey, Fields, TypedChange};
 use phoenix_pve::{compare, props};
 use serde_json::{Map, Value, json};
 
 pub(crate) use phoenix_pve::OWNER_TAG;
+
+/// The VM field vocabulary: what the diff compares and apply writes. Variants are in the order of their
+/// names, so plans list fields alphabetically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VmField {
+    /// The QEMU guest agent (`1` on).
+    Agent,
+    /// Whether a cloud-init password is set (Proxmox never shows it).
+    Cipassword,
+    /// The cloud-init user.
+    Ciuser,
+    /// CPU cores.
+    Cores,
+    /// Boot disk size in GiB (a minimum).
+    DiskGb,
+    /// Whether the guest firewall is on.
+    FirewallEnabled,
+    /// The guest firewall's rules, in order.
+    FirewallRules,
+    /// Digests of the scripts run inside (NFS volumes, features), by record name.
+    GuestScripts,
+    /// The cloud-init `ipconfig0` property string.
+    Ipconfig0,
+    /// Memory in MiB.
+    Memory,
+    /// The VM's name.
+    Name,
+    /// DNS servers (cloud-init).
+    Nameserver,
+    /// The first NIC's property string (model, MAC, bridge, firewall flag).
+    Net0,
+    /// Start at boot.
+    Onboot,
+    /// Whether it carries the owner tag.
+    Owned,
+    /// DNS search domain (cloud-init).
+    Searchdomain,
+    /// Snapshot names.
+    Snapshots,
+    /// Authorised SSH keys (cloud-init), one per line.
+    Sshkeys,
+    /// The `startup` property string (order, up delay).
+    Startup,
+    /// Running or stopped.
+    Status,
+    /// Whether it is a template.
+    Template,
+    /// The digest of the custom cloud-init user-data snippet attached with `cicustom`.
+    UserData,
+}
+
+impl FieldKey for VmField {
+    fn all() -> &'static [VmField] {
+        use VmField::*;
+        &[
+            Agent,
+            Cipassword,
+            Ciuser,
+            Cores,
+            DiskGb,
+            FirewallEnabled,
+            FirewallRules,
+            GuestScripts,
+            Ipconfig0,
+            Memory,
+            Name,
+            Nameserver,
+            Net0,
+            Onboot,
+            Owned,
+            Searchdomain,
+            Snapshots,
+            Sshkeys,
+            Startup,
+            Status,
+            Template,
+            UserData,
+        ]
+    }
+
+    fn name(&self) -> String {
+        match self {
+            VmField::Agent => "agent",
+            VmField::Cipassword => "cipassword",
+            VmField::Ciuser => "ciuser",
+            VmField::Cores => "cores",
+            VmField::DiskGb => "disk_gb",
+            VmField::FirewallEnabled => "firewall_enabled",
+            VmField::FirewallRules => "firewall_rules",
+            VmField::GuestScripts => "guest_scripts",
+            VmField::Ipconfig0 => "ipconfig0",
+            VmField::Memory => "memory",
+            VmField::Name => "name",
+            VmField::Nameserver => "nameserver",
+            VmField::Net0 => "net0",
+            VmField::Onboot => "onboot",
+            VmField::Owned => "owned",
+            VmField::Searchdomain => "searchdomain",
+            VmField::Snapshots => "snapshots",
+            VmField::Sshkeys => "sshkeys",
+            VmField::Startup => "startup",
+            VmField::Status => "status",
+            VmField::Template => "template",
+            VmField::UserData => "user_data",
+        }
+        .to_owned()
+    }
+}
 
 /// NIC models Proxmox writes as `<model>=<MAC>` in `net0`.
 pub(crate) const NIC_MODELS: [&str; 11] = [
@@ -48,7 +156,7 @@ pub(crate) fn observed_fields(
     status: &str,
     snapshots: &[String],
     firewall: (bool, Vec<Value>),
-) -> BTreeMap<String, Value> {
+) -> Fields<VmField> {
     let text = |key: &str| {
         config.get(key).map(|value| match value {
             Value::String(text) => text.clone(),
@@ -56,23 +164,33 @@ pub(crate) fn observed_fields(
         })
     };
     let mut fields = BTreeMap::new();
-    for key in ["name", "nameserver", "searchdomain", "ciuser"] {
+    for (key, field) in [
+        ("name", VmField::Name),
+        ("nameserver", VmField::Nameserver),
+        ("searchdomain", VmField::Searchdomain),
+        ("ciuser", VmField::Ciuser),
+    ] {
         if let Some(value) = text(key) {
-            fields.insert(key.to_owned(), json!(value));
+            fields.insert(field, json!(value));
         }
     }
-    for key in ["cores", "memory", "onboot"] {
+    for (key, field) in [
+        ("cores", VmField::Cores),
+        ("memory", VmField::Memory),
+        ("onboot", VmField::Onboot),
+    ] {
         if let Some(number) = text(key).and_then(|value| value.parse::<i64>().ok()) {
-            fields.insert(key.to_owned(), json!(number));
+            fields.insert(field, json!(number));
         }
     }
     if let Some(keys) = text("sshkeys") {
-        fields.insert(
-            "sshkeys".to_owned(),
-            json!(normalise_keys(&percent_decode(&keys))),
-        );
+        fields.insert(VmField::Sshkeys, json!(normalise_keys(&percent_decode(&keys))));
     }
-    for (key, default_key) in [("net0", "model"), ("ipconfig0", "ip"), ("startup", "order")] {
+    for (key, default_key, field) in [
+        ("net0", "model", VmField::Net0),
+        ("ipconfig0", "ip", VmField::Ipconfig0),
+        ("startup", "order", VmField::Startup),
+    ] {
         if let Some(value) = text(key) {
             let mut map = props::parse(&value, default_key);
             if key == "net0" {
@@ -84,46 +202,46 @@ pub(crate) fn observed_fields(
                 }
             }
             fields.insert(
-                key.to_owned(),
+                field,
                 Value::Object(map.into_iter().map(|(k, v)| (k, json!(v))).collect()),
             );
         }
     }
     if let Some(agent) = text("agent") {
         let enabled = agent.split(',').any(|part| part == "1" || part == "enabled=1");
-        fields.insert("agent".to_owned(), json!(if enabled { "1" } else { "0" }));
+        fields.insert(VmField::Agent, json!(if enabled { "1" } else { "0" }));
     }
     if let Some(size) = BOOT_DISKS.iter().find_map(|disk| text(disk)).and_then(|drive| {
         props::parse(&drive, "volume")
             .get("size")
             .and_then(|size| props::size_gib(size))
     }) {
-        fields.insert("disk_gb".to_owned(), json!(size));
+        fields.insert(VmField::DiskGb, json!(size));
     }
     // Proxmox never shows the cloud-init password, only that one is set.
-    fields.insert("cipassword".to_owned(), json!(config.contains_key("cipassword")));
+    fields.insert(VmField::Cipassword, json!(config.contains_key("cipassword")));
     let owned = text("tags").is_some_and(|tags| phoenix_pve::has_owner_tag(&tags));
-    fields.insert("owned".to_owned(), json!(owned));
+    fields.insert(VmField::Owned, json!(owned));
     fields.insert(
-        "template".to_owned(),
+        VmField::Template,
         json!(text("template").is_some_and(|value| value == "1")),
     );
-    fields.insert("status".to_owned(), json!(status));
-    fields.insert("snapshots".to_owned(), json!(snapshots));
-    fields.insert("firewall_enabled".to_owned(), json!(firewall.0));
-    fields.insert("firewall_rules".to_owned(), Value::Array(firewall.1));
+    fields.insert(VmField::Status, json!(status));
+    fields.insert(VmField::Snapshots, json!(snapshots));
+    fields.insert(VmField::FirewallEnabled, json!(firewall.0));
+    fields.insert(VmField::FirewallRules, Value::Array(firewall.1));
     fields
 }
 
 /// The fields the configuration declares (defaults already merged), in the shape of [`observed_fields`].
-pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> BTreeMap<String, Value> {
+pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> Fields<VmField> {
     let mut fields = BTreeMap::new();
-    fields.insert("name".to_owned(), json!(vm.name));
+    fields.insert(VmField::Name, json!(vm.name));
     if let Some(cores) = vm.cores {
-        fields.insert("cores".to_owned(), json!(cores));
+        fields.insert(VmField::Cores, json!(cores));
     }
     if let Some(memory) = vm.memory_mb {
-        fields.insert("memory".to_owned(), json!(memory));
+        fields.insert(VmField::Memory, json!(memory));
     }
     let mut net = Map::new();
     net.insert(
@@ -137,38 +255,38 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> BTreeMap<St
     if let Some(mac) = &vm.mac_address {
         net.insert("macaddr".into(), json!(mac.to_ascii_uppercase()));
     }
-    fields.insert("net0".to_owned(), Value::Object(net));
+    fields.insert(VmField::Net0, Value::Object(net));
     if let Some(network) = &vm.network_config {
         let mut ip = Map::new();
         ip.insert("ip".into(), json!(network.ip));
         if let Some(gateway) = &network.gw {
             ip.insert("gw".into(), json!(gateway));
         }
-        fields.insert("ipconfig0".to_owned(), Value::Object(ip));
+        fields.insert(VmField::Ipconfig0, Value::Object(ip));
         if let Some(nameserver) = &network.nameserver {
             let list: Vec<&str> = nameserver
                 .split([' ', ',', ';'])
                 .filter(|part| !part.is_empty())
                 .collect();
-            fields.insert("nameserver".to_owned(), json!(list.join(" ")));
+            fields.insert(VmField::Nameserver, json!(list.join(" ")));
         }
         if let Some(domain) = network.searchdomain.as_deref().or(domain) {
-            fields.insert("searchdomain".to_owned(), json!(domain));
+            fields.insert(VmField::Searchdomain, json!(domain));
         }
     }
     if let Some(user) = &vm.user_config {
-        fields.insert("ciuser".to_owned(), json!(user.username));
+        fields.insert(VmField::Ciuser, json!(user.username));
         if user.password.is_some() {
-            fields.insert("cipassword".to_owned(), json!(true));
+            fields.insert(VmField::Cipassword, json!(true));
         }
         if !user.ssh_public_keys.is_empty() {
             fields.insert(
-                "sshkeys".to_owned(),
+                VmField::Sshkeys,
                 json!(normalise_keys(&user.ssh_public_keys.join("\n"))),
             );
         }
     }
-    fields.insert("onboot".to_owned(), json!(i64::from(vm.start_at_boot)));
+    fields.insert(VmField::Onboot, json!(i64::from(vm.start_at_boot)));
     if vm.boot_order.is_some() || vm.boot_delay.is_some() {
         let mut startup = Map::new();
         if let Some(order) = vm.boot_order {
@@ -177,77 +295,88 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> BTreeMap<St
         if let Some(delay) = vm.boot_delay {
             startup.insert("up".into(), json!(delay.to_string()));
         }
-        fields.insert("startup".to_owned(), Value::Object(startup));
+        fields.insert(VmField::Startup, Value::Object(startup));
     }
-    fields.insert("agent".to_owned(), json!("1"));
+    fields.insert(VmField::Agent, json!("1"));
     if let Some(size) = vm.disk_size_gb {
-        fields.insert("disk_gb".to_owned(), json!(size as f64));
+        fields.insert(VmField::DiskGb, json!(size as f64));
     }
     if let Some(firewall) = &vm.firewall {
-        fields.insert("firewall_enabled".to_owned(), json!(firewall.enabled));
+        fields.insert(VmField::FirewallEnabled, json!(firewall.enabled));
         let rules: Vec<Value> = firewall
             .rules
             .iter()
             .map(phoenix_pve::firewall::rule_value)
             .collect();
-        fields.insert("firewall_rules".to_owned(), Value::Array(rules));
+        fields.insert(VmField::FirewallRules, Value::Array(rules));
     }
-    fields.insert("owned".to_owned(), json!(true));
-    fields.insert("template".to_owned(), json!(vm.is_template));
+    fields.insert(VmField::Owned, json!(true));
+    fields.insert(VmField::Template, json!(vm.is_template));
     if !vm.is_template {
-        fields.insert("status".to_owned(), json!("running"));
+        fields.insert(VmField::Status, json!("running"));
         if let Some(snapshot) = &vm.template_snapshot_name {
-            fields.insert("snapshots".to_owned(), json!([snapshot]));
+            fields.insert(VmField::Snapshots, json!([snapshot]));
         }
     }
     fields
 }
 
 /// Compares declared fields with observed ones; `new` is the complete value to write.
-pub(crate) fn diff(
-    desired: &BTreeMap<String, Value>,
-    observed: &BTreeMap<String, Value>,
-) -> Vec<FieldChange> {
+pub(crate) fn compare(desired: &Fields<VmField>, observed: &Fields<VmField>) -> Vec<TypedChange<VmField>> {
     let mut changes = Vec::new();
     for (field, wanted) in desired {
         let live = observed.get(field);
-        let change = |new: Value, consequence: Consequence| FieldChange {
-            field: field.clone(),
+        let change = |new: Value, consequence: Consequence| TypedChange {
+            field: *field,
             old: live.cloned(),
-            new: Some(new),
+            new,
             consequence,
         };
-        match field.as_str() {
-            "net0" | "ipconfig0" | "startup" | "guest_scripts" => {
-                let Some(merged) = compare::overlay(live, wanted) else {
-                    continue;
-                };
-                // Cloud-init settings reach the guest on its next boot.
-                let consequence = if field == "ipconfig0" {
-                    Consequence::Restart
-                } else {
-                    Consequence::Live
-                };
-                changes.push(change(merged, consequence));
+        match field {
+            VmField::Net0 | VmField::Startup | VmField::GuestScripts => {
+                if let Some(merged) = compare::overlay(live, wanted) {
+                    changes.push(change(merged, Consequence::Live));
+                }
             }
-            "snapshots" => {
+            // Cloud-init settings reach the guest on its next boot.
+            VmField::Ipconfig0 => {
+                if let Some(merged) = compare::overlay(live, wanted) {
+                    changes.push(change(merged, Consequence::Restart));
+                }
+            }
+            VmField::Snapshots => {
                 if let Some(all) = compare::with_missing(live, wanted) {
                     changes.push(change(all, Consequence::Live));
                 }
             }
-            "disk_gb" => {
-                // Sizes are minimums (see `compare::must_grow`).
+            // Sizes are minimums (see `compare::must_grow`).
+            VmField::DiskGb => {
                 if compare::must_grow(live, wanted) {
                     changes.push(change(wanted.clone(), Consequence::Live));
                 }
             }
             _ if live == Some(wanted) => {}
-            "template" if wanted == false => changes.push(change(wanted.clone(), Consequence::Destructive)),
-            // Without memory and CPU hotplug, and for cloud-init, these take effect at the next start.
-            "cores" | "memory" | "nameserver" | "searchdomain" | "ciuser" | "sshkeys" | "user_data" => {
-                changes.push(change(wanted.clone(), Consequence::Restart))
+            // A template cannot become a VM again: the VM is created anew.
+            VmField::Template if wanted == false => {
+                changes.push(change(wanted.clone(), Consequence::Destructive))
             }
-            _ => changes.push(change(wanted.clone(), Consequence::Live)),
+            // Without memory and CPU hotplug, and for cloud-init, these take effect at the next start.
+            VmField::Cores
+            | VmField::Memory
+            | VmField::Nameserver
+            | VmField::Searchdomain
+            | VmField::Ciuser
+            | VmField::Sshkeys
+            | VmField::UserData => changes.push(change(wanted.clone(), Consequence::Restart)),
+            VmField::Agent
+            | VmField::Cipassword
+            | VmField::FirewallEnabled
+            | VmField::FirewallRules
+            | VmField::Name
+            | VmField::Onboot
+            | VmField::Owned
+            | VmField::Status
+            | VmField::Template => changes.push(change(wanted.clone(), Consequence::Live)),
         }
     }
     changes
@@ -306,7 +435,7 @@ mod tests {
             json!("e1000=bc:24:11:00:00:01,bridge=vmbr0,firewall=1"),
         )]);
         let fields = observed_fields(&config, "running", &[], (false, Vec::new()));
-        let net0 = &fields["net0"];
+        let net0 = &fields[&VmField::Net0];
         assert_eq!(net0["model"], "e1000");
         assert_eq!(net0["macaddr"], "BC:24:11:00:00:01");
         assert_eq!(

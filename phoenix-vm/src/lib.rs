@@ -7,7 +7,8 @@
 //! renders each VM's cloud-init user-data into a snippet attached with `cicustom` ([`cloudinit`]).
 
 pub mod cloudinit;
-mod fields;
+pub mod fields;
 mod manager;
 
-pub use manager::VmManager;
+pub use fields::VmField;
+pub use manager::{VmDiff, VmManager, Vms, manager};

@@ -1,4 +1,8 @@
-//! [`VmManager`]: the `Manager` implementation for QEMU/KVM VMs over the Proxmox API.
+//! [`VmManager`]: QEMU/KVM VMs over the Proxmox API, on the shared guest kit ([`phoenix_pve::guests`]).
+//!
+//! [`VmDiff`] is the pure half (the field vocabulary of [`fields`]); [`Vms`] the IO half: cloud images,
+//! creating and cloning, applying typed field changes, user-data snippets and work inside through the
+//! QEMU guest agent.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,19 +11,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_core::config::VmConfig;
-use phoenix_core::{
-    Action, Address, Change, Desired, FieldChange, Manager, ManagerError, Observed, Operation, Resource,
-    ResourceKind,
-};
+use phoenix_core::{Desired, Fields, ManagerError, Resource, TypedChange};
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
+use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
 use phoenix_pve::host::{HostChannel, sha256_hex};
-use phoenix_pve::lifecycle::{GuestHandle, GuestType};
-use phoenix_pve::{Client, Form, Method, PveError, compare, firewall, props, resolve_secret};
+use phoenix_pve::lifecycle::GuestType;
+use phoenix_pve::{
+    Client, Form, Method, PveError, Session, compare, firewall, props, resolve_secret, storage_for,
+};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 
 use crate::cloudinit;
-use crate::fields::{self, BOOT_DISKS, OWNER_TAG};
+use crate::fields::{self, BOOT_DISKS, OWNER_TAG, VmField};
 
 /// Mounts the NFS volumes of `PHOENIX_NFS_VOLUMES` (one `server:path mount_point options` per line): an
 /// fstab line per volume, written once, and a mount when it is not mounted yet. Values arrive as data.
@@ -35,125 +38,49 @@ printf '%s\n' "$PHOENIX_NFS_VOLUMES" | while read -r source target options; do
 done
 "#;
 
-/// Reads of VM configs at once.
-const READ_CONCURRENCY: usize = 8;
 /// Where cloud images named by file are downloaded from: Ubuntu's, by release code name.
 const UBUNTU_IMAGES: &str = "https://cloud-images.ubuntu.com";
 
-/// Manages VMs on one Proxmox cluster.
-pub struct VmManager {
-    client: Arc<Client>,
-    default_node: String,
-    domain: Option<String>,
-    import_storage: String,
-    known: Mutex<Known>,
-    /// One lock per cloud image volume and node, so that VMs created at once from the same image download it
-    /// once: the others wait, then find it on the storage.
-    downloads: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    scripts: Option<Arc<GuestScripts>>,
-    agent_timeout: Duration,
-    user_data: Option<Arc<UserData>>,
-    config_dir: PathBuf,
+/// The VM manager.
+pub type VmManager = GuestManager<Vms>;
+
+/// Builds the VM manager of a session: cloud images go to the first declared storage with the `import`
+/// content type (else `local`); VMs run features, NFS mounts and health checks through the guest agent;
+/// and when the configuration directory has `cloud-init/user-data.template.yml` and the session can reach
+/// the node, each VM's user-data is rendered into a snippet on the first `snippets` storage.
+pub fn manager(
+    session: &Session,
+    estate: &phoenix_core::Estate,
+    scripts: GuestScripts,
+    user_data_template: Option<String>,
+) -> VmManager {
+    let hypervisor = &estate.files().hypervisor;
+    let mut vms = Vms::new(
+        session.kit(GuestType::Qemu),
+        hypervisor.domain_name.clone(),
+        storage_for(&hypervisor.proxmox_storages, "import"),
+    )
+    .with_scripts(scripts)
+    .with_config_dir(session.config_dir());
+    if let (Some(template), Some(host)) = (user_data_template, session.host()) {
+        let snippets = storage_for(&hypervisor.proxmox_storages, "snippets");
+        vms = vms.with_user_data(template, Arc::clone(host), snippets);
+    }
+    VmManager::new(vms)
 }
 
-/// Custom cloud-init user-data: the template, and where snippets go.
-struct UserData {
-    template: String,
-    host: Arc<dyn HostChannel>,
-    storage: String,
+/// The pure half of the VM manager: what a configuration declares, in [`VmField`]s.
+#[derive(Debug, Clone, Default)]
+pub struct VmDiff {
+    /// The default DNS search domain.
+    pub domain: Option<String>,
+    /// The scripts VMs run, when the manager runs scripts through the guest agent.
+    pub scripts: Option<Arc<GuestScripts>>,
+    /// The custom cloud-init user-data template, when VMs get one.
+    pub user_data_template: Option<String>,
 }
 
-#[derive(Default)]
-struct Known {
-    nodes: BTreeMap<u32, String>,
-    /// Sources that are templates (cloned from their base disk) or snapshots (cloned from the snapshot).
-    sources: BTreeMap<u32, (bool, Option<String>)>,
-}
-
-impl VmManager {
-    /// A manager using `client`; VMs that name no node go to `default_node`; cloud images are stored on
-    /// `import_storage` (a storage with the `import` content type).
-    pub fn new(
-        client: Arc<Client>,
-        default_node: impl Into<String>,
-        domain: Option<String>,
-        import_storage: impl Into<String>,
-    ) -> VmManager {
-        VmManager {
-            client,
-            default_node: default_node.into(),
-            domain,
-            import_storage: import_storage.into(),
-            known: Mutex::new(Known::default()),
-            downloads: Mutex::default(),
-            scripts: None,
-            agent_timeout: Duration::from_secs(300),
-            user_data: None,
-            config_dir: PathBuf::from("."),
-        }
-    }
-
-    /// Where secret files named by the configuration (`{"file": ...}`) are found.
-    pub fn with_config_dir(mut self, dir: impl Into<PathBuf>) -> VmManager {
-        self.config_dir = dir.into();
-        self
-    }
-
-    /// Renders `template` (Tera) into each VM's cloud-init user-data, written as a snippet on `storage` (a
-    /// storage with the `snippets` content type) through `host`, and attached with `cicustom`.
-    pub fn with_user_data(
-        mut self,
-        template: String,
-        host: Arc<dyn HostChannel>,
-        storage: impl Into<String>,
-    ) -> VmManager {
-        self.user_data = Some(Arc::new(UserData {
-            template,
-            host,
-            storage: storage.into(),
-        }));
-        self
-    }
-
-    /// The host channel and snippet directory, when the manager writes user-data.
-    async fn user_data_access(&self) -> Result<Option<(Arc<dyn HostChannel>, String)>, PveError> {
-        match &self.user_data {
-            Some(user_data) => {
-                let dir = Self::snippet_dir(&self.client, &user_data.storage).await?;
-                Ok(Some((Arc::clone(&user_data.host), dir)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// The directory on the node that holds the snippets of the user-data storage.
-    async fn snippet_dir(client: &Client, storage: &str) -> Result<String, PveError> {
-        let config: Value = client.get(&format!("/storage/{storage}"), &[]).await?;
-        let path = config["path"].as_str().unwrap_or("/var/lib/vz");
-        Ok(format!("{path}/snippets"))
-    }
-
-    /// Lets the manager run features, application scripts, NFS mounts and health checks inside VMs,
-    /// through the QEMU guest agent.
-    pub fn with_scripts(mut self, scripts: GuestScripts) -> VmManager {
-        self.scripts = Some(Arc::new(scripts));
-        self
-    }
-
-    /// How long to wait for the guest agent after a start (default five minutes).
-    pub fn with_agent_timeout(mut self, timeout: Duration) -> VmManager {
-        self.agent_timeout = timeout;
-        self
-    }
-
-    fn agent(&self, node: &str, vmid: u32) -> QemuAgent {
-        QemuAgent {
-            client: Arc::clone(&self.client),
-            node: node.to_owned(),
-            vmid,
-        }
-    }
-
+impl VmDiff {
     /// The scripts a VM runs, in order: its NFS mounts, its features, then its application script.
     fn scripts_for(&self, vm: &VmConfig) -> Vec<Script> {
         let Some(scripts) = &self.scripts else {
@@ -187,7 +114,7 @@ impl VmManager {
     }
 
     /// The declared fields, with the scripts' digests when the manager runs scripts in guests.
-    fn wanted(&self, vm: &VmConfig) -> BTreeMap<String, Value> {
+    fn wanted(&self, vm: &VmConfig) -> Fields<VmField> {
         let mut wanted = fields::desired_fields(vm, self.domain.as_deref());
         let scripts: serde_json::Map<String, Value> = self
             .scripts_for(vm)
@@ -195,18 +122,145 @@ impl VmManager {
             .map(|script| (script.record.clone(), Value::String(script.digest())))
             .collect();
         if !scripts.is_empty() && !vm.is_template {
-            wanted.insert("guest_scripts".to_owned(), Value::Object(scripts));
+            wanted.insert(VmField::GuestScripts, Value::Object(scripts));
         }
-        if let Some(user_data) = &self.user_data
+        if let Some(template) = &self.user_data_template
             && !vm.is_template
         {
-            let digest = match cloudinit::render_user_data(&user_data.template, vm, self.domain.as_deref()) {
+            let digest = match cloudinit::render_user_data(template, vm, self.domain.as_deref()) {
                 Ok(text) => sha256_hex(text.as_bytes()),
                 Err(error) => format!("the user-data template does not render: {error}"),
             };
-            wanted.insert("user_data".to_owned(), Value::String(digest));
+            wanted.insert(VmField::UserData, Value::String(digest));
         }
         wanted
+    }
+}
+
+impl GuestDiff for VmDiff {
+    type Field = VmField;
+    type Config = VmConfig;
+
+    fn config(resource: &Resource) -> Option<&VmConfig> {
+        match &resource.desired {
+            Desired::Vm(vm) => Some(vm),
+            _ => None,
+        }
+    }
+
+    fn wanted(&self, vm: &VmConfig) -> Fields<VmField> {
+        VmDiff::wanted(self, vm)
+    }
+
+    fn compare(&self, wanted: &Fields<VmField>, observed: &Fields<VmField>) -> Vec<TypedChange<VmField>> {
+        fields::compare(wanted, observed)
+    }
+
+    fn replaces(change: &TypedChange<VmField>) -> bool {
+        change.field == VmField::Template && change.new == Value::Bool(false)
+    }
+}
+
+/// The IO half of the VM manager.
+pub struct Vms {
+    kit: GuestKit,
+    differ: GuestDiffer<VmDiff>,
+    import_storage: String,
+    /// Sources that are templates (cloned from their base disk) or snapshots (cloned from the snapshot).
+    sources: Mutex<BTreeMap<u32, (bool, Option<String>)>>,
+    /// One lock per cloud image volume and node, so that VMs created at once from the same image download it
+    /// once: the others wait, then find it on the storage.
+    downloads: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    agent_timeout: Duration,
+    user_data: Option<UserData>,
+    /// The snippet directory of the user-data storage, read once per observe.
+    snippets: Mutex<Option<String>>,
+    config_dir: PathBuf,
+}
+
+/// Where custom cloud-init user-data goes.
+struct UserData {
+    host: Arc<dyn HostChannel>,
+    storage: String,
+}
+
+impl Vms {
+    /// VMs through `kit`; `domain` is the default DNS search domain; cloud images are stored on
+    /// `import_storage` (a storage with the `import` content type).
+    pub fn new(kit: GuestKit, domain: Option<String>, import_storage: impl Into<String>) -> Vms {
+        Vms {
+            kit,
+            differ: GuestDiffer(VmDiff {
+                domain,
+                ..VmDiff::default()
+            }),
+            import_storage: import_storage.into(),
+            sources: Mutex::default(),
+            downloads: Mutex::default(),
+            agent_timeout: Duration::from_secs(300),
+            user_data: None,
+            snippets: Mutex::default(),
+            config_dir: PathBuf::from("."),
+        }
+    }
+
+    /// Where secret files named by the configuration (`{"file": ...}`) are found.
+    pub fn with_config_dir(mut self, dir: impl Into<PathBuf>) -> Vms {
+        self.config_dir = dir.into();
+        self
+    }
+
+    /// Renders `template` (Tera) into each VM's cloud-init user-data, written as a snippet on `storage` (a
+    /// storage with the `snippets` content type) through `host`, and attached with `cicustom`.
+    pub fn with_user_data(
+        mut self,
+        template: String,
+        host: Arc<dyn HostChannel>,
+        storage: impl Into<String>,
+    ) -> Vms {
+        self.differ.0.user_data_template = Some(template);
+        self.user_data = Some(UserData {
+            host,
+            storage: storage.into(),
+        });
+        self
+    }
+
+    /// Lets the manager run features, application scripts, NFS mounts and health checks inside VMs,
+    /// through the QEMU guest agent.
+    pub fn with_scripts(mut self, scripts: GuestScripts) -> Vms {
+        self.differ.0.scripts = Some(Arc::new(scripts));
+        self
+    }
+
+    /// How long to wait for the guest agent after a start (default five minutes).
+    pub fn with_agent_timeout(mut self, timeout: Duration) -> Vms {
+        self.agent_timeout = timeout;
+        self
+    }
+
+    fn agent(&self, node: &str, vmid: u32) -> QemuAgent {
+        QemuAgent {
+            client: Arc::clone(self.kit.client()),
+            node: node.to_owned(),
+            vmid,
+        }
+    }
+
+    fn sources(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, (bool, Option<String>)>> {
+        self.sources
+            .lock()
+            .expect("no code panics while holding this lock")
+    }
+
+    /// The host channel and snippet directory, when the manager writes user-data (read by `prepare`).
+    fn user_data_access(&self) -> Option<(Arc<dyn HostChannel>, String)> {
+        let dir = self
+            .snippets
+            .lock()
+            .expect("no code panics while holding this lock")
+            .clone()?;
+        Some((Arc::clone(&self.user_data.as_ref()?.host), dir))
     }
 
     /// Work inside the running VM: its scripts whose records differ (between the lifecycle snapshots),
@@ -218,7 +272,7 @@ impl VmManager {
         vm: &VmConfig,
         run_scripts: bool,
     ) -> Result<(), ManagerError> {
-        if self.scripts.is_none() || (!run_scripts && vm.health_check.is_none()) {
+        if self.differ.0.scripts.is_none() || (!run_scripts && vm.health_check.is_none()) {
             return Ok(());
         }
         let agent = self.agent(node, vmid);
@@ -226,13 +280,15 @@ impl VmManager {
         if run_scripts {
             let records = inside::records(&agent).await?;
             let pending: Vec<Script> = self
+                .differ
+                .0
                 .scripts_for(vm)
                 .into_iter()
                 .filter(|script| records.get(&script.record) != Some(&script.digest()))
                 .collect();
             if !pending.is_empty() {
                 if vm.enable_lifecycle_snapshots {
-                    self.handle(node, vmid).snapshot_once("pre-features").await?;
+                    self.kit.handle(node, vmid).snapshot_once("pre-features").await?;
                 }
                 let mut declared = serde_json::to_value(vm).expect("configuration serialises");
                 // An inline password stays out of the guest.
@@ -251,7 +307,7 @@ impl VmManager {
                     inside::apply_script(&agent, script).await?;
                 }
                 if vm.enable_lifecycle_snapshots {
-                    self.handle(node, vmid).snapshot_once("post-features").await?;
+                    self.kit.handle(node, vmid).snapshot_once("post-features").await?;
                 }
             }
         }
@@ -267,14 +323,19 @@ impl VmManager {
             .user_data
             .as_ref()
             .ok_or_else(|| ManagerError::failed("no user-data template"))?;
-        let text = cloudinit::render_user_data(&user_data.template, vm, self.domain.as_deref()).map_err(
-            |error| {
+        let template = self
+            .differ
+            .0
+            .user_data_template
+            .as_deref()
+            .ok_or_else(|| ManagerError::failed("no user-data template"))?;
+        let text =
+            cloudinit::render_user_data(template, vm, self.differ.0.domain.as_deref()).map_err(|error| {
                 ManagerError::failed(format!(
                     "the user-data template does not render for VM {vmid}: {error}"
                 ))
-            },
-        )?;
-        let dir = Self::snippet_dir(&self.client, &user_data.storage).await?;
+            })?;
+        let dir = snippet_dir(self.kit.client(), &user_data.storage).await?;
         let file = cloudinit::snippet_name(vmid);
         let argv: Vec<String> = ["/bin/sh", "-c", "mkdir -p \"$0\" && cat > \"$0/$1\"", &dir, &file]
             .map(str::to_owned)
@@ -291,98 +352,6 @@ impl VmManager {
             )));
         }
         Ok(format!("user={}:snippets/{file}", user_data.storage))
-    }
-
-    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.known.lock().expect("no code panics while holding this lock")
-    }
-
-    fn node_of(&self, vmid: u32, resource: Option<&Resource>) -> String {
-        if let Some(node) = self.known().nodes.get(&vmid) {
-            return node.clone();
-        }
-        resource
-            .and_then(|resource| resource.node.clone())
-            .unwrap_or_else(|| self.default_node.clone())
-    }
-
-    async fn read(
-        client: &Arc<Client>,
-        node: &str,
-        vmid: u32,
-        status: &str,
-        records: bool,
-        user_data: Option<(Arc<dyn HostChannel>, String)>,
-    ) -> Result<Observed, PveError> {
-        let base = format!("/nodes/{node}/qemu/{vmid}");
-        // `pending` gives each key's current value and the one the next start will use; Phoenix compares
-        // the latter, so a change already made (waiting for a restart) is not made again.
-        let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
-        let config = effective_config(&pending);
-        let names = GuestHandle {
-            client,
-            node,
-            kind: GuestType::Qemu,
-            vmid,
-        }
-        .snapshot_names()
-        .await?;
-        let firewall = firewall::read(client, &base).await?;
-        let mut fields = fields::observed_fields(&config, status, &names, firewall);
-        // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
-        // none, and apply waits for the agent before it runs anything.
-        if records && status == "running" && fields.get("agent") == Some(&Value::String("1".into())) {
-            let agent = QemuAgent {
-                client: Arc::clone(client),
-                node: node.to_owned(),
-                vmid,
-            };
-            match inside::records(&agent).await {
-                Ok(found) => {
-                    let found = found
-                        .into_iter()
-                        .map(|(name, digest)| (name, Value::String(digest)))
-                        .collect();
-                    fields.insert("guest_scripts".to_owned(), Value::Object(found));
-                }
-                Err(error) => tracing::debug!(vmid, %error, "feature records not readable yet"),
-            }
-        }
-        // The user-data snippet attached with `cicustom`, compared by the digest of its content.
-        let attached = config
-            .get("cicustom")
-            .and_then(Value::as_str)
-            .and_then(|cicustom| {
-                cicustom
-                    .split(',')
-                    .find_map(|part| part.strip_prefix("user="))
-                    .and_then(|volume| volume.split_once(":snippets/"))
-            });
-        if let (Some((host, dir)), Some((_, file))) = (user_data, attached) {
-            let argv = ["cat".to_owned(), format!("{dir}/{file}")];
-            if let Ok(output) = host.run(&argv, None, inside::QUICK_TIMEOUT).await
-                && output.success()
-            {
-                fields.insert(
-                    "user_data".to_owned(),
-                    Value::String(sha256_hex(output.stdout.as_bytes())),
-                );
-            }
-        }
-        Ok(Observed { fields })
-    }
-
-    async fn status(&self, node: &str, vmid: u32) -> Result<String, PveError> {
-        self.handle(node, vmid).status().await
-    }
-
-    fn handle<'a>(&'a self, node: &'a str, vmid: u32) -> GuestHandle<'a> {
-        GuestHandle {
-            client: &self.client,
-            node,
-            kind: GuestType::Qemu,
-            vmid,
-        }
     }
 
     /// The volume of a cloud image on the import storage, downloaded when missing.
@@ -408,7 +377,8 @@ impl VmManager {
         );
         let _downloading = lock.lock().await;
         let content: Vec<Value> = self
-            .client
+            .kit
+            .client()
             .get(
                 &format!("/nodes/{node}/storage/{}/content", self.import_storage),
                 &[("content", "import")],
@@ -435,7 +405,8 @@ impl VmManager {
             .text("content", "import")
             .text("filename", &file)
             .text("url", url);
-        self.client
+        self.kit
+            .client()
             .run_task(
                 Method::POST,
                 &format!("/nodes/{node}/storage/{}/download-url", self.import_storage),
@@ -444,17 +415,124 @@ impl VmManager {
             .await?;
         Ok(volume)
     }
+}
 
-    async fn create(&self, resource: &Resource, vm: &VmConfig) -> Result<(), ManagerError> {
+/// The directory on the node that holds the snippets of the user-data storage.
+async fn snippet_dir(client: &Client, storage: &str) -> Result<String, PveError> {
+    let config: Value = client.get(&format!("/storage/{storage}"), &[]).await?;
+    let path = config["path"].as_str().unwrap_or("/var/lib/vz");
+    Ok(format!("{path}/snippets"))
+}
+
+/// The configuration a VM will have at its next start: current values with pending ones laid over them.
+fn effective_config(pending: &[Value]) -> BTreeMap<String, Value> {
+    pending
+        .iter()
+        .filter(|item| item["delete"].as_i64().unwrap_or(0) == 0)
+        .filter_map(|item| {
+            let key = item["key"].as_str()?.to_owned();
+            let value = item.get("pending").or_else(|| item.get("value"))?.clone();
+            Some((key, value))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl GuestDriver for Vms {
+    type Diff = VmDiff;
+
+    fn kit(&self) -> &GuestKit {
+        &self.kit
+    }
+
+    fn differ(&self) -> &GuestDiffer<VmDiff> {
+        &self.differ
+    }
+
+    async fn prepare(&self, desired: &[Resource]) -> Result<(), ManagerError> {
+        {
+            let mut sources = self.sources();
+            for vm in desired.iter().filter_map(VmDiff::config) {
+                sources.insert(vm.vmid, (vm.is_template, vm.template_snapshot_name.clone()));
+            }
+        }
+        let dir = match &self.user_data {
+            Some(user_data) => Some(snippet_dir(self.kit.client(), &user_data.storage).await?),
+            None => None,
+        };
+        *self
+            .snippets
+            .lock()
+            .expect("no code panics while holding this lock") = dir;
+        Ok(())
+    }
+
+    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<VmField>, ManagerError> {
+        let client = self.kit.client();
+        let records = self.differ.0.scripts.is_some();
+        let user_data = self.user_data_access();
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        // `pending` gives each key's current value and the one the next start will use; Phoenix compares
+        // the latter, so a change already made (waiting for a restart) is not made again.
+        let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
+        let config = effective_config(&pending);
+        let names = self.kit.handle(node, vmid).snapshot_names().await?;
+        let firewall = firewall::read(client, &base).await?;
+        let mut fields = fields::observed_fields(&config, status, &names, firewall);
+        // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
+        // none, and apply waits for the agent before it runs anything.
+        if records && status == "running" && fields.get(&VmField::Agent) == Some(&Value::String("1".into())) {
+            let agent = QemuAgent {
+                client: Arc::clone(client),
+                node: node.to_owned(),
+                vmid,
+            };
+            match inside::records(&agent).await {
+                Ok(found) => {
+                    let found = found
+                        .into_iter()
+                        .map(|(name, digest)| (name, Value::String(digest)))
+                        .collect();
+                    fields.insert(VmField::GuestScripts, Value::Object(found));
+                }
+                Err(error) => tracing::debug!(vmid, %error, "feature records not readable yet"),
+            }
+        }
+        // The user-data snippet attached with `cicustom`, compared by the digest of its content.
+        let attached = config
+            .get("cicustom")
+            .and_then(Value::as_str)
+            .and_then(|cicustom| {
+                cicustom
+                    .split(',')
+                    .find_map(|part| part.strip_prefix("user="))
+                    .and_then(|volume| volume.split_once(":snippets/"))
+            });
+        if let (Some((host, dir)), Some((_, file))) = (user_data, attached) {
+            let argv = ["cat".to_owned(), format!("{dir}/{file}")];
+            if let Ok(output) = host.run(&argv, None, inside::QUICK_TIMEOUT).await
+                && output.success()
+            {
+                fields.insert(
+                    VmField::UserData,
+                    Value::String(sha256_hex(output.stdout.as_bytes())),
+                );
+            }
+        }
+        Ok(fields)
+    }
+
+    async fn create(&self, _resource: &Resource, vm: &VmConfig, node: &str) -> Result<(), ManagerError> {
         let vmid = vm.vmid;
-        let node = self.node_of(vmid, Some(resource));
         let storage = vm.storage_pool.clone().unwrap_or_else(|| "local-lvm".to_owned());
         match vm.clone_from_vmid {
             Some(source) => {
-                let source_node = self.node_of(source, None);
-                let (is_template, snapshot) =
-                    self.known().sources.get(&source).cloned().unwrap_or((true, None));
-                self.client.wait_unlocked(&source_node, "qemu", source).await?;
+                let source_node = self.kit.node_of(source, None);
+                let (is_template, snapshot) = self.sources().get(&source).cloned().unwrap_or((true, None));
+                self.kit
+                    .client()
+                    .wait_unlocked(&source_node, "qemu", source)
+                    .await?;
                 let mut form = Form::new()
                     .number("newid", vmid)
                     .text("name", &vm.name)
@@ -466,9 +544,10 @@ impl VmManager {
                     form = form.text("snapname", snapshot);
                 }
                 if source_node != node {
-                    form = form.text("target", &node);
+                    form = form.text("target", node);
                 }
-                self.client
+                self.kit
+                    .client()
                     .run_task(
                         Method::POST,
                         &format!("/nodes/{source_node}/qemu/{source}/clone"),
@@ -482,7 +561,7 @@ impl VmManager {
                         "VM {vmid} has neither template_image nor clone_from_vmid"
                     ))
                 })?;
-                let volume = self.ensure_image(&node, image, None).await?;
+                let volume = self.ensure_image(node, image, None).await?;
                 let bridge = vm.network_bridge.as_deref().unwrap_or("vmbr0");
                 let net = match &vm.mac_address {
                     Some(mac) => format!("virtio={},bridge={bridge}", mac.to_ascii_uppercase()),
@@ -501,39 +580,28 @@ impl VmManager {
                     .text("agent", "1")
                     .text("net0", net)
                     .text("tags", OWNER_TAG);
-                self.client
+                self.kit
+                    .client()
                     .run_task(Method::POST, &format!("/nodes/{node}/qemu"), &form)
                     .await?;
             }
         }
-        self.known().nodes.insert(vmid, node.clone());
-        let desired = self.wanted(vm);
-        let status = self.status(&node, vmid).await?;
-        let user_data = self.user_data_access().await?;
-        let observed = Self::read(
-            &self.client,
-            &node,
-            vmid,
-            &status,
-            self.scripts.is_some(),
-            user_data,
-        )
-        .await?;
-        self.update(&node, vmid, &fields::diff(&desired, &observed.fields), vm)
-            .await
+        Ok(())
     }
 
-    /// Applies changed fields: one config write, disk growth, firewall, then template conversion or
-    /// start, and missing snapshots.
+    /// One config write, then disk growth, firewall, template conversion or start, work inside, and
+    /// missing snapshots.
     async fn update(
         &self,
         node: &str,
         vmid: u32,
-        changes: &[FieldChange],
+        changes: &[TypedChange<VmField>],
         vm: &VmConfig,
     ) -> Result<(), ManagerError> {
-        let base = format!("/nodes/{node}/qemu/{vmid}");
-        self.client.wait_unlocked(node, "qemu", vmid).await?;
+        let client = self.kit.client();
+        let handle = self.kit.handle(node, vmid);
+        let base = handle.base();
+        handle.wait_unlocked().await?;
         let mut config = Form::new();
         let mut grow = None;
         let mut start = false;
@@ -543,26 +611,29 @@ impl VmManager {
         let mut firewall_rules = None;
         let mut run_scripts = false;
         for change in changes {
-            let Some(new) = &change.new else { continue };
-            match change.field.as_str() {
-                "name" | "nameserver" | "searchdomain" | "ciuser" | "agent" => {
-                    config = config.text(&change.field, new.as_str().unwrap_or_default());
+            let new = &change.new;
+            let text = || new.as_str().unwrap_or_default().to_owned();
+            match change.field {
+                VmField::Name => config = config.text("name", text()),
+                VmField::Nameserver => config = config.text("nameserver", text()),
+                VmField::Searchdomain => config = config.text("searchdomain", text()),
+                VmField::Ciuser => config = config.text("ciuser", text()),
+                VmField::Agent => config = config.text("agent", text()),
+                VmField::Sshkeys => config = config.text("sshkeys", fields::percent_encode(&text())),
+                VmField::Cores => config = config.text("cores", new.to_string()),
+                VmField::Memory => config = config.text("memory", new.to_string()),
+                VmField::Onboot => config = config.text("onboot", new.to_string()),
+                VmField::Net0 => config = config.text("net0", fields::render_net0(new)),
+                VmField::Ipconfig0 => {
+                    config = config.text("ipconfig0", props::render_object(new, Some("ip")))
                 }
-                "sshkeys" => {
-                    config = config.text(
-                        "sshkeys",
-                        fields::percent_encode(new.as_str().unwrap_or_default()),
-                    )
-                }
-                "cores" | "memory" | "onboot" => config = config.text(&change.field, new.to_string()),
-                "net0" => config = config.text("net0", fields::render_net0(new)),
-                "ipconfig0" => config = config.text("ipconfig0", props::render_object(new, Some("ip"))),
-                "startup" => config = config.text("startup", props::render_object(new, None)),
-                "owned" => config = config.text("tags", self.handle(node, vmid).tags_with_owner().await?),
-                "disk_gb" => grow = new.as_f64(),
-                "template" => make_template = new == true,
-                "guest_scripts" => run_scripts = true,
-                "cipassword" => {
+                VmField::Startup => config = config.text("startup", props::render_object(new, None)),
+                VmField::Owned => config = config.text("tags", handle.tags_with_owner().await?),
+                VmField::DiskGb => grow = new.as_f64(),
+                // `false` replaces the VM (a template cannot become a VM again); the new one is a VM.
+                VmField::Template => make_template = new == true,
+                VmField::GuestScripts => run_scripts = true,
+                VmField::Cipassword => {
                     let secret = vm
                         .user_config
                         .as_ref()
@@ -576,11 +647,11 @@ impl VmManager {
                         })?;
                     config = config.text("cipassword", password.expose());
                 }
-                "user_data" => config = config.text("cicustom", self.write_user_data(vmid, vm).await?),
-                "status" => start = new == "running",
-                "snapshots" => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
-                "firewall_enabled" => firewall_enabled = Some(new == true),
-                "firewall_rules" => {
+                VmField::UserData => config = config.text("cicustom", self.write_user_data(vmid, vm).await?),
+                VmField::Status => start = new == "running",
+                VmField::Snapshots => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
+                VmField::FirewallEnabled => firewall_enabled = Some(new == true),
+                VmField::FirewallRules => {
                     let old = change
                         .old
                         .as_ref()
@@ -589,205 +660,52 @@ impl VmManager {
                         .unwrap_or_default();
                     firewall_rules = Some((old, new.as_array().cloned().unwrap_or_default()));
                 }
-                other => tracing::warn!(field = other, "no way to apply this field yet"),
             }
         }
         if !config.pairs().is_empty() {
-            let _: Value = self.client.put(&format!("{base}/config"), &config).await?;
+            let _: Value = client.put(&format!("{base}/config"), &config).await?;
         }
         if let Some(size) = grow {
-            let current: BTreeMap<String, Value> = self.client.get(&format!("{base}/config"), &[]).await?;
+            let current: BTreeMap<String, Value> = client.get(&format!("{base}/config"), &[]).await?;
             let disk = BOOT_DISKS
                 .iter()
                 .find(|disk| current.contains_key(**disk))
                 .copied()
                 .unwrap_or("scsi0");
-            self.handle(node, vmid).resize(disk, size).await?;
+            handle.resize(disk, size).await?;
         }
         if let Some((live, wanted)) = firewall_rules {
-            firewall::converge_rules(&self.client, &base, &live, &wanted).await?;
+            firewall::converge_rules(client, &base, &live, &wanted).await?;
         }
         if let Some(enabled) = firewall_enabled {
-            firewall::set_enabled(&self.client, &base, enabled).await?;
+            firewall::set_enabled(client, &base, enabled).await?;
         }
         if make_template {
-            self.client
+            client
                 .run_task(Method::POST, &format!("{base}/template"), &Form::new())
                 .await?;
             return Ok(());
         }
         if start {
-            self.handle(node, vmid).start().await?;
+            handle.start().await?;
         }
         if !make_template {
             self.inside(node, vmid, vm, run_scripts).await?;
         }
         for name in snapshots {
-            self.handle(node, vmid).snapshot(&name).await?;
+            handle.snapshot(&name).await?;
         }
         Ok(())
     }
 
-    async fn delete(&self, vmid: u32) -> Result<(), ManagerError> {
-        let node = self.node_of(vmid, None);
-        self.handle(&node, vmid).destroy().await?;
-        self.known().nodes.remove(&vmid);
-        Ok(())
-    }
-}
-
-/// The configuration a VM will have at its next start: current values with pending ones laid over them.
-fn effective_config(pending: &[Value]) -> BTreeMap<String, Value> {
-    pending
-        .iter()
-        .filter(|item| item["delete"].as_i64().unwrap_or(0) == 0)
-        .filter_map(|item| {
-            let key = item["key"].as_str()?.to_owned();
-            let value = item.get("pending").or_else(|| item.get("value"))?.clone();
-            Some((key, value))
-        })
-        .collect()
-}
-
-fn vm_of(resource: Option<&Resource>) -> Option<&VmConfig> {
-    resource.and_then(|resource| match &resource.desired {
-        Desired::Vm(vm) => Some(vm.as_ref()),
-        _ => None,
-    })
-}
-
-#[async_trait]
-impl Manager for VmManager {
-    fn kind(&self) -> ResourceKind {
-        ResourceKind::Vm
-    }
-
-    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError> {
-        let resources = self.client.cluster_resources().await?;
-        let declared: Vec<u32> = desired
-            .iter()
-            .filter_map(|resource| resource.address.guest_id())
-            .collect();
-        let mut targets = Vec::new();
-        {
-            let mut known = self.known();
-            for resource in desired {
-                if let Some(vm) = vm_of(Some(resource)) {
-                    known
-                        .sources
-                        .insert(vm.vmid, (vm.is_template, vm.template_snapshot_name.clone()));
-                }
-            }
-            for entry in resources.iter().filter(|entry| entry.kind == "qemu") {
-                let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
-                    continue;
-                };
-                known.nodes.insert(vmid, node.clone());
-                if declared.contains(&vmid) || entry.is_owned() {
-                    targets.push((vmid, node, entry.status.clone().unwrap_or_default()));
-                }
-            }
-        }
-        let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
-        let records = self.scripts.is_some();
-        let access = self.user_data_access().await?;
-        let mut reads = tokio::task::JoinSet::new();
-        for (vmid, node, status) in targets {
-            let client = Arc::clone(&self.client);
-            let limit = Arc::clone(&limit);
-            let user_data = access.clone();
-            reads.spawn(async move {
-                let _permit = limit.acquire().await.expect("the semaphore is never closed");
-                (
-                    vmid,
-                    Self::read(&client, &node, vmid, &status, records, user_data).await,
-                )
-            });
-        }
-        let mut observed = BTreeMap::new();
-        while let Some(joined) = reads.join_next().await {
-            let (vmid, result) = joined.expect("reads do not panic");
-            observed.insert(Address::Vm(vmid), result?);
-        }
-        Ok(observed)
-    }
-
-    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
-        let Some(vm) = vm_of(Some(desired)) else {
-            return Vec::new();
+    async fn health_check(&self, node: &str, vmid: u32, vm: Option<&VmConfig>) -> Result<(), ManagerError> {
+        let Some(check) = vm.and_then(|vm| vm.health_check.as_ref()) else {
+            return Err(ManagerError::failed(format!(
+                "vm/{vmid} declares no health check"
+            )));
         };
-        let wanted = self.wanted(vm);
-        let Some(observed) = observed else {
-            return vec![Change::create(desired.address.clone(), &wanted)];
-        };
-        let changed = fields::diff(&wanted, &observed.fields);
-        if changed.is_empty() {
-            return Vec::new();
-        }
-        let replace = changed
-            .iter()
-            .any(|field| field.field == "template" && field.new == Some(Value::Bool(false)));
-        let action = if replace { Action::Replace } else { Action::Update };
-        vec![Change {
-            address: desired.address.clone(),
-            action,
-            fields: changed,
-        }]
-    }
-
-    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
-        let vmid = change
-            .address
-            .guest_id()
-            .ok_or_else(|| ManagerError::failed("not a VM address"))?;
-        match (change.action, desired, vm_of(desired)) {
-            (Action::Delete, _, _) => self.delete(vmid).await,
-            (Action::Create, Some(resource), Some(vm)) => self.create(resource, vm).await,
-            (Action::Replace, Some(resource), Some(vm)) => {
-                let node = self.node_of(vmid, Some(resource));
-                self.handle(&node, vmid).ensure_owned("replaces").await?;
-                self.delete(vmid).await?;
-                self.create(resource, vm).await
-            }
-            (Action::Update, Some(resource), Some(vm)) => {
-                let node = self.node_of(vmid, Some(resource));
-                self.update(&node, vmid, &change.fields, vm).await
-            }
-            _ => Err(ManagerError::failed(format!(
-                "{} has no VM configuration",
-                change.address
-            ))),
-        }
-    }
-
-    async fn operate(
-        &self,
-        desired: Option<&Resource>,
-        address: &Address,
-        operation: &Operation,
-    ) -> Result<(), ManagerError> {
-        let vmid = address
-            .guest_id()
-            .ok_or_else(|| ManagerError::failed("not a VM address"))?;
-        let node = self.node_of(vmid, desired);
-        match operation {
-            Operation::HealthCheck => {
-                let check = vm_of(desired).and_then(|vm| vm.health_check.clone());
-                let Some(check) = check else {
-                    return Err(ManagerError::failed(format!(
-                        "{address} declares no health check"
-                    )));
-                };
-                let agent = self.agent(&node, vmid);
-                agent.wait_until_ready(self.agent_timeout).await?;
-                inside::health_check(&agent, &check).await
-            }
-            Operation::Delete => {
-                self.handle(&node, vmid).operate(operation).await?;
-                self.known().nodes.remove(&vmid);
-                Ok(())
-            }
-            other => self.handle(&node, vmid).operate(other).await,
-        }
+        let agent = self.agent(node, vmid);
+        agent.wait_until_ready(self.agent_timeout).await?;
+        inside::health_check(&agent, check).await
     }
 }

@@ -10,8 +10,9 @@ use phoenix_core::{
     Address, CheckOptions, ExecuteOptions, FileKind, Managers, Plan, PlanOptions, Report, Resource,
     SourceFile, StopHandle, execute, plan, resources, validate,
 };
+use phoenix_pve::lifecycle::GuestType;
 use phoenix_pve::{Auth, Client, Form, SecretString, TlsTrust};
-use phoenix_vm::VmManager;
+use phoenix_vm::{VmManager, Vms};
 use serde_json::Value;
 use support::FakePve;
 
@@ -61,8 +62,14 @@ impl Harness {
         let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
         let client = Arc::new(Client::connect(settings).await.expect("connects"));
         let mut managers = Managers::default();
-        let manager = VmManager::new(Arc::clone(&client), "pve1", Some("test.internal".into()), "local")
-            .with_config_dir(fixture_dir());
+        let manager = VmManager::new(
+            Vms::new(
+                support::kit(&client, GuestType::Qemu),
+                Some("test.internal".into()),
+                "local",
+            )
+            .with_config_dir(fixture_dir()),
+        );
         managers.register(Arc::new(manager));
         Some(Harness {
             fake,
@@ -259,10 +266,12 @@ async fn with_agents(hanging: &[u32], hello: &str) -> Option<Harness> {
         features: std::collections::BTreeMap::from([("hello".to_owned(), hello.to_owned())]),
         ..Default::default()
     };
-    let manager = VmManager::new(Arc::clone(&client), "pve1", None, "local")
-        .with_config_dir(fixture_dir())
-        .with_scripts(scripts)
-        .with_agent_timeout(std::time::Duration::from_secs(1));
+    let manager = VmManager::new(
+        Vms::new(support::kit(&client, GuestType::Qemu), None, "local")
+            .with_config_dir(fixture_dir())
+            .with_scripts(scripts)
+            .with_agent_timeout(std::time::Duration::from_secs(1)),
+    );
     let mut managers = Managers::default();
     managers.register(Arc::new(manager));
     Some(Harness {
@@ -409,9 +418,15 @@ async fn user_data_is_rendered_into_a_snippet_and_rewritten_only_when_it_changes
     let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
     let client = Arc::new(Client::connect(settings).await.expect("connects"));
     let template = "#cloud-config\nhostname: {{ hostname }}\nfqdn: {{ fqdn }}\n".to_owned();
-    let manager = VmManager::new(Arc::clone(&client), "pve1", Some("test.internal".into()), "local")
+    let manager = VmManager::new(
+        Vms::new(
+            support::kit(&client, GuestType::Qemu),
+            Some("test.internal".into()),
+            "local",
+        )
         .with_config_dir(fixture_dir())
-        .with_user_data(template, Arc::new(phoenix_pve::host::LocalHost), "local");
+        .with_user_data(template, Arc::new(phoenix_pve::host::LocalHost), "local"),
+    );
     let mut managers = Managers::default();
     managers.register(Arc::new(manager));
     let harness = Harness {

@@ -1,6 +1,7 @@
 //! Changes as data: what a diff finds and an apply carries out, with the consequence of each.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -101,11 +102,109 @@ impl Change {
     }
 }
 
+/// A manager's field vocabulary: a closed enum, so that an apply that matches on it exhaustively has a path
+/// for every field the diff can produce, or does not compile.
+///
+/// Plans, reports and the demo state name fields by [`FieldKey::name`]; [`FieldKey::parse`] reads a name
+/// back, and is derived from `name` over [`FieldKey::all`] unless the vocabulary has fields with data.
+pub trait FieldKey: Clone + Ord + fmt::Debug + Send + Sync + 'static {
+    /// Every field without data, for [`FieldKey::parse`].
+    fn all() -> &'static [Self];
+
+    /// The name in plans and reports (`memory`, `net0`).
+    fn name(&self) -> String;
+
+    /// The field of a name, when the vocabulary has one.
+    fn parse(name: &str) -> Option<Self> {
+        Self::all().iter().find(|field| field.name() == name).cloned()
+    }
+}
+
+/// Field values keyed by a manager's vocabulary: a resource's desired or live state.
+pub type Fields<F> = BTreeMap<F, Value>;
+
+/// One field change in a manager's own vocabulary: what its diff produces and its apply matches on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedChange<F> {
+    /// The field.
+    pub field: F,
+    /// Live value; `None` when absent.
+    pub old: Option<Value>,
+    /// The complete value to write.
+    pub new: Value,
+    /// What changing this field does.
+    pub consequence: Consequence,
+}
+
+impl<F: FieldKey> TypedChange<F> {
+    /// The change as plans show it.
+    pub fn untyped(&self) -> FieldChange {
+        FieldChange {
+            field: self.field.name(),
+            old: self.old.clone(),
+            new: Some(self.new.clone()),
+            consequence: self.consequence,
+        }
+    }
+}
+
+impl FieldChange {
+    /// The change in a manager's vocabulary, or why it has none: a field the vocabulary does not know (a
+    /// plan from another version, say), or a removal, which no vocabulary applies. Apply fails on these
+    /// rather than skip them, so nothing is reported as applied that was not.
+    pub fn typed<F: FieldKey>(&self) -> Result<TypedChange<F>, UnknownField> {
+        let unknown = || UnknownField {
+            field: self.field.clone(),
+        };
+        let field = F::parse(&self.field).ok_or_else(unknown)?;
+        let new = self.new.clone().ok_or_else(unknown)?;
+        Ok(TypedChange {
+            field,
+            old: self.old.clone(),
+            new,
+            consequence: self.consequence,
+        })
+    }
+}
+
+/// A field change that a manager has no way to apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("`{field}` is not a change this manager can apply")]
+#[diagnostic(
+    code(phoenix::change::unknown_field),
+    help("plan again with this version of Phoenix and apply that plan")
+)]
+pub struct UnknownField {
+    /// The field as the change names it.
+    pub field: String,
+}
+
 /// The live state of one resource as a manager reads it: normalised fields, comparable with desired ones.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
     /// Field values, normalised by the manager.
     pub fields: BTreeMap<String, Value>,
+}
+
+impl Observed {
+    /// Typed fields as plans and the demo state keep them, by name.
+    pub fn from_fields<F: FieldKey>(fields: &Fields<F>) -> Observed {
+        Observed {
+            fields: fields
+                .iter()
+                .map(|(field, value)| (field.name(), value.clone()))
+                .collect(),
+        }
+    }
+
+    /// The fields in a manager's vocabulary; names it does not know (from an older demo state file, say)
+    /// are left out.
+    pub fn to_fields<F: FieldKey>(&self) -> Fields<F> {
+        self.fields
+            .iter()
+            .filter_map(|(name, value)| Some((F::parse(name)?, value.clone())))
+            .collect()
+    }
 }
 
 /// Compares declared fields with live ones and returns the fields that differ, sorted by name.

@@ -1,8 +1,10 @@
 //! A stateful in-memory manager: the engine's test double and the backend of the built-in demo target.
 //!
-//! It keeps the live state of one kind of resource as field maps, diffs declared fields against them with
-//! the consequence rules of real guests, and applies changes to that state. It can be given latency,
-//! injected failures and drift, and it records how many operations ran at once, overall and per storage.
+//! It keeps the live state of one kind of resource as field maps and applies changes to that state. Its
+//! diff is a real manager's [`Differ`] when it is given one (the demo target gives the container and VM
+//! managers' own), so plans use that manager's vocabulary, values and consequences; otherwise it compares
+//! the declared fields with the consequence rules of real guests. It can be given latency, injected
+//! failures and drift, and it records how many operations ran at once, overall and per storage.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,8 +15,8 @@ use serde_json::Value;
 
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::change::{Action, Change, Consequence, Observed, diff_fields};
-use crate::engine::manager::{Manager, ManagerError, Operation};
-use crate::engine::resource::Resource;
+use crate::engine::manager::{Differ, Manager, ManagerError, Operation, Round};
+use crate::engine::resource::{Desired, Resource};
 
 /// Fields that cannot change in place: changing one replaces the resource.
 const REPLACE_FIELDS: &[&str] = &[
@@ -68,6 +70,7 @@ pub fn guest_field_consequence(field: &str, old: Option<&Value>, new: &Value) ->
 #[derive(Clone)]
 pub struct FakeManager {
     kind: ResourceKind,
+    differ: Option<Arc<dyn Differ>>,
     inner: Arc<Mutex<FakeState>>,
 }
 
@@ -90,8 +93,15 @@ impl FakeManager {
     pub fn new(kind: ResourceKind) -> FakeManager {
         FakeManager {
             kind,
+            differ: None,
             inner: Arc::new(Mutex::new(FakeState::default())),
         }
+    }
+
+    /// Diffs with a real manager's differ, and creates what it says a created resource looks like.
+    pub fn with_differ(mut self, differ: Arc<dyn Differ>) -> FakeManager {
+        self.differ = Some(differ);
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, FakeState> {
@@ -172,7 +182,11 @@ impl Manager for FakeManager {
         self.kind
     }
 
-    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+    async fn observe(
+        &self,
+        desired: &[Resource],
+        _round: Round,
+    ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
         let state = self.state();
         if let Some(message) = &state.observe_failure {
             return Err(ManagerError::failed(message.clone()));
@@ -183,6 +197,9 @@ impl Manager for FakeManager {
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        if let Some(differ) = &self.differ {
+            return differ.diff(desired, observed);
+        }
         let fields = desired.declared_fields();
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &fields)];
@@ -243,8 +260,14 @@ impl Manager for FakeManager {
                 state.live.remove(&change.address);
             }
             Action::Create | Action::Replace => {
-                let fields = desired.map(Resource::declared_fields).unwrap_or_default();
-                state.live.insert(change.address.clone(), Observed { fields });
+                let created = match (&self.differ, desired) {
+                    (Some(differ), Some(desired)) => differ.created(desired),
+                    (None, Some(desired)) => Observed {
+                        fields: desired.declared_fields(),
+                    },
+                    (_, None) => Observed::default(),
+                };
+                state.live.insert(change.address.clone(), created);
             }
             Action::Update => {
                 let live = state
@@ -268,8 +291,10 @@ impl Manager for FakeManager {
         address: &Address,
         operation: &Operation,
     ) -> Result<(), ManagerError> {
-        let _ = desired;
         let mut state = self.state();
+        if let Some(message) = state.failures.get(address) {
+            return Err(ManagerError::failed(message.clone()));
+        }
         state.writes += 1;
         if *operation == Operation::Delete {
             return match state.live.remove(address) {
@@ -314,7 +339,29 @@ impl Manager for FakeManager {
                     )));
                 }
             }
-            Operation::HealthCheck | Operation::Delete => {}
+            Operation::HealthCheck => {
+                // Like the real managers: a check runs inside a running guest, and only a declared one.
+                let declared = desired.is_some_and(|resource| match &resource.desired {
+                    Desired::Container(container) => container.health_check.is_some(),
+                    Desired::Vm(vm) => vm.health_check.is_some(),
+                    _ => false,
+                });
+                if !declared {
+                    return Err(ManagerError::failed(format!(
+                        "{address} declares no health check"
+                    )));
+                }
+                if live
+                    .fields
+                    .get("status")
+                    .is_some_and(|status| status != "running")
+                {
+                    return Err(ManagerError::failed(format!(
+                        "the health check of {address} failed: it is not running"
+                    )));
+                }
+            }
+            Operation::Delete => {}
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
 
@@ -17,7 +18,14 @@ pub trait Manager: Send + Sync {
 
     /// Reads the live state of the desired resources in one batch, plus resources of this kind that Phoenix
     /// owns but the configuration no longer declares. Has no side effects.
-    async fn observe(&self, desired: &[Resource]) -> Result<BTreeMap<Address, Observed>, ManagerError>;
+    ///
+    /// The managers of one plan observe in the same [`Round`]: reads they share (Proxmox's cluster listing)
+    /// may be made once per round, and never reused in a later one.
+    async fn observe(
+        &self,
+        desired: &[Resource],
+        round: Round,
+    ) -> Result<BTreeMap<Address, Observed>, ManagerError>;
 
     /// Pure and synchronous: the changes that take `observed` to `desired`; `None` means absent (a create).
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change>;
@@ -40,6 +48,30 @@ pub trait Manager: Send + Sync {
             operation.verb()
         )))
     }
+}
+
+/// One round of observation: the observes of one plan. Each [`Round::next`] is new to the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Round(u64);
+
+impl Round {
+    /// A round no observe has seen yet.
+    pub fn next() -> Round {
+        static ROUNDS: AtomicU64 = AtomicU64::new(1);
+        Round(ROUNDS.fetch_add(1, AtomicOrdering::Relaxed))
+    }
+}
+
+/// The pure half of a manager: the fields a desired resource declares, and the changes that take a live
+/// state there. The demo target runs a real manager's differ over a simulated live state, so that a demo
+/// plan names the fields, values and consequences a real Proxmox would get.
+pub trait Differ: Send + Sync {
+    /// The changes that take `observed` to `desired`; `None` means absent (a create).
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change>;
+
+    /// The live state right after `desired` is created: what a read would find, so that a diff of
+    /// `desired` against it is empty.
+    fn created(&self, desired: &Resource) -> Observed;
 }
 
 /// Something an operator asks of a resource, outside convergence.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::change::{Action, Change, Consequence, Observed};
-use crate::engine::manager::{ManagerError, Managers};
+use crate::engine::manager::{ManagerError, Managers, Round};
 use crate::engine::resource::Resource;
 
 /// Version of the JSON plan format (`phoenix plan --output json`).
@@ -294,11 +294,12 @@ async fn observe_all(
     by_kind: &BTreeMap<ResourceKind, Vec<Resource>>,
     managers: &Managers,
 ) -> Result<BTreeMap<Address, Observed>, PlanError> {
+    let round = Round::next();
     let mut tasks = tokio::task::JoinSet::new();
     for (&kind, resources) in by_kind {
         let manager = managers.get(kind).expect("grouped by registered kind").clone();
         let resources = resources.clone();
-        tasks.spawn(async move { (kind, manager.observe(&resources).await) });
+        tasks.spawn(async move { (kind, manager.observe(&resources, round).await) });
     }
     let mut observed = BTreeMap::new();
     let mut first_error: Option<PlanError> = None;

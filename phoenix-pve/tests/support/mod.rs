@@ -224,3 +224,11 @@ impl FakePve {
         }
     }
 }
+
+/// A guest kit on fakepve's node `pve1`, for building one manager.
+pub(crate) fn kit(
+    client: &std::sync::Arc<phoenix_pve::Client>,
+    kind: phoenix_pve::lifecycle::GuestType,
+) -> phoenix_pve::guests::GuestKit {
+    phoenix_pve::Session::new(std::sync::Arc::clone(client), "pve1", None, ".").kit(kind)
+}

@@ -1,0 +1,425 @@
+//! The guest kit: everything the container and VM managers do the same way, so each of them only says
+//! what is its own (how it reads a guest into fields, creates one, and applies field changes).
+//!
+//! - [`Cluster`]: Proxmox's cluster listing, read once per observe [`Round`] and shared by every manager of
+//!   a session.
+//! - [`GuestKit`]: the client, the guest type, the default node and where each guest lives.
+//! - [`GuestDiff`]: the pure half of a manager, its field vocabulary and comparison. [`GuestDiffer`] makes
+//!   it a core [`Differ`], which the demo target runs.
+//! - [`GuestDriver`] and [`GuestManager`]: the IO half, and the `Manager` that drives it: observe (one
+//!   cluster read, then bounded parallel reads of declared or owned guests), diff, apply (create, then
+//!   converge like an update; replace only what Phoenix owns), operate.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use phoenix_core::{
+    Action, Address, Change, Differ, FieldKey, Fields, Manager, ManagerError, Observed, Operation, Resource,
+    ResourceKind, Round, TypedChange,
+};
+use tokio::sync::Semaphore;
+
+use crate::client::{Client, ClusterResource};
+use crate::error::PveError;
+use crate::lifecycle::{GuestHandle, GuestType};
+
+/// Guests read at once while observing.
+const READ_CONCURRENCY: usize = 8;
+
+/// Proxmox's cluster listing (`GET /cluster/resources`), read once per round of observes.
+pub struct Cluster {
+    client: Arc<Client>,
+    cached: tokio::sync::Mutex<Option<(Round, Arc<Vec<ClusterResource>>)>>,
+}
+
+impl Cluster {
+    /// The listing of the cluster `client` talks to.
+    pub fn new(client: Arc<Client>) -> Cluster {
+        Cluster {
+            client,
+            cached: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The listing as of `round`: read by the first manager that asks in the round, shared with the others.
+    pub async fn resources(&self, round: Round) -> Result<Arc<Vec<ClusterResource>>, PveError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((seen, resources)) = cached.as_ref()
+            && *seen == round
+        {
+            return Ok(Arc::clone(resources));
+        }
+        let resources = Arc::new(self.client.cluster_resources().await?);
+        *cached = Some((round, Arc::clone(&resources)));
+        Ok(resources)
+    }
+}
+
+/// What both guest managers hold: the client, the cluster listing, which API their guests live under,
+/// the node for guests that name none, and the node each guest was last seen on.
+pub struct GuestKit {
+    client: Arc<Client>,
+    cluster: Arc<Cluster>,
+    kind: GuestType,
+    default_node: String,
+    nodes: Mutex<BTreeMap<u32, String>>,
+}
+
+impl GuestKit {
+    /// A kit for guests of `kind`; guests that name no node go to `default_node`.
+    pub fn new(
+        client: Arc<Client>,
+        cluster: Arc<Cluster>,
+        kind: GuestType,
+        default_node: impl Into<String>,
+    ) -> GuestKit {
+        GuestKit {
+            client,
+            cluster,
+            kind,
+            default_node: default_node.into(),
+            nodes: Mutex::default(),
+        }
+    }
+
+    /// The API client.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// The node a guest is on: where it was seen, else the one its resource names, else the default.
+    pub fn node_of(&self, vmid: u32, resource: Option<&Resource>) -> String {
+        if let Some(node) = self.nodes().get(&vmid) {
+            return node.clone();
+        }
+        resource
+            .and_then(|resource| resource.node.clone())
+            .unwrap_or_else(|| self.default_node.clone())
+    }
+
+    /// One guest on one node.
+    pub fn handle<'a>(&'a self, node: &'a str, vmid: u32) -> GuestHandle<'a> {
+        GuestHandle {
+            client: &self.client,
+            node,
+            kind: self.kind,
+            vmid,
+        }
+    }
+
+    /// The address of a guest of this kit's kind.
+    pub fn address(&self, vmid: u32) -> Address {
+        match self.kind {
+            GuestType::Lxc => Address::Lxc(vmid),
+            GuestType::Qemu => Address::Vm(vmid),
+        }
+    }
+
+    fn resource_kind(&self) -> ResourceKind {
+        match self.kind {
+            GuestType::Lxc => ResourceKind::Lxc,
+            GuestType::Qemu => ResourceKind::Vm,
+        }
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, String>> {
+        self.nodes.lock().expect("no code panics while holding this lock")
+    }
+
+    /// The guests to read, with their node and status: those declared and those Phoenix owns. Remembers
+    /// the node of every guest of this kind.
+    async fn targets(&self, desired: &[Resource], round: Round) -> Result<Vec<Target>, PveError> {
+        let resources = self.cluster.resources(round).await?;
+        let declared: Vec<u32> = desired
+            .iter()
+            .filter_map(|resource| resource.address.guest_id())
+            .collect();
+        let mut nodes = self.nodes();
+        let mut targets = Vec::new();
+        for entry in resources.iter().filter(|entry| entry.kind == self.kind.segment()) {
+            let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
+                continue;
+            };
+            nodes.insert(vmid, node.clone());
+            if declared.contains(&vmid) || entry.is_owned() {
+                targets.push(Target {
+                    vmid,
+                    node,
+                    status: entry.status.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Stops and destroys a guest, and forgets where it was.
+    async fn delete(&self, vmid: u32) -> Result<(), ManagerError> {
+        let node = self.node_of(vmid, None);
+        self.handle(&node, vmid).destroy().await?;
+        self.nodes().remove(&vmid);
+        Ok(())
+    }
+}
+
+/// A guest to read while observing.
+struct Target {
+    vmid: u32,
+    node: String,
+    status: String,
+}
+
+/// The pure half of a guest manager: its field vocabulary, what a configuration declares in it, and how
+/// declared fields compare with live ones. Plain functions of data, tested without Proxmox.
+pub trait GuestDiff: Send + Sync + 'static {
+    /// The vocabulary.
+    type Field: FieldKey;
+    /// The configuration of one guest.
+    type Config: Send + Sync;
+
+    /// The configuration of a resource, when it is of this manager's kind.
+    fn config(resource: &Resource) -> Option<&Self::Config>;
+
+    /// The fields the configuration declares, in the shape reads produce.
+    fn wanted(&self, config: &Self::Config) -> Fields<Self::Field>;
+
+    /// The changes from `observed` to `wanted`. Each change's `new` is the complete value to write.
+    fn compare(
+        &self,
+        wanted: &Fields<Self::Field>,
+        observed: &Fields<Self::Field>,
+    ) -> Vec<TypedChange<Self::Field>>;
+
+    /// Whether a change cannot be made in place, so the guest is replaced.
+    fn replaces(change: &TypedChange<Self::Field>) -> bool;
+}
+
+/// A [`GuestDiff`] as the engine's [`Differ`]: what the managers' `diff` is, and what the demo target runs.
+pub struct GuestDiffer<D>(pub D);
+
+impl<D: GuestDiff> GuestDiffer<D> {
+    fn changes(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        let Some(config) = D::config(desired) else {
+            return Vec::new();
+        };
+        let wanted = self.0.wanted(config);
+        let Some(observed) = observed else {
+            return vec![Change::create(
+                desired.address.clone(),
+                &Observed::from_fields(&wanted).fields,
+            )];
+        };
+        let changed = self.0.compare(&wanted, &observed.to_fields());
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let action = if changed.iter().any(D::replaces) {
+            Action::Replace
+        } else {
+            Action::Update
+        };
+        vec![Change {
+            address: desired.address.clone(),
+            action,
+            fields: changed.iter().map(TypedChange::untyped).collect(),
+        }]
+    }
+}
+
+impl<D: GuestDiff> Differ for GuestDiffer<D> {
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        self.changes(desired, observed)
+    }
+
+    fn created(&self, desired: &Resource) -> Observed {
+        D::config(desired)
+            .map(|config| Observed::from_fields(&self.0.wanted(config)))
+            .unwrap_or_default()
+    }
+}
+
+/// The field vocabulary of a driver.
+pub type FieldOf<D> = <<D as GuestDriver>::Diff as GuestDiff>::Field;
+/// The configuration type of a driver.
+pub type ConfigOf<D> = <<D as GuestDriver>::Diff as GuestDiff>::Config;
+
+/// The IO half of a guest manager: what [`GuestManager`] cannot do the same way for containers and VMs.
+#[async_trait]
+pub trait GuestDriver: Send + Sync + 'static {
+    /// The pure half.
+    type Diff: GuestDiff;
+
+    /// The shared kit.
+    fn kit(&self) -> &GuestKit;
+
+    /// The pure half.
+    fn differ(&self) -> &GuestDiffer<Self::Diff>;
+
+    /// Runs once per observe, before the reads: notes what apply needs from the declared resources (the
+    /// snapshot a clone starts from, say) and reads what every read shares.
+    async fn prepare(&self, desired: &[Resource]) -> Result<(), ManagerError> {
+        let _ = desired;
+        Ok(())
+    }
+
+    /// Reads one guest into fields of the vocabulary.
+    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<FieldOf<Self>>, ManagerError>;
+
+    /// Creates the guest on `node` (from a template, an image or a clone); the kit then converges the rest
+    /// of its fields like an update.
+    async fn create(
+        &self,
+        resource: &Resource,
+        config: &ConfigOf<Self>,
+        node: &str,
+    ) -> Result<(), ManagerError>;
+
+    /// Applies field changes to an existing guest.
+    async fn update(
+        &self,
+        node: &str,
+        vmid: u32,
+        changes: &[TypedChange<FieldOf<Self>>],
+        config: &ConfigOf<Self>,
+    ) -> Result<(), ManagerError>;
+
+    /// Runs the guest's declared health check inside it.
+    async fn health_check(
+        &self,
+        node: &str,
+        vmid: u32,
+        config: Option<&ConfigOf<Self>>,
+    ) -> Result<(), ManagerError>;
+}
+
+/// The `Manager` of one kind of guest, over a driver.
+pub struct GuestManager<D> {
+    driver: Arc<D>,
+}
+
+impl<D: GuestDriver> GuestManager<D> {
+    /// The manager that drives `driver`.
+    pub fn new(driver: D) -> GuestManager<D> {
+        GuestManager {
+            driver: Arc::new(driver),
+        }
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// Creates the guest, then converges every other declared field as an update of the new guest.
+    async fn create(&self, resource: &Resource, config: &ConfigOf<D>) -> Result<(), ManagerError> {
+        let kit = self.driver.kit();
+        let vmid = resource
+            .address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed("not a guest address"))?;
+        let node = kit.node_of(vmid, Some(resource));
+        self.driver.create(resource, config, &node).await?;
+        kit.nodes().insert(vmid, node.clone());
+        let status = kit.handle(&node, vmid).status().await?;
+        let observed = self.driver.read(&node, vmid, &status).await?;
+        let differ = &self.driver.differ().0;
+        let changes = differ.compare(&differ.wanted(config), &observed);
+        self.driver.update(&node, vmid, &changes, config).await
+    }
+}
+
+#[async_trait]
+impl<D: GuestDriver> Manager for GuestManager<D> {
+    fn kind(&self) -> ResourceKind {
+        self.driver.kit().resource_kind()
+    }
+
+    async fn observe(
+        &self,
+        desired: &[Resource],
+        round: Round,
+    ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+        let kit = self.driver.kit();
+        let targets = kit.targets(desired, round).await?;
+        self.driver.prepare(desired).await?;
+        let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
+        let mut reads = tokio::task::JoinSet::new();
+        for target in targets {
+            let driver = Arc::clone(&self.driver);
+            let limit = Arc::clone(&limit);
+            reads.spawn(async move {
+                let _permit = limit.acquire().await.expect("the semaphore is never closed");
+                let fields = driver.read(&target.node, target.vmid, &target.status).await;
+                (target.vmid, fields)
+            });
+        }
+        let mut observed = BTreeMap::new();
+        while let Some(joined) = reads.join_next().await {
+            let (vmid, fields) = joined.expect("reads do not panic");
+            observed.insert(kit.address(vmid), Observed::from_fields(&fields?));
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        self.driver.differ().changes(desired, observed)
+    }
+
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        let kit = self.driver.kit();
+        let vmid = change
+            .address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed(format!("{} is not a guest address", change.address)))?;
+        let resource = desired.and_then(|resource| Some((resource, D::Diff::config(resource)?)));
+        match (change.action, resource) {
+            (Action::Delete, _) => kit.delete(vmid).await,
+            (Action::Create, Some((resource, config))) => self.create(resource, config).await,
+            (Action::Replace, Some((resource, config))) => {
+                let node = kit.node_of(vmid, Some(resource));
+                kit.handle(&node, vmid).ensure_owned("replaces").await?;
+                kit.delete(vmid).await?;
+                self.create(resource, config).await
+            }
+            (Action::Update, Some((resource, config))) => {
+                let changes = change
+                    .fields
+                    .iter()
+                    .map(|field| field.typed())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| ManagerError::failed(error.to_string()))?;
+                let node = kit.node_of(vmid, Some(resource));
+                self.driver.update(&node, vmid, &changes, config).await
+            }
+            (_, None) => Err(ManagerError::failed(format!(
+                "{} has no configuration of its kind",
+                change.address
+            ))),
+        }
+    }
+
+    async fn operate(
+        &self,
+        desired: Option<&Resource>,
+        address: &Address,
+        operation: &Operation,
+    ) -> Result<(), ManagerError> {
+        let kit = self.driver.kit();
+        let vmid = address
+            .guest_id()
+            .ok_or_else(|| ManagerError::failed(format!("{address} is not a guest address")))?;
+        let node = kit.node_of(vmid, desired);
+        match operation {
+            Operation::HealthCheck => {
+                let config = desired.and_then(D::Diff::config);
+                self.driver.health_check(&node, vmid, config).await
+            }
+            Operation::Delete => {
+                kit.handle(&node, vmid).operate(operation).await?;
+                kit.nodes().remove(&vmid);
+                Ok(())
+            }
+            other => kit.handle(&node, vmid).operate(other).await,
+        }
+    }
+}

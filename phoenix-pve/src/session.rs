@@ -1,0 +1,139 @@
+//! [`Session`]: what every manager of one run against a live Proxmox shares, built from the model and the
+//! environment: the API client, the cluster listing (read once per round), the node for guests that name
+//! none, the host channel, and the configuration directory secrets and templates are found in.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use phoenix_core::Estate;
+use phoenix_core::config::hypervisor::StorageDecl;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::error::PveError;
+use crate::guests::{Cluster, GuestKit};
+use crate::host::{HostChannel, LocalHost, SshHost};
+use crate::lifecycle::GuestType;
+use crate::settings::{Settings, SettingsError};
+
+/// One run's connection to a Proxmox cluster.
+#[derive(Clone)]
+pub struct Session {
+    client: Arc<Client>,
+    cluster: Arc<Cluster>,
+    default_node: String,
+    host: Option<Arc<dyn HostChannel>>,
+    config_dir: PathBuf,
+}
+
+/// Why no session could be opened.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SessionError {
+    /// The settings are incomplete or wrong.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Settings(#[from] SettingsError),
+    /// The cluster did not answer, or refused the credentials.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Connect(#[from] PveError),
+    /// The cluster has several nodes and the configuration names none.
+    #[error("the cluster has {nodes} nodes and the configuration names none")]
+    #[diagnostic(
+        code(phoenix::session::which_node),
+        help("list the cluster's nodes in `proxmox.nodes`")
+    )]
+    WhichNode {
+        /// How many nodes the cluster has.
+        nodes: usize,
+    },
+}
+
+impl Session {
+    /// Connects to the cluster the configuration names (the environment wins, see [`Settings::resolve`]).
+    /// The default node is the first of `proxmox.nodes`, else the cluster's only node. The host channel is
+    /// `proxmox.ssh`: `local`, or an SSH destination; without it, local when this machine is a node.
+    pub async fn open(
+        estate: &Estate,
+        config_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Session, SessionError> {
+        let connection = estate.files().hypervisor.proxmox.as_ref();
+        let settings = Settings::resolve(connection, env, config_dir)?;
+        let client = Arc::new(Client::connect(settings).await?);
+        let configured = connection.and_then(|connection| connection.nodes.first().cloned());
+        let default_node = match configured {
+            Some(node) => node,
+            None => {
+                let nodes: Vec<Value> = client.get("/nodes", &[]).await?;
+                match nodes.as_slice() {
+                    [only] => only["node"].as_str().unwrap_or_default().to_owned(),
+                    _ => return Err(SessionError::WhichNode { nodes: nodes.len() }),
+                }
+            }
+        };
+        let ssh = connection.and_then(|connection| connection.ssh.as_deref());
+        let host: Option<Arc<dyn HostChannel>> = match ssh {
+            Some("local") => Some(Arc::new(LocalHost)),
+            Some(destination) => Some(Arc::new(SshHost::new(destination))),
+            None if Path::new("/etc/pve").is_dir() => Some(Arc::new(LocalHost)),
+            None => None,
+        };
+        Ok(Session::new(client, default_node, host, config_dir))
+    }
+
+    /// A session over a connected client (tests build theirs this way).
+    pub fn new(
+        client: Arc<Client>,
+        default_node: impl Into<String>,
+        host: Option<Arc<dyn HostChannel>>,
+        config_dir: impl Into<PathBuf>,
+    ) -> Session {
+        Session {
+            cluster: Arc::new(Cluster::new(Arc::clone(&client))),
+            client,
+            default_node: default_node.into(),
+            host,
+            config_dir: config_dir.into(),
+        }
+    }
+
+    /// A kit for one kind of guest, sharing this session's client and cluster listing.
+    pub fn kit(&self, kind: GuestType) -> GuestKit {
+        GuestKit::new(
+            Arc::clone(&self.client),
+            Arc::clone(&self.cluster),
+            kind,
+            self.default_node.clone(),
+        )
+    }
+
+    /// The API client.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// `https://host:8006`.
+    pub fn endpoint(&self) -> &str {
+        &self.client.settings().endpoint
+    }
+
+    /// How to run commands on the node, when Phoenix can.
+    pub fn host(&self) -> Option<&Arc<dyn HostChannel>> {
+        self.host.as_ref()
+    }
+
+    /// Where relative secret files and templates are found.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+}
+
+/// The first declared Proxmox storage with a content type (`import`, `snippets`), else `local`, where a
+/// fresh Proxmox has every content type a directory storage can hold.
+pub fn storage_for(storages: &[StorageDecl], content: &str) -> String {
+    storages
+        .iter()
+        .find(|storage| storage.content.iter().any(|declared| declared == content))
+        .map_or_else(|| "local".to_owned(), |storage| storage.id.clone())
+}
