@@ -8,14 +8,14 @@ mod plan;
 mod schema;
 mod validate;
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use phoenix_core::Operation;
 
 use crate::args::{Cli, Command};
 
 /// Runs a parsed command line.
-pub(crate) async fn run(cli: Cli) -> miette::Result<ExitCode> {
+pub(crate) async fn run(cli: Cli) -> miette::Result<Exit> {
     match &cli.command {
         Command::Validate(args) => validate::run(args, &cli.global),
         Command::Plan(args) => plan::run(args, &cli.global).await,

@@ -4,6 +4,8 @@
 
 mod args;
 mod cmd;
+mod exit;
+mod interrupt;
 mod load;
 mod progress;
 mod render;
@@ -23,13 +25,14 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
-    match runtime.block_on(cmd::run(cli)) {
-        Ok(code) => code,
+    let exit = match runtime.block_on(cmd::run(cli)) {
+        Ok(exit) => exit,
         Err(report) => {
             eprintln!("{report:?}");
-            ExitCode::from(1)
+            exit::Exit::Failure
         }
-    }
+    };
+    exit.code()
 }
 
 /// Logs to stderr: warnings by default, more with -v, or whatever RUST_LOG says.

@@ -20,9 +20,11 @@ pub mod model;
 pub use config::FileKind;
 pub use engine::address::{Address, ResourceKind};
 pub use engine::change::{Action, Change, Consequence, FieldChange, FieldKey, Fields, Observed, TypedChange};
-pub use engine::executor::{Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute};
+pub use engine::executor::{
+    Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute, operate,
+};
 pub use engine::manager::{Differ, Manager, ManagerError, Managers, Operation, Round};
-pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, plan};
+pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, dependents, plan};
 pub use engine::resource::{Desired, Resource, resources};
 pub use engine::retry::{Dispatched, RetryPolicy, Retryable};
 pub use lint::checks::CheckOptions;

@@ -1,13 +1,13 @@
 //! `phoenix apply` and `phoenix create`: plan, confirm, apply with progress, report.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
 
 use phoenix_core::engine::render::{self, Colour};
 use phoenix_core::{ExecuteOptions, StopHandle};
 use serde::Serialize;
 
 use crate::args::{GlobalArgs, OutputFormat, RunArgs};
+use crate::exit::Exit;
 use crate::target::Target;
 use crate::{load, progress, render as output};
 
@@ -21,9 +21,9 @@ struct ReportDocument<'a> {
     report: Option<&'a phoenix_core::Report>,
 }
 
-pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let Some(estate) = load::estate(&global.config)? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     };
     let target = Target::open(&args.target, &estate, &global.config).await?;
     target.ensure_writable()?;
@@ -46,7 +46,7 @@ pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs)
         if !human {
             print_document(&plan, None);
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Success);
     }
     if !args.allow_destroy && plan.destructive().next().is_some() {
         let addresses: Vec<String> = plan
@@ -62,12 +62,11 @@ pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs)
     }
     if !args.yes && !confirm()? {
         eprintln!("Apply cancelled; nothing was changed.");
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     }
 
     let (handle, signal) = StopHandle::new();
     let (events, received) = tokio::sync::mpsc::unbounded_channel();
-    let interrupt = tokio::spawn(stop_on_ctrl_c(handle));
     let follower = tokio::spawn(progress::follow(
         received,
         plan.entries().len(),
@@ -79,12 +78,17 @@ pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs)
         per_storage: usize::from(args.per_storage),
         allow_destroy: args.allow_destroy,
     };
-    let result =
-        phoenix_core::execute(&plan, target.managers(), &execute_options, signal, Some(events)).await;
-    interrupt.abort();
+    let run = phoenix_core::execute(&plan, target.managers(), &execute_options, signal, Some(events));
+    let result = crate::interrupt::interruptible(handle, run).await;
     let _ = follower.await;
     // Whatever happened, the demo target keeps what was applied.
     target.save()?;
+    let Some(result) = result else {
+        eprintln!(
+            "Abandoned: operations in flight were cut off and may have half happened; `phoenix plan` shows where things stand."
+        );
+        return Ok(Exit::Interrupted);
+    };
     let report = result?;
     if human {
         println!();
@@ -92,10 +96,12 @@ pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs)
     } else {
         print_document(&plan, Some(&report));
     }
-    Ok(if report.succeeded() {
-        ExitCode::SUCCESS
+    Ok(if report.stopped {
+        Exit::Interrupted
+    } else if report.succeeded() {
+        Exit::Success
     } else {
-        ExitCode::from(1)
+        Exit::Failure
     })
 }
 
@@ -125,16 +131,4 @@ fn confirm() -> miette::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).ok();
     Ok(answer.trim() == "yes")
-}
-
-async fn stop_on_ctrl_c(handle: StopHandle) {
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!(
-            "\nStopping: no new operations start; waiting for those in flight. Press Ctrl-C again to abort."
-        );
-        handle.stop();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
-        }
-    }
 }

@@ -1,12 +1,12 @@
 //! `phoenix completions <shell>`: shell completion scripts generated from the clap definition.
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use clap::CommandFactory;
 
 use crate::args::{Cli, CompletionsArgs};
 
-pub(crate) fn run(args: &CompletionsArgs) -> ExitCode {
+pub(crate) fn run(args: &CompletionsArgs) -> Exit {
     clap_complete::generate(args.shell, &mut Cli::command(), "phoenix", &mut std::io::stdout());
-    ExitCode::SUCCESS
+    Exit::Success
 }

@@ -1,20 +1,20 @@
 //! `phoenix graph`: the resource graph as Graphviz DOT or Mermaid.
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use phoenix_core::engine::render::{GraphFormat, graph_source};
 
 use crate::args::{GlobalArgs, GraphArgs, GraphFormatArg};
 use crate::load;
 
-pub(crate) fn run(args: &GraphArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+pub(crate) fn run(args: &GraphArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let Some(estate) = load::estate(&global.config)? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     };
     let format = match args.format {
         GraphFormatArg::Dot => GraphFormat::Dot,
         GraphFormatArg::Mermaid => GraphFormat::Mermaid,
     };
     print!("{}", graph_source(&phoenix_core::resources(&estate), format));
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }

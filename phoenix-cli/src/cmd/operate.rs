@@ -2,12 +2,12 @@
 //! `health-check`, `snapshot`, `rollback`, `delete`.
 
 use std::io::IsTerminal;
-use std::process::ExitCode;
 
-use phoenix_core::{Address, Operation, Plan};
+use phoenix_core::{Address, ExecuteOptions, Operation, Outcome, Plan, StopHandle};
 use serde_json::json;
 
 use crate::args::{DeleteArgs, GlobalArgs, GuestsArgs, OutputFormat, SnapshotArgs, StatusArgs, TargetArgs};
+use crate::exit::Exit;
 use crate::load;
 use crate::target::Target;
 
@@ -27,9 +27,9 @@ async fn observe(
 }
 
 /// `phoenix status`: live state and drift of each resource, as a table or JSON.
-pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let Some((target, plan, _)) = observe(&args.targets, &args.target, global).await? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     };
     let rows: Vec<(String, String, String, String)> = plan
         .entries()
@@ -83,76 +83,62 @@ pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Re
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-/// Runs one operation on each named guest: in dependency order, or dependents first for stop and delete.
+/// Runs one operation on each named guest, through the core executor: in dependency order (dependents
+/// first for stop and delete), in parallel where nothing orders them, a failure skipping what depends on it.
 pub(crate) async fn run(
     args: &GuestsArgs,
     operation: Operation,
     force: bool,
     global: &GlobalArgs,
-) -> miette::Result<ExitCode> {
+) -> miette::Result<Exit> {
     let Some((target, plan, estate)) = observe(&args.ids, &args.target, global).await? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     };
     target.ensure_writable()?;
-    let mut chosen: Vec<_> = plan
-        .entries()
-        .iter()
-        .filter(|entry| plan.targets().contains(&entry.address))
-        .collect();
-    if matches!(operation, Operation::Stop | Operation::Delete) {
-        chosen.reverse();
-    }
     if operation == Operation::Delete && !force {
-        let resources = phoenix_core::resources(&estate);
-        let named: Vec<&Address> = chosen.iter().map(|entry| &entry.address).collect();
-        let dependents: Vec<String> = resources
-            .iter()
-            .filter(|resource| !named.contains(&&resource.address))
-            // Sync steps follow the guests they publish; they are not dependents in the operator's sense.
-            .filter(|resource| resource.kind() != phoenix_core::ResourceKind::Sync)
-            .filter(|resource| resource.depends_on.iter().any(|needed| named.contains(&needed)))
-            .map(|resource| resource.address.to_string())
-            .collect();
+        let dependents = phoenix_core::dependents(&phoenix_core::resources(&estate), plan.targets());
         if !dependents.is_empty() {
+            let names: Vec<String> = dependents.iter().map(Address::to_string).collect();
             return Err(miette::miette!(
                 code = "phoenix::delete::dependents",
                 help = "delete those too, or pass --force",
                 "other resources depend on what you are deleting: {}",
-                dependents.join(", ")
+                names.join(", ")
             ));
         }
     }
-    let mut failed = false;
-    for entry in chosen {
-        let outcome = if entry.observed.is_none() {
-            Err(format!("{} does not exist", entry.address))
-        } else {
-            let manager = target
-                .managers()
-                .get(entry.address.kind())
-                .expect("planned kinds have managers");
-            manager
-                .operate(entry.resource.as_ref(), &entry.address, &operation)
-                .await
-                .map_err(|error| error.to_string())
-        };
-        match outcome {
-            Ok(()) => println!("{:12} {}", format!("{}:", operation.verb()), entry.address),
-            Err(error) => {
-                failed = true;
-                eprintln!("{} {}: {error}", operation.verb(), entry.address);
-                break;
+    let (handle, signal) = StopHandle::new();
+    let options = ExecuteOptions::default();
+    let run = phoenix_core::operate(&plan, &operation, target.managers(), &options, signal, None);
+    let result = crate::interrupt::interruptible(handle, run).await;
+    target.save()?;
+    let Some(result) = result else {
+        eprintln!("Abandoned: the {} in flight was cut off.", operation.verb());
+        return Ok(Exit::Interrupted);
+    };
+    let report = result?;
+    for line in &report.resources {
+        match &line.outcome {
+            Outcome::Changed { .. } => {
+                println!("{:12} {}", format!("{}:", operation.verb()), line.address)
             }
+            Outcome::Failed { error, .. } => eprintln!("{} {}: {error}", operation.verb(), line.address),
+            Outcome::Skipped { reason } => {
+                eprintln!("{} {}: skipped: {reason}", operation.verb(), line.address)
+            }
+            Outcome::NotStarted => eprintln!("{} {}: not started", operation.verb(), line.address),
+            Outcome::Unchanged => {}
         }
     }
-    target.save()?;
-    Ok(if failed {
-        ExitCode::from(1)
+    Ok(if report.stopped {
+        Exit::Interrupted
+    } else if report.succeeded() {
+        Exit::Success
     } else {
-        ExitCode::SUCCESS
+        Exit::Failure
     })
 }
 
@@ -161,7 +147,7 @@ pub(crate) async fn snapshot(
     args: &SnapshotArgs,
     operation: Operation,
     global: &GlobalArgs,
-) -> miette::Result<ExitCode> {
+) -> miette::Result<Exit> {
     // A rollback throws away everything written since the snapshot: it asks, as delete does.
     if matches!(operation, Operation::Rollback(_))
         && !args.yes
@@ -174,7 +160,7 @@ pub(crate) async fn snapshot(
         )?
     {
         eprintln!("Nothing was rolled back.");
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     }
     let guests = GuestsArgs {
         ids: vec![args.id.clone()],
@@ -203,10 +189,10 @@ fn confirm(question: &str, verb: &str) -> miette::Result<bool> {
 }
 
 /// `delete`, which asks first on a terminal.
-pub(crate) async fn delete(args: &DeleteArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+pub(crate) async fn delete(args: &DeleteArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     if !args.yes && !confirm(&format!("Delete {}?", args.guests.ids.join(", ")), "delete")? {
         eprintln!("Nothing was deleted.");
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     }
     run(&args.guests, Operation::Delete, args.force, global).await
 }

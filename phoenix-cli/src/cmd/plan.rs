@@ -1,6 +1,6 @@
 //! `phoenix plan`: what apply would change.
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use phoenix_core::engine::render::{self, Colour};
 
@@ -8,9 +8,9 @@ use crate::args::{GlobalArgs, OutputFormat, PlanArgs};
 use crate::target::Target;
 use crate::{load, render as output};
 
-pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let Some(estate) = load::estate(&global.config)? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Failure);
     };
     let target = Target::open(&args.target, &estate, &global.config).await?;
     let options = target.plan_options(&args.targets)?;
@@ -35,8 +35,13 @@ pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<
             print!("{}", render::plan_text(&plan, colour));
         }
     }
-    Ok(match (args.detailed_exitcode, plan.has_changes()) {
-        (true, true) => ExitCode::from(2),
-        _ => ExitCode::SUCCESS,
-    })
+    // With --detailed-exitcode, 0 promises that nothing differs: a plan that could not look at every
+    // declared resource cannot promise that.
+    Ok(
+        match (args.detailed_exitcode, plan.has_changes(), plan.is_complete()) {
+            (true, true, _) => Exit::Changes,
+            (true, false, false) => Exit::Failure,
+            _ => Exit::Success,
+        },
+    )
 }

@@ -1,12 +1,12 @@
 //! `phoenix schema [NAME]`: prints the embedded JSON Schemas.
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use phoenix_core::lint::schema::{SCHEMAS, Schema};
 
 use crate::args::SchemaArgs;
 
-pub(crate) fn run(args: &SchemaArgs) -> miette::Result<ExitCode> {
+pub(crate) fn run(args: &SchemaArgs) -> miette::Result<Exit> {
     let Some(name) = &args.name else {
         for schema in &SCHEMAS {
             println!(
@@ -16,7 +16,7 @@ pub(crate) fn run(args: &SchemaArgs) -> miette::Result<ExitCode> {
                 schema.file_name
             );
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Success);
     };
     let schema = Schema::find(name).ok_or_else(|| {
         let names: Vec<&str> = SCHEMAS.iter().map(|schema| schema.kind.short_name()).collect();
@@ -27,5 +27,5 @@ pub(crate) fn run(args: &SchemaArgs) -> miette::Result<ExitCode> {
         )
     })?;
     print!("{}", schema.text);
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }

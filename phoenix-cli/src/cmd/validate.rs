@@ -1,13 +1,13 @@
 //! `phoenix validate`: every problem of a configuration directory, for people or as JSON.
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use phoenix_core::{Severity, validate};
 
 use crate::args::{GlobalArgs, OutputFormat, ValidateArgs};
 use crate::{load, render};
 
-pub(crate) fn run(args: &ValidateArgs, global: &GlobalArgs) -> miette::Result<ExitCode> {
+pub(crate) fn run(args: &ValidateArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let dir = load::read(&global.config)?;
     let validation = validate(dir.sources, &dir.options);
     match args.output {
@@ -38,9 +38,9 @@ pub(crate) fn run(args: &ValidateArgs, global: &GlobalArgs) -> miette::Result<Ex
         }
     }
     Ok(if validation.has_errors() {
-        ExitCode::from(1)
+        Exit::Failure
     } else {
-        ExitCode::SUCCESS
+        Exit::Success
     })
 }
 

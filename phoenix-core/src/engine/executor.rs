@@ -1,4 +1,5 @@
-//! The executor: applies a plan over the managers in dependency order with bounded parallelism.
+//! The executor: applies a plan over the managers in dependency order with bounded parallelism, or runs an
+//! operation (start, stop, snapshot, delete, ...) on the targets of a plan the same way ([`operate`]).
 //!
 //! Limits: at most `parallelism` resources at once, `per_node` per Proxmox node, and `per_storage` creations
 //! per storage (Proxmox locks a storage while it allocates; clones on one storage contend). One resource
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::change::Action;
-use crate::engine::manager::{ManagerError, Managers};
+use crate::engine::manager::{ManagerError, Managers, Operation};
 use crate::engine::plan::{Plan, PlanEntry};
 
 /// Limits and permissions of a run.
@@ -197,7 +198,7 @@ pub async fn execute(
     plan: &Plan,
     managers: &Managers,
     options: &ExecuteOptions,
-    mut stop: StopSignal,
+    stop: StopSignal,
     events: Option<mpsc::UnboundedSender<Event>>,
 ) -> Result<Report, ExecuteError> {
     if !options.allow_destroy {
@@ -216,8 +217,96 @@ pub async fn execute(
         }
     }
 
+    run(
+        plan.entries().to_vec(),
+        Work::Apply,
+        managers,
+        options,
+        stop,
+        events,
+    )
+    .await
+}
+
+/// Runs `operation` on each target of `plan` (every resource when it has none), through their managers:
+/// in dependency order, or dependents first for stop and delete, with the limits and failure isolation of
+/// [`execute`]. A target that does not exist fails without its manager being asked.
+pub async fn operate(
+    plan: &Plan,
+    operation: &Operation,
+    managers: &Managers,
+    options: &ExecuteOptions,
+    stop: StopSignal,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<Report, ExecuteError> {
+    let chosen: BTreeSet<&Address> = if plan.targets().is_empty() {
+        plan.entries().iter().map(|entry| &entry.address).collect()
+    } else {
+        plan.targets().iter().collect()
+    };
+    let mut entries: Vec<PlanEntry> = plan
+        .entries()
+        .iter()
+        .filter(|entry| chosen.contains(&entry.address))
+        .cloned()
+        .collect();
+    for entry in &mut entries {
+        entry.depends_on.retain(|address| chosen.contains(address));
+        if let Some(kind) = entries_kind_without_manager(entry, managers) {
+            return Err(ExecuteError::NoManager { kind });
+        }
+    }
+    if matches!(operation, Operation::Stop | Operation::Delete) {
+        // Dependents first: each entry waits for those that depended on it.
+        let mut dependents: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
+        for entry in &entries {
+            for prerequisite in &entry.depends_on {
+                dependents
+                    .entry(prerequisite.clone())
+                    .or_default()
+                    .push(entry.address.clone());
+            }
+        }
+        for entry in &mut entries {
+            entry.depends_on = dependents.remove(&entry.address).unwrap_or_default();
+        }
+        entries.reverse();
+    }
+    run(
+        entries,
+        Work::Operate(operation.clone()),
+        managers,
+        options,
+        stop,
+        events,
+    )
+    .await
+}
+
+fn entries_kind_without_manager(entry: &PlanEntry, managers: &Managers) -> Option<ResourceKind> {
+    let kind = entry.address.kind();
+    managers.get(kind).is_none().then_some(kind)
+}
+
+/// What a run does to each resource.
+#[derive(Debug, Clone)]
+enum Work {
+    /// Apply its changes; a resource without changes is unchanged.
+    Apply,
+    /// Run an operation on it.
+    Operate(Operation),
+}
+
+async fn run(
+    entries: Vec<PlanEntry>,
+    work: Work,
+    managers: &Managers,
+    options: &ExecuteOptions,
+    mut stop: StopSignal,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<Report, ExecuteError> {
     let started = Instant::now();
-    let entries: Arc<Vec<PlanEntry>> = Arc::new(plan.entries().to_vec());
+    let entries: Arc<Vec<PlanEntry>> = Arc::new(entries);
     let index: BTreeMap<Address, usize> = entries
         .iter()
         .enumerate()
@@ -258,7 +347,7 @@ pub async fn execute(
             let candidates: Vec<usize> = run.ready.iter().copied().collect();
             for position in candidates {
                 let entry = &entries[position];
-                if entry.is_unchanged() {
+                if matches!(work, Work::Apply) && entry.is_unchanged() {
                     run.ready.remove(&position);
                     run.finish(position, &entries, Outcome::Unchanged, Duration::ZERO);
                     settled_unchanged = true;
@@ -281,9 +370,28 @@ pub async fn execute(
                     .expect("checked before the run")
                     .clone();
                 let entries = Arc::clone(&entries);
+                let work = work.clone();
                 let handle = tasks.spawn(async move {
                     let began = Instant::now();
                     let entry = &entries[position];
+                    if let Work::Operate(operation) = &work {
+                        let result = match &entry.observed {
+                            None => Err(ManagerError::failed(format!("{} does not exist", entry.address))),
+                            Some(_) => {
+                                manager
+                                    .operate(entry.resource.as_ref(), &entry.address, operation)
+                                    .await
+                            }
+                        };
+                        let outcome = match result {
+                            Ok(()) => Outcome::Changed { changes: 1 },
+                            Err(error) => Outcome::Failed {
+                                error: describe(&error),
+                                applied: 0,
+                            },
+                        };
+                        return (position, outcome, began.elapsed());
+                    }
                     let mut applied = 0;
                     for change in &entry.changes {
                         if let Err(error) = manager.apply(entry.resource.as_ref(), change).await {

@@ -136,6 +136,9 @@ pub struct PlanSummary {
     pub destructive: usize,
     /// Resources already converged.
     pub unchanged: usize,
+    /// Declared resources that were not observed or planned, because their kind has no manager: while
+    /// there are any, the plan is incomplete.
+    pub not_planned: usize,
 }
 
 impl Plan {
@@ -159,6 +162,11 @@ impl Plan {
         &self.unmanaged
     }
 
+    /// Whether every declared resource in scope was observed and planned.
+    pub fn is_complete(&self) -> bool {
+        self.unmanaged.is_empty()
+    }
+
     /// Whether anything would change.
     pub fn has_changes(&self) -> bool {
         self.entries.iter().any(|entry| !entry.is_unchanged())
@@ -166,7 +174,10 @@ impl Plan {
 
     /// Counts by kind of change.
     pub fn summary(&self) -> PlanSummary {
-        let mut summary = PlanSummary::default();
+        let mut summary = PlanSummary {
+            not_planned: self.unmanaged.values().sum(),
+            ..PlanSummary::default()
+        };
         for entry in &self.entries {
             if entry.is_unchanged() {
                 summary.unchanged += 1;
@@ -199,6 +210,18 @@ impl Plan {
             .iter()
             .filter(|entry| entry.consequence() == Some(Consequence::Destructive))
     }
+}
+
+/// The resources outside `named` that depend on one of them, directly: what deleting `named` would break.
+/// Sync steps are left out: they follow the guests they publish and drop what is gone.
+pub fn dependents(resources: &[Resource], named: &[Address]) -> Vec<Address> {
+    resources
+        .iter()
+        .filter(|resource| !named.contains(&resource.address))
+        .filter(|resource| resource.kind() != ResourceKind::Sync)
+        .filter(|resource| resource.depends_on.iter().any(|needed| named.contains(needed)))
+        .map(|resource| resource.address.clone())
+        .collect()
 }
 
 /// Observes, diffs and orders. Resources whose kind has no manager are counted, not planned.

@@ -157,7 +157,25 @@ pub fn summary_line(summary: &PlanSummary, colour: Colour) -> String {
         parts.push(colour.paint(BOLD_RED, &format!("{} destructive", summary.destructive)));
     }
     parts.push(format!("{} unchanged", summary.unchanged));
-    if summary.create + summary.update + summary.replace + summary.delete == 0 {
+    let changes = summary.create + summary.update + summary.replace + summary.delete;
+    if summary.not_planned > 0 {
+        // A plan that did not look at everything must not read as "no changes".
+        let incomplete = colour.paint(
+            YELLOW,
+            &format!(
+                "{} not planned (no manager yet): this plan is incomplete",
+                summary.not_planned
+            ),
+        );
+        if changes == 0 {
+            return format!(
+                "No changes in what was read ({} resources up to date), but {incomplete}.",
+                summary.unchanged
+            );
+        }
+        parts.push(incomplete);
+    }
+    if changes == 0 {
         return format!("No changes: {} resources are up to date.", summary.unchanged);
     }
     format!("Plan: {}.", parts.join(", "))
