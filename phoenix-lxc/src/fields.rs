@@ -597,6 +597,21 @@ mod tests {
     }
 
     #[test]
+    fn every_field_name_reads_back_and_plans_list_them_alphabetically() {
+        let names: Vec<String> = LxcField::all().iter().map(FieldKey::name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "variants are declared in the order of their names");
+        for field in LxcField::all() {
+            assert_eq!(LxcField::parse(&field.name()).as_ref(), Some(field));
+        }
+        let mount = LxcField::Mount("/srv/data".into());
+        assert_eq!(LxcField::parse(&mount.name()), Some(mount.clone()));
+        assert!(mount < LxcField::Mounts && LxcField::Memory < mount);
+        assert_eq!(LxcField::parse("memory_mb"), None);
+    }
+
+    #[test]
     fn id_maps_become_full_idmap_lines() {
         let maps = [IdMap {
             kind: IdKind::Gid,

@@ -429,6 +429,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_field_name_reads_back_and_plans_list_them_alphabetically() {
+        let names: Vec<String> = VmField::all().iter().map(FieldKey::name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "variants are declared in the order of their names");
+        for field in VmField::all() {
+            assert_eq!(VmField::parse(&field.name()), Some(*field));
+        }
+        assert_eq!(VmField::parse("disk_size_gb"), None);
+    }
+
+    #[test]
     fn net0_models_normalise_and_render_back() {
         let config = BTreeMap::from([(
             "net0".to_owned(),

@@ -260,6 +260,56 @@ mod tests {
         );
     }
 
+    /// A two-field vocabulary, as a manager has one.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Field {
+        Cores,
+        Memory,
+    }
+
+    impl FieldKey for Field {
+        fn all() -> &'static [Field] {
+            &[Field::Cores, Field::Memory]
+        }
+
+        fn name(&self) -> String {
+            match self {
+                Field::Cores => "cores",
+                Field::Memory => "memory",
+            }
+            .to_owned()
+        }
+    }
+
+    #[test]
+    fn a_change_reads_back_in_its_vocabulary_or_says_it_cannot_be_applied() {
+        let change = |field: &str, new: Option<Value>| FieldChange {
+            field: field.to_owned(),
+            old: Some(json!(1)),
+            new,
+            consequence: Consequence::Restart,
+        };
+        let typed = change("cores", Some(json!(2))).typed::<Field>().expect("known");
+        assert_eq!((typed.field, typed.new.clone()), (Field::Cores, json!(2)));
+        assert_eq!(typed.untyped(), change("cores", Some(json!(2))));
+        let unknown = change("memory_mb", Some(json!(2)))
+            .typed::<Field>()
+            .expect_err("unknown");
+        assert_eq!(unknown.field, "memory_mb");
+        change("memory", None)
+            .typed::<Field>()
+            .expect_err("a removal has no apply path");
+    }
+
+    #[test]
+    fn observed_fields_round_trip_and_drop_unknown_names() {
+        let fields = BTreeMap::from([(Field::Cores, json!(2)), (Field::Memory, json!(512))]);
+        let mut observed = Observed::from_fields(&fields);
+        assert_eq!(observed.fields["memory"], json!(512));
+        observed.fields.insert("memory_mb".into(), json!(1));
+        assert_eq!(observed.to_fields::<Field>(), fields);
+    }
+
     #[test]
     fn consequence_of_a_change_is_its_worst() {
         let address = Address::Lxc(101);
