@@ -2,13 +2,16 @@
 //!
 //! [`resources`] turns a validated [`Estate`] into resources: host steps first, then guests (edges from
 //! `clone_from_*` and `dependencies`), then stacks after their VM, then sync steps after the guests they publish.
+//! Every desired state is typed, so that managers read configuration structs, not JSON; JSON appears only in
+//! [`Resource::declared_fields`], the view plans diff and print.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::config::hypervisor::{HostFirewall, HostUser, Nfs, NvidiaDriver, ZfsDataset, ZfsPool};
 use crate::config::stacks::Stack;
-use crate::config::{ContainerConfig, VmConfig};
+use crate::config::{ContainerConfig, TraefikService, VmConfig};
 use crate::engine::address::{Address, ResourceKind};
 use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
@@ -34,7 +37,7 @@ pub struct Resource {
 #[derive(Debug, Clone)]
 pub enum Desired {
     /// A host step, with the piece of host configuration it converges.
-    Host(Value),
+    Host(HostStep),
     /// A container with defaults merged.
     Container(Box<ContainerConfig>),
     /// A VM with defaults merged.
@@ -42,7 +45,48 @@ pub enum Desired {
     /// A stack on a VM.
     Stack(Box<Stack>),
     /// A sync step, with the data it publishes.
-    Sync(Value),
+    Sync(SyncStep),
+}
+
+/// A host step: the piece of the hypervisor file it converges, as declared there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostStep {
+    /// A ZFS pool, at `host/zfs/pool/<name>`.
+    ZfsPool(Box<ZfsPool>),
+    /// A ZFS dataset, at `host/zfs/dataset/<pool>/<name>`.
+    ZfsDataset(Box<ZfsDataset>),
+    /// The NFS exports of the host, at `host/nfs/exports`; only built when there is at least one export.
+    NfsExports(Box<Nfs>),
+    /// The host firewall, at `host/firewall`, from `firewall` or the legacy `shared_volumes.firewall`.
+    Firewall(Box<HostFirewall>),
+    /// A Linux user on the host, at `host/user/<username>`.
+    User(Box<HostUser>),
+    /// The NVIDIA driver, at `host/nvidia`; only built when the driver is to be installed.
+    NvidiaDriver(Box<NvidiaDriver>),
+}
+
+/// A sync step: what it publishes about the guests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStep {
+    /// The Traefik routes, at `sync/traefik`.
+    Traefik {
+        /// Routes by service name (`traefik_service.name`).
+        routes: BTreeMap<String, Route>,
+    },
+    /// The DNS records, at `sync/dns`.
+    Dns {
+        /// Guest name to its static address as the guest declares it (`10.42.0.22/24`).
+        records: BTreeMap<String, String>,
+    },
+}
+
+/// A Traefik route: a guest and the service it declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The guest that serves it (`lxc/103`).
+    pub guest: Address,
+    /// The service as the guest declares it.
+    pub service: TraefikService,
 }
 
 impl Resource {
@@ -55,7 +99,8 @@ impl Resource {
     /// configuration are absent, so a diff over these fields only covers what the operator declared.
     pub fn declared_fields(&self) -> BTreeMap<String, Value> {
         let value = match &self.desired {
-            Desired::Host(value) | Desired::Sync(value) => value.clone(),
+            Desired::Host(step) => host_value(step),
+            Desired::Sync(step) => sync_value(step),
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
@@ -71,8 +116,9 @@ impl Resource {
 /// The mark that replaces a secret written inline, so that plans and logs never show it.
 pub const SENSITIVE: &str = "(sensitive)";
 
-/// Replaces inline secrets by [`SENSITIVE`]: a VM user's password, and stack variables whose names
-/// suggest a secret. References (`{"env": ...}`, `{"file": ...}`) stay: they name, not hold, a secret.
+/// Replaces inline secrets by [`SENSITIVE`]: a VM user's password, a host user's password hash, and stack
+/// variables whose names suggest a secret. References (`{"env": ...}`, `{"file": ...}`) stay: they name, not
+/// hold, a secret.
 fn redact(desired: &Desired, mut value: Value) -> Value {
     let mask = |slot: Option<&mut Value>| {
         if let Some(slot) = slot.filter(|slot| slot.is_string()) {
@@ -81,7 +127,7 @@ fn redact(desired: &Desired, mut value: Value) -> Value {
     };
     match desired {
         Desired::Vm(_) => mask(value.pointer_mut("/user_config/password")),
-        Desired::Host(_) => mask(value.pointer_mut("/password_hash")),
+        Desired::Host(HostStep::User(_)) => mask(value.pointer_mut("/password_hash")),
         Desired::Stack(_) => {
             let environments = value.get_mut("environments").and_then(Value::as_object_mut);
             for environment in environments.into_iter().flat_map(|map| map.values_mut()) {
@@ -97,7 +143,7 @@ fn redact(desired: &Desired, mut value: Value) -> Value {
                 }
             }
         }
-        Desired::Container(_) | Desired::Sync(_) => {}
+        Desired::Host(_) | Desired::Container(_) | Desired::Sync(_) => {}
     }
     value
 }
@@ -121,6 +167,34 @@ fn prune(value: Value) -> Option<Value> {
     }
 }
 
+/// The declared configuration of a host step, as the hypervisor file writes it.
+fn host_value(step: &HostStep) -> Value {
+    match step {
+        HostStep::ZfsPool(pool) => to_value(pool),
+        HostStep::ZfsDataset(dataset) => to_value(dataset),
+        HostStep::NfsExports(nfs) => to_value(nfs),
+        HostStep::Firewall(firewall) => to_value(firewall),
+        HostStep::User(user) => to_value(user),
+        HostStep::NvidiaDriver(driver) => to_value(driver),
+    }
+}
+
+/// The data of a sync step. A route shows as the pair `[guest address, service]`, as plans always showed it.
+fn sync_value(step: &SyncStep) -> Value {
+    match step {
+        SyncStep::Traefik { routes } => Value::Object(
+            routes
+                .iter()
+                .map(|(name, route)| {
+                    let pair = (route.guest.to_string(), &route.service);
+                    (name.clone(), to_value(&pair))
+                })
+                .collect(),
+        ),
+        SyncStep::Dns { records } => to_value(records),
+    }
+}
+
 fn to_value<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("configuration types serialise to JSON")
 }
@@ -138,7 +212,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             host.push((
                 Address::Host(format!("zfs/pool/{}", pool.name)),
                 Vec::new(),
-                to_value(pool),
+                HostStep::ZfsPool(Box::new(pool.clone())),
             ));
         }
         for dataset in &zfs.datasets {
@@ -149,7 +223,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
                 Vec::new()
             };
             let address = Address::Host(format!("zfs/dataset/{}/{}", dataset.pool, dataset.name));
-            host.push((address, depends, to_value(dataset)));
+            host.push((address, depends, HostStep::ZfsDataset(Box::new(dataset.clone()))));
         }
     }
     let datasets: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
@@ -157,7 +231,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         host.push((
             Address::Host("nfs/exports".into()),
             datasets.clone(),
-            to_value(nfs),
+            HostStep::NfsExports(Box::new(nfs.clone())),
         ));
     }
     if let Some(firewall) = hypervisor
@@ -165,27 +239,35 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         .as_ref()
         .or(hypervisor.shared_volumes.legacy_firewall.as_ref())
     {
-        host.push((Address::Host("firewall".into()), Vec::new(), to_value(firewall)));
+        host.push((
+            Address::Host("firewall".into()),
+            Vec::new(),
+            HostStep::Firewall(Box::new(firewall.clone())),
+        ));
     }
     for user in &hypervisor.users {
         host.push((
             Address::Host(format!("user/{}", user.username)),
             Vec::new(),
-            to_value(user),
+            HostStep::User(Box::new(user.clone())),
         ));
     }
     if let Some(nvidia) = hypervisor.nvidia_driver.as_ref().filter(|driver| driver.install) {
-        host.push((Address::Host("nvidia".into()), Vec::new(), to_value(nvidia)));
+        host.push((
+            Address::Host("nvidia".into()),
+            Vec::new(),
+            HostStep::NvidiaDriver(Box::new(nvidia.clone())),
+        ));
     }
     let host_addresses: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
-    for (address, depends_on, value) in host {
+    for (address, depends_on, step) in host {
         resources.push(Resource {
             address,
             name: None,
             depends_on,
             node: None,
             storage: None,
-            desired: Desired::Host(value),
+            desired: Desired::Host(step),
         });
     }
 
@@ -249,9 +331,9 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     }
 
     // Sync steps after the guests they publish.
-    let mut routes = Map::new();
+    let mut routes = BTreeMap::new();
     let mut routed = Vec::new();
-    let mut records = Map::new();
+    let mut records = BTreeMap::new();
     let mut named = Vec::new();
     for guest in estate.guests().values() {
         let (service, address) = match &guest.spec {
@@ -269,35 +351,36 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         };
         let guest_address = address_of(guest.id).expect("the guest is declared");
         if let Some(service) = service {
-            routes.insert(
-                service.name.clone(),
-                to_value(&(guest_address.to_string(), service)),
-            );
+            let route = Route {
+                guest: guest_address.clone(),
+                service: service.clone(),
+            };
+            routes.insert(service.name.clone(), route);
             routed.push(guest_address.clone());
         }
         if let Some(ip) = address.filter(|ip| ip != "dhcp") {
-            records.insert(guest.name().to_owned(), Value::String(ip));
+            records.insert(guest.name().to_owned(), ip);
             named.push(guest_address);
         }
     }
     if !routes.is_empty() {
-        resources.push(sync_step("traefik", routed, Value::Object(routes)));
+        resources.push(sync_step("traefik", routed, SyncStep::Traefik { routes }));
     }
     if !records.is_empty() {
-        resources.push(sync_step("dns", named, Value::Object(records)));
+        resources.push(sync_step("dns", named, SyncStep::Dns { records }));
     }
 
     resources.sort_by(|left, right| left.address.cmp(&right.address));
     resources
 }
 
-fn sync_step(name: &str, depends_on: Vec<Address>, data: Value) -> Resource {
+fn sync_step(name: &str, depends_on: Vec<Address>, step: SyncStep) -> Resource {
     Resource {
         address: Address::Sync(name.to_owned()),
         name: None,
         depends_on,
         node: None,
         storage: None,
-        desired: Desired::Sync(data),
+        desired: Desired::Sync(step),
     }
 }

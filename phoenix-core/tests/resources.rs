@@ -1,0 +1,365 @@
+//! The desired state of host and sync steps: typed, and with the same declared fields as before it was typed.
+
+use std::path::Path;
+
+use expect_test::{Expect, expect};
+use phoenix_core::config::hypervisor::RaidLevel;
+use phoenix_core::engine::resource::SENSITIVE;
+use phoenix_core::{
+    Address, CheckOptions, Desired, FileKind, HostStep, Resource, ResourceKind, SourceFile, SyncStep,
+    resources, validate,
+};
+
+/// The resources of a configuration directory, relative to the workspace.
+fn resources_of(dir: &str) -> Vec<Resource> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate sits in the workspace")
+        .join(dir);
+    let sources = FileKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let path = dir.join(kind.file_name());
+            let text = std::fs::read_to_string(&path).ok()?;
+            Some(SourceFile::new(kind, path.display().to_string(), text))
+        })
+        .collect();
+    let estate = validate(sources, &CheckOptions::default())
+        .into_estate()
+        .expect("the directory holds a valid configuration");
+    resources(&estate)
+}
+
+/// The resource at an address.
+#[track_caller]
+fn find<'a>(resources: &'a [Resource], address: &str) -> &'a Resource {
+    let address: Address = address.parse().expect("a valid address");
+    resources
+        .iter()
+        .find(|resource| resource.address == address)
+        .unwrap_or_else(|| panic!("no resource at {address}"))
+}
+
+/// Snapshots the declared fields of every host and sync resource of a configuration directory.
+#[track_caller]
+fn check_declared_fields(dir: &str, expect: Expect) {
+    let mut actual = String::new();
+    for resource in resources_of(dir) {
+        if matches!(resource.kind(), ResourceKind::Host | ResourceKind::Sync) {
+            let fields = serde_json::to_string_pretty(&resource.declared_fields()).expect("JSON");
+            actual.push_str(&format!("{} {fields}\n", resource.address));
+        }
+    }
+    expect.assert_eq(&actual);
+}
+
+#[test]
+fn homelab_host_and_sync_steps_are_typed() {
+    let resources = resources_of("examples/homelab");
+
+    let Desired::Host(HostStep::ZfsPool(pool)) = &find(&resources, "host/zfs/pool/tank").desired else {
+        panic!("host/zfs/pool/tank is not a ZFS pool step");
+    };
+    assert_eq!(pool.name, "tank");
+    assert_eq!(pool.raid_level, RaidLevel::Mirror);
+    assert_eq!(
+        pool.disks,
+        [
+            "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0001",
+            "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0002",
+        ]
+    );
+
+    let Desired::Host(HostStep::ZfsDataset(dataset)) =
+        &find(&resources, "host/zfs/dataset/scratch/models").desired
+    else {
+        panic!("host/zfs/dataset/scratch/models is not a ZFS dataset step");
+    };
+    assert_eq!(dataset.proxmox_storage_id().as_deref(), Some("models"));
+
+    // The typed user keeps its hash; only the declared fields hide it.
+    let user = find(&resources, "host/user/ops");
+    let Desired::Host(HostStep::User(ops)) = &user.desired else {
+        panic!("host/user/ops is not a user step");
+    };
+    assert_eq!(ops.password_hash.as_deref(), Some("NOT_SET"));
+    assert_eq!(user.declared_fields()["password_hash"], SENSITIVE);
+
+    let Desired::Sync(SyncStep::Traefik { routes }) = &find(&resources, "sync/traefik").desired else {
+        panic!("sync/traefik is not a Traefik step");
+    };
+    let routes: Vec<(&str, String, u16)> = routes
+        .iter()
+        .map(|(name, route)| (name.as_str(), route.guest.to_string(), route.service.port))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("ca", "lxc/103".to_owned(), 9000),
+            ("llm", "lxc/950".to_owned(), 8000),
+            ("portainer", "vm/1001".to_owned(), 9443),
+        ]
+    );
+
+    let Desired::Sync(SyncStep::Dns { records }) = &find(&resources, "sync/dns").desired else {
+        panic!("sync/dns is not a DNS step");
+    };
+    assert_eq!(records["portainer"], "10.42.0.21/24");
+}
+
+#[test]
+fn homelab_host_and_sync_fields() {
+    check_declared_fields(
+        "examples/homelab",
+        expect![[r#"
+        host/firewall {
+          "default_input_policy": "DROP",
+          "default_output_policy": "ACCEPT",
+          "enabled": true,
+          "global_firewall_rules": [
+            {
+              "action": "ACCEPT",
+              "comment": "Proxmox web UI and API from the lab network",
+              "port": "8006",
+              "proto": "tcp",
+              "source": "10.42.0.0/24",
+              "type": "in"
+            },
+            {
+              "action": "ACCEPT",
+              "comment": "SSH to the host from the lab network",
+              "port": "22",
+              "proto": "tcp",
+              "source": "10.42.0.0/24",
+              "type": "in"
+            },
+            {
+              "action": "ACCEPT",
+              "comment": "Guests query dnsmasq on the host",
+              "dest": "10.42.0.2",
+              "port": "53",
+              "proto": "udp",
+              "source": "10.42.0.0/24",
+              "type": "in"
+            },
+            {
+              "action": "ACCEPT",
+              "comment": "Guests query dnsmasq on the host (TCP)",
+              "dest": "10.42.0.2",
+              "port": "53",
+              "proto": "tcp",
+              "source": "10.42.0.0/24",
+              "type": "in"
+            },
+            {
+              "action": "ACCEPT",
+              "comment": "NFSv4 for the Portainer VMs",
+              "dest": "10.42.0.2",
+              "port": "2049",
+              "proto": "tcp",
+              "source": "10.42.0.21,10.42.0.22",
+              "type": "in"
+            },
+            {
+              "action": "ACCEPT",
+              "comment": "Ping from the lab network",
+              "proto": "icmp",
+              "source": "10.42.0.0/24",
+              "type": "in"
+            }
+          ]
+        }
+        host/nfs/exports {
+          "exports": [
+            {
+              "clients": [
+                "10.42.0.21",
+                "10.42.0.22"
+              ],
+              "options": [
+                "rw",
+                "sync",
+                "no_subtree_check",
+                "no_root_squash"
+              ],
+              "path": "/tank/vm-data"
+            }
+          ]
+        }
+        host/nvidia {
+          "cuda_version": "12.8",
+          "install": true,
+          "install_vllm_libs": true,
+          "runfile_url": "https://us.download.nvidia.com/XFree86/Linux-x86_64/570.172.08/NVIDIA-Linux-x86_64-570.172.08.run",
+          "version": "570.172.08"
+        }
+        host/user/ops {
+          "password_hash": "(sensitive)",
+          "ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH7xsk1Dx6lMSV+XaJpmlcBqUjXvH1YG0z6rIbqNRgg8 ops@lab.example.org",
+          "sudo_access": true,
+          "username": "ops"
+        }
+        host/zfs/dataset/scratch/backups {
+          "name": "backups",
+          "pool": "scratch",
+          "properties": "recordsize=1M,compression=zstd",
+          "proxmox_content_type": "backup",
+          "proxmox_storage_type": "dir",
+          "storage_class": "shared"
+        }
+        host/zfs/dataset/scratch/hf-cache {
+          "name": "hf-cache",
+          "pool": "scratch",
+          "properties": "recordsize=1M,compression=lz4,quota=500G",
+          "storage_class": "shared"
+        }
+        host/zfs/dataset/scratch/models {
+          "name": "models",
+          "pool": "scratch",
+          "properties": "recordsize=1M,compression=off,quota=1T",
+          "proxmox_content_type": "images,rootdir",
+          "proxmox_storage_type": "zfspool",
+          "storage_class": "shared",
+          "storage_id": "models"
+        }
+        host/zfs/dataset/tank/lxc-disks {
+          "name": "lxc-disks",
+          "pool": "tank",
+          "properties": "recordsize=16K,compression=lz4",
+          "proxmox_content_type": "images,rootdir",
+          "proxmox_storage_type": "zfspool",
+          "storage_class": "direct"
+        }
+        host/zfs/dataset/tank/lxc-shared {
+          "name": "lxc-shared",
+          "pool": "tank",
+          "properties": "recordsize=128K,compression=lz4,quota=50G",
+          "storage_class": "shared"
+        }
+        host/zfs/dataset/tank/vm-data {
+          "name": "vm-data",
+          "pool": "tank",
+          "properties": "recordsize=128K,compression=lz4,quota=200G",
+          "storage_class": "shared"
+        }
+        host/zfs/dataset/tank/vm-disks {
+          "name": "vm-disks",
+          "pool": "tank",
+          "properties": "recordsize=64K,compression=lz4",
+          "proxmox_content_type": "images",
+          "proxmox_storage_type": "zfspool",
+          "storage_class": "direct"
+        }
+        host/zfs/pool/scratch {
+          "disks": [
+            "/dev/disk/by-id/ata-EXAMPLE_HDD_8TB_SERIAL0003"
+          ],
+          "name": "scratch",
+          "raid_level": "single"
+        }
+        host/zfs/pool/tank {
+          "disks": [
+            "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0001",
+            "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0002"
+          ],
+          "name": "tank",
+          "raid_level": "mirror"
+        }
+        sync/dns {
+          "apps": "10.42.0.22/24",
+          "gateway": "10.42.0.12/24",
+          "llm-qwen": "10.42.0.50/24",
+          "portainer": "10.42.0.21/24",
+          "step-ca": "10.42.0.10/24",
+          "tpl-debian-base": "10.42.0.200/24",
+          "tpl-debian-cuda": "10.42.0.201/24",
+          "traefik": "10.42.0.11/24"
+        }
+        sync/traefik {
+          "ca": [
+            "lxc/103",
+            {
+              "name": "ca",
+              "port": 9000,
+              "scheme": "https"
+            }
+          ],
+          "llm": [
+            "lxc/950",
+            {
+              "name": "llm",
+              "port": 8000,
+              "scheme": "http"
+            }
+          ],
+          "portainer": [
+            "vm/1001",
+            {
+              "name": "portainer",
+              "port": 9443,
+              "scheme": "https"
+            }
+          ]
+        }
+    "#]],
+    );
+}
+
+#[test]
+fn fixture_host_and_sync_fields() {
+    check_declared_fields(
+        "phoenix-core/tests/fixtures/estate",
+        expect![[r#"
+        host/firewall {
+          "default_input_policy": "DROP",
+          "enabled": true,
+          "global_firewall_rules": [
+            {
+              "action": "ACCEPT",
+              "port": "8006",
+              "proto": "tcp",
+              "source": "10.1.0.0/24",
+              "type": "in"
+            }
+          ]
+        }
+        host/zfs/dataset/tank/guests {
+          "name": "guests",
+          "pool": "tank",
+          "proxmox_content_type": "images,rootdir",
+          "proxmox_storage_type": "zfspool"
+        }
+        host/zfs/pool/tank {
+          "disks": [
+            "/dev/sda",
+            "/dev/sdb"
+          ],
+          "name": "tank",
+          "raid_level": "mirror"
+        }
+        sync/dns {
+          "apps": "10.1.0.32/24",
+          "base": "10.1.0.90/24",
+          "gateway": "10.1.0.11/24",
+          "portainer": "10.1.0.31/24",
+          "proxy": "10.1.0.12/24"
+        }
+        sync/traefik {
+          "gateway": [
+            "lxc/101",
+            {
+              "name": "gateway",
+              "port": 443
+            }
+          ],
+          "proxy": [
+            "lxc/102",
+            {
+              "name": "proxy",
+              "port": 8080
+            }
+          ]
+        }
+    "#]],
+    );
+}
