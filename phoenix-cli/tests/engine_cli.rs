@@ -402,3 +402,103 @@ fn operations_on_existing_guests() {
     let unknown = demo(&["start", "4242"]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn demo_health_checks_fail_like_real_ones() {
+    let state = state("health");
+    let demo = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", "examples/homelab", "--demo", "--demo-state", &state]);
+        phoenix(&all)
+    };
+    assert!(demo(&["apply", "-y"]).status.success());
+    let healthy = demo(&["health-check", "103"]);
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+    assert_eq!(text(&healthy.stdout), "health-check: lxc/103\n");
+
+    // Gateway declares no health check: there is nothing to run, which is a failure, as on Proxmox.
+    let undeclared = demo(&["health-check", "101"]);
+    assert_eq!(undeclared.status.code(), Some(1));
+    assert!(
+        text(&undeclared.stderr).contains("lxc/101 declares no health check"),
+        "{}",
+        text(&undeclared.stderr)
+    );
+
+    assert!(demo(&["stop", "103"]).status.success());
+    let stopped = demo(&["health-check", "103"]);
+    assert_eq!(stopped.status.code(), Some(1));
+    assert!(
+        text(&stopped.stderr).contains("the health check of lxc/103 failed: it is not running"),
+        "{}",
+        text(&stopped.stderr)
+    );
+}
+
+#[test]
+fn demo_and_offline_plans_speak_the_managers_vocabulary() {
+    let output = phoenix(&["plan", "-c", "examples/homelab", "--offline", "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let fields = |address: &str| -> Vec<String> {
+        let resource = plan["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|resource| resource["address"] == address)
+            .unwrap_or_else(|| panic!("{address} is planned"));
+        resource["changes"][0]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .map(|field| field["field"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    // The names Proxmox and the live managers use, not the configuration's keys.
+    let container = fields("lxc/101");
+    assert!(
+        container.contains(&"memory".to_owned()) && container.contains(&"net0".to_owned()),
+        "{container:?}"
+    );
+    assert!(!container.iter().any(|field| field == "memory_mb" || field == "network_config"));
+    let vm = fields("vm/1001");
+    assert!(vm.contains(&"disk_gb".to_owned()) && vm.contains(&"ipconfig0".to_owned()), "{vm:?}");
+}
+
+#[test]
+fn ctrl_c_stops_dispatch_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+
+    let state = state("interrupt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(["apply", "-c", "examples/homelab", "--demo", "--demo-state", &state, "-y"])
+        .args(["--parallelism", "1"])
+        .env("NO_COLOR", "1")
+        .current_dir(workspace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("phoenix starts");
+    // Once the first resource has started, the run is under way and Ctrl-C is handled.
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while stderr.read_line(&mut line).expect("reads") > 0 && !line.contains("started") {
+        line.clear();
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("reads");
+    let output = child.wait_with_output().expect("phoenix ends");
+    assert_eq!(output.status.code(), Some(130), "{rest}");
+    let report = text(&output.stdout);
+    assert!(report.contains("Apply stopped:"), "{report}");
+    assert!(report.contains("not started"), "{report}");
+}
