@@ -460,9 +460,16 @@ fn demo_and_offline_plans_speak_the_managers_vocabulary() {
         container.contains(&"memory".to_owned()) && container.contains(&"net0".to_owned()),
         "{container:?}"
     );
-    assert!(!container.iter().any(|field| field == "memory_mb" || field == "network_config"));
+    assert!(
+        !container
+            .iter()
+            .any(|field| field == "memory_mb" || field == "network_config")
+    );
     let vm = fields("vm/1001");
-    assert!(vm.contains(&"disk_gb".to_owned()) && vm.contains(&"ipconfig0".to_owned()), "{vm:?}");
+    assert!(
+        vm.contains(&"disk_gb".to_owned()) && vm.contains(&"ipconfig0".to_owned()),
+        "{vm:?}"
+    );
 }
 
 #[test]
@@ -471,7 +478,15 @@ fn ctrl_c_stops_dispatch_and_exits_130() {
 
     let state = state("interrupt");
     let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
-        .args(["apply", "-c", "examples/homelab", "--demo", "--demo-state", &state, "-y"])
+        .args([
+            "apply",
+            "-c",
+            "examples/homelab",
+            "--demo",
+            "--demo-state",
+            &state,
+            "-y",
+        ])
         .args(["--parallelism", "1"])
         .env("NO_COLOR", "1")
         .current_dir(workspace())
