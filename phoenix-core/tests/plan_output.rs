@@ -116,165 +116,166 @@ async fn json_document() {
     check(
         &rendered,
         expect![[r#"
-        {
-          "changed": [
             {
-              "action": "delete",
-              "address": "lxc/555",
-              "changes": [
+              "changed": [
                 {
                   "action": "delete",
                   "address": "lxc/555",
-                  "fields": []
-                }
-              ],
-              "consequence": "destructive",
-              "depends_on": [],
-              "name": null
-            },
-            {
-              "action": "update",
-              "address": "lxc/101",
-              "changes": [
+                  "changes": [
+                    {
+                      "action": "delete",
+                      "address": "lxc/555",
+                      "fields": []
+                    }
+                  ],
+                  "consequence": "destructive",
+                  "depends_on": [],
+                  "name": null
+                },
                 {
                   "action": "update",
                   "address": "lxc/101",
-                  "fields": [
+                  "changes": [
                     {
-                      "consequence": "live",
-                      "field": "memory_mb",
-                      "new": 1024,
-                      "old": 512
+                      "action": "update",
+                      "address": "lxc/101",
+                      "fields": [
+                        {
+                          "consequence": "live",
+                          "field": "memory_mb",
+                          "new": 1024,
+                          "old": 512
+                        }
+                      ]
                     }
-                  ]
-                }
-              ],
-              "consequence": "live",
-              "depends_on": [
-                "host/firewall",
-                "host/zfs/dataset/tank/guests",
-                "host/zfs/pool/tank",
-                "lxc/900"
-              ],
-              "name": "gateway"
-            },
-            {
-              "action": "replace",
-              "address": "lxc/102",
-              "changes": [
+                  ],
+                  "consequence": "live",
+                  "depends_on": [
+                    "host/firewall",
+                    "host/zfs/dataset/tank/guests",
+                    "host/zfs/pool/tank",
+                    "lxc/900"
+                  ],
+                  "name": "gateway"
+                },
                 {
                   "action": "replace",
                   "address": "lxc/102",
-                  "fields": [
+                  "changes": [
                     {
-                      "consequence": "destructive",
-                      "field": "clone_from_ctid",
-                      "new": "900",
-                      "old": "555"
+                      "action": "replace",
+                      "address": "lxc/102",
+                      "fields": [
+                        {
+                          "consequence": "destructive",
+                          "field": "clone_from_ctid",
+                          "new": "900",
+                          "old": "555"
+                        }
+                      ]
                     }
-                  ]
-                }
-              ],
-              "consequence": "destructive",
-              "depends_on": [
-                "host/firewall",
-                "host/zfs/dataset/tank/guests",
-                "host/zfs/pool/tank",
-                "lxc/101",
-                "lxc/900"
-              ],
-              "name": "proxy"
-            },
-            {
-              "action": "update",
-              "address": "vm/1001",
-              "changes": [
+                  ],
+                  "consequence": "destructive",
+                  "depends_on": [
+                    "host/firewall",
+                    "host/zfs/dataset/tank/guests",
+                    "host/zfs/pool/tank",
+                    "lxc/101",
+                    "lxc/900"
+                  ],
+                  "name": "proxy"
+                },
                 {
                   "action": "update",
                   "address": "vm/1001",
-                  "fields": [
+                  "changes": [
                     {
-                      "consequence": "restart",
-                      "field": "network_config",
-                      "new": {
-                        "gw": "10.1.0.1",
-                        "ip": "10.1.0.31/24"
-                      },
-                      "old": {
-                        "gw": "10.1.0.1",
-                        "ip": "10.1.0.30/24"
-                      }
+                      "action": "update",
+                      "address": "vm/1001",
+                      "fields": [
+                        {
+                          "consequence": "restart",
+                          "field": "network_config",
+                          "new": {
+                            "gw": "10.1.0.1",
+                            "ip": "10.1.0.31/24"
+                          },
+                          "old": {
+                            "gw": "10.1.0.1",
+                            "ip": "10.1.0.30/24"
+                          }
+                        }
+                      ]
                     }
-                  ]
-                }
-              ],
-              "consequence": "restart",
-              "depends_on": [
-                "host/firewall",
-                "host/zfs/dataset/tank/guests",
-                "host/zfs/pool/tank",
-                "lxc/102",
-                "vm/9000"
-              ],
-              "name": "portainer"
-            },
-            {
-              "action": "create",
-              "address": "stack/web@1002",
-              "changes": [
+                  ],
+                  "consequence": "restart",
+                  "depends_on": [
+                    "host/firewall",
+                    "host/zfs/dataset/tank/guests",
+                    "host/zfs/pool/tank",
+                    "lxc/102",
+                    "vm/9000"
+                  ],
+                  "name": "portainer"
+                },
                 {
                   "action": "create",
                   "address": "stack/web@1002",
-                  "fields": [
+                  "changes": [
                     {
-                      "consequence": "live",
-                      "field": "compose_file_path",
-                      "new": "stacks/web/docker-compose.yml",
-                      "old": null
-                    },
-                    {
-                      "consequence": "live",
-                      "field": "environments",
-                      "new": {
-                        "production": {
-                          "variables": [
-                            {
-                              "name": "PORT",
-                              "value": "8080"
-                            },
-                            {
-                              "name": "DB_PASSWORD",
-                              "value": {
-                                "env": "WEB_DB_PASSWORD"
-                              }
+                      "action": "create",
+                      "address": "stack/web@1002",
+                      "fields": [
+                        {
+                          "consequence": "live",
+                          "field": "compose_file_path",
+                          "new": "stacks/web/docker-compose.yml",
+                          "old": null
+                        },
+                        {
+                          "consequence": "live",
+                          "field": "environments",
+                          "new": {
+                            "production": {
+                              "variables": [
+                                {
+                                  "name": "PORT",
+                                  "value": "8080"
+                                },
+                                {
+                                  "name": "DB_PASSWORD",
+                                  "value": {
+                                    "env": "WEB_DB_PASSWORD"
+                                  }
+                                }
+                              ]
                             }
-                          ]
+                          },
+                          "old": null
                         }
-                      },
-                      "old": null
+                      ]
                     }
-                  ]
+                  ],
+                  "consequence": "live",
+                  "depends_on": [
+                    "vm/1002"
+                  ],
+                  "name": "web"
                 }
               ],
-              "consequence": "live",
-              "depends_on": [
-                "vm/1002"
-              ],
-              "name": "web"
-            }
-          ],
-          "format_version": 1,
-          "offline": null,
-          "summary": {
-            "create": 1,
-            "delete": 1,
-            "destructive": 2,
-            "replace": 1,
-            "restart": 1,
-            "unchanged": 8,
-            "update": 2
-          }
-        }"#]],
+              "format_version": 1,
+              "offline": null,
+              "summary": {
+                "create": 1,
+                "delete": 1,
+                "destructive": 2,
+                "not_planned": 0,
+                "replace": 1,
+                "restart": 1,
+                "unchanged": 8,
+                "update": 2
+              }
+            }"#]],
     );
 }
 
