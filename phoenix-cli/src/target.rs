@@ -123,9 +123,8 @@ impl Target {
             );
         }
         let scripts = guest_scripts(estate, config_dir)?;
-        let domain = estate.files().hypervisor.domain_name.clone();
         let mut managers = Managers::default();
-        managers.register(Arc::new(phoenix_lxc::manager(&session, domain, scripts.clone())));
+        managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(
             &session,
             estate,

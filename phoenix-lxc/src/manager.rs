@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use phoenix_core::config::ContainerConfig;
-use phoenix_core::{Desired, Fields, ManagerError, Resource, TypedChange};
+use phoenix_core::{Desired, Estate, Fields, ManagerError, Resource, TypedChange};
 use phoenix_pve::guest::{self as inside, GuestScripts, Script};
 use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
 use phoenix_pve::host::HostChannel;
@@ -28,7 +28,8 @@ pub type LxcManager = GuestManager<Containers>;
 /// Builds the container manager of a session: guests without a node go to the session's default node,
 /// the configuration's domain is the default search domain, and with a host channel the manager works
 /// inside containers (features, application scripts, health checks) and writes raw `lxc.*` keys.
-pub fn manager(session: &Session, domain: Option<String>, scripts: GuestScripts) -> LxcManager {
+pub fn manager(session: &Session, estate: &Estate, scripts: GuestScripts) -> LxcManager {
+    let domain = estate.files().hypervisor.domain_name.clone();
     let containers = Containers::new(session.kit(GuestType::Lxc), domain);
     let containers = match session.host() {
         Some(host) => containers.with_guest_access(Arc::clone(host), scripts),
