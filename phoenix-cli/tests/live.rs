@@ -1,20 +1,10 @@
 //! `phoenix plan` and `apply` against a live (fake) Proxmox: the containers of a configuration converge,
 //! and the second plan is empty.
 
-#[path = "../../phoenix-pve/tests/support/mod.rs"]
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use support::FakePve;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("crate sits in the workspace")
-        .to_path_buf()
-}
+use phoenix_testing::{FakePve, workspace};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8")

@@ -2,31 +2,9 @@
 //! and VMs together, planned and applied against fakepve: in dependency order across kinds, and a
 //! second plan that is empty.
 
-#[path = "../../phoenix-pve/tests/support/mod.rs"]
-mod support;
-
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::FakePve;
-
-/// The earlier version's configuration: `$PHOENIX_REFERENCE_DIR/original/etc`, else
-/// `../shared/reference/original/etc` beside the checkout. `None`, with a note on standard error, when neither
-/// is there (a checkout on its own), so the test is skipped rather than failed.
-fn reference_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("PHOENIX_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"));
-    let dir = root.join("original/etc");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    eprintln!(
-        "skipped: no reference configuration at {}; set PHOENIX_REFERENCE_DIR",
-        dir.display()
-    );
-    None
-}
+use phoenix_testing::{FakePve, reference_dir};
 
 fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_phoenix"))
@@ -47,6 +25,9 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn the_reference_estate_converges_across_kinds() {
+    let Some(dir) = reference_dir() else {
+        return;
+    };
     let Some(fake) = FakePve::start().await else {
         return;
     };
@@ -58,9 +39,6 @@ async fn the_reference_estate_converges_across_kinds() {
     fake.resize_vm_disks_like_proxmox().await;
     // The VMs' cloud images would run the guest agent, through which their features run.
     fake.emulate_guest_agents(&[]).await;
-    let Some(dir) = reference_dir() else {
-        return;
-    };
     let dir = dir.to_str().expect("UTF-8 path");
 
     let apply = phoenix(&fake, &["apply", "-c", dir, "--yes", "--output", "json"]);

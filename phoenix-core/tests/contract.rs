@@ -1,29 +1,15 @@
 //! The contract between schemas, Rust types, examples and the real configuration of the earlier version.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use phoenix_core::lint::schema::SCHEMAS;
-use phoenix_core::{CheckOptions, DependencyGraph, FileKind, Severity, SourceFile, Validation, validate};
+use phoenix_core::{CheckOptions, DependencyGraph, Severity, Validation, validate};
+use phoenix_testing::{fixture, reference_dir, workspace};
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate sits in the workspace")
-        .to_path_buf()
-}
-
 fn validate_dir(dir: &Path) -> Validation {
-    let sources = FileKind::ALL
-        .into_iter()
-        .filter_map(|kind| {
-            let path = dir.join(kind.file_name());
-            let text = std::fs::read_to_string(&path).ok()?;
-            Some(SourceFile::new(kind, path.display().to_string(), text))
-        })
-        .collect();
-    validate(sources, &CheckOptions::default())
+    validate(fixture::sources(dir), &CheckOptions::default())
 }
 
 #[test]
@@ -63,24 +49,6 @@ fn the_homelab_example_has_the_estate_its_readme_describes() {
             "{earlier} must come before {later} in {order:?}"
         );
     }
-}
-
-/// The earlier version's configuration: `$PHOENIX_REFERENCE_DIR/original/etc`, else
-/// `../shared/reference/original/etc` beside the checkout. `None`, with a note on standard error, when neither
-/// is there (a checkout on its own), so the test is skipped rather than failed.
-fn reference_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("PHOENIX_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/reference"));
-    let dir = root.join("original/etc");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    eprintln!(
-        "skipped: no reference configuration at {}; set PHOENIX_REFERENCE_DIR",
-        dir.display()
-    );
-    None
 }
 
 #[test]

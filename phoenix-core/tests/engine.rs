@@ -11,71 +11,15 @@ use std::time::Duration;
 use phoenix_core::engine::executor::ExecuteError;
 use phoenix_core::engine::fake::FakeManager;
 use phoenix_core::{
-    Action, Address, CheckOptions, Consequence, Event, ExecuteOptions, FileKind, Managers, Outcome, Plan,
-    PlanOptions, Report, Resource, ResourceKind, SourceFile, StopHandle, Target, execute, plan, resources,
-    validate,
+    Action, Address, CheckOptions, Consequence, Event, ExecuteOptions, Managers, Outcome, Plan, PlanOptions,
+    Report, Resource, ResourceKind, StopHandle, Target, execute, plan,
 };
+use phoenix_testing::{Fakes, fixture};
 use serde_json::json;
 
 fn fixture_resources() -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
-    let sources = FileKind::ALL
-        .into_iter()
-        .map(|kind| {
-            let text = std::fs::read_to_string(dir.join(kind.file_name())).expect("fixture file");
-            SourceFile::new(kind, kind.file_name(), text)
-        })
-        .collect();
-    let estate = validate(sources, &CheckOptions::default())
-        .into_estate()
-        .expect("the fixture is valid");
-    resources(&estate)
-}
-
-struct Estate {
-    fakes: BTreeMap<ResourceKind, FakeManager>,
-    managers: Managers,
-}
-
-impl Estate {
-    fn new() -> Estate {
-        let mut managers = Managers::default();
-        let mut fakes = BTreeMap::new();
-        for kind in ResourceKind::ALL {
-            let fake = FakeManager::new(kind);
-            managers.register(Arc::new(fake.clone()));
-            fakes.insert(kind, fake);
-        }
-        Estate { fakes, managers }
-    }
-
-    fn fake(&self, kind: ResourceKind) -> &FakeManager {
-        &self.fakes[&kind]
-    }
-
-    async fn plan(&self, resources: &[Resource], targets: &[&str]) -> Plan {
-        let options = PlanOptions {
-            targets: targets
-                .iter()
-                .map(|target| target.parse().expect("valid target"))
-                .collect(),
-            offline: None,
-        };
-        plan(resources.to_vec(), &self.managers, &options)
-            .await
-            .expect("plans")
-    }
-
-    async fn apply(&self, plan: &Plan, options: &ExecuteOptions) -> Report {
-        let (_handle, signal) = StopHandle::new();
-        execute(plan, &self.managers, options, signal, None)
-            .await
-            .expect("the run starts")
-    }
-
-    fn writes(&self) -> usize {
-        self.fakes.values().map(FakeManager::writes).sum()
-    }
+    fixture::resources(fixture::every_source(dir), &CheckOptions::default())
 }
 
 fn outcome<'a>(report: &'a Report, address: &str) -> &'a Outcome {
@@ -97,7 +41,7 @@ fn addresses(plan: &Plan) -> Vec<String> {
 
 #[tokio::test]
 async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let resources = fixture_resources();
     let first = estate.plan(&resources, &[]).await;
     let summary = first.summary();
@@ -138,7 +82,7 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
 
 #[tokio::test]
 async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converges() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let resources = fixture_resources();
     estate
         .fake(ResourceKind::Lxc)
@@ -188,7 +132,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
 
 #[tokio::test]
 async fn drift_is_planned_with_old_and_new_values_and_corrected() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let resources = fixture_resources();
     estate
         .apply(&estate.plan(&resources, &[]).await, &ExecuteOptions::default())
@@ -240,7 +184,7 @@ async fn drift_is_planned_with_old_and_new_values_and_corrected() {
 
 #[tokio::test]
 async fn destructive_changes_need_permission() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let resources = fixture_resources();
     estate
         .apply(&estate.plan(&resources, &[]).await, &ExecuteOptions::default())
@@ -288,7 +232,7 @@ async fn destructive_changes_need_permission() {
 
 #[tokio::test]
 async fn a_shrinking_disk_is_destructive_and_a_replacement_is_planned_as_such() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let mut resources = fixture_resources();
     estate
         .apply(&estate.plan(&resources, &[]).await, &ExecuteOptions::default())
@@ -330,7 +274,7 @@ async fn a_shrinking_disk_is_destructive_and_a_replacement_is_planned_as_such() 
 
 #[tokio::test]
 async fn a_target_brings_what_it_depends_on_and_nothing_else() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let resources = fixture_resources();
     let plan = estate.plan(&resources, &["1001"]).await;
     assert_eq!(
@@ -362,7 +306,7 @@ async fn a_target_brings_what_it_depends_on_and_nothing_else() {
 
 #[tokio::test]
 async fn offline_plans_against_an_empty_estate_without_observing() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let resources = fixture_resources();
     estate.fake(ResourceKind::Lxc).fail_observe("unreachable");
     let options = PlanOptions {
@@ -428,7 +372,7 @@ fn many_containers() -> Vec<Resource> {
 
 #[tokio::test(start_paused = true)]
 async fn per_storage_and_per_node_limits_are_respected() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     let lxc = estate.fake(ResourceKind::Lxc);
     lxc.set_latency(Duration::from_millis(100));
     let resources = many_containers();
@@ -448,7 +392,7 @@ async fn per_storage_and_per_node_limits_are_respected() {
     );
     assert_eq!(lxc.max_concurrency(), 4, "two storages, two creations each");
 
-    let unlimited = Estate::new();
+    let unlimited = Fakes::new();
     unlimited
         .fake(ResourceKind::Lxc)
         .set_latency(Duration::from_millis(100));
@@ -471,7 +415,7 @@ async fn per_storage_and_per_node_limits_are_respected() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stop_lets_work_in_flight_finish_and_reports_the_rest() {
-    let estate = Estate::new();
+    let estate = Fakes::new();
     estate
         .fake(ResourceKind::Lxc)
         .set_latency(Duration::from_millis(100));

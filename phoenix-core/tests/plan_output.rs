@@ -3,71 +3,39 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use expect_test::{Expect, expect};
-use phoenix_core::engine::fake::FakeManager;
 use phoenix_core::engine::render::{Colour, GraphFormat, graph_source, plan_document, plan_text};
-use phoenix_core::{
-    Address, CheckOptions, ExecuteOptions, FileKind, Managers, Plan, PlanOptions, Resource, ResourceKind,
-    SourceFile, StopHandle, execute, plan, resources, validate,
-};
+use phoenix_core::{Address, CheckOptions, ExecuteOptions, Plan, Resource, ResourceKind};
+use phoenix_testing::{Fakes, fixture};
 use serde_json::json;
 
 fn fixture_resources() -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
-    let sources = FileKind::ALL
-        .into_iter()
-        .map(|kind| {
-            SourceFile::new(
-                kind,
-                kind.file_name(),
-                std::fs::read_to_string(dir.join(kind.file_name())).expect("file"),
-            )
-        })
-        .collect();
-    resources(
-        &validate(sources, &CheckOptions::default())
-            .into_estate()
-            .expect("valid fixture"),
-    )
+    fixture::resources(fixture::every_source(dir), &CheckOptions::default())
 }
 
 /// A converged estate with one change of every kind made to it.
 async fn drifted_plan() -> Plan {
     let resources = fixture_resources();
-    let mut managers = Managers::default();
-    let mut fakes = BTreeMap::new();
-    for kind in ResourceKind::ALL {
-        let fake = FakeManager::new(kind);
-        managers.register(Arc::new(fake.clone()));
-        fakes.insert(kind, fake);
-    }
-    let first = plan(resources.clone(), &managers, &PlanOptions::default())
-        .await
-        .expect("plans");
-    let (_handle, signal) = StopHandle::new();
-    execute(&first, &managers, &ExecuteOptions::default(), signal, None)
-        .await
-        .expect("runs");
+    let fakes = Fakes::new();
+    let first = fakes.plan(&resources, &[]).await;
+    fakes.apply(&first, &ExecuteOptions::default()).await;
 
-    let lxc = &fakes[&ResourceKind::Lxc];
+    let lxc = fakes.fake(ResourceKind::Lxc);
     lxc.drift(&Address::Lxc(101), "memory_mb", json!(512));
     lxc.drift(&Address::Lxc(102), "clone_from_ctid", json!("555"));
     lxc.insert(
         Address::Lxc(555),
         BTreeMap::from([("name".to_owned(), json!("retired"))]),
     );
-    fakes[&ResourceKind::Vm].drift(
+    fakes.fake(ResourceKind::Vm).drift(
         &Address::Vm(1001),
         "network_config",
         json!({"gw": "10.1.0.1", "ip": "10.1.0.30/24"}),
     );
-    let stacks = &fakes[&ResourceKind::Stack];
-    stacks.set_live(BTreeMap::new());
-    plan(resources, &managers, &PlanOptions::default())
-        .await
-        .expect("plans")
+    fakes.fake(ResourceKind::Stack).set_live(BTreeMap::new());
+    fakes.plan(&resources, &[]).await
 }
 
 #[track_caller]

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use phoenix_core::{CheckOptions, FileKind, SourceFile, validate};
+use phoenix_testing::fixture;
 
 use FileKind::{Hypervisor, Lxc, Stacks, Vm};
 
@@ -22,15 +23,13 @@ fn fixture_dir() -> &'static Path {
 }
 
 fn load(edits: &[Edit]) -> Vec<SourceFile> {
-    let mut sources = Vec::new();
-    for kind in FileKind::ALL {
+    fixture::every_source_edited(fixture_dir(), |kind, mut text| {
         if edits
             .iter()
             .any(|edit| matches!(edit, Remove(removed) if *removed == kind))
         {
-            continue;
+            return None;
         }
-        let mut text = std::fs::read_to_string(fixture_dir().join(kind.file_name())).expect("fixture exists");
         for edit in edits {
             if let Replace(edited, find, replace) = edit
                 && *edited == kind
@@ -43,9 +42,8 @@ fn load(edits: &[Edit]) -> Vec<SourceFile> {
                 text = text.replacen(find, replace, 1);
             }
         }
-        sources.push(SourceFile::new(kind, kind.file_name(), text));
-    }
-    sources
+        Some(text)
+    })
 }
 
 #[track_caller]

@@ -4,24 +4,20 @@
 //! Needs root and LXC (`apt-get install lxc busybox-static`); without them the tests are skipped with a
 //! message, except under `CI=true`, where they fail.
 
-#[path = "../../phoenix-pve/tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use phoenix_core::{
-    Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
-    SourceFile, StopHandle, execute, plan, resources, validate,
+    Address, CheckOptions, ExecuteOptions, Managers, Outcome, Plan, PlanOptions, Report, Resource,
 };
 use phoenix_lxc::Containers;
 use phoenix_lxc::{GuestScripts, LxcManager};
+use phoenix_pve::Client;
 use phoenix_pve::host::LocalHost;
 use phoenix_pve::lifecycle::GuestType;
-use phoenix_pve::{Auth, Client, SecretString, TlsTrust};
-use support::FakePve;
+use phoenix_testing::{FakePve, fixture};
 
 /// The tests share CTIDs (real containers are named after them), so they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,24 +29,10 @@ const APP: &str = "touch /tmp/app-ran\necho \"app for $PHOENIX_GREETING\"\n";
 
 fn fixture() -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/inside"));
-    let sources = FileKind::ALL
-        .into_iter()
-        .filter_map(|kind| {
-            Some(SourceFile::new(
-                kind,
-                kind.file_name(),
-                std::fs::read_to_string(dir.join(kind.file_name())).ok()?,
-            ))
-        })
-        .collect();
     let options = CheckOptions {
         extra_features: vec!["hello".into(), "counter".into()],
     };
-    resources(
-        &validate(sources, &options)
-            .into_estate()
-            .expect("the fixture is valid"),
-    )
+    fixture::resources(fixture::sources(dir), &options)
 }
 
 /// Real LXC containers, destroyed when the test ends, and the Proxmox config files a node would hold
@@ -68,12 +50,9 @@ impl RealContainers {
             .output()
             .is_ok_and(|output| output.status.success());
         if !(root && lxc) {
-            let message = "real LXC is not available (needs root and `apt-get install lxc busybox-static`)";
-            assert!(
-                std::env::var("CI").map_or(true, |value| value != "true"),
-                "{message}"
+            phoenix_testing::unavailable(
+                "real LXC is not available (needs root and `apt-get install lxc busybox-static`)",
             );
-            eprintln!("SKIPPED: {message}");
             return None;
         }
         let config = std::env::temp_dir().join("phoenix-lxc-empty-network.conf");
@@ -150,18 +129,13 @@ async fn managers_with_app(
     features: BTreeMap<String, String>,
     app: &str,
 ) -> Managers {
-    let auth = Auth::Ticket {
-        user: fake.info.user.clone(),
-        password: SecretString::new(fake.info.password.clone()),
-    };
-    let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
-    let client = Arc::new(Client::connect(settings).await.expect("connects"));
+    let client = fake.root_client().await;
     let scripts = GuestScripts {
         features,
         applications: BTreeMap::from([("app.sh".to_owned(), app.to_owned())]),
         environment: BTreeMap::from([("PHOENIX_GREETING".to_owned(), "tests".to_owned())]),
     };
-    let containers = Containers::new(support::kit(&client, GuestType::Lxc), None)
+    let containers = Containers::new(phoenix_testing::fakepve::kit(&client, GuestType::Lxc), None)
         .with_guest_access(Arc::new(LocalHost), scripts)
         .with_pve_root(real.1.display().to_string());
     let manager = LxcManager::new(containers);
@@ -178,16 +152,11 @@ fn features(counter: &str) -> BTreeMap<String, String> {
 }
 
 async fn plan_with(managers: &Managers) -> Plan {
-    plan(fixture(), managers, &PlanOptions::default())
-        .await
-        .expect("plans")
+    phoenix_testing::plan(fixture(), managers, &PlanOptions::default()).await
 }
 
 async fn apply(managers: &Managers, plan: &Plan) -> Report {
-    let (_handle, signal) = StopHandle::new();
-    execute(plan, managers, &ExecuteOptions::default(), signal, None)
-        .await
-        .expect("runs")
+    phoenix_testing::apply(plan, managers, &ExecuteOptions::default()).await
 }
 
 #[tokio::test]

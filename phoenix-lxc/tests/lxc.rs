@@ -1,108 +1,31 @@
 //! The LXC manager converging real configurations against fakepve through the engine.
 
-#[path = "../../phoenix-pve/tests/support/mod.rs"]
-mod support;
-
 use std::path::Path;
-use std::sync::Arc;
 
-use phoenix_core::{
-    Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
-    SourceFile, StopHandle, execute, plan, resources, validate,
-};
+use phoenix_core::{Address, CheckOptions, Outcome, Resource};
 use phoenix_lxc::{Containers, LxcManager};
+use phoenix_pve::Form;
 use phoenix_pve::lifecycle::GuestType;
-use phoenix_pve::{Auth, Client, Form, SecretString, TlsTrust};
+use phoenix_testing::{FakePve, Harness, fixture};
 use serde_json::Value;
-use support::FakePve;
 
 fn fixture() -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
-    let sources = FileKind::ALL
-        .into_iter()
-        .filter_map(|kind| {
-            let text = std::fs::read_to_string(dir.join(kind.file_name())).ok()?;
-            Some(SourceFile::new(kind, kind.file_name(), text))
-        })
-        .collect();
-    resources(
-        &validate(sources, &CheckOptions::default())
-            .into_estate()
-            .expect("the fixture is valid"),
-    )
+    fixture::resources(fixture::sources(dir), &CheckOptions::default())
 }
 
-struct Harness {
-    fake: FakePve,
-    client: Arc<Client>,
-    managers: Managers,
-}
-
-impl Harness {
-    /// Logs in as root@pam: bind mounts of host paths are root's alone, in Proxmox as in fakepve.
-    async fn start() -> Option<Harness> {
-        let fake = FakePve::start().await?;
-        let auth = Auth::Ticket {
-            user: fake.info.user.clone(),
-            password: SecretString::new(fake.info.password.clone()),
-        };
-        let settings = fake.settings(auth, TlsTrust::CaFile(fake.info.cafile.clone().into()));
-        let client = Arc::new(Client::connect(settings).await.expect("connects"));
-        let mut managers = Managers::default();
-        managers.register(Arc::new(LxcManager::new(Containers::new(
-            support::kit(&client, GuestType::Lxc),
-            Some("test.internal".into()),
-        ))));
-        Some(Harness {
-            fake,
-            client,
-            managers,
-        })
-    }
-
-    async fn plan(&self) -> Plan {
-        plan(fixture(), &self.managers, &PlanOptions::default())
-            .await
-            .expect("plans")
-    }
-
-    async fn apply(&self, plan: &Plan) -> Report {
-        let (_handle, signal) = StopHandle::new();
-        execute(plan, &self.managers, &ExecuteOptions::default(), signal, None)
-            .await
-            .expect("runs")
-    }
-
-    async fn writes(&self) -> Vec<String> {
-        self.fake
-            .requests()
-            .await
-            .into_iter()
-            .filter(|(method, path, _)| method != "GET" && !path.ends_with("/access/ticket"))
-            .map(|(method, path, _)| format!("{method} {path}"))
-            .collect()
-    }
-
-    /// Changes a container's config as an operator would by hand.
-    async fn edit_by_hand(&self, vmid: u32, form: &Form) {
-        let _: Value = self
-            .client
-            .put(&format!("/nodes/pve1/lxc/{vmid}/config"), form)
-            .await
-            .expect("edits");
-    }
-
-    async fn config(&self, vmid: u32) -> Value {
-        self.client
-            .get(&format!("/nodes/pve1/lxc/{vmid}/config"), &[])
-            .await
-            .expect("reads")
-    }
+/// The container manager, on a domain, against a fresh fakepve.
+async fn start() -> Option<Harness> {
+    let fake = FakePve::start().await?;
+    let harness = Harness::connect(fake, GuestType::Lxc, fixture(), |kit| {
+        LxcManager::new(Containers::new(kit, Some("test.internal".into())))
+    });
+    Some(harness.await)
 }
 
 #[tokio::test]
 async fn converges_a_template_chain_and_the_second_run_writes_nothing() {
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     let first = harness.plan().await;
@@ -206,7 +129,7 @@ async fn converges_a_template_chain_and_the_second_run_writes_nothing() {
 
 #[tokio::test]
 async fn a_change_made_by_hand_is_planned_as_drift_and_corrected() {
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());
@@ -249,7 +172,7 @@ async fn a_change_made_by_hand_is_planned_as_drift_and_corrected() {
 #[tokio::test]
 async fn a_failing_start_is_reported_with_its_log_and_dependents_are_skipped() {
     // A task that ends in TASK ERROR (not a transient 5xx on dispatch, which would be retried).
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     harness
@@ -288,7 +211,7 @@ async fn a_failing_start_is_reported_with_its_log_and_dependents_are_skipped() {
 
 #[tokio::test]
 async fn a_lock_held_by_a_backup_is_waited_out() {
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());
@@ -308,7 +231,7 @@ async fn a_lock_held_by_a_backup_is_waited_out() {
 
 #[tokio::test]
 async fn firewall_rules_changed_by_hand_are_corrected_without_wiping_the_rest() {
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());
@@ -376,7 +299,7 @@ async fn firewall_rules_changed_by_hand_are_corrected_without_wiping_the_rest() 
 async fn operations_start_stop_snapshot_rollback_and_delete_only_owned() {
     use phoenix_core::Operation;
 
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());
@@ -448,7 +371,7 @@ async fn operations_start_stop_snapshot_rollback_and_delete_only_owned() {
 
 #[tokio::test]
 async fn a_volume_made_read_only_by_hand_is_written_back_and_not_regrown() {
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());
@@ -487,7 +410,7 @@ async fn a_volume_made_read_only_by_hand_is_written_back_and_not_regrown() {
 
 #[tokio::test]
 async fn a_device_entry_added_by_hand_past_a_gap_is_removed() {
-    let Some(harness) = Harness::start().await else {
+    let Some(harness) = start().await else {
         return;
     };
     assert!(harness.apply(&harness.plan().await).await.succeeded());

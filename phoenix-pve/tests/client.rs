@@ -1,11 +1,9 @@
 //! The Proxmox client against fakepve: authentication, TLS trust, tasks, retries, locks.
 
-mod support;
-
 use phoenix_pve::{Auth, Client, Form, PveError, SecretString, TaskOutcome, TlsTrust};
+use phoenix_testing::FakePve;
 use reqwest::Method;
 use serde_json::Value;
-use support::FakePve;
 
 /// Puts a container template on `local` and returns its volume id.
 async fn template(client: &Client) -> String {

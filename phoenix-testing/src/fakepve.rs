@@ -1,36 +1,34 @@
-//! A fakepve server per test, driven through the harness in `tests/fakepve/harness.py`.
+//! A fakepve server per test, driven through the harness in `fakepve/harness.py` of this crate.
 //!
 //! The Python interpreter comes from `PHOENIX_FAKEPVE_PYTHON`, or `target/fakepve-venv/bin/python`, where
 //! `.ci/run` installs fakepve. Without it a test is skipped with a loud message, except under `CI=true`,
 //! where a missing fake is a failure.
 
-// Each crate's tests include this module by path and use a different part of it.
-#![allow(
-    dead_code,
-    reason = "shared by the test suites of several crates, each using part of it"
-)]
-
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use phoenix_core::RetryPolicy;
-use phoenix_pve::{Auth, SecretString, Settings, TlsTrust};
+use phoenix_pve::guests::GuestKit;
+use phoenix_pve::lifecycle::GuestType;
+use phoenix_pve::{Auth, Client, SecretString, Settings, TlsTrust};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// What the harness prints once it listens: where the fake is and how to log in.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Info {
-    pub(crate) url: String,
-    pub(crate) control: String,
-    pub(crate) cafile: String,
-    pub(crate) fingerprint: String,
-    pub(crate) token_id: String,
-    pub(crate) token_secret: String,
-    pub(crate) user: String,
-    pub(crate) password: String,
+pub struct Info {
+    pub url: String,
+    pub control: String,
+    pub cafile: String,
+    pub fingerprint: String,
+    pub token_id: String,
+    pub token_secret: String,
+    pub user: String,
+    pub password: String,
 }
 
 const RESIZE_LIKE_PROXMOX: &str = r#"
@@ -87,8 +85,9 @@ def result(vm, command, values):
 guest_agent.result = result
 "#;
 
-pub(crate) struct FakePve {
-    pub(crate) info: Info,
+/// One fakepve server, stopped when dropped.
+pub struct FakePve {
+    pub info: Info,
     _child: Child,
     control: reqwest::Client,
 }
@@ -97,34 +96,22 @@ fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("PHOENIX_FAKEPVE_PYTHON") {
         return PathBuf::from(path);
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf();
-    workspace.join("target/fakepve-venv/bin/python")
+    crate::workspace().join("target/fakepve-venv/bin/python")
 }
 
 impl FakePve {
     /// Starts a fake; `None` (after saying why) when fakepve is not installed and this is not CI.
-    pub(crate) async fn start() -> Option<FakePve> {
+    pub async fn start() -> Option<FakePve> {
         let python = python();
         if !python.exists() {
             let message = format!(
                 "fakepve is not installed ({} is missing): run `python3 -m venv target/fakepve-venv && target/fakepve-venv/bin/pip install 'fakepve[crypto]==0.5.0'`",
                 python.display()
             );
-            if std::env::var("CI").is_ok_and(|value| value == "true") {
-                panic!("{message}");
-            }
-            eprintln!("SKIPPED: {message}");
+            crate::unavailable(&message);
             return None;
         }
-        // The harness lives with the client's tests; other crates include this module by path.
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace")
-            .to_path_buf();
-        let harness = workspace.join("phoenix-pve/tests/fakepve/harness.py");
+        let harness = concat!(env!("CARGO_MANIFEST_DIR"), "/fakepve/harness.py");
         let mut child = Command::new(python)
             .arg(harness)
             .stdin(Stdio::piped())
@@ -152,7 +139,7 @@ impl FakePve {
     }
 
     /// Runs Python against the fake (`pve` is in scope, `await` allowed); returns what it put in `result`.
-    pub(crate) async fn exec(&self, code: &str) -> Value {
+    pub async fn exec(&self, code: &str) -> Value {
         let response = self
             .control
             .post(format!("{}/exec", self.info.control))
@@ -168,7 +155,7 @@ impl FakePve {
 
     /// fakepve answers VM disk resizes without resizing (the endpoint is outside its hand-written areas);
     /// this teaches it what Proxmox does, so that a grown disk reads back grown.
-    pub(crate) async fn resize_vm_disks_like_proxmox(&self) {
+    pub async fn resize_vm_disks_like_proxmox(&self) {
         self.exec(RESIZE_LIKE_PROXMOX).await;
     }
 
@@ -177,13 +164,13 @@ impl FakePve {
     /// records written to it, lists them back, and fails a script containing `PHOENIX_TEST_FAIL` (exit 3,
     /// "boom" on stderr) and a health check containing `false`. VMs whose ID is in `hanging` get an
     /// agent that never answers.
-    pub(crate) async fn emulate_guest_agents(&self, hanging: &[u32]) {
+    pub async fn emulate_guest_agents(&self, hanging: &[u32]) {
         self.exec(&GUEST_AGENT.replace("HANGING", &format!("{hanging:?}")))
             .await;
     }
 
     /// Every request fakepve answered: (method, path, body).
-    pub(crate) async fn requests(&self) -> Vec<(String, String, String)> {
+    pub async fn requests(&self) -> Vec<(String, String, String)> {
         let rows: Vec<(String, String, String)> = self
             .control
             .get(format!("{}/requests", self.info.control))
@@ -197,7 +184,7 @@ impl FakePve {
     }
 
     /// Settings with the API token, trusting the fake's certificate by its CA file.
-    pub(crate) fn token_settings(&self) -> Settings {
+    pub fn token_settings(&self) -> Settings {
         self.settings(
             Auth::Token {
                 id: self.info.token_id.clone(),
@@ -207,8 +194,19 @@ impl FakePve {
         )
     }
 
+    /// A client logged in as root@pam with its password, trusting the fake's certificate: bind mounts of
+    /// host paths are root's alone, in Proxmox as in fakepve.
+    pub async fn root_client(&self) -> Arc<Client> {
+        let auth = Auth::Ticket {
+            user: self.info.user.clone(),
+            password: SecretString::new(self.info.password.clone()),
+        };
+        let settings = self.settings(auth, TlsTrust::CaFile(self.info.cafile.clone().into()));
+        Arc::new(Client::connect(settings).await.expect("connects"))
+    }
+
     /// Settings with given credentials and trust.
-    pub(crate) fn settings(&self, auth: Auth, tls: TlsTrust) -> Settings {
+    pub fn settings(&self, auth: Auth, tls: TlsTrust) -> Settings {
         Settings {
             endpoint: self.info.url.clone(),
             auth,
@@ -226,9 +224,6 @@ impl FakePve {
 }
 
 /// A guest kit on fakepve's node `pve1`, for building one manager.
-pub(crate) fn kit(
-    client: &std::sync::Arc<phoenix_pve::Client>,
-    kind: phoenix_pve::lifecycle::GuestType,
-) -> phoenix_pve::guests::GuestKit {
-    phoenix_pve::Session::new(std::sync::Arc::clone(client), "pve1", None, ".").kit(kind)
+pub fn kit(client: &Arc<Client>, kind: GuestType) -> GuestKit {
+    phoenix_pve::Session::new(Arc::clone(client), "pve1", None, ".").kit(kind)
 }
