@@ -141,12 +141,7 @@ pub(crate) fn observed_fields(
     firewall: &ObservedFirewall,
     records: Option<&BTreeMap<String, String>>,
 ) -> Fields<LxcField> {
-    let text = |key: &str| {
-        config.get(key).map(|value| match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        })
-    };
+    let text = |key: &str| props::config_text(config, key);
     let mut fields = BTreeMap::new();
     for (key, field) in [
         ("hostname", LxcField::Hostname),
@@ -284,26 +279,15 @@ pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) 
         }
         fields.insert(LxcField::Net0, Value::Object(net));
         if let Some(nameservers) = &network.nameservers {
-            let list: Vec<&str> = nameservers
-                .split([' ', ',', ';'])
-                .filter(|part| !part.is_empty())
-                .collect();
-            fields.insert(LxcField::Nameserver, json!(list.join(" ")));
+            fields.insert(LxcField::Nameserver, json!(props::nameservers(nameservers)));
         }
         if let Some(domain) = network.searchdomain.as_deref().or(domain) {
             fields.insert(LxcField::Searchdomain, json!(domain));
         }
     }
     fields.insert(LxcField::Onboot, json!(i64::from(container.start_at_boot)));
-    if container.boot_order.is_some() || container.boot_delay.is_some() {
-        let mut startup = Map::new();
-        if let Some(order) = container.boot_order {
-            startup.insert("order".into(), json!(order.to_string()));
-        }
-        if let Some(delay) = container.boot_delay {
-            startup.insert("up".into(), json!(delay.to_string()));
-        }
-        fields.insert(LxcField::Startup, Value::Object(startup));
+    if let Some(startup) = props::startup(container.boot_order, container.boot_delay) {
+        fields.insert(LxcField::Startup, startup);
     }
     if !container.pct_options.is_empty() {
         let features: Map<String, Value> = container

@@ -199,33 +199,11 @@ impl Containers {
         run_scripts: bool,
     ) -> Result<(), ManagerError> {
         if run_scripts {
-            let records = inside::records(&guest.exec(vmid)).await?;
-            let pending: Vec<Script> = self
-                .differ
-                .0
-                .scripts_for(container)
-                .into_iter()
-                .filter(|script| records.get(&script.record) != Some(&script.digest()))
-                .collect();
-            if !pending.is_empty() {
-                if container.enable_lifecycle_snapshots {
-                    self.kit.handle(node, vmid).snapshot_once("pre-features").await?;
-                }
-                let declared = serde_json::to_string(container).expect("configuration serialises");
-                inside::write_guest_config(&guest.exec(vmid), &declared).await?;
-                for script in &pending {
-                    if script.text.is_empty() {
-                        return Err(ManagerError::failed(format!(
-                            "no script for `{}`: add it to the configuration directory",
-                            script.record
-                        )));
-                    }
-                    inside::apply_script(&guest.exec(vmid), script).await?;
-                }
-                if container.enable_lifecycle_snapshots {
-                    self.kit.handle(node, vmid).snapshot_once("post-features").await?;
-                }
-            }
+            let handle = self.kit.handle(node, vmid);
+            let scripts = self.differ.0.scripts_for(container);
+            let declared = serde_json::to_string(container).expect("configuration serialises");
+            let lifecycle = container.enable_lifecycle_snapshots;
+            inside::run_pending(&guest.exec(vmid), handle, scripts, lifecycle, &declared).await?;
         }
         if let Some(check) = &container.health_check {
             inside::health_check(&guest.exec(vmid), check).await?;
@@ -381,8 +359,7 @@ impl GuestDriver for Containers {
         let mut run_scripts = false;
         let mut removed: Vec<String> = Vec::new();
         let mut raw_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut firewall_enabled = None;
-        let mut firewall_rules = None;
+        let mut firewall = firewall::FirewallUpdate::default();
         for change in changes {
             let new = &change.new;
             let text = || new.as_str().unwrap_or_default().to_owned();
@@ -435,16 +412,8 @@ impl GuestDriver for Containers {
                         })
                         .collect();
                 }
-                LxcField::FirewallEnabled => firewall_enabled = Some(new == true),
-                LxcField::FirewallRules => {
-                    let old = change
-                        .old
-                        .as_ref()
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    firewall_rules = Some((old, new.as_array().cloned().unwrap_or_default()));
-                }
+                LxcField::FirewallEnabled => firewall.enable(new),
+                LxcField::FirewallRules => firewall.rules(change.old.as_ref(), new),
                 LxcField::Mount(path) => {
                     let index = new["index"].as_u64().unwrap_or_default();
                     let key = format!("mp{index}");
@@ -494,12 +463,7 @@ impl GuestDriver for Containers {
         for (disk, size) in resizes {
             handle.resize(&disk, size).await?;
         }
-        if let Some((live, wanted)) = firewall_rules {
-            firewall::converge_rules(client, &base, &live, &wanted).await?;
-        }
-        if let Some(enabled) = firewall_enabled {
-            firewall::set_enabled(client, &base, enabled).await?;
-        }
+        firewall.apply(client, &base).await?;
         if start {
             handle.start().await?;
         }

@@ -107,6 +107,38 @@ pub async fn read(client: &Client, base: &str) -> Result<(bool, Vec<Value>), Pve
     Ok((enabled, rules.iter().map(normalise).collect()))
 }
 
+/// The guest firewall part of one update, gathered field by field and carried out rules first, then the
+/// enable flag, so that a firewall turned on never runs without its rules.
+#[derive(Debug, Default)]
+pub struct FirewallUpdate {
+    enabled: Option<bool>,
+    rules: Option<(Vec<Value>, Vec<Value>)>,
+}
+
+impl FirewallUpdate {
+    /// The firewall is to be on (`true`) or off.
+    pub fn enable(&mut self, new: &Value) {
+        self.enabled = Some(new == true);
+    }
+
+    /// The rules are to go from `old` (as read) to `new`, both lists of [`rule_value`]s.
+    pub fn rules(&mut self, old: Option<&Value>, new: &Value) {
+        let list = |value: Option<&Value>| value.and_then(Value::as_array).cloned().unwrap_or_default();
+        self.rules = Some((list(old), list(Some(new))));
+    }
+
+    /// Carries the changes out on the guest at `base` (`/nodes/{node}/lxc/{vmid}`).
+    pub async fn apply(self, client: &Client, base: &str) -> Result<(), PveError> {
+        if let Some((live, wanted)) = self.rules {
+            converge_rules(client, base, &live, &wanted).await?;
+        }
+        if let Some(enabled) = self.enabled {
+            set_enabled(client, base, enabled).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Turns the firewall on or off.
 pub async fn set_enabled(client: &Client, base: &str, enabled: bool) -> Result<(), PveError> {
     let _: Value = client

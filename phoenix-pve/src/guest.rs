@@ -16,6 +16,7 @@ use phoenix_core::config::HealthCheck;
 
 use crate::client::{Client, Form};
 use crate::host::{CommandOutput, HostChannel, HostError, in_container, sha256_hex};
+use crate::lifecycle::GuestHandle;
 
 /// Where scripts are copied inside guests before they run.
 const SCRIPTS: &str = "/var/lib/phoenix/scripts";
@@ -306,6 +307,45 @@ pub async fn records(guest: &dyn GuestExec) -> Result<BTreeMap<String, String>, 
 }
 
 /// Runs a script (streamed on stdin, never pasted into arguments), then records its digest.
+/// Runs the scripts whose records differ from their digests, in order: with `lifecycle_snapshots`,
+/// between a `pre-features` and a `post-features` snapshot (each taken once); the guest's declared
+/// configuration (`declared`, JSON without secrets) is written first for the scripts to read. A script
+/// without text (a feature no catalogue has) fails before anything runs.
+pub async fn run_pending(
+    guest: &dyn GuestExec,
+    handle: GuestHandle<'_>,
+    scripts: Vec<Script>,
+    lifecycle_snapshots: bool,
+    declared: &str,
+) -> Result<(), ManagerError> {
+    let records = records(guest).await?;
+    let pending: Vec<Script> = scripts
+        .into_iter()
+        .filter(|script| records.get(&script.record) != Some(&script.digest()))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if let Some(script) = pending.iter().find(|script| script.text.is_empty()) {
+        return Err(ManagerError::failed(format!(
+            "no script for `{}`: add it to the configuration directory",
+            script.record
+        )));
+    }
+    if lifecycle_snapshots {
+        handle.snapshot_once("pre-features").await?;
+    }
+    write_guest_config(guest, declared).await?;
+    for script in &pending {
+        apply_script(guest, script).await?;
+    }
+    if lifecycle_snapshots {
+        handle.snapshot_once("post-features").await?;
+    }
+    Ok(())
+}
+
+/// Runs one script in the guest and records its digest.
 pub async fn apply_script(guest: &dyn GuestExec, script: &Script) -> Result<(), ManagerError> {
     tracing::info!(guest = %guest.describe(), script = %script.record, "running inside the guest");
     // The script is copied into the guest first and run from there with no input, so a command in it that

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 /// Parses a property string. A leading item without `=` (a volume: `local-lvm:vm-101-disk-0`) is
 /// stored under `default_key`.
 pub fn parse(text: &str, default_key: &str) -> BTreeMap<String, String> {
@@ -67,6 +69,39 @@ pub fn size_gib(text: &str) -> Option<f64> {
         _ => (text, 1.0),
     };
     number.parse::<f64>().ok().map(|value| value * factor)
+}
+
+/// A key of a guest's config as text: strings as they are, numbers and flags as JSON writes them.
+pub fn config_text(config: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    config.get(key).map(|value| match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// DNS servers as Proxmox keeps them: separated by single spaces (the configuration may use commas or
+/// semicolons).
+pub fn nameservers(list: &str) -> String {
+    list.split([' ', ',', ';'])
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `startup` property string of a boot order and delay, as a map of its declared keys; `None` when
+/// neither is declared.
+pub fn startup(order: Option<u32>, delay: Option<u32>) -> Option<Value> {
+    if order.is_none() && delay.is_none() {
+        return None;
+    }
+    let mut startup = serde_json::Map::new();
+    if let Some(order) = order {
+        startup.insert("order".into(), Value::String(order.to_string()));
+    }
+    if let Some(delay) = delay {
+        startup.insert("up".into(), Value::String(delay.to_string()));
+    }
+    Some(Value::Object(startup))
 }
 
 #[cfg(test)]

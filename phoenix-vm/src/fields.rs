@@ -157,12 +157,7 @@ pub(crate) fn observed_fields(
     snapshots: &[String],
     firewall: (bool, Vec<Value>),
 ) -> Fields<VmField> {
-    let text = |key: &str| {
-        config.get(key).map(|value| match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        })
-    };
+    let text = |key: &str| props::config_text(config, key);
     let mut fields = BTreeMap::new();
     for (key, field) in [
         ("name", VmField::Name),
@@ -264,11 +259,7 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> Fields<VmFi
         }
         fields.insert(VmField::Ipconfig0, Value::Object(ip));
         if let Some(nameserver) = &network.nameserver {
-            let list: Vec<&str> = nameserver
-                .split([' ', ',', ';'])
-                .filter(|part| !part.is_empty())
-                .collect();
-            fields.insert(VmField::Nameserver, json!(list.join(" ")));
+            fields.insert(VmField::Nameserver, json!(props::nameservers(nameserver)));
         }
         if let Some(domain) = network.searchdomain.as_deref().or(domain) {
             fields.insert(VmField::Searchdomain, json!(domain));
@@ -287,15 +278,8 @@ pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> Fields<VmFi
         }
     }
     fields.insert(VmField::Onboot, json!(i64::from(vm.start_at_boot)));
-    if vm.boot_order.is_some() || vm.boot_delay.is_some() {
-        let mut startup = Map::new();
-        if let Some(order) = vm.boot_order {
-            startup.insert("order".into(), json!(order.to_string()));
-        }
-        if let Some(delay) = vm.boot_delay {
-            startup.insert("up".into(), json!(delay.to_string()));
-        }
-        fields.insert(VmField::Startup, Value::Object(startup));
+    if let Some(startup) = props::startup(vm.boot_order, vm.boot_delay) {
+        fields.insert(VmField::Startup, startup);
     }
     fields.insert(VmField::Agent, json!("1"));
     if let Some(size) = vm.disk_size_gb {

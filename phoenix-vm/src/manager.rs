@@ -278,38 +278,15 @@ impl Vms {
         let agent = self.agent(node, vmid);
         agent.wait_until_ready(self.agent_timeout).await?;
         if run_scripts {
-            let records = inside::records(&agent).await?;
-            let pending: Vec<Script> = self
-                .differ
-                .0
-                .scripts_for(vm)
-                .into_iter()
-                .filter(|script| records.get(&script.record) != Some(&script.digest()))
-                .collect();
-            if !pending.is_empty() {
-                if vm.enable_lifecycle_snapshots {
-                    self.kit.handle(node, vmid).snapshot_once("pre-features").await?;
-                }
-                let mut declared = serde_json::to_value(vm).expect("configuration serialises");
-                // An inline password stays out of the guest.
-                if let Some(password) = declared.pointer_mut("/user_config/password") {
-                    *password = Value::String(phoenix_core::engine::resource::SENSITIVE.to_owned());
-                }
-                let declared = declared.to_string();
-                inside::write_guest_config(&agent, &declared).await?;
-                for script in &pending {
-                    if script.text.is_empty() {
-                        return Err(ManagerError::failed(format!(
-                            "no script for `{}`: add it to the configuration directory",
-                            script.record
-                        )));
-                    }
-                    inside::apply_script(&agent, script).await?;
-                }
-                if vm.enable_lifecycle_snapshots {
-                    self.kit.handle(node, vmid).snapshot_once("post-features").await?;
-                }
+            let mut declared = serde_json::to_value(vm).expect("configuration serialises");
+            // An inline password stays out of the guest.
+            if let Some(password) = declared.pointer_mut("/user_config/password") {
+                *password = Value::String(phoenix_core::engine::resource::SENSITIVE.to_owned());
             }
+            let handle = self.kit.handle(node, vmid);
+            let scripts = self.differ.0.scripts_for(vm);
+            let declared = declared.to_string();
+            inside::run_pending(&agent, handle, scripts, vm.enable_lifecycle_snapshots, &declared).await?;
         }
         if let Some(check) = &vm.health_check {
             inside::health_check(&agent, check).await?;
@@ -607,8 +584,7 @@ impl GuestDriver for Vms {
         let mut start = false;
         let mut make_template = false;
         let mut snapshots = Vec::new();
-        let mut firewall_enabled = None;
-        let mut firewall_rules = None;
+        let mut firewall = firewall::FirewallUpdate::default();
         let mut run_scripts = false;
         for change in changes {
             let new = &change.new;
@@ -650,16 +626,8 @@ impl GuestDriver for Vms {
                 VmField::UserData => config = config.text("cicustom", self.write_user_data(vmid, vm).await?),
                 VmField::Status => start = new == "running",
                 VmField::Snapshots => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
-                VmField::FirewallEnabled => firewall_enabled = Some(new == true),
-                VmField::FirewallRules => {
-                    let old = change
-                        .old
-                        .as_ref()
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    firewall_rules = Some((old, new.as_array().cloned().unwrap_or_default()));
-                }
+                VmField::FirewallEnabled => firewall.enable(new),
+                VmField::FirewallRules => firewall.rules(change.old.as_ref(), new),
             }
         }
         if !config.pairs().is_empty() {
@@ -674,12 +642,7 @@ impl GuestDriver for Vms {
                 .unwrap_or("scsi0");
             handle.resize(disk, size).await?;
         }
-        if let Some((live, wanted)) = firewall_rules {
-            firewall::converge_rules(client, &base, &live, &wanted).await?;
-        }
-        if let Some(enabled) = firewall_enabled {
-            firewall::set_enabled(client, &base, enabled).await?;
-        }
+        firewall.apply(client, &base).await?;
         if make_template {
             client
                 .run_task(Method::POST, &format!("{base}/template"), &Form::new())
