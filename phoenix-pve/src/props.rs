@@ -109,6 +109,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nameservers_and_startup_take_proxmox_shapes() {
+        assert_eq!(
+            nameservers("10.0.0.2, 1.1.1.1;9.9.9.9  "),
+            "10.0.0.2 1.1.1.1 9.9.9.9"
+        );
+        assert_eq!(startup(None, None), None);
+        assert_eq!(startup(Some(2), None), Some(serde_json::json!({"order": "2"})));
+        let config = BTreeMap::from([
+            ("cores".to_owned(), serde_json::json!(2)),
+            ("name".to_owned(), serde_json::json!("web")),
+        ]);
+        assert_eq!(config_text(&config, "cores").as_deref(), Some("2"));
+        assert_eq!(config_text(&config, "name").as_deref(), Some("web"));
+    }
+
+    #[test]
     fn property_strings_round_trip_as_maps() {
         let map = parse(
             "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth",
