@@ -78,7 +78,14 @@ async fn the_reference_estate_converges_across_kinds() {
     // Every guest is converged, but the reference also declares host steps, stacks and sync steps, which
     // have no manager against a live Proxmox yet: the plan says so, and --detailed-exitcode does not
     // promise "no changes" (0) for what it did not read.
+    let before = fake.requests().await.len();
     let again = phoenix(&fake, &["plan", "-c", dir, "--detailed-exitcode"]);
+    // The container and VM managers share one cluster listing per plan.
+    let listings = fake.requests().await[before..]
+        .iter()
+        .filter(|(method, path, _)| method == "GET" && path.ends_with("/cluster/resources"))
+        .count();
+    assert_eq!(listings, 1, "GET /cluster/resources per plan");
     assert_eq!(
         again.status.code(),
         Some(1),

@@ -437,3 +437,54 @@ async fn a_device_entry_added_by_hand_past_a_gap_is_removed() {
     assert_eq!(devices(&harness.config(102).await), declared);
     assert!(!harness.plan().await.has_changes());
 }
+
+#[tokio::test]
+async fn a_change_the_manager_cannot_apply_fails_and_writes_nothing() {
+    let Some(harness) = start().await else {
+        return;
+    };
+    let report = harness.apply(&harness.plan().await).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let writes = harness.writes().await.len();
+    let resources = fixture();
+    let gateway = resources
+        .iter()
+        .find(|resource| resource.address == Address::Lxc(101))
+        .expect("declared");
+    // A plan from another version, say: a field this vocabulary does not have, next to one it has.
+    let change = phoenix_core::Change {
+        address: Address::Lxc(101),
+        action: phoenix_core::Action::Update,
+        fields: vec![
+            phoenix_core::FieldChange {
+                field: "memory".into(),
+                old: Some(2048.into()),
+                new: Some(4096.into()),
+                consequence: phoenix_core::Consequence::Live,
+            },
+            phoenix_core::FieldChange {
+                field: "memory_mb".into(),
+                old: None,
+                new: Some(4096.into()),
+                consequence: phoenix_core::Consequence::Live,
+            },
+        ],
+    };
+    let manager = harness
+        .managers
+        .get(phoenix_core::ResourceKind::Lxc)
+        .expect("registered");
+    let error = manager.apply(Some(gateway), &change).await.expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("`memory_mb` is not a change this manager can apply"),
+        "{error}"
+    );
+    assert_eq!(
+        harness.writes().await.len(),
+        writes,
+        "nothing was written, not even `memory`"
+    );
+    assert_eq!(harness.config(101).await["memory"], 2048);
+}
