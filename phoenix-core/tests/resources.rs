@@ -1,33 +1,15 @@
 //! The desired state of host and sync steps: typed, and with the same declared fields as before it was typed.
 
-use std::path::Path;
-
 use expect_test::{Expect, expect};
 use phoenix_core::config::hypervisor::RaidLevel;
 use phoenix_core::engine::resource::SENSITIVE;
-use phoenix_core::{
-    Address, CheckOptions, Desired, FileKind, HostStep, Resource, ResourceKind, SourceFile, SyncStep,
-    resources, validate,
-};
+use phoenix_core::{Address, CheckOptions, Desired, HostStep, Resource, ResourceKind, SyncStep};
+use phoenix_testing::fixture;
 
 /// The resources of a configuration directory, relative to the workspace.
 fn resources_of(dir: &str) -> Vec<Resource> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate sits in the workspace")
-        .join(dir);
-    let sources = FileKind::ALL
-        .into_iter()
-        .filter_map(|kind| {
-            let path = dir.join(kind.file_name());
-            let text = std::fs::read_to_string(&path).ok()?;
-            Some(SourceFile::new(kind, path.display().to_string(), text))
-        })
-        .collect();
-    let estate = validate(sources, &CheckOptions::default())
-        .into_estate()
-        .expect("the directory holds a valid configuration");
-    resources(&estate)
+    let dir = phoenix_testing::workspace().join(dir);
+    fixture::resources(fixture::sources(&dir), &CheckOptions::default())
 }
 
 /// The resource at an address.

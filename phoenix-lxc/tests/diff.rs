@@ -8,7 +8,7 @@ use phoenix_core::config::ContainerConfig;
 use phoenix_core::{Address, Desired, Differ, Observed, Resource};
 use phoenix_lxc::{ContainerDiff, GuestScripts};
 use phoenix_pve::guests::GuestDiffer;
-use serde_json::Value;
+use phoenix_testing::diff::edited;
 
 /// A small container as the reference configuration writes them.
 const GATEWAY: &str = r#"{
@@ -40,41 +40,9 @@ fn resource(config: &str) -> Resource {
     }
 }
 
-/// Applies JSON merge-patch style edits (`null` removes a key) to a live state.
-fn edited(live: &str, edits: &str) -> Observed {
-    let mut fields: serde_json::Map<String, Value> = serde_json::from_str(live).expect("live JSON");
-    let edits: serde_json::Map<String, Value> = serde_json::from_str(edits).expect("edits JSON");
-    for (key, value) in edits {
-        match value {
-            Value::Null => fields.remove(&key),
-            value => fields.insert(key, value),
-        };
-    }
-    Observed {
-        fields: fields.into_iter().collect(),
-    }
-}
-
 fn render(differ: &ContainerDiff, config: &str, live: Option<Observed>) -> String {
     let changes = GuestDiffer(differ.clone()).diff(&resource(config), live.as_ref());
-    if changes.is_empty() {
-        return "no changes\n".to_owned();
-    }
-    let mut out = String::new();
-    for change in changes {
-        out.push_str(&format!("{:?} ({:?})\n", change.action, change.consequence()));
-        for field in change.fields {
-            let show = |value: Option<&Value>| value.map_or("-".to_owned(), Value::to_string);
-            out.push_str(&format!(
-                "  {}: {} -> {} [{:?}]\n",
-                field.field,
-                show(field.old.as_ref()),
-                show(field.new.as_ref()),
-                field.consequence
-            ));
-        }
-    }
-    out
+    phoenix_testing::diff::render(&changes)
 }
 
 fn differ() -> ContainerDiff {

@@ -1,6 +1,6 @@
 //! Test scaffolding shared by every crate's tests: a fakepve server per test ([`FakePve`]), the fixture
 //! loader ([`fixture`]), the harness of the manager tests against fakepve ([`Harness`]), in-memory fake
-//! managers of every kind ([`Fakes`]) and the reference configuration of the earlier version
+//! managers of every kind ([`Fakes`]), data-driven diff helpers ([`diff`]) and the reference configuration of the earlier version
 //! ([`reference_dir`]).
 //!
 //! It is a dev-dependency of the crates' integration tests and never a dependency of a library; unit tests
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use phoenix_core::{ExecuteOptions, Managers, Plan, PlanOptions, Report, Resource, StopHandle};
 
+pub mod diff;
 pub mod fakepve;
 mod fakes;
 pub mod fixture;
