@@ -17,6 +17,17 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
+    /// How a run of the executor ends: interrupted, converged, or with a failure, skip or refusal.
+    pub(crate) fn of(report: &phoenix_core::Report) -> Exit {
+        if report.stopped {
+            Exit::Interrupted
+        } else if report.succeeded() {
+            Exit::Success
+        } else {
+            Exit::Failure
+        }
+    }
+
     /// The process exit status: 0, 1, 2, and 130 (128 + SIGINT, as shells report an interrupted command).
     pub(crate) fn code(self) -> ExitCode {
         ExitCode::from(match self {

@@ -96,13 +96,7 @@ pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs)
     } else {
         print_document(&plan, Some(&report));
     }
-    Ok(if report.stopped {
-        Exit::Interrupted
-    } else if report.succeeded() {
-        Exit::Success
-    } else {
-        Exit::Failure
-    })
+    Ok(Exit::of(&report))
 }
 
 fn print_document(plan: &phoenix_core::Plan, report: Option<&phoenix_core::Report>) {

@@ -133,13 +133,7 @@ pub(crate) async fn run(
             Outcome::Unchanged => {}
         }
     }
-    Ok(if report.stopped {
-        Exit::Interrupted
-    } else if report.succeeded() {
-        Exit::Success
-    } else {
-        Exit::Failure
-    })
+    Ok(Exit::of(&report))
 }
 
 /// `snapshot` and `rollback`.
