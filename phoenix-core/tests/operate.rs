@@ -66,25 +66,29 @@ fn lines(report: &Report) -> Vec<String> {
 
 async fn run(operation: Operation, targets: &[u32], fail: Option<u32>) -> (FakeManager, Report) {
     let (fake, managers) = estate(fail);
+    let report = operate(&managers, operation, targets).await;
+    (fake, report)
+}
+
+async fn operate(managers: &Managers, operation: Operation, targets: &[u32]) -> Report {
     let options = PlanOptions {
         targets: targets.iter().map(|id| Target::Guest(*id)).collect(),
         offline: None,
     };
-    let plan = phoenix_core::plan(resources(), &managers, &options)
+    let plan = phoenix_core::plan(resources(), managers, &options)
         .await
         .expect("plans");
     let (_handle, signal) = StopHandle::new();
-    let report = phoenix_core::operate(
+    phoenix_core::operate(
         &plan,
         &operation,
-        &managers,
+        managers,
         &ExecuteOptions::default(),
         signal,
         None,
     )
     .await
-    .expect("runs");
-    (fake, report)
+    .expect("runs")
 }
 
 #[tokio::test]
@@ -124,24 +128,7 @@ async fn start_runs_in_dependency_order_on_the_targets_only() {
 async fn an_absent_target_fails_without_asking_its_manager() {
     let (fake, managers) = estate(None);
     fake.set_live(Default::default());
-    let options = PlanOptions {
-        targets: vec![Target::Guest(950)],
-        offline: None,
-    };
-    let plan = phoenix_core::plan(resources(), &managers, &options)
-        .await
-        .expect("plans");
-    let (_handle, signal) = StopHandle::new();
-    let report = phoenix_core::operate(
-        &plan,
-        &Operation::Stop,
-        &managers,
-        &ExecuteOptions::default(),
-        signal,
-        None,
-    )
-    .await
-    .expect("runs");
+    let report = operate(&managers, Operation::Stop, &[950]).await;
     assert_eq!(lines(&report), ["lxc/950 failed: lxc/950 does not exist"]);
     assert_eq!(fake.writes(), 0);
 }
