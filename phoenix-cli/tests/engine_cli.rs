@@ -26,6 +26,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
 }
 
+/// `phoenix ARGS` on the homelab example, against the demo target with this state file.
+fn homelab_demo(state: &str, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["-c", "examples/homelab", "--demo", "--demo-state", state]);
+    phoenix(&all)
+}
+
 /// A fresh demo state path for one test.
 fn state(test: &str) -> String {
     let path = std::env::temp_dir().join(format!("phoenix-cli-demo-{test}-{}.json", std::process::id()));
@@ -332,11 +339,7 @@ fn graph_prints_dot_and_mermaid() {
 #[test]
 fn operations_on_existing_guests() {
     let state = state("operate");
-    let demo = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-c", "examples/homelab", "--demo", "--demo-state", &state]);
-        phoenix(&all)
-    };
+    let demo = |args: &[&str]| homelab_demo(&state, args);
     assert!(demo(&["apply", "-y"]).status.success());
 
     let stop = demo(&["stop", "101", "102"]);
@@ -406,11 +409,7 @@ fn operations_on_existing_guests() {
 #[test]
 fn demo_health_checks_fail_like_real_ones() {
     let state = state("health");
-    let demo = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-c", "examples/homelab", "--demo", "--demo-state", &state]);
-        phoenix(&all)
-    };
+    let demo = |args: &[&str]| homelab_demo(&state, args);
     assert!(demo(&["apply", "-y"]).status.success());
     let healthy = demo(&["health-check", "103"]);
     assert!(healthy.status.success(), "{}", text(&healthy.stderr));
