@@ -1,6 +1,6 @@
 //! Progress of a run: a live bar on a terminal, one plain line per event otherwise.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,12 +18,22 @@ pub(crate) async fn follow(mut events: UnboundedReceiver<Event>, total: usize, t
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
-    let mut in_flight: BTreeSet<Address> = BTreeSet::new();
+    // What is in flight, with what each one waits for.
+    let mut in_flight: BTreeMap<Address, Option<String>> = BTreeMap::new();
     while let Some(event) = events.recv().await {
         let line = match &event {
             Event::Started(address) => {
-                in_flight.insert(address.clone());
+                in_flight.insert(address.clone(), None);
                 format!("started   {address}")
+            }
+            Event::Waiting { address, what } => {
+                if let Some(waiting) = in_flight.get_mut(address) {
+                    waiting.clone_from(what);
+                }
+                match what {
+                    Some(what) => format!("waiting   {address}: {what}"),
+                    None => String::new(),
+                }
             }
             Event::Finished(report) => {
                 in_flight.remove(&report.address);
@@ -51,7 +61,13 @@ pub(crate) async fn follow(mut events: UnboundedReceiver<Event>, total: usize, t
                     }
                     bar.inc(1);
                 }
-                let names: Vec<String> = in_flight.iter().map(Address::to_string).collect();
+                let names: Vec<String> = in_flight
+                    .iter()
+                    .map(|(address, waiting)| match waiting {
+                        Some(what) => format!("{address} (waiting for {what})"),
+                        None => address.to_string(),
+                    })
+                    .collect();
                 bar.set_message(if names.is_empty() {
                     String::new()
                 } else {
@@ -59,7 +75,8 @@ pub(crate) async fn follow(mut events: UnboundedReceiver<Event>, total: usize, t
                 });
             }
             None => {
-                if !matches!(&event, Event::Finished(report) if report.outcome == Outcome::Unchanged) {
+                let quiet = matches!(&event, Event::Finished(report) if report.outcome == Outcome::Unchanged);
+                if !quiet && !line.is_empty() {
                     eprintln!("{line}");
                 }
             }

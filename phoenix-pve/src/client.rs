@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as _;
+use std::future::Future;
 use std::time::Duration;
 
 use phoenix_core::Dispatched;
+use phoenix_core::engine::journal;
 use reqwest::Method;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -21,6 +23,8 @@ use crate::tls;
 const TICKET_RENEWAL: Duration = Duration::from_secs(90 * 60);
 /// Lines of a failed task's log kept in the error.
 const LOG_TAIL: usize = 20;
+/// A task that runs longer than this is named on the progress line.
+const TASK_ANNOUNCE: Duration = Duration::from_secs(5);
 
 /// Parameters of a write, form-encoded as Proxmox expects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -168,28 +172,70 @@ impl Client {
         &self.settings
     }
 
-    /// `GET path` (after `/api2/json`), with query parameters.
+    /// `GET path` (after `/api2/json`), with query parameters. Reads are idempotent: transient failures
+    /// (a 5xx, a dropped connection) are read again with the retry policy's backoff.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, PveError> {
-        self.call(Method::GET, path, query, None).await
+        self.settings
+            .retry
+            .retry(|| self.call(Method::GET, path, query, None))
+            .await
     }
 
-    /// `POST path` with a form body.
+    /// `POST path` with a form body. Sent again only when Proxmox could not take its config lock (`got
+    /// timeout`: nothing was done); a POST may create, so other failures are not retried.
     pub async fn post<T: DeserializeOwned>(&self, path: &str, form: &Form) -> Result<T, PveError> {
-        self.call(Method::POST, path, &[], Some(form)).await
+        self.write_once(Method::POST, path, form).await
     }
 
-    /// `PUT path` with a form body.
+    /// `PUT path` with a form body. A PUT sets whole values, so sending it again is harmless: transient
+    /// failures are retried.
     pub async fn put<T: DeserializeOwned>(&self, path: &str, form: &Form) -> Result<T, PveError> {
-        self.call(Method::PUT, path, &[], Some(form)).await
+        self.settings
+            .retry
+            .retry(|| self.call(Method::PUT, path, &[], Some(form)))
+            .await
     }
 
-    /// `DELETE path` with query parameters.
+    /// `DELETE path` with query parameters, retried like a POST.
     pub async fn delete<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, PveError> {
-        self.call(Method::DELETE, path, query, None).await
+        self.lock_retry(|| self.call(Method::DELETE, path, query, None))
+            .await
+    }
+
+    async fn write_once<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        form: &Form,
+    ) -> Result<T, PveError> {
+        self.lock_retry(|| self.call(method.clone(), path, &[], Some(form)))
+            .await
+    }
+
+    /// Retries `request` while Proxmox answers that it could not take a config lock.
+    async fn lock_retry<T, F, Fut>(&self, mut request: F) -> Result<T, PveError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, PveError>>,
+    {
+        let policy = &self.settings.retry;
+        let mut attempt = 1;
+        loop {
+            match request().await {
+                Err(error) if error.is_lock_timeout() && attempt < policy.attempts.max(1) => {
+                    tracing::debug!(attempt, %error, "config lock busy, sending again");
+                    if journal::pause(policy.delay(attempt)).await.is_err() {
+                        return Err(error);
+                    }
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Starts a task: retries the dispatch on transient errors only; "already exists" on a retry means an
@@ -200,69 +246,147 @@ impl Client {
         path: &str,
         form: &Form,
     ) -> Result<Dispatched<Upid>, PveError> {
-        self.settings
+        self.dispatch_unless(method, path, form, &[]).await
+    }
+
+    /// [`Client::dispatch`], where an answer containing one of `done_if`'s texts (`already running`) says
+    /// that what was asked already holds: then it is done, on any attempt.
+    pub async fn dispatch_unless(
+        &self,
+        method: Method,
+        path: &str,
+        form: &Form,
+        done_if: &[&str],
+    ) -> Result<Dispatched<Upid>, PveError> {
+        let dispatched = self
+            .settings
             .retry
             .dispatch(|| async {
-                let data: Value = self.call(method.clone(), path, &[], Some(form)).await?;
+                let data: Value = match self.call(method.clone(), path, &[], Some(form)).await {
+                    Ok(data) => data,
+                    Err(error) if error.says_done(done_if) => {
+                        journal::done(format!("{method} {path}: already so ({error})"));
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error),
+                };
                 let text = data.as_str().unwrap_or_default();
-                Upid::parse(text).ok_or_else(|| PveError::Decode {
+                Upid::parse(text).map(Some).ok_or_else(|| PveError::Decode {
                     path: path.to_owned(),
                     detail: format!("expected a task id, got {data}"),
                 })
             })
-            .await
+            .await?;
+        Ok(match dispatched {
+            Dispatched::Accepted(Some(upid)) => Dispatched::Accepted(upid),
+            Dispatched::Accepted(None) => Dispatched::AlreadyDone,
+            Dispatched::AlreadyDone => {
+                journal::done(format!(
+                    "{method} {path}: done by an earlier attempt whose answer was lost"
+                ));
+                Dispatched::AlreadyDone
+            }
+        })
     }
 
     /// Dispatches a task and waits for it.
     pub async fn run_task(&self, method: Method, path: &str, form: &Form) -> Result<TaskOutcome, PveError> {
-        match self.dispatch(method, path, form).await? {
-            Dispatched::Accepted(upid) => self.wait_task(&upid).await,
+        self.run_task_unless(method, path, form, &[]).await
+    }
+
+    /// Dispatches a task and waits for it; an answer or a task failure containing one of `done_if`'s
+    /// texts says that what was asked already holds, which is success.
+    pub async fn run_task_unless(
+        &self,
+        method: Method,
+        path: &str,
+        form: &Form,
+        done_if: &[&str],
+    ) -> Result<TaskOutcome, PveError> {
+        match self.dispatch_unless(method, path, form, done_if).await? {
+            Dispatched::Accepted(upid) => match self.wait_task(&upid).await {
+                Err(error) if error.says_done(done_if) => {
+                    journal::done(format!("{path}: already so ({error})"));
+                    Ok(TaskOutcome::AlreadyDone)
+                }
+                other => other,
+            },
             Dispatched::AlreadyDone => Ok(TaskOutcome::AlreadyDone),
         }
     }
 
-    /// Polls a task until it stops, with backoff. A failure carries the tail of the task log.
+    /// Polls a task until it stops, with backoff. A failure carries the tail of the task log. Bounded
+    /// three ways: the task timeout, the contact timeout (Proxmox unreachable while the task runs), and a
+    /// stopped run; each ends the wait with the UPID, as the task may still be running.
     pub async fn wait_task(&self, upid: &Upid) -> Result<TaskOutcome, PveError> {
         let path = format!("/nodes/{}/tasks/{}/status", upid.node(), upid.as_str());
         let started = Instant::now();
+        let mut unreachable_since: Option<Instant> = None;
+        let mut announced = false;
         let mut delay = Duration::from_millis(50);
-        loop {
-            // Reading a status is idempotent, so transient failures are simply read again.
-            match self.get::<TaskStatus>(&path, &[]).await {
+        let result = loop {
+            // Reading a status is idempotent, so transient failures are simply read again, until the
+            // contact timeout says Proxmox is gone.
+            match self.call::<TaskStatus>(Method::GET, &path, &[], None).await {
                 Ok(status) if status.status == "stopped" => {
                     let exit = status.exitstatus.unwrap_or_default();
-                    return match exit_status(&exit) {
+                    break match exit_status(&exit) {
                         Ok(warnings) => {
                             if warnings > 0 {
                                 tracing::warn!(%upid, warnings, "task finished with warnings");
                             }
+                            journal::task_ended(upid.as_str(), true);
                             Ok(TaskOutcome::Finished {
                                 upid: upid.clone(),
                                 warnings,
                             })
                         }
-                        Err(status) => Err(PveError::Task {
-                            upid: upid.to_string(),
-                            status: status.to_owned(),
-                            log_tail: self.log_tail(upid).await,
-                        }),
+                        Err(status) => {
+                            journal::task_ended(upid.as_str(), false);
+                            Err(PveError::Task {
+                                upid: upid.to_string(),
+                                status: status.to_owned(),
+                                log_tail: self.log_tail(upid).await,
+                            })
+                        }
                     };
                 }
-                Ok(_) => {}
+                Ok(_) => unreachable_since = None,
                 Err(error) if phoenix_core::Retryable::is_transient(&error) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
                     tracing::debug!(%upid, %error, "task status unavailable, asking again");
+                    if since.elapsed() >= self.settings.contact_timeout {
+                        break Err(PveError::LostContact {
+                            endpoint: self.settings.endpoint.clone(),
+                            upid: upid.to_string(),
+                            seconds: self.settings.contact_timeout.as_secs(),
+                            detail: error.to_string(),
+                        });
+                    }
                 }
-                Err(error) => return Err(error),
+                Err(error) => break Err(error),
             }
             if started.elapsed() >= self.settings.task_timeout {
-                return Err(PveError::Timeout {
+                break Err(PveError::Timeout {
                     what: format!("task {upid}"),
                     seconds: self.settings.task_timeout.as_secs(),
                 });
             }
-            tokio::time::sleep(delay).await;
+            if !announced && started.elapsed() >= TASK_ANNOUNCE {
+                journal::waiting(Some(&format!("task {} of {} ({upid})", upid.kind(), upid.id())));
+                announced = true;
+            }
+            if journal::pause(delay).await.is_err() {
+                break Err(PveError::Interrupted {
+                    what: format!("stopped waiting for task {upid}, which may still be running"),
+                });
+            }
             delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        if announced {
+            journal::waiting(None);
         }
+        result
     }
 
     /// The last [`LOG_TAIL`] lines of a task's log, read a page at a time, so a long log gives its end.
@@ -303,27 +427,46 @@ impl Client {
         self.get("/cluster/resources", &[]).await
     }
 
-    /// Waits until a guest's config carries no `lock` (a backup, a clone, a snapshot in progress).
-    /// `kind` is `lxc` or `qemu`.
+    /// Waits until a guest's config carries no `lock` (a backup, a clone, a snapshot in progress), saying
+    /// so on the progress line and in the logs. `kind` is `lxc` or `qemu`.
     pub async fn wait_unlocked(&self, node: &str, kind: &str, vmid: u32) -> Result<(), PveError> {
         let path = format!("/nodes/{node}/{kind}/{vmid}/config");
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
-        loop {
-            let config: BTreeMap<String, Value> = self.get(&path, &[]).await?;
-            let Some(lock) = config.get("lock").and_then(Value::as_str) else {
-                return Ok(());
+        let mut waited = false;
+        let result = loop {
+            let config: BTreeMap<String, Value> = match self.get(&path, &[]).await {
+                Ok(config) => config,
+                Err(error) => break Err(error),
             };
+            let Some(lock) = config.get("lock").and_then(Value::as_str) else {
+                break Ok(());
+            };
+            let what = format!("the `{lock}` lock on {kind}/{vmid}");
             if started.elapsed() >= self.settings.lock_timeout {
-                return Err(PveError::Timeout {
-                    what: format!("the `{lock}` lock on {kind}/{vmid}"),
+                break Err(PveError::Timeout {
+                    what,
                     seconds: self.settings.lock_timeout.as_secs(),
                 });
             }
-            tracing::info!(vmid, lock, "waiting for the guest's lock to clear");
-            tokio::time::sleep(delay).await;
+            if !waited {
+                journal::waiting(Some(&format!(
+                    "{what} to clear (up to {} s)",
+                    self.settings.lock_timeout.as_secs()
+                )));
+                waited = true;
+            }
+            if journal::pause(delay).await.is_err() {
+                break Err(PveError::Interrupted {
+                    what: format!("stopped waiting for {what}"),
+                });
+            }
             delay = (delay * 2).min(Duration::from_secs(5));
+        };
+        if waited {
+            journal::waiting(None);
         }
+        result
     }
 
     async fn call<T: DeserializeOwned>(
@@ -333,6 +476,12 @@ impl Client {
         query: &[(&str, &str)],
         form: Option<&Form>,
     ) -> Result<T, PveError> {
+        let writes = method != Method::GET;
+        if writes && journal::is_interrupted() {
+            return Err(PveError::Interrupted {
+                what: format!("{method} {path} was not sent"),
+            });
+        }
         let mut renewed = false;
         loop {
             let request = self.request(method.clone(), path, query, form).await?;
@@ -366,6 +515,13 @@ impl Client {
                             .collect::<String>()
                     ),
                 })?;
+                if writes {
+                    let what = format!("{method} {path}");
+                    match envelope.data.as_str().and_then(Upid::parse) {
+                        Some(upid) => journal::task_started(what, upid.as_str()),
+                        None => journal::done(what),
+                    }
+                }
                 return serde_json::from_value(envelope.data).map_err(|error| PveError::Decode {
                     path: path.to_owned(),
                     detail: error.to_string(),

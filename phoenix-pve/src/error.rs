@@ -84,6 +84,31 @@ pub enum PveError {
         /// The limit.
         seconds: u64,
     },
+    /// The run was asked to stop (Ctrl-C): this write was not sent, or this wait was given up.
+    #[error("interrupted: {what}")]
+    #[diagnostic(
+        code(phoenix::pve::interrupted),
+        help("`phoenix plan` shows where things stand; a task left running finishes on its own")
+    )]
+    Interrupted {
+        /// What was not done, or not waited for.
+        what: String,
+    },
+    /// Proxmox stopped answering while a task ran: the task may still be running there.
+    #[error(
+        "lost contact with {endpoint} for {seconds} s while task {upid} ran ({detail}); it may still be running: check the node's task log"
+    )]
+    #[diagnostic(code(phoenix::pve::lost_contact))]
+    LostContact {
+        /// The endpoint.
+        endpoint: String,
+        /// The task.
+        upid: String,
+        /// How long Phoenix tried.
+        seconds: u64,
+        /// The last transport or API error.
+        detail: String,
+    },
     /// What Phoenix was about to change was changed by someone else since it was read.
     #[error(
         "{path} changed since it was read ({detail}): someone else edited it; nothing more was written there, plan again"
@@ -125,6 +150,24 @@ impl PveError {
             PveError::Task { status, .. } => Some(status),
             _ => None,
         }
+    }
+}
+
+impl PveError {
+    /// Whether Proxmox could not take a config lock (`can't lock file ... - got timeout`): nothing was done,
+    /// so the same request may be sent again, whatever it is.
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, PveError::Api { .. })
+            && self
+                .api_message()
+                .is_some_and(|text| text.contains("got timeout"))
+    }
+
+    /// Whether Proxmox's answer says that what was asked already holds (`CT 101 already running`): one of
+    /// `done_if`'s texts is in its message. A request answered so is done.
+    pub fn says_done(&self, done_if: &[&str]) -> bool {
+        self.api_message()
+            .is_some_and(|text| done_if.iter().any(|done| text.contains(done)))
     }
 }
 

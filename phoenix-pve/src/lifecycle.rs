@@ -35,6 +35,14 @@ impl GuestType {
             GuestType::Qemu => "VM",
         }
     }
+
+    /// How Proxmox names a guest of this type in its messages: `CT 101`, `VM 100`.
+    fn label(self) -> &'static str {
+        match self {
+            GuestType::Lxc => "CT",
+            GuestType::Qemu => "VM",
+        }
+    }
 }
 
 /// One guest on one node.
@@ -83,11 +91,46 @@ impl GuestHandle<'_> {
             .collect())
     }
 
-    /// Takes a snapshot.
+    /// Takes a snapshot; one of that name that exists already (an earlier attempt whose answer was lost)
+    /// is the snapshot asked for.
     pub async fn snapshot(&self, name: &str) -> Result<(), PveError> {
         let form = Form::new().text("snapname", name);
+        let exists = format!("snapshot name '{name}' already used");
         self.client
-            .run_task(Method::POST, &format!("{}/snapshot", self.base()), &form)
+            .run_task_unless(
+                Method::POST,
+                &format!("{}/snapshot", self.base()),
+                &form,
+                &[&exists],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Proxmox's answer when the guest already runs: a start answered so is done.
+    fn already_running(&self) -> String {
+        format!("{} {} already running", self.kind.label(), self.vmid)
+    }
+
+    /// Proxmox's answer when the guest is not running: a stop answered so is done.
+    fn not_running(&self) -> String {
+        format!("{} {} not running", self.kind.label(), self.vmid)
+    }
+
+    async fn power(&self, action: &str) -> Result<(), PveError> {
+        let done_if = match action {
+            "start" => vec![self.already_running()],
+            "stop" | "shutdown" => vec![self.not_running()],
+            _ => Vec::new(),
+        };
+        let done_if: Vec<&str> = done_if.iter().map(String::as_str).collect();
+        self.client
+            .run_task_unless(
+                Method::POST,
+                &format!("{}/status/{action}", self.base()),
+                &Form::new(),
+                &done_if,
+            )
             .await?;
         Ok(())
     }
@@ -105,16 +148,9 @@ impl GuestHandle<'_> {
         Ok(())
     }
 
-    /// Starts the guest.
+    /// Starts the guest; one that already runs is started.
     pub async fn start(&self) -> Result<(), PveError> {
-        self.client
-            .run_task(
-                Method::POST,
-                &format!("{}/status/start", self.base()),
-                &Form::new(),
-            )
-            .await?;
-        Ok(())
+        self.power("start").await
     }
 
     /// The guest's tags with the owner tag added, keeping the others.
@@ -153,12 +189,30 @@ impl GuestHandle<'_> {
             .unwrap_or_default())
     }
 
-    /// Grows a disk to `size_gb` GiB.
+    /// Grows a disk to `size_gb` GiB. A disk already at that size (an earlier run's resize, or a clone
+    /// interrupted after it) is left as it is: Proxmox's `disk is already at specified size` is done.
     pub async fn resize(&self, disk: &str, size_gb: f64) -> Result<(), PveError> {
+        const AT_SIZE: &str = "disk is already at specified size";
         let form = Form::new().text("disk", disk).text("size", format!("{size_gb}G"));
-        let answer: Value = self.client.put(&format!("{}/resize", self.base()), &form).await?;
+        let answer: Value = match self.client.put(&format!("{}/resize", self.base()), &form).await {
+            Ok(answer) => answer,
+            Err(error) if error.says_done(&[AT_SIZE]) => {
+                phoenix_core::engine::journal::done(format!(
+                    "{disk} of {} {}: {AT_SIZE}",
+                    self.kind.noun(),
+                    self.vmid
+                ));
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         if let Some(upid) = answer.as_str().and_then(Upid::parse) {
-            self.client.wait_task(&upid).await?;
+            match self.client.wait_task(&upid).await {
+                Err(error) if error.says_done(&[AT_SIZE]) => {}
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }
@@ -167,13 +221,7 @@ impl GuestHandle<'_> {
     pub async fn destroy(&self) -> Result<(), PveError> {
         self.wait_unlocked().await?;
         if self.status().await? == "running" {
-            self.client
-                .run_task(
-                    Method::POST,
-                    &format!("{}/status/stop", self.base()),
-                    &Form::new(),
-                )
-                .await?;
+            self.power("stop").await?;
         }
         let answer: Value = self.client.delete(&self.base(), &[("purge", "1")]).await?;
         if let Some(upid) = answer.as_str().and_then(Upid::parse) {
@@ -195,9 +243,7 @@ impl GuestHandle<'_> {
                     (Operation::Stop, true) => "shutdown",
                     _ => "reboot",
                 };
-                self.client
-                    .run_task(Method::POST, &format!("{base}/status/{action}"), &Form::new())
-                    .await?;
+                self.power(action).await?;
             }
             Operation::Snapshot(name) => {
                 self.wait_unlocked().await?;

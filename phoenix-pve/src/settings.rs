@@ -83,6 +83,9 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Limit for waiting until a guest's lock clears.
     pub lock_timeout: Duration,
+    /// How long Proxmox may stay unreachable while Phoenix waits on one of its tasks; then the wait ends
+    /// with the task's UPID, which may still be running.
+    pub contact_timeout: Duration,
 }
 
 /// Why no settings could be made.
@@ -206,6 +209,7 @@ impl Settings {
             task_timeout: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
             lock_timeout: Duration::from_secs(10 * 60),
+            contact_timeout: Duration::from_secs(60),
         })
     }
 }

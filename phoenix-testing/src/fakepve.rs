@@ -219,6 +219,7 @@ impl FakePve {
                 max_delay: Duration::from_millis(200),
             },
             lock_timeout: Duration::from_secs(20),
+            contact_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::change::Action;
-use crate::engine::manager::{ManagerError, Managers, Operation};
+use crate::engine::journal::{Journal, Step};
+use crate::engine::manager::{Manager, ManagerError, Managers, Operation};
 use crate::engine::plan::{Plan, PlanEntry};
 
 /// Limits and permissions of a run.
@@ -82,6 +83,9 @@ pub struct ResourceReport {
     /// Time spent on it, in milliseconds.
     #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
+    /// What its work did, step by step: each write Proxmox acknowledged, each task and how it ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -133,6 +137,13 @@ pub enum Event {
     Started(Address),
     /// A resource reached its outcome.
     Finished(ResourceReport),
+    /// The work on a resource waits for something (a lock, a task, a guest agent); `None`: no longer.
+    Waiting {
+        /// The resource.
+        address: Address,
+        /// What it waits for.
+        what: Option<String>,
+    },
 }
 
 /// Why a run did not start.
@@ -179,11 +190,13 @@ impl StopHandle {
 }
 
 impl StopSignal {
-    fn is_stopped(&self) -> bool {
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
         *self.0.borrow()
     }
 
-    async fn stopped(&mut self) {
+    /// Waits until a stop is requested.
+    pub async fn stopped(&mut self) {
         while !*self.0.borrow_and_update() {
             if self.0.changed().await.is_err() {
                 // The handle is gone: nobody can ask for a stop any more.
@@ -335,7 +348,7 @@ async fn run(
         creating_per_storage: BTreeMap::new(),
     };
     let parallelism = options.parallelism.max(1);
-    let mut tasks: JoinSet<(usize, Outcome, Duration)> = JoinSet::new();
+    let mut tasks: JoinSet<(usize, Outcome, Duration, Vec<Step>)> = JoinSet::new();
     let mut in_flight: BTreeMap<usize, Claims> = BTreeMap::new();
     let mut task_positions: std::collections::HashMap<tokio::task::Id, usize> =
         std::collections::HashMap::new();
@@ -349,7 +362,7 @@ async fn run(
                 let entry = &entries[position];
                 if matches!(work, Work::Apply) && entry.is_unchanged() {
                     run.ready.remove(&position);
-                    run.finish(position, &entries, Outcome::Unchanged, Duration::ZERO);
+                    run.finish(position, &entries, Outcome::Unchanged, Duration::ZERO, Vec::new());
                     settled_unchanged = true;
                     continue;
                 }
@@ -371,36 +384,14 @@ async fn run(
                     .clone();
                 let entries = Arc::clone(&entries);
                 let work = work.clone();
+                let journal = Journal::new(entry.address.clone(), Some(stop.clone()), run.events.clone());
                 let handle = tasks.spawn(async move {
                     let began = Instant::now();
-                    let entry = &entries[position];
-                    if let Work::Operate(operation) = &work {
-                        let result = match &entry.observed {
-                            None => Err(ManagerError::failed(format!("{} does not exist", entry.address))),
-                            Some(_) => {
-                                manager
-                                    .operate(entry.resource.as_ref(), &entry.address, operation)
-                                    .await
-                            }
-                        };
-                        let outcome = match result {
-                            Ok(()) => Outcome::Changed { changes: 1 },
-                            Err(error) => Outcome::Failed {
-                                error: describe(&error),
-                                applied: 0,
-                            },
-                        };
-                        return (position, outcome, began.elapsed());
-                    }
-                    let mut applied = 0;
-                    for change in &entry.changes {
-                        if let Err(error) = manager.apply(entry.resource.as_ref(), change).await {
-                            let error = describe(&error);
-                            return (position, Outcome::Failed { error, applied }, began.elapsed());
-                        }
-                        applied += 1;
-                    }
-                    (position, Outcome::Changed { changes: applied }, began.elapsed())
+                    let outcome = journal
+                        .clone()
+                        .scope(work_on(&entries[position], &work, manager))
+                        .await;
+                    (position, outcome, began.elapsed(), journal.steps())
                 });
                 task_positions.insert(handle.id(), position);
             }
@@ -414,20 +405,21 @@ async fn run(
         }
         tokio::select! {
             joined = tasks.join_next_with_id() => {
-                let (position, outcome, duration) = match joined.expect("the set is not empty") {
+                let (position, outcome, duration, steps) = match joined.expect("the set is not empty") {
                     Ok((_, finished)) => finished,
                     // A manager that panics fails its resource; the run goes on and reports.
                     Err(error) => {
                         let position = task_positions[&error.id()];
-                        (position, Outcome::Failed { error: format!("the manager panicked: {error}"), applied: 0 }, Duration::ZERO)
+                        let outcome = Outcome::Failed { error: format!("the manager panicked: {error}"), applied: 0 };
+                        (position, outcome, Duration::ZERO, Vec::new())
                     }
                 };
                 let claims = in_flight.remove(&position).expect("a finished task was in flight");
                 run.release(&claims);
-                run.finish(position, &entries, outcome, duration);
+                run.finish(position, &entries, outcome, duration, steps);
             }
             () = stop.stopped(), if !stop.is_stopped() => {
-                tracing::info!(in_flight = in_flight.len(), "stop requested: no new operations start");
+                tracing::info!(in_flight = in_flight.len(), "stop requested: no new operations start, those in flight stop at their next step");
             }
         }
     }
@@ -437,11 +429,13 @@ async fn run(
         .iter()
         .zip(run.outcomes)
         .map(|(entry, outcome)| {
-            let (outcome, duration) = outcome.unwrap_or((Outcome::NotStarted, Duration::ZERO));
+            let (outcome, duration, steps) =
+                outcome.unwrap_or((Outcome::NotStarted, Duration::ZERO, Vec::new()));
             ResourceReport {
                 address: entry.address.clone(),
                 outcome,
                 duration,
+                steps,
             }
         })
         .collect();
@@ -450,6 +444,36 @@ async fn run(
         elapsed: started.elapsed(),
         stopped,
     })
+}
+
+/// The work on one resource: its changes one after the other, or the operation.
+async fn work_on(entry: &PlanEntry, work: &Work, manager: Arc<dyn Manager>) -> Outcome {
+    if let Work::Operate(operation) = work {
+        let result = match &entry.observed {
+            None => Err(ManagerError::failed(format!("{} does not exist", entry.address))),
+            Some(_) => {
+                manager
+                    .operate(entry.resource.as_ref(), &entry.address, operation)
+                    .await
+            }
+        };
+        return match result {
+            Ok(()) => Outcome::Changed { changes: 1 },
+            Err(error) => Outcome::Failed {
+                error: describe(&error),
+                applied: 0,
+            },
+        };
+    }
+    let mut applied = 0;
+    for change in &entry.changes {
+        if let Err(error) = manager.apply(entry.resource.as_ref(), change).await {
+            let error = describe(&error);
+            return Outcome::Failed { error, applied };
+        }
+        applied += 1;
+    }
+    Outcome::Changed { changes: applied }
 }
 
 fn describe(error: &ManagerError) -> String {
@@ -486,7 +510,7 @@ impl Claims {
 }
 
 struct Run {
-    outcomes: Vec<Option<(Outcome, Duration)>>,
+    outcomes: Vec<Option<(Outcome, Duration, Vec<Step>)>>,
     events: Option<mpsc::UnboundedSender<Event>>,
     ready: BTreeSet<usize>,
     waiting: Vec<usize>,
@@ -532,15 +556,23 @@ impl Run {
     }
 
     /// Records an outcome; a success releases dependents, a failure skips them all, transitively.
-    fn finish(&mut self, position: usize, entries: &[PlanEntry], outcome: Outcome, duration: Duration) {
+    fn finish(
+        &mut self,
+        position: usize,
+        entries: &[PlanEntry],
+        outcome: Outcome,
+        duration: Duration,
+        steps: Vec<Step>,
+    ) {
         let succeeded = matches!(outcome, Outcome::Changed { .. } | Outcome::Unchanged);
         tracing::debug!(address = %entries[position].address, ?outcome, ?duration, "finished");
         self.emit(Event::Finished(ResourceReport {
             address: entries[position].address.clone(),
             outcome: outcome.clone(),
             duration,
+            steps: steps.clone(),
         }));
-        self.outcomes[position] = Some((outcome, duration));
+        self.outcomes[position] = Some((outcome, duration, steps));
         let dependents = self.dependents[position].clone();
         if succeeded {
             for dependent in dependents {
@@ -565,8 +597,9 @@ impl Run {
                     reason: reason.clone(),
                 },
                 duration: Duration::ZERO,
+                steps: Vec::new(),
             }));
-            self.outcomes[dependent] = Some((Outcome::Skipped { reason }, Duration::ZERO));
+            self.outcomes[dependent] = Some((Outcome::Skipped { reason }, Duration::ZERO, Vec::new()));
             stack.extend(self.dependents[dependent].iter().copied());
         }
     }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::change::{Action, Change, Consequence, FieldChange};
 use crate::engine::executor::{Outcome, Report};
+use crate::engine::journal::{Step, StepState};
 use crate::engine::plan::{PLAN_FORMAT_VERSION, Plan, PlanEntry, PlanSummary};
 use crate::engine::resource::{Desired, Resource};
 
@@ -266,13 +267,9 @@ pub fn report_text(report: &Report, colour: Colour) -> String {
                 ("changed", GREEN, format!("{changes} change{}", plural(*changes)))
             }
             Outcome::Unchanged => ("unchanged", DIM, String::new()),
-            Outcome::Failed { error, applied } => {
+            Outcome::Failed { error, .. } => {
                 let first_line = error.lines().next().unwrap_or_default();
-                (
-                    "failed",
-                    BOLD_RED,
-                    format!("{first_line} ({applied} applied before)"),
-                )
+                ("failed", BOLD_RED, first_line.to_owned())
             }
             Outcome::Skipped { reason } => ("skipped", YELLOW, reason.clone()),
             Outcome::NotStarted => ("not started", YELLOW, "the run was stopped".to_owned()),
@@ -288,6 +285,9 @@ pub fn report_text(report: &Report, colour: Colour) -> String {
             line.address.to_string(),
             colour.paint(code, &format!("{result:11}"))
         );
+        if matches!(line.outcome, Outcome::Failed { .. }) {
+            steps_text(&mut out, &line.steps, width + 25);
+        }
     }
     let (changed, unchanged, failed, skipped, not_started) = report.counts();
     let _ = write!(
@@ -304,6 +304,27 @@ pub fn report_text(report: &Report, colour: Colour) -> String {
     );
     out.push('\n');
     out
+}
+
+/// What a failed resource's work did, one step a line under its row: the operator's account of where it stands.
+fn steps_text(out: &mut String, steps: &[Step], indent: usize) {
+    if steps.is_empty() {
+        let _ = writeln!(out, "{:indent$}nothing was written", "");
+        return;
+    }
+    for step in steps {
+        let state = match step.state {
+            StepState::Done => "done:",
+            StepState::Failed => "failed:",
+            StepState::Running => "still running on Proxmox:",
+        };
+        let task = step
+            .task
+            .as_deref()
+            .map(|upid| format!(" (task {upid})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{:indent$}{state} {}{task}", "", step.what);
+    }
 }
 
 fn plural(count: usize) -> &'static str {

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use crate::engine::journal;
 use crate::engine::manager::ManagerError;
 
 /// What a retry policy needs to know about an error.
@@ -71,6 +72,30 @@ impl RetryPolicy {
         half + jitter
     }
 
+    /// Runs an idempotent `operation` (a read, a `PUT` of whole values) until it succeeds, fails
+    /// permanently, or the attempts are used up. A stopped run ends the waiting with the last error.
+    pub async fn retry<T, E, F, Fut>(&self, mut operation: F) -> Result<T, E>
+    where
+        E: Retryable + std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let attempts = self.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match operation().await {
+                Err(error) if error.is_transient() && attempt < attempts => {
+                    tracing::debug!(attempt, %error, "transient failure, trying again");
+                    if journal::pause(self.delay(attempt)).await.is_err() {
+                        return Err(error);
+                    }
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Runs `operation` until it is accepted, fails permanently, or the attempts are used up.
     pub async fn dispatch<T, E, F, Fut>(&self, mut operation: F) -> Result<Dispatched<T>, E>
     where
@@ -86,7 +111,9 @@ impl RetryPolicy {
                 Err(error) if error.is_already_exists() && attempt > 1 => return Ok(Dispatched::AlreadyDone),
                 Err(error) if error.is_transient() && attempt < attempts => {
                     tracing::debug!(attempt, %error, "transient failure, retrying");
-                    tokio::time::sleep(self.delay(attempt)).await;
+                    if journal::pause(self.delay(attempt)).await.is_err() {
+                        return Err(error);
+                    }
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
@@ -150,6 +177,28 @@ mod tests {
             .await;
         assert_eq!(result, Ok(Dispatched::Accepted("UPID:pve1:1")));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_operations_are_retried_on_transient_errors_only() {
+        let calls = AtomicU32::new(0);
+        let read = quick()
+            .retry(|| async {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(ManagerError::Transient {
+                        message: "500 cluster resources".into(),
+                    })
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+        assert_eq!(read, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let refused: Result<(), _> = quick()
+            .retry(|| async { Err(ManagerError::failed("403 permission denied")) })
+            .await;
+        assert!(matches!(refused, Err(ManagerError::Failed { .. })));
     }
 
     #[tokio::test(start_paused = true)]
