@@ -289,6 +289,8 @@ impl GuestDriver for Containers {
             Some(source) => {
                 let source_node = self.kit.node_of(source, None);
                 let snapshot = self.template_snapshots().get(&source).cloned();
+                // Proxmox locks the source while it clones: clones of one source take turns.
+                let _turn = self.kit.exclusive(&format!("clone {source}")).await;
                 self.kit
                     .client()
                     .wait_unlocked(&source_node, "lxc", source)

@@ -64,6 +64,8 @@ pub struct GuestKit {
     kind: GuestType,
     default_node: String,
     nodes: Mutex<BTreeMap<u32, String>>,
+    /// One lock per key for work Proxmox does one at a time (clones of one source lock that source).
+    serial: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl GuestKit {
@@ -80,7 +82,22 @@ impl GuestKit {
             kind,
             default_node: default_node.into(),
             nodes: Mutex::default(),
+            serial: Mutex::default(),
         }
+    }
+
+    /// Waits until no other work of this kit holds `key`, then holds it until the guard is dropped.
+    /// Proxmox locks a guest while it is cloned, so clones of one source take turns instead of failing
+    /// with `CT is locked (disk)`.
+    pub async fn exclusive(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = Arc::clone(
+            self.serial
+                .lock()
+                .expect("no code panics while holding this lock")
+                .entry(key.to_owned())
+                .or_default(),
+        );
+        lock.lock_owned().await
     }
 
     /// The API client.

@@ -88,7 +88,7 @@ guest_agent.result = result
 /// One fakepve server, stopped when dropped.
 pub struct FakePve {
     pub info: Info,
-    _child: Child,
+    child: Child,
     control: reqwest::Client,
 }
 
@@ -133,9 +133,16 @@ impl FakePve {
         phoenix_pve::install_crypto_provider();
         Some(FakePve {
             info,
-            _child: child,
+            child,
             control: reqwest::Client::new(),
         })
+    }
+
+    /// Kills the server process: from now on every connection is refused, as when a node dies.
+    pub fn kill(&self) {
+        let pid = self.child.id().expect("the fake runs").to_string();
+        let killed = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        assert!(killed.is_ok_and(|status| status.success()), "kill -KILL {pid}");
     }
 
     /// Runs Python against the fake (`pve` is in scope, `await` allowed); returns what it put in `result`.

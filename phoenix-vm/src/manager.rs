@@ -506,6 +506,8 @@ impl GuestDriver for Vms {
             Some(source) => {
                 let source_node = self.kit.node_of(source, None);
                 let (is_template, snapshot) = self.sources().get(&source).cloned().unwrap_or((true, None));
+                // Proxmox locks the source while it clones: clones of one source take turns.
+                let _turn = self.kit.exclusive(&format!("clone {source}")).await;
                 self.kit
                     .client()
                     .wait_unlocked(&source_node, "qemu", source)
