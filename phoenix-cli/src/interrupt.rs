@@ -1,5 +1,6 @@
-//! Ctrl-C during a run: the first asks the executor to stop dispatching and waits for what is in flight;
-//! the second abandons the run (its future is dropped, which aborts the tasks in flight).
+//! Ctrl-C during a run: the first asks the executor to stop dispatching; work in flight sends no new write
+//! and gives up its waits (a Proxmox task left running is named in the report with its UPID). The second
+//! abandons the run (its future is dropped, which aborts the work in flight).
 
 use std::future::Future;
 
@@ -13,7 +14,7 @@ pub(crate) async fn interruptible<T>(handle: StopHandle, run: impl Future<Output
             return std::future::pending::<()>().await;
         }
         eprintln!(
-            "\nStopping: no new operations start; waiting for those in flight. Press Ctrl-C again to abandon them."
+            "\nStopping: no new operations start, and those in flight stop at their next step; the report names any Proxmox task left running. Press Ctrl-C again to abandon at once."
         );
         handle.stop();
         if tokio::signal::ctrl_c().await.is_err() {
