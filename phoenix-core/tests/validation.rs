@@ -685,3 +685,220 @@ fn every_problem_is_collected_at_once() {
     assert_eq!(validation.problems().len(), 3, "{:#?}", validation.problems());
     assert!(validation.has_errors());
 }
+
+/// A value of the configuration that no guest can have: past what Proxmox accepts, or past what a size in
+/// bytes can say exactly in JSON.
+#[test]
+fn sizes_beyond_proxmox_limits() {
+    check(
+        &[
+            Replace(
+                Lxc,
+                r#""template_snapshot_name": "golden""#,
+                r#""template_snapshot_name": "golden", "storage_size_gb": 18446744073709551615"#,
+            ),
+            Replace(
+                Lxc,
+                r#""memory_mb": 1024"#,
+                r#""memory_mb": 1024, "cores": 1000000"#,
+            ),
+            Replace(Vm, r#""cores": 2"#, r#""cores": 8193"#),
+            Replace(Vm, r#""memory_mb": 2048"#, r#""memory_mb": 8589934593"#),
+            Replace(
+                Vm,
+                r#""template_snapshot_name": "clean","#,
+                r#""template_snapshot_name": "clean", "disk_size_gb": 8388609,"#,
+            ),
+        ],
+        &[
+            (
+                "phoenix::schema::out_of_range",
+                "/lxc_configs/900/storage_size_gb",
+                9,
+            ),
+            ("phoenix::schema::out_of_range", "/lxc_configs/101/cores", 14),
+            ("phoenix::schema::out_of_range", "/vm_defaults/cores", 2),
+            ("phoenix::schema::out_of_range", "/vm_defaults/memory_mb", 2),
+            ("phoenix::schema::out_of_range", "/vms/0/disk_size_gb", 9),
+        ],
+    );
+}
+
+#[test]
+fn sizes_at_the_limits_are_accepted() {
+    check(
+        &[
+            Replace(
+                Lxc,
+                r#""memory_mb": 1024"#,
+                r#""memory_mb": 8589934592, "cores": 8192"#,
+            ),
+            Replace(Vm, r#""cores": 2"#, r#""cores": 8192"#),
+            Replace(
+                Vm,
+                r#""template_snapshot_name": "clean","#,
+                r#""template_snapshot_name": "clean", "disk_size_gb": 8388608,"#,
+            ),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn guest_name_longer_than_a_dns_name() {
+    let name: &'static str = format!("\"101\": {{\n      \"name\": \"{}\"", "a".repeat(65_536)).leak();
+    check(
+        &[Replace(Lxc, "\"101\": {\n      \"name\": \"gateway\"", name)],
+        &[
+            ("phoenix::schema::too_long", "/lxc_configs/101/name", 12),
+            ("phoenix::schema::bad_format", "/lxc_configs/101/name", 12),
+        ],
+    );
+}
+
+#[test]
+fn guest_names_are_dns_names() {
+    let long_label: &'static str = format!(r#""name": "{}.example""#, "a".repeat(64)).leak();
+    check(
+        &[
+            Replace(Lxc, r#""name": "base""#, r#""name": "a..b""#),
+            Replace(
+                Lxc,
+                "\"102\": {\n      \"name\": \"proxy\"",
+                "\"102\": {\n      \"name\": \"-proxy\"",
+            ),
+            Replace(Vm, r#""name": "apps""#, long_label),
+        ],
+        &[
+            ("phoenix::schema::bad_format", "/lxc_configs/900/name", 4),
+            ("phoenix::schema::bad_format", "/lxc_configs/102/name", 28),
+            ("phoenix::schema::bad_format", "/vms/2/name", 23),
+        ],
+    );
+}
+
+#[test]
+fn labels_of_63_characters_make_a_valid_name() {
+    let name: &'static str = format!(r#""name": "{0}.{0}""#, "a".repeat(63)).leak();
+    check(&[Replace(Vm, r#""name": "apps""#, name)], &[]);
+}
+
+#[test]
+fn duplicate_guest_names_across_kinds_ignore_case() {
+    check(
+        &[
+            Replace(
+                Lxc,
+                "\"102\": {\n      \"name\": \"proxy\"",
+                "\"102\": {\n      \"name\": \"gateway\"",
+            ),
+            Replace(Vm, r#""name": "apps""#, r#""name": "Gateway""#),
+        ],
+        &[
+            ("phoenix::guest::duplicate_name", "/lxc_configs/102/name", 28),
+            ("phoenix::guest::duplicate_name", "/vms/2/name", 23),
+        ],
+    );
+}
+
+#[test]
+fn template_volume_must_not_leave_its_storage() {
+    for template in [
+        "local:vztmpl/../../../etc/shadow",
+        "local:vztmpl/..",
+        "local:vztmpl/a/b.tar.zst",
+        "local:iso/debian.iso",
+        "debian-12-standard_12.7-1_amd64.tar.zst",
+        "/var/lib/vz/template/../../../etc/shadow",
+        "local:vztmpl/",
+    ] {
+        let edit: &'static str = format!(r#""template": "{template}""#).leak();
+        check(
+            &[Replace(
+                Lxc,
+                r#""template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst""#,
+                edit,
+            )],
+            &[("phoenix::schema::bad_format", "/lxc_configs/900/template", 5)],
+        );
+    }
+}
+
+#[test]
+fn legacy_template_path_is_still_accepted() {
+    check(
+        &[Replace(
+            Lxc,
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+            "/var/lib/vz/template/cache/debian-12-standard_12.7-1_amd64.tar.zst",
+        )],
+        &[("phoenix::config::template_path", "/lxc_configs/900/template", 5)],
+    );
+}
+
+#[test]
+fn endpoint_must_be_an_https_url_with_a_host() {
+    for endpoint in [
+        "::::",
+        "http://pve1.test:8006",
+        "https://",
+        "https://:8006",
+        "https://pve1.test:65536",
+        "pve1.test:8006",
+    ] {
+        let edit: &'static str = format!(r#""endpoint": "{endpoint}""#).leak();
+        check(
+            &[Replace(
+                Hypervisor,
+                r#""endpoint": "https://pve1.test:8006""#,
+                edit,
+            )],
+            &[("phoenix::schema::bad_format", "/proxmox/endpoint", 3)],
+        );
+    }
+}
+
+#[test]
+fn endpoint_with_an_ipv6_host_must_parse() {
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""endpoint": "https://pve1.test:8006""#,
+            r#""endpoint": "https://[::::]:8006""#,
+        )],
+        &[("phoenix::connection::bad_endpoint", "/proxmox/endpoint", 3)],
+    );
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""endpoint": "https://pve1.test:8006""#,
+            r#""endpoint": "https://[fd00::2]:8006/api2/json""#,
+        )],
+        &[],
+    );
+}
+
+#[test]
+fn fingerprint_must_be_sha256_pairs() {
+    for fingerprint in [
+        "XYZ",
+        "AA:BB",
+        "AABBCCDDEEFF00112233445566778899AABBCCDDEEFF00112233445566778899",
+        "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:9G",
+    ] {
+        let edit: &'static str =
+            format!(r#""token_id": "phoenix@pve!ci", "fingerprint": "{fingerprint}","#).leak();
+        check(
+            &[Replace(Hypervisor, r#""token_id": "phoenix@pve!ci","#, edit)],
+            &[("phoenix::schema::bad_format", "/proxmox/fingerprint", 5)],
+        );
+    }
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""token_id": "phoenix@pve!ci","#,
+            r#""token_id": "phoenix@pve!ci", "fingerprint": "aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99","#,
+        )],
+        &[],
+    );
+}

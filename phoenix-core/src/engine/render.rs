@@ -41,6 +41,20 @@ const BOLD_RED: &str = "1;31";
 const MAGENTA: &str = "35";
 const DIM: &str = "2";
 
+/// The widest column that names are padded to. Names come from the configuration (a DNS record's field is a
+/// guest's name), so a width taken from them is bounded: `format!` panics on a width above `u16::MAX`, and a
+/// long name is better printed whole than everything else pushed out to its length.
+const MAX_COLUMN: usize = 40;
+
+/// The width of a column of `names`: the longest in characters, at least `minimum`, at most [`MAX_COLUMN`].
+fn column_width<'a>(names: impl Iterator<Item = &'a str>, minimum: usize) -> usize {
+    names
+        .map(|name| name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(minimum, MAX_COLUMN)
+}
+
 /// The plan as people read it, in the spirit of `terraform plan`.
 pub fn plan_text(plan: &Plan, colour: Colour) -> String {
     let mut out = String::new();
@@ -106,12 +120,7 @@ fn write_change(out: &mut String, entry: &PlanEntry, change: &Change, colour: Co
         colour.paint(code, symbol),
         change.address
     );
-    let width = change
-        .fields
-        .iter()
-        .map(|field| field.field.len())
-        .max()
-        .unwrap_or(0);
+    let width = column_width(change.fields.iter().map(|field| field.field.as_str()), 0);
     for field in &change.fields {
         let _ = writeln!(out, "      {}", field_line(field, width, change.action, colour));
     }
@@ -248,13 +257,12 @@ pub fn plan_document(plan: &Plan) -> PlanDocument<'_> {
 
 /// The summary table at the end of a run.
 pub fn report_text(report: &Report, colour: Colour) -> String {
-    let width = report
+    let addresses: Vec<String> = report
         .resources
         .iter()
-        .map(|line| line.address.to_string().len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
+        .map(|line| line.address.to_string())
+        .collect();
+    let width = column_width(addresses.iter().map(String::as_str), 8);
     let mut out = format!("{:width$}  {:11}  {:>8}  DETAIL\n", "RESOURCE", "RESULT", "TIME");
     // Converged resources are only counted: the table is about what happened.
     for line in report

@@ -2,6 +2,7 @@
 //!
 //! Every check reads the resolved [`Estate`] and reports [`Problem`]s at JSON pointers; none stops the others.
 
+mod connection;
 mod firewall;
 pub(crate) mod legacy;
 pub(crate) mod network;
@@ -33,6 +34,8 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_cycles(estate, &mut problems);
     check_addresses(estate, &mut problems);
     check_macs(estate, &mut problems);
+    check_guest_names(estate, &mut problems);
+    connection::check(&estate.files().hypervisor, &mut problems);
     check_traefik_names(estate, &mut problems);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
@@ -468,6 +471,33 @@ fn check_macs(estate: &Estate, problems: &mut Vec<Problem>) {
                 }
             }
         }
+    }
+}
+
+/// Two guests with one name: Proxmox allows it, but a name is a host name. The DNS sync step publishes one
+/// record per name (the second guest's would replace the first's), and people and logs tell guests apart by
+/// name. DNS names ignore case, so neither does this check.
+fn check_guest_names(estate: &Estate, problems: &mut Vec<Problem>) {
+    let mut seen: HashMap<String, &Guest> = HashMap::new();
+    for guest in estate.guests().values() {
+        let name = guest.name().to_ascii_lowercase();
+        let Some(first) = seen.get(&name) else {
+            seen.insert(name, guest);
+            continue;
+        };
+        problems.push(
+            Problem::error(
+                "phoenix::guest::duplicate_name",
+                guest.file,
+                guest.pointer_to("name"),
+                format!("{} has the same name as {}", guest.describe(), first.describe()),
+            )
+            .with_label("name already taken")
+            .with_help(
+                "give each guest its own name: a name is the guest's host name, and the DNS sync step publishes one \
+                 record per name, so one of the two would silently lose its record (DNS ignores case)",
+            ),
+        );
     }
 }
 

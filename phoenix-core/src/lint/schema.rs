@@ -230,6 +230,17 @@ fn to_problems(kind: FileKind, schema: &Value, error: &ValidationError<'_>) -> V
             )
             .with_label("too large")
         }
+        ValidationErrorKind::MaxLength { limit } => Problem::error(
+            "phoenix::schema::too_long",
+            kind,
+            pointer.clone(),
+            format!(
+                "{} is {} characters long, more than the {limit} allowed",
+                subject(&pointer),
+                instance.as_str().map_or(0, |text| text.chars().count())
+            ),
+        )
+        .with_label("too long"),
         ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
             let description = keyword_schema
                 .and_then(|parent| parent.get("description"))
@@ -335,7 +346,7 @@ fn describe_value(value: &Value) -> String {
         Value::Bool(_) => "a boolean".to_owned(),
         Value::Number(number) if number.is_i64() || number.is_u64() => format!("the integer {number}"),
         Value::Number(number) => format!("the number {number}"),
-        Value::String(text) => format!("the string {text:?}"),
+        Value::String(text) => format!("the string {}", quoted(text)),
         Value::Array(_) => "an array".to_owned(),
         Value::Object(_) => "an object".to_owned(),
     }
@@ -343,9 +354,21 @@ fn describe_value(value: &Value) -> String {
 
 fn render_scalar(value: &Value) -> String {
     match value {
-        Value::String(text) => format!("\"{text}\""),
+        Value::String(text) => quoted(text),
         Value::Array(_) => "an array".to_owned(),
         Value::Object(_) => "an object".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// A string in quotes, as messages show it: escaped, and whole when short, else its start and its length,
+/// so that a value of megabytes does not make a message of megabytes.
+fn quoted(text: &str) -> String {
+    const LIMIT: usize = 60;
+    let length = text.chars().count();
+    if length <= LIMIT {
+        return format!("\"{}\"", text.escape_debug());
+    }
+    let start: String = text.chars().take(LIMIT).collect();
+    format!("\"{}…\" ({length} characters)", start.escape_debug())
 }
