@@ -73,6 +73,29 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+impl Command {
+    /// The output format the command was asked for; human for commands without `--output`.
+    pub(crate) fn output(&self) -> OutputFormat {
+        match self {
+            Command::Validate(args) => args.output,
+            Command::Plan(args) => args.output,
+            Command::Apply(args) => args.run.output,
+            Command::Create(args) | Command::Converge(args) => args.run.output,
+            Command::Status(args) => args.output,
+            Command::Start(_)
+            | Command::Stop(_)
+            | Command::Restart(_)
+            | Command::HealthCheck(_)
+            | Command::Snapshot(_)
+            | Command::Rollback(_)
+            | Command::Delete(_)
+            | Command::Graph(_)
+            | Command::Schema(_)
+            | Command::Completions(_) => OutputFormat::Human,
+        }
+    }
+}
+
 /// Arguments of `validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -90,7 +113,7 @@ pub struct TargetArgs {
     /// Use the built-in demo target: a simulated Proxmox whose state is kept in a local file.
     #[arg(long)]
     pub demo: bool,
-    /// The demo target's state file (default: a file per config directory in the temporary directory).
+    /// The demo target's state file (default: a file per config directory in $XDG_STATE_HOME/phoenix/demo).
     /// Ignored without --demo, so that an exported PHOENIX_DEMO_STATE does not get in the way.
     #[arg(long, value_name = "FILE", env = "PHOENIX_DEMO_STATE")]
     pub demo_state: Option<PathBuf>,

@@ -22,9 +22,7 @@ struct ReportDocument<'a> {
 }
 
 pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs) -> miette::Result<Exit> {
-    let Some(estate) = load::estate(&global.config)? else {
-        return Ok(Exit::Failure);
-    };
+    let estate = load::estate(&global.config)?;
     let target = Target::open(&args.target, &estate, &global.config).await?;
     target.ensure_writable()?;
     let options = target.plan_options(targets)?;

@@ -11,26 +11,23 @@ use crate::exit::Exit;
 use crate::load;
 use crate::target::Target;
 
-/// Plans the named targets against the live state, to know their order, existence and drift.
-async fn observe(
-    ids: &[String],
-    target_args: &TargetArgs,
-    global: &GlobalArgs,
-) -> miette::Result<Option<(Target, Plan, phoenix_core::Estate)>> {
-    let Some(estate) = load::estate(&global.config)? else {
-        return Ok(None);
-    };
+/// Reads the configuration and opens the target.
+async fn open(target_args: &TargetArgs, global: &GlobalArgs) -> miette::Result<(Target, phoenix_core::Estate)> {
+    let estate = load::estate(&global.config)?;
     let target = Target::open(target_args, &estate, &global.config).await?;
+    Ok((target, estate))
+}
+
+/// Plans the named targets against the live state, to know their order, existence and drift.
+async fn observe(ids: &[String], target: &Target, estate: &phoenix_core::Estate) -> miette::Result<Plan> {
     let options = target.plan_options(ids)?;
-    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
-    Ok(Some((target, plan, estate)))
+    Ok(phoenix_core::plan(phoenix_core::resources(estate), target.managers(), &options).await?)
 }
 
 /// `phoenix status`: live state and drift of each resource, as a table or JSON.
 pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Result<Exit> {
-    let Some((target, plan, _)) = observe(&args.targets, &args.target, global).await? else {
-        return Ok(Exit::Failure);
-    };
+    let (target, estate) = open(&args.target, global).await?;
+    let plan = observe(&args.targets, &target, &estate).await?;
     let rows: Vec<(String, String, String, String)> = plan
         .entries()
         .iter()
@@ -94,10 +91,9 @@ pub(crate) async fn run(
     force: bool,
     global: &GlobalArgs,
 ) -> miette::Result<Exit> {
-    let Some((target, plan, estate)) = observe(&args.ids, &args.target, global).await? else {
-        return Ok(Exit::Failure);
-    };
+    let (target, estate) = open(&args.target, global).await?;
     target.ensure_writable()?;
+    let plan = observe(&args.ids, &target, &estate).await?;
     if operation == Operation::Delete && !force {
         let dependents = phoenix_core::dependents(&phoenix_core::resources(&estate), plan.targets());
         if !dependents.is_empty() {
