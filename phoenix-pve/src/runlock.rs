@@ -74,7 +74,11 @@ impl Holder {
             .map_or(0, |elapsed| elapsed.subsec_nanos());
         let pid = std::process::id();
         Holder {
-            user: clean(&std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default()),
+            user: clean(
+                &std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_default(),
+            ),
             host: clean(&hostname()),
             pid,
             started: now,
@@ -136,13 +140,17 @@ impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}@{} (pid {}, since {}, lease until {})",
+            "{}@{} (pid {}, since {}",
             self.user,
             self.host,
             self.pid,
-            utc(self.started),
-            utc(self.expires)
-        )
+            utc(self.started)
+        )?;
+        // A local lock has no lease: the kernel releases it when its process ends.
+        if self.expires > self.started {
+            write!(f, ", lease until {}", utc(self.expires))?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -161,7 +169,11 @@ impl fmt::Display for HeldBy {
 impl PoolLock {
     /// Tries once to take the lock, with a lease of `lease`, renewed every third of it while held. An
     /// expired lock is taken over; with `force`, so is a live one (never a pool Phoenix did not create).
-    pub async fn try_acquire(client: &Arc<Client>, lease: Duration, force: bool) -> Result<Attempt, PveError> {
+    pub async fn try_acquire(
+        client: &Arc<Client>,
+        lease: Duration,
+        force: bool,
+    ) -> Result<Attempt, PveError> {
         let ours = Holder::current(lease);
         let mut last_seen = None;
         // A few rounds: a lock released or taken over between our create and our read is tried again.
@@ -247,7 +259,9 @@ async fn renew(client: Arc<Client>, holder: Holder, lease: Duration) {
             }
         };
         if current.is_none_or(|current| current.token != holder.token) {
-            tracing::warn!("the cluster run lock {LOCK_POOL} was taken over by another run; no longer renewing");
+            tracing::warn!(
+                "the cluster run lock {LOCK_POOL} was taken over by another run; no longer renewing"
+            );
             return;
         }
         let form = Form::new()
@@ -345,7 +359,11 @@ pub fn utc(seconds: u64) -> String {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
