@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
@@ -119,6 +120,35 @@ pub struct TargetArgs {
     pub demo_state: Option<PathBuf>,
 }
 
+/// How a writing command waits for the run lock another run on the same target holds.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// How long to wait for another run's lock on this target (`0`: fail at once); such as 30s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_timeout: Duration,
+    /// Take over the cluster-wide run lock even before its lease expires (for a run known to be dead).
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+/// Parses `90`, `90s`, `5m` or `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        _ => return Err(format!("`{text}` has unit `{unit}`; use s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 /// Arguments of `plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -158,6 +188,8 @@ pub struct RunArgs {
     /// How to print the plan and the final report.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Arguments of `apply`.
@@ -201,6 +233,8 @@ pub struct GuestsArgs {
     pub ids: Vec<String>,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Arguments of `snapshot` and `rollback`.
@@ -214,6 +248,8 @@ pub struct SnapshotArgs {
     pub name: String,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// Roll back without asking (required when not on a terminal); `snapshot` does not ask.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -274,12 +310,25 @@ pub enum OutputFormat {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::CommandFactory;
 
-    use super::Cli;
+    use super::{Cli, parse_duration};
 
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lock_timeouts_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

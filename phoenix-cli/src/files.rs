@@ -57,10 +57,12 @@ pub(crate) fn read_text(path: &Path, limit: u64, links: Links) -> miette::Result
     if bytes.len() as u64 > limit {
         return Err(miette::miette!(
             code = "phoenix::file::too_large",
-            help = "Phoenix reads files of at most {} MiB from here; is this the right file?",
+            help = format!(
+                "Phoenix reads files of at most {} MiB from here; is this the right file?",
+                limit >> 20
+            ),
             "{} is larger than {} MiB",
             path.display(),
-            limit >> 20,
             limit >> 20
         ));
     }
@@ -109,11 +111,7 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> miette::Result<()> 
     let name = path
         .file_name()
         .ok_or_else(|| miette::miette!("{} names no file", path.display()))?;
-    let temporary = directory.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let temporary = directory.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let written = (|| -> io::Result<()> {
         // `create_new` is O_EXCL: it never opens an existing file or follows a link. A leftover of a
         // crashed run with this process id is removed (which does not follow a link either) and made again.
@@ -203,21 +201,19 @@ fn examine(path: &Path, links: Links) -> miette::Result<Option<fs::Metadata>> {
             ensure_regular(path, &metadata)?;
             Ok(Some(metadata))
         }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            match fs::symlink_metadata(path) {
-                Ok(link) if link.file_type().is_symlink() => {
-                    let target = fs::read_link(path)
-                        .map_or_else(|_| "?".to_owned(), |target| target.display().to_string());
-                    Err(miette::miette!(
-                        code = "phoenix::file::dangling_link",
-                        help = "point the link at an existing file, or remove it",
-                        "{} is a symbolic link to {target}, which does not exist",
-                        path.display()
-                    ))
-                }
-                _ => Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(path) {
+            Ok(link) if link.file_type().is_symlink() => {
+                let target = fs::read_link(path)
+                    .map_or_else(|_| "?".to_owned(), |target| target.display().to_string());
+                Err(miette::miette!(
+                    code = "phoenix::file::dangling_link",
+                    help = "point the link at an existing file, or remove it",
+                    "{} is a symbolic link to {target}, which does not exist",
+                    path.display()
+                ))
             }
-        }
+            _ => Ok(None),
+        },
         Err(error) => unreadable(error),
     }
 }
@@ -341,7 +337,10 @@ mod tests {
         let error = message(read_text(&big, 1 << 20, Links::Follow).expect_err("too large"));
         assert!(error.contains("big.json is larger than 1 MiB"), "{error}");
         assert!(read_text(&big, 2 << 20, Links::Follow).expect("fits").is_some());
-        assert_eq!(read_text(&dir.join("absent"), CONFIG_LIMIT, Links::Follow).expect("ok"), None);
+        assert_eq!(
+            read_text(&dir.join("absent"), CONFIG_LIMIT, Links::Follow).expect("ok"),
+            None
+        );
         let dangling = dir.join("dangling.json");
         std::os::unix::fs::symlink(dir.join("absent"), &dangling).expect("symlink");
         let error = message(read_text(&dangling, CONFIG_LIMIT, Links::Follow).expect_err("dangling"));
@@ -354,7 +353,10 @@ mod tests {
         let path = dir.join("latin1.json");
         std::fs::write(&path, b"{\"a\": \"\xe9\"}").expect("writes");
         let error = message(read_text(&path, CONFIG_LIMIT, Links::Follow).expect_err("not UTF-8"));
-        assert!(error.contains("is not UTF-8 text (invalid byte at offset 7)"), "{error}");
+        assert!(
+            error.contains("is not UTF-8 text (invalid byte at offset 7)"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod exit;
 mod files;
 mod interrupt;
 mod load;
+mod lock;
 mod progress;
 mod render;
 mod target;
@@ -22,6 +23,7 @@ pub use args::Cli;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
+    render::init_error_hook();
     let json = cli.command.output() == args::OutputFormat::Json;
     let problems_document = matches!(cli.command, args::Command::Validate(_));
     let runtime = tokio::runtime::Builder::new_multi_thread()

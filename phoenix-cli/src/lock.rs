@@ -113,8 +113,9 @@ impl LocalLock {
 /// Takes the cluster-wide lock; a token without `Pool.Allocate` runs with the local lock only, loudly.
 async fn cluster(client: &Arc<Client>, args: &LockArgs) -> miette::Result<Option<PoolLock>> {
     let what = format!("the cluster run lock (pool {})", phoenix_pve::runlock::LOCK_POOL);
-    let mut forbidden = false;
-    let taken = wait_for(&what, args.lock_timeout, || async {
+    let forbidden = std::cell::Cell::new(false);
+    let flag = &forbidden;
+    let taken = wait_for(&what, args.lock_timeout, move || async move {
         match PoolLock::try_acquire(client, CLUSTER_LEASE, args.force_unlock).await {
             Ok(Attempt::Acquired(lock)) => Ok(Ok(Some(lock))),
             Ok(Attempt::Held(holder)) => Ok(Err(match holder {
@@ -122,14 +123,14 @@ async fn cluster(client: &Arc<Client>, args: &LockArgs) -> miette::Result<Option
                 other @ HeldBy::Other(_) => other.to_string(),
             })),
             Err(PveError::Api { status: 403, .. }) => {
-                forbidden = true;
+                flag.set(true);
                 Ok(Ok(None))
             }
             Err(error) => Err(miette::Report::new(error).wrap_err("failed to take the cluster run lock")),
         }
     })
     .await?;
-    if forbidden {
+    if forbidden.get() {
         eprintln!(
             "Warning: no cluster-wide run lock: the token may not create the pool {} (it needs Pool.Allocate on /pool/{}); only runs from this machine are kept apart.",
             phoenix_pve::runlock::LOCK_POOL,
@@ -228,7 +229,10 @@ mod tests {
             message.starts_with("the run lock of https://pve.example:8006 is held by "),
             "{message}"
         );
-        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
         // Another endpoint has a lock of its own.
         let other = LocalLock::acquire(&dir, "https://pve-2.example:8006", Duration::ZERO).await;
         assert!(other.is_ok());
@@ -241,7 +245,9 @@ mod tests {
     async fn a_waiting_lock_is_taken_when_the_holder_lets_go() {
         let dir = std::env::temp_dir().join(format!("phoenix-lock-wait-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let first = LocalLock::acquire(&dir, "demo", Duration::ZERO).await.expect("free");
+        let first = LocalLock::acquire(&dir, "demo", Duration::ZERO)
+            .await
+            .expect("free");
         let release = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(first);

@@ -14,6 +14,11 @@ use crate::load::Invalid;
 /// The code of the warning about a secret written inline, whose value no code frame shows.
 const PLAINTEXT_SECRET: &str = "phoenix::config::plaintext_secret";
 
+/// The keys whose string values are secrets (`Secret` fields of the configuration types), for files
+/// whose secrets no warning has located yet: semantic checks, where the warning comes from, do not run
+/// while a file has schema errors, but a code frame near the secret would still show it.
+const SECRET_KEYS: [&str; 3] = ["admin_password", "password", "token_secret"];
+
 /// What a code frame shows instead of an inline secret, as plans do.
 const MASK: &str = "(sensitive)";
 
@@ -52,11 +57,23 @@ pub(crate) fn json(problems: &[Problem]) -> String {
     serde_json::to_string_pretty(&records).expect("problem records serialise")
 }
 
+/// Makes miette render the errors that end a command as wide as `COLUMNS` says, as problems are.
+pub(crate) fn init_error_hook() {
+    if let Some(width) = terminal_width() {
+        let _ = miette::set_hook(Box::new(move |_| {
+            Box::new(miette::MietteHandlerOpts::new().width(width).build())
+        }));
+    }
+}
+
 /// Prints the error that ended a command on standard error, for people.
 pub(crate) fn error_human(report: &miette::Report) {
     match report.downcast_ref::<Invalid>() {
         Some(invalid) => {
-            eprint!("{}", human(&invalid.problems, &invalid.sources, stderr_is_terminal()));
+            eprint!(
+                "{}",
+                human(&invalid.problems, &invalid.sources, stderr_is_terminal())
+            );
             eprintln!("{invalid}.");
         }
         None => eprintln!("{report:?}"),
@@ -137,12 +154,30 @@ struct Masked<'a> {
 impl MaskedSources {
     fn new(problems: &[Problem], sources: &[SourceFile]) -> MaskedSources {
         let mut spans: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
-        for problem in problems.iter().filter(|problem| problem.code() == PLAINTEXT_SECRET) {
+        for problem in problems
+            .iter()
+            .filter(|problem| problem.code() == PLAINTEXT_SECRET)
+        {
             let (Some(path), Some(labels)) = (problem.to_record().file, problem.labels()) else {
                 continue;
             };
             for label in labels {
-                spans.entry(path.clone()).or_default().push((label.offset(), label.len()));
+                spans
+                    .entry(path.clone())
+                    .or_default()
+                    .push((label.offset(), label.len()));
+            }
+        }
+        // Only files that a code frame will show are searched for secrets by key, each once.
+        let mut searched = std::collections::BTreeSet::new();
+        for problem in problems.iter().filter(|problem| problem.source_code().is_some()) {
+            let Some(path) = problem.to_record().file else {
+                continue;
+            };
+            if let Some(file) = sources.iter().find(|source| source.path() == path)
+                && searched.insert(path.clone())
+            {
+                spans.entry(path).or_default().extend(secrets_by_key(file));
             }
         }
         let mut by_path = BTreeMap::new();
@@ -151,7 +186,10 @@ impl MaskedSources {
                 continue;
             };
             ranges.sort_unstable();
-            by_path.insert(path.clone(), MaskedSource::new(&path, file.text(), &ranges));
+            ranges.dedup();
+            if !ranges.is_empty() {
+                by_path.insert(path.clone(), MaskedSource::new(&path, file.text(), &ranges));
+            }
         }
         MaskedSources { by_path }
     }
@@ -163,6 +201,49 @@ impl MaskedSources {
     }
 }
 
+/// The byte ranges of the string values at [`SECRET_KEYS`], and of the `value` of each stack variable
+/// (an object with a `name` and a `value`), in a file that parses as JSON.
+fn secrets_by_key(file: &SourceFile) -> Vec<(usize, usize)> {
+    fn walk(value: &serde_json::Value, pointer: &str, stacks: bool, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(object) => {
+                let variable = stacks && object.contains_key("name");
+                for (key, child) in object {
+                    let child_pointer = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+                    let secret = SECRET_KEYS.contains(&key.as_str()) || (variable && key == "value");
+                    if secret && child.is_string() {
+                        found.push(child_pointer);
+                    } else {
+                        walk(child, &child_pointer, stacks, found);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    walk(item, &format!("{pointer}/{index}"), stacks, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut parsed = file.clone();
+    let Ok(value) = parsed.parse() else {
+        return Vec::new();
+    };
+    let mut pointers = Vec::new();
+    walk(
+        &value,
+        "",
+        file.kind() == phoenix_core::FileKind::Stacks,
+        &mut pointers,
+    );
+    pointers
+        .iter()
+        .filter_map(|pointer| parsed.locate(pointer))
+        .map(|location| (location.value.start, location.value.len()))
+        .collect()
+}
+
 impl MaskedSource {
     fn new(path: &str, text: &str, ranges: &[(usize, usize)]) -> MaskedSource {
         let mut masked = String::with_capacity(text.len());
@@ -171,7 +252,10 @@ impl MaskedSource {
         for &(start, length) in ranges {
             let end = start + length;
             // Overlapping or out-of-place ranges cannot come from one file's warnings; skip rather than guess.
-            if start < copied || end > text.len() || !text.is_char_boundary(start) || !text.is_char_boundary(end)
+            if start < copied
+                || end > text.len()
+                || !text.is_char_boundary(start)
+                || !text.is_char_boundary(end)
             {
                 continue;
             }
@@ -210,7 +294,12 @@ impl MaskedSource {
                 shifted += growth;
             } else {
                 let start = shifted - (offset - region.start) as isize;
-                return (start + if is_end { region.replacement.len() as isize } else { 0 }) as usize;
+                return (start
+                    + if is_end {
+                        region.replacement.len() as isize
+                    } else {
+                        0
+                    }) as usize;
             }
         }
         shifted as usize
@@ -233,7 +322,7 @@ impl std::error::Error for Masked<'_> {}
 
 impl Diagnostic for Masked<'_> {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.problem.code()
+        Diagnostic::code(self.problem)
     }
 
     fn severity(&self) -> Option<miette::Severity> {
@@ -272,12 +361,7 @@ mod tests {
         let text = r#"{"a": "hunter2", "b": 1}"#;
         let secret = text.find("\"hunter2\"").expect("present");
         let masked = MaskedSource::new("f.json", text, &[(secret, 9)]);
-        let shown = miette::SourceCode::read_span(&masked.source, &(0, 1).into(), 0, 0)
-            .expect("readable")
-            .data()
-            .to_vec();
-        let shown = String::from_utf8(shown).expect("utf-8");
-        assert_eq!(shown, r#"{"a": "(sensitive)", "b": 1}"#);
+        assert_eq!(masked.source.inner(), r#"{"a": "(sensitive)", "b": 1}"#);
         assert_eq!(masked.shift(secret, false), secret);
         assert_eq!(masked.shift(secret + 9, true), secret + 13);
         let b = text.find("\"b\"").expect("present");

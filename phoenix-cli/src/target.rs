@@ -29,9 +29,16 @@ pub(crate) struct Target {
 }
 
 enum Mode {
-    Offline { reason: String },
-    Demo { state: PathBuf },
-    Live { endpoint: String },
+    Offline {
+        reason: String,
+    },
+    Demo {
+        state: PathBuf,
+    },
+    Live {
+        endpoint: String,
+        client: Arc<phoenix_pve::Client>,
+    },
 }
 
 /// Version of the demo state file. Version 2 keeps containers and VMs in their managers' vocabularies.
@@ -135,6 +142,7 @@ impl Target {
         Ok(Target {
             mode: Mode::Live {
                 endpoint: session.endpoint().to_owned(),
+                client: Arc::clone(session.client()),
             },
             fakes: Vec::new(),
             managers,
@@ -167,8 +175,29 @@ impl Target {
                 "Demo target: simulated Proxmox, state in {}",
                 state.display()
             )),
-            Mode::Live { endpoint } => Some(format!("Proxmox at {endpoint}")),
+            Mode::Live { endpoint, .. } => Some(format!("Proxmox at {endpoint}")),
             Mode::Offline { .. } => None,
+        }
+    }
+
+    /// What the run lock of this target is keyed by: the endpoint, or the demo state file (made absolute);
+    /// `None` offline, where nothing is written.
+    pub(crate) fn lock_key(&self) -> Option<String> {
+        match &self.mode {
+            Mode::Live { endpoint, .. } => Some(endpoint.clone()),
+            Mode::Demo { state } => {
+                let absolute = std::path::absolute(state).unwrap_or_else(|_| state.clone());
+                Some(format!("demo {}", absolute.display()))
+            }
+            Mode::Offline { .. } => None,
+        }
+    }
+
+    /// The Proxmox client of a live target, for the cluster-wide run lock.
+    pub(crate) fn client(&self) -> Option<&Arc<phoenix_pve::Client>> {
+        match &self.mode {
+            Mode::Live { client, .. } => Some(client),
+            Mode::Demo { .. } | Mode::Offline { .. } => None,
         }
     }
 
