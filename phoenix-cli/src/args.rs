@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
@@ -73,6 +74,29 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+impl Command {
+    /// The output format the command was asked for; human for commands without `--output`.
+    pub(crate) fn output(&self) -> OutputFormat {
+        match self {
+            Command::Validate(args) => args.output,
+            Command::Plan(args) => args.output,
+            Command::Apply(args) => args.run.output,
+            Command::Create(args) | Command::Converge(args) => args.run.output,
+            Command::Status(args) => args.output,
+            Command::Start(_)
+            | Command::Stop(_)
+            | Command::Restart(_)
+            | Command::HealthCheck(_)
+            | Command::Snapshot(_)
+            | Command::Rollback(_)
+            | Command::Delete(_)
+            | Command::Graph(_)
+            | Command::Schema(_)
+            | Command::Completions(_) => OutputFormat::Human,
+        }
+    }
+}
+
 /// Arguments of `validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -90,10 +114,39 @@ pub struct TargetArgs {
     /// Use the built-in demo target: a simulated Proxmox whose state is kept in a local file.
     #[arg(long)]
     pub demo: bool,
-    /// The demo target's state file (default: a file per config directory in the temporary directory).
+    /// The demo target's state file (default: a file per config directory in $XDG_STATE_HOME/phoenix/demo).
     /// Ignored without --demo, so that an exported PHOENIX_DEMO_STATE does not get in the way.
     #[arg(long, value_name = "FILE", env = "PHOENIX_DEMO_STATE")]
     pub demo_state: Option<PathBuf>,
+}
+
+/// How a writing command waits for the run lock another run on the same target holds.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// How long to wait for another run's lock on this target (`0`: fail at once); such as 30s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_timeout: Duration,
+    /// Take over the cluster-wide run lock even before its lease expires (for a run known to be dead).
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+/// Parses `90`, `90s`, `5m` or `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        _ => return Err(format!("`{text}` has unit `{unit}`; use s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 /// Arguments of `plan`.
@@ -135,6 +188,8 @@ pub struct RunArgs {
     /// How to print the plan and the final report.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Arguments of `apply`.
@@ -178,6 +233,8 @@ pub struct GuestsArgs {
     pub ids: Vec<String>,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Arguments of `snapshot` and `rollback`.
@@ -191,6 +248,8 @@ pub struct SnapshotArgs {
     pub name: String,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// Roll back without asking (required when not on a terminal); `snapshot` does not ask.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -251,12 +310,25 @@ pub enum OutputFormat {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::CommandFactory;
 
-    use super::Cli;
+    use super::{Cli, parse_duration};
 
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lock_timeouts_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

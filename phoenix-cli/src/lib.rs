@@ -5,8 +5,10 @@
 mod args;
 mod cmd;
 mod exit;
+mod files;
 mod interrupt;
 mod load;
+mod lock;
 mod progress;
 mod render;
 mod target;
@@ -21,6 +23,9 @@ pub use args::Cli;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
+    render::init_error_hook();
+    let json = cli.command.output() == args::OutputFormat::Json;
+    let problems_document = matches!(cli.command, args::Command::Validate(_));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +33,11 @@ pub fn main() -> ExitCode {
     let exit = match runtime.block_on(cmd::run(cli)) {
         Ok(exit) => exit,
         Err(report) => {
-            eprintln!("{report:?}");
+            render::error_human(&report);
+            // Under `--output json` standard output is always one JSON document, failures included.
+            if json {
+                println!("{}", render::error_json(&report, problems_document));
+            }
             exit::Exit::Failure
         }
     };

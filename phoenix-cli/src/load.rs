@@ -1,12 +1,17 @@
 //! Reading a configuration directory from disk into sources for `phoenix-core`.
+//!
+//! Every file goes through [`crate::files::read_text`]: regular files only, of bounded size, UTF-8.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, WrapErr};
-use phoenix_core::{CheckOptions, FileKind, SourceFile};
+use phoenix_core::{CheckOptions, FileKind, Problem, SourceFile};
+
+use crate::files::{self, CONFIG_LIMIT, Links, SCRIPT_LIMIT};
 
 /// The files of a configuration directory, and what the directory adds to the feature catalogue.
 pub(crate) struct ConfigDir {
@@ -14,27 +19,25 @@ pub(crate) struct ConfigDir {
     pub(crate) options: CheckOptions,
 }
 
+/// A configuration directory that did not validate: the error of a command that needs a valid one.
+/// It carries the problems, so that the human and JSON renderings can show every one of them.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) dir: PathBuf,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) sources: Vec<SourceFile>,
+}
+
 /// Reads every configuration file that exists in `dir`; missing files are left for validation to report.
+/// A file that is there but cannot be read as text (not a regular file, a dangling link, too large, not
+/// UTF-8) is an error naming it, also for the optional stacks file.
 pub(crate) fn read(dir: &Path) -> miette::Result<ConfigDir> {
-    if !dir.is_dir() {
-        return Err(miette::miette!(
-            code = "phoenix::config::no_directory",
-            help = "pass --config DIR or set PHOENIX_CONFIG_DIR",
-            "configuration directory {} does not exist",
-            dir.display()
-        ));
-    }
+    files::ensure_directory(dir, "configuration directory")?;
     let mut sources = Vec::new();
     for kind in FileKind::ALL {
         let path = dir.join(kind.file_name());
-        match fs::read_to_string(&path) {
-            Ok(text) => sources.push(SourceFile::new(kind, path.display().to_string(), text)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(error)
-                    .into_diagnostic()
-                    .wrap_err_with(|| format!("failed to read {}", path.display()));
-            }
+        if let Some(text) = files::read_text(&path, CONFIG_LIMIT, Links::Follow)? {
+            sources.push(SourceFile::new(kind, path.display().to_string(), text));
         }
     }
     let extra_features = scripts(&dir.join("features"), true)?.into_keys().collect();
@@ -46,40 +49,48 @@ pub(crate) fn read(dir: &Path) -> miette::Result<ConfigDir> {
 
 /// The user's own scripts in a folder of the configuration directory (`features/*.sh`, `scripts/*`), by
 /// name; a missing folder holds none. Feature names drop the `.sh`; application scripts keep their name.
+/// Subdirectories are passed over; any other entry that is not a regular file is an error.
 pub(crate) fn scripts(dir: &Path, strip_sh: bool) -> miette::Result<BTreeMap<String, String>> {
-    let read = || -> io::Result<BTreeMap<String, String>> {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(error) => return Err(error),
-        };
-        let mut found = BTreeMap::new();
-        for entry in entries {
-            let path = entry?.path();
-            let is_script = !strip_sh || path.extension().is_some_and(|extension| extension == "sh");
-            let name = if strip_sh {
-                path.file_stem()
-            } else {
-                path.file_name()
-            };
-            if path.is_file()
-                && is_script
-                && let Some(name) = name.and_then(|name| name.to_str())
-            {
-                found.insert(name.to_owned(), fs::read_to_string(&path)?);
-            }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(error) => {
+            return Err(error)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("failed to read the scripts in {}", dir.display()));
         }
-        Ok(found)
     };
-    read()
-        .into_diagnostic()
-        .wrap_err_with(|| format!("failed to read the scripts in {}", dir.display()))
+    let mut found = BTreeMap::new();
+    for entry in entries {
+        let path = entry
+            .into_diagnostic()
+            .wrap_err_with(|| format!("failed to read the scripts in {}", dir.display()))?
+            .path();
+        let is_script = !strip_sh || path.extension().is_some_and(|extension| extension == "sh");
+        let name = if strip_sh {
+            path.file_stem()
+        } else {
+            path.file_name()
+        };
+        if !is_script || path.is_dir() {
+            continue;
+        }
+        let Some(name) = name.and_then(|name| name.to_str()) else {
+            continue;
+        };
+        if let Some(text) = files::read_text(&path, SCRIPT_LIMIT, Links::Follow)? {
+            found.insert(name.to_owned(), text);
+        }
+    }
+    Ok(found)
 }
 
-/// Reads and validates a configuration directory for the commands that act on it. Problems are printed;
-/// `None` means there were errors (the caller exits with status 1).
-pub(crate) fn estate(dir: &Path) -> miette::Result<Option<phoenix_core::Estate>> {
+/// Reads and validates a configuration directory for the commands that act on it. Warnings are counted on
+/// standard error; a directory with errors is an [`Invalid`] error.
+pub(crate) fn estate(dir: &Path) -> miette::Result<phoenix_core::Estate> {
     let config = read(dir)?;
+    // Sources share their text, so keeping them for the renderer copies no file.
+    let sources = config.sources.clone();
     let validation = phoenix_core::validate(config.sources, &config.options);
     let warnings = validation.count(phoenix_core::Severity::Warning);
     match validation.into_estate() {
@@ -91,15 +102,30 @@ pub(crate) fn estate(dir: &Path) -> miette::Result<Option<phoenix_core::Estate>>
                     if warnings == 1 { "" } else { "s" }
                 );
             }
-            Ok(Some(estate))
+            Ok(estate)
         }
-        Err(problems) => {
-            eprint!(
-                "{}",
-                crate::render::human(&problems, crate::render::stderr_is_terminal())
-            );
-            eprintln!("{} is not valid; nothing was planned.", dir.display());
-            Ok(None)
-        }
+        Err(problems) => Err(miette::Report::new(Invalid {
+            dir: dir.to_path_buf(),
+            problems,
+            sources,
+        })),
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not valid; nothing was planned", self.dir.display())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+impl miette::Diagnostic for Invalid {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("phoenix::config::not_valid"))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("`phoenix validate` lists the problems"))
     }
 }

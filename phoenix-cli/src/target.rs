@@ -19,6 +19,7 @@ use phoenix_vm::VmDiff;
 use serde::{Deserialize, Serialize};
 
 use crate::args::TargetArgs;
+use crate::files::{self, Links};
 
 /// The estate a command works against.
 pub(crate) struct Target {
@@ -28,9 +29,16 @@ pub(crate) struct Target {
 }
 
 enum Mode {
-    Offline { reason: String },
-    Demo { state: PathBuf },
-    Live { endpoint: String },
+    Offline {
+        reason: String,
+    },
+    Demo {
+        state: PathBuf,
+    },
+    Live {
+        endpoint: String,
+        client: Arc<phoenix_pve::Client>,
+    },
 }
 
 /// Version of the demo state file. Version 2 keeps containers and VMs in their managers' vocabularies.
@@ -57,10 +65,10 @@ impl Target {
         }
         let mode = if args.demo {
             Mode::Demo {
-                state: args
-                    .demo_state
-                    .clone()
-                    .unwrap_or_else(|| default_demo_state(config_dir)),
+                state: match &args.demo_state {
+                    Some(state) => state.clone(),
+                    None => default_demo_state(config_dir)?,
+                },
             }
         } else if args.offline {
             Mode::Offline {
@@ -134,6 +142,7 @@ impl Target {
         Ok(Target {
             mode: Mode::Live {
                 endpoint: session.endpoint().to_owned(),
+                client: Arc::clone(session.client()),
             },
             fakes: Vec::new(),
             managers,
@@ -166,8 +175,29 @@ impl Target {
                 "Demo target: simulated Proxmox, state in {}",
                 state.display()
             )),
-            Mode::Live { endpoint } => Some(format!("Proxmox at {endpoint}")),
+            Mode::Live { endpoint, .. } => Some(format!("Proxmox at {endpoint}")),
             Mode::Offline { .. } => None,
+        }
+    }
+
+    /// What the run lock of this target is keyed by: the endpoint, or the demo state file (made absolute);
+    /// `None` offline, where nothing is written.
+    pub(crate) fn lock_key(&self) -> Option<String> {
+        match &self.mode {
+            Mode::Live { endpoint, .. } => Some(endpoint.clone()),
+            Mode::Demo { state } => {
+                let absolute = std::path::absolute(state).unwrap_or_else(|_| state.clone());
+                Some(format!("demo {}", absolute.display()))
+            }
+            Mode::Offline { .. } => None,
+        }
+    }
+
+    /// The Proxmox client of a live target, for the cluster-wide run lock.
+    pub(crate) fn client(&self) -> Option<&Arc<phoenix_pve::Client>> {
+        match &self.mode {
+            Mode::Live { client, .. } => Some(client),
+            Mode::Demo { .. } | Mode::Offline { .. } => None,
         }
     }
 
@@ -187,14 +217,8 @@ impl Target {
         let Mode::Demo { state } = &self.mode else {
             return Ok(());
         };
-        let text = match std::fs::read_to_string(state) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => {
-                return Err(error)
-                    .into_diagnostic()
-                    .wrap_err_with(|| format!("failed to read {}", state.display()));
-            }
+        let Some(text) = files::read_text(state, files::STATE_LIMIT, Links::Refuse)? else {
+            return Ok(());
         };
         let loaded: DemoState = serde_json::from_str(&text).into_diagnostic().wrap_err_with(|| {
             format!(
@@ -234,9 +258,7 @@ impl Target {
             live,
         };
         let text = serde_json::to_string_pretty(&document).expect("demo state serialises");
-        std::fs::write(state, text)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("failed to write {}", state.display()))
+        files::write_private(state, text.as_bytes())
     }
 }
 
@@ -251,25 +273,23 @@ fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScri
 /// The custom cloud-init user-data template of the configuration directory, when it has one.
 fn user_data_template(config_dir: &Path) -> miette::Result<Option<String>> {
     let template = config_dir.join("cloud-init/user-data.template.yml");
-    if !template.is_file() {
-        return Ok(None);
-    }
-    std::fs::read_to_string(&template)
-        .map(Some)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("failed to read {}", template.display()))
+    files::read_text(&template, files::SCRIPT_LIMIT, Links::Follow)
 }
 
-/// A state file per configuration directory, in the temporary directory.
-fn default_demo_state(config_dir: &Path) -> PathBuf {
+/// A state file per configuration directory, in the user's private state directory (not the shared
+/// temporary directory, where anyone could plant a file or a link at a predictable name).
+fn default_demo_state(config_dir: &Path) -> miette::Result<PathBuf> {
     let absolute = std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
-    let name: String = absolute
-        .display()
-        .to_string()
-        .chars()
+    let dir = files::state_dir()?.join("demo");
+    files::private_dir(&dir)?;
+    Ok(dir.join(format!("{}.json", file_name_of(&absolute.display().to_string()))))
+}
+
+/// A file name standing for `text`: its letters and digits, anything else a `-`.
+pub(crate) fn file_name_of(text: &str) -> String {
+    text.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    std::env::temp_dir().join(format!("phoenix-demo{name}.json"))
+        .collect()
 }
 
 /// How long the simulated target takes per change, so that progress is visible.

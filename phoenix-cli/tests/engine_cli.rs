@@ -15,6 +15,11 @@ fn phoenix(args: &[&str]) -> Output {
         .args(args)
         .env_remove("PHOENIX_CONFIG_DIR")
         .env_remove("PHOENIX_DEMO_STATE")
+        // Lock files and default demo state go to a scratch state directory, not the user's.
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join(format!("phoenix-cli-state-{}", std::process::id())),
+        )
         .env("NO_COLOR", "1")
         .current_dir(workspace())
         .stdin(Stdio::null())

@@ -33,6 +33,8 @@ fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
         .env("PHOENIX_PVE_TOKEN_SECRET", &fake.info.token_secret)
         .env("PHOENIX_PVE_CA_FILE", &fake.info.cafile)
         .env("NO_COLOR", "1")
+        .env("COLUMNS", "400")
+        .env("XDG_STATE_HOME", config_dir().join("state"))
         .stdin(Stdio::null())
         .output()
         .expect("phoenix runs")
@@ -67,6 +69,11 @@ async fn apply_converges_against_proxmox_and_the_second_plan_is_empty() {
         "{}",
         text(&apply.stdout)
     );
+    assert!(
+        !text(&apply.stderr).contains("no cluster-wide run lock"),
+        "{}",
+        text(&apply.stderr)
+    );
 
     let again = phoenix(&fake, &["plan", "-c", dir, "--detailed-exitcode"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
@@ -89,5 +96,55 @@ async fn apply_converges_against_proxmox_and_the_second_plan_is_empty() {
     assert!(
         !stderr.contains(&fake.info.token_secret),
         "the secret stays out of errors"
+    );
+}
+
+#[tokio::test]
+async fn apply_waits_for_the_cluster_run_lock_of_another_machine_and_names_it() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let dir = config_dir();
+    let dir = dir.to_str().expect("utf-8");
+    let client = fake.root_client().await;
+    let mut other = phoenix_pve::runlock::Holder::current(std::time::Duration::from_secs(600));
+    other.user = "bob".to_owned();
+    other.host = "laptop".to_owned();
+    other.token = "other-run".to_owned();
+    let form = phoenix_pve::Form::new()
+        .text("poolid", phoenix_pve::runlock::LOCK_POOL)
+        .text("comment", other.to_text());
+    client
+        .post::<serde_json::Value>("/pools", &form)
+        .await
+        .expect("creates the pool");
+
+    let started = std::time::Instant::now();
+    let apply = phoenix(&fake, &["apply", "-c", dir, "--yes", "--lock-timeout", "2s"]);
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply.stdout));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let stderr = text(&apply.stderr);
+    assert!(
+        stderr.contains("Waiting for the cluster run lock (pool phoenix-lock), held by bob@laptop"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the cluster run lock (pool phoenix-lock) is held by bob@laptop (pid "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(waited 2s)"), "{stderr}");
+    assert!(!text(&apply.stdout).contains("Apply complete"));
+    // Plans do not take the lock.
+    let plan = phoenix(&fake, &["plan", "-c", dir]);
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    // --force-unlock takes it over; the run then releases it.
+    let forced = phoenix(&fake, &["apply", "-c", dir, "--yes", "--force-unlock"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let pools: Vec<serde_json::Value> = client.get("/pools", &[]).await.expect("lists");
+    assert!(
+        pools
+            .iter()
+            .all(|pool| pool["poolid"] != phoenix_pve::runlock::LOCK_POOL),
+        "{pools:?}"
     );
 }

@@ -17,6 +17,7 @@ pub mod guests;
 pub mod host;
 pub mod lifecycle;
 pub mod props;
+pub mod runlock;
 mod session;
 mod settings;
 mod task;

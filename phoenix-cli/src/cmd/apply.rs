@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::args::{GlobalArgs, OutputFormat, RunArgs};
 use crate::exit::Exit;
+use crate::lock::RunLock;
 use crate::target::Target;
 use crate::{load, progress, render as output};
 
@@ -22,13 +23,24 @@ struct ReportDocument<'a> {
 }
 
 pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs) -> miette::Result<Exit> {
-    let Some(estate) = load::estate(&global.config)? else {
-        return Ok(Exit::Failure);
-    };
+    let estate = load::estate(&global.config)?;
     let target = Target::open(&args.target, &estate, &global.config).await?;
     target.ensure_writable()?;
+    // Planned and applied under the run lock, so that no other run changes the target in between.
+    let lock = RunLock::acquire(&target, &args.lock).await?;
+    let result = converge(targets, args, &estate, &target).await;
+    lock.release().await;
+    result
+}
+
+async fn converge(
+    targets: &[String],
+    args: &RunArgs,
+    estate: &phoenix_core::Estate,
+    target: &Target,
+) -> miette::Result<Exit> {
     let options = target.plan_options(targets)?;
-    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
+    let plan = phoenix_core::plan(phoenix_core::resources(estate), target.managers(), &options).await?;
     let human = args.output == OutputFormat::Human;
     let colour = if output::stdout_colour() {
         Colour::Always

@@ -8,9 +8,7 @@ use crate::args::{GlobalArgs, GraphArgs, GraphFormatArg};
 use crate::load;
 
 pub(crate) fn run(args: &GraphArgs, global: &GlobalArgs) -> miette::Result<Exit> {
-    let Some(estate) = load::estate(&global.config)? else {
-        return Ok(Exit::Failure);
-    };
+    let estate = load::estate(&global.config)?;
     let format = match args.format {
         GraphFormatArg::Dot => GraphFormat::Dot,
         GraphFormatArg::Mermaid => GraphFormat::Mermaid,

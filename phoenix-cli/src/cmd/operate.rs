@@ -9,28 +9,29 @@ use serde_json::json;
 use crate::args::{DeleteArgs, GlobalArgs, GuestsArgs, OutputFormat, SnapshotArgs, StatusArgs, TargetArgs};
 use crate::exit::Exit;
 use crate::load;
+use crate::lock::RunLock;
 use crate::target::Target;
 
-/// Plans the named targets against the live state, to know their order, existence and drift.
-async fn observe(
-    ids: &[String],
+/// Reads the configuration and opens the target.
+async fn open(
     target_args: &TargetArgs,
     global: &GlobalArgs,
-) -> miette::Result<Option<(Target, Plan, phoenix_core::Estate)>> {
-    let Some(estate) = load::estate(&global.config)? else {
-        return Ok(None);
-    };
+) -> miette::Result<(Target, phoenix_core::Estate)> {
+    let estate = load::estate(&global.config)?;
     let target = Target::open(target_args, &estate, &global.config).await?;
+    Ok((target, estate))
+}
+
+/// Plans the named targets against the live state, to know their order, existence and drift.
+async fn observe(ids: &[String], target: &Target, estate: &phoenix_core::Estate) -> miette::Result<Plan> {
     let options = target.plan_options(ids)?;
-    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
-    Ok(Some((target, plan, estate)))
+    Ok(phoenix_core::plan(phoenix_core::resources(estate), target.managers(), &options).await?)
 }
 
 /// `phoenix status`: live state and drift of each resource, as a table or JSON.
 pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Result<Exit> {
-    let Some((target, plan, _)) = observe(&args.targets, &args.target, global).await? else {
-        return Ok(Exit::Failure);
-    };
+    let (target, estate) = open(&args.target, global).await?;
+    let plan = observe(&args.targets, &target, &estate).await?;
     let rows: Vec<(String, String, String, String)> = plan
         .entries()
         .iter()
@@ -94,12 +95,30 @@ pub(crate) async fn run(
     force: bool,
     global: &GlobalArgs,
 ) -> miette::Result<Exit> {
-    let Some((target, plan, estate)) = observe(&args.ids, &args.target, global).await? else {
-        return Ok(Exit::Failure);
-    };
+    let (target, estate) = open(&args.target, global).await?;
     target.ensure_writable()?;
-    if operation == Operation::Delete && !force {
-        let dependents = phoenix_core::dependents(&phoenix_core::resources(&estate), plan.targets());
+    // A health check changes nothing; every other operation runs under the run lock.
+    let lock = match operation {
+        Operation::HealthCheck => None,
+        _ => Some(RunLock::acquire(&target, &args.lock).await?),
+    };
+    let result = operate(args, &operation, force, &target, &estate).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
+}
+
+async fn operate(
+    args: &GuestsArgs,
+    operation: &Operation,
+    force: bool,
+    target: &Target,
+    estate: &phoenix_core::Estate,
+) -> miette::Result<Exit> {
+    let plan = observe(&args.ids, target, estate).await?;
+    if *operation == Operation::Delete && !force {
+        let dependents = phoenix_core::dependents(&phoenix_core::resources(estate), plan.targets());
         if !dependents.is_empty() {
             let names: Vec<String> = dependents.iter().map(Address::to_string).collect();
             return Err(miette::miette!(
@@ -112,7 +131,7 @@ pub(crate) async fn run(
     }
     let (handle, signal) = StopHandle::new();
     let options = ExecuteOptions::default();
-    let run = phoenix_core::operate(&plan, &operation, target.managers(), &options, signal, None);
+    let run = phoenix_core::operate(&plan, operation, target.managers(), &options, signal, None);
     let result = crate::interrupt::interruptible(handle, run).await;
     target.save()?;
     let Some(result) = result else {
@@ -163,6 +182,7 @@ pub(crate) async fn snapshot(
             demo: args.target.demo,
             demo_state: args.target.demo_state.clone(),
         },
+        lock: args.lock.clone(),
     };
     run(&guests, operation, false, global).await
 }

@@ -9,9 +9,7 @@ use crate::target::Target;
 use crate::{load, render as output};
 
 pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<Exit> {
-    let Some(estate) = load::estate(&global.config)? else {
-        return Ok(Exit::Failure);
-    };
+    let estate = load::estate(&global.config)?;
     let target = Target::open(&args.target, &estate, &global.config).await?;
     let options = target.plan_options(&args.targets)?;
     let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;

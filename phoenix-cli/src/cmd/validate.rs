@@ -9,13 +9,15 @@ use crate::{load, render};
 
 pub(crate) fn run(args: &ValidateArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let dir = load::read(&global.config)?;
+    // Sources share their text: the renderer keeps them to mask inline secrets in code frames.
+    let sources = dir.sources.clone();
     let validation = validate(dir.sources, &dir.options);
     match args.output {
         OutputFormat::Json => println!("{}", render::json(validation.problems())),
         OutputFormat::Human => {
             eprint!(
                 "{}",
-                render::human(validation.problems(), render::stderr_is_terminal())
+                render::human(validation.problems(), &sources, render::stderr_is_terminal())
             );
             let errors = validation.count(Severity::Error);
             let warnings = validation.count(Severity::Warning);
