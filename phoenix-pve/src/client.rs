@@ -217,25 +217,15 @@ impl Client {
     }
 
     /// Retries `request` while Proxmox answers that it could not take a config lock.
-    async fn lock_retry<T, F, Fut>(&self, mut request: F) -> Result<T, PveError>
+    async fn lock_retry<T, F, Fut>(&self, request: F) -> Result<T, PveError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, PveError>>,
     {
-        let policy = &self.settings.retry;
-        let mut attempt = 1;
-        loop {
-            match request().await {
-                Err(error) if error.is_lock_timeout() && attempt < policy.attempts.max(1) => {
-                    tracing::debug!(attempt, %error, "config lock busy, sending again");
-                    if journal::pause(policy.delay(attempt)).await.is_err() {
-                        return Err(error);
-                    }
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        self.settings
+            .retry
+            .retry_if(request, PveError::is_lock_timeout)
+            .await
     }
 
     /// Starts a task: retries the dispatch on transient errors only; "already exists" on a retry means an

@@ -73,10 +73,25 @@ impl RetryPolicy {
     }
 
     /// Runs an idempotent `operation` (a read, a `PUT` of whole values) until it succeeds, fails
-    /// permanently, or the attempts are used up. A stopped run ends the waiting with the last error.
-    pub async fn retry<T, E, F, Fut>(&self, mut operation: F) -> Result<T, E>
+    /// permanently, or the attempts are used up.
+    pub async fn retry<T, E, F, Fut>(&self, operation: F) -> Result<T, E>
     where
         E: Retryable + std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.retry_if(operation, E::is_transient).await
+    }
+
+    /// Runs `operation` again, with backoff, while it fails with an error `worth_retrying` accepts and
+    /// attempts are left. A stopped run ends the waiting with the last error.
+    pub async fn retry_if<T, E, F, Fut>(
+        &self,
+        mut operation: F,
+        worth_retrying: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -84,7 +99,7 @@ impl RetryPolicy {
         let mut attempt = 1;
         loop {
             match operation().await {
-                Err(error) if error.is_transient() && attempt < attempts => {
+                Err(error) if worth_retrying(&error) && attempt < attempts => {
                     tracing::debug!(attempt, %error, "transient failure, trying again");
                     if journal::pause(self.delay(attempt)).await.is_err() {
                         return Err(error);
@@ -103,21 +118,17 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let attempts = self.attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            match operation().await {
-                Ok(value) => return Ok(Dispatched::Accepted(value)),
-                Err(error) if error.is_already_exists() && attempt > 1 => return Ok(Dispatched::AlreadyDone),
-                Err(error) if error.is_transient() && attempt < attempts => {
-                    tracing::debug!(attempt, %error, "transient failure, retrying");
-                    if journal::pause(self.delay(attempt)).await.is_err() {
-                        return Err(error);
-                    }
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let counted = || {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            operation()
+        };
+        match self.retry(counted).await {
+            Ok(value) => Ok(Dispatched::Accepted(value)),
+            Err(error) if error.is_already_exists() && attempts.into_inner() > 1 => {
+                Ok(Dispatched::AlreadyDone)
             }
+            Err(error) => Err(error),
         }
     }
 }
