@@ -25,6 +25,9 @@ use crate::target::Target;
 /// that died frees the lock at most this long after.
 const CLUSTER_LEASE: Duration = Duration::from_secs(300);
 
+/// How long releasing the cluster run lock may take before the run ends without it.
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
+
 /// How often a waiting run tries again.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -63,15 +66,21 @@ impl RunLock {
     }
 
     /// Releases the cluster lock; failing that, says so (its lease runs out by itself).
+    /// Releases the locks. The cluster lock gets [`RELEASE_WITHIN`]: a run that Proxmox stopped answering
+    /// (or that was abandoned) ends anyway, and the lock's lease frees it later.
     pub(crate) async fn release(self) {
-        if let Some(cluster) = self.cluster
-            && let Err(error) = cluster.release().await
-        {
-            eprintln!(
-                "Warning: could not release the cluster run lock ({error}); it expires by itself within {} minutes.",
-                CLUSTER_LEASE.as_secs() / 60
-            );
-        }
+        let Some(cluster) = self.cluster else {
+            return;
+        };
+        let error = match tokio::time::timeout(RELEASE_WITHIN, cluster.release()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} s", RELEASE_WITHIN.as_secs()),
+        };
+        eprintln!(
+            "Warning: could not release the cluster run lock ({error}); it expires by itself within {} minutes.",
+            CLUSTER_LEASE.as_secs() / 60
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use phoenix_testing::{FakePve, workspace};
 
@@ -26,7 +27,13 @@ fn config_dir() -> PathBuf {
 }
 
 fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phoenix"))
+    command(fake, args).output().expect("phoenix runs")
+}
+
+/// `phoenix` with the fake's address and credentials.
+fn command(fake: &FakePve, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_phoenix"));
+    command
         .args(args)
         .env("PHOENIX_PVE_URL", &fake.info.url)
         .env("PHOENIX_PVE_TOKEN_ID", &fake.info.token_id)
@@ -35,9 +42,48 @@ fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .env("COLUMNS", "400")
         .env("XDG_STATE_HOME", config_dir().join("state"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("phoenix runs")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Starts `phoenix apply --output json` on a container whose create task runs for 30 s, and returns once
+/// Proxmox has accepted that task.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to the caller, which waits for it"
+)]
+async fn apply_in_flight(fake: &FakePve, dir: &str) -> std::process::Child {
+    fake.exec("pve.ct_secs['create'] = 30; pve.time_scale = 1").await;
+    let mut child = command(fake, &["apply", "-c", dir, "--yes", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("phoenix starts");
+    let began = std::time::Instant::now();
+    loop {
+        let requests = fake.requests().await;
+        if requests
+            .iter()
+            .any(|(method, path, _)| method == "POST" && path.ends_with("/nodes/pve1/lxc"))
+        {
+            return child;
+        }
+        if began.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no create after 60 s: {requests:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends SIGINT, as Ctrl-C does.
+fn interrupt(child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
 }
 
 #[tokio::test]
@@ -147,4 +193,73 @@ async fn apply_waits_for_the_cluster_run_lock_of_another_machine_and_names_it() 
             .all(|pool| pool["poolid"] != phoenix_pve::runlock::LOCK_POOL),
         "{pools:?}"
     );
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_the_apply_and_its_json_report_names_the_task_left_running() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let dir = config_dir();
+    let child = apply_in_flight(&fake, dir.to_str().expect("utf-8")).await;
+    let interrupted = std::time::Instant::now();
+    interrupt(&child);
+    let output = child.wait_with_output().expect("phoenix ends");
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(15),
+        "the stop ends the wait on the 30 s task: {:?}",
+        interrupted.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    let document: serde_json::Value = serde_json::from_str(&text(&output.stdout)).expect("one JSON document");
+    assert_eq!(document["report"]["stopped"], true, "{document:#}");
+    let resources = document["report"]["resources"].as_array().expect("report lines");
+    let line = resources
+        .iter()
+        .find(|line| line["address"] == "lxc/100")
+        .expect("lxc/100 reported");
+    assert_eq!(line["status"], "failed", "{line:#}");
+    let running: Vec<_> = line["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|step| step["state"] == "running")
+        .collect();
+    assert_eq!(running.len(), 1, "{line:#}");
+    assert!(
+        running[0]["task"]
+            .as_str()
+            .is_some_and(|upid| upid.starts_with("UPID:pve1:")),
+        "{line:#}"
+    );
+    assert!(text(&output.stderr).contains("Stopping: no new operations start"));
+}
+
+#[tokio::test]
+async fn a_second_ctrl_c_abandons_the_apply_and_still_prints_one_json_document() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let dir = config_dir();
+    let child = apply_in_flight(&fake, dir.to_str().expect("utf-8")).await;
+    // Proxmox stops answering: the poll of the task hangs, and a stop waits for it.
+    fake.exec("pve.flaky_network(hang_rate=1.0, hang_secs=600)").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    interrupt(&child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let abandoned = std::time::Instant::now();
+    interrupt(&child);
+    let output = child.wait_with_output().expect("phoenix ends");
+    assert!(
+        abandoned.elapsed() < Duration::from_secs(10),
+        "the second Ctrl-C ends the run at once: {:?}",
+        abandoned.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    let document: serde_json::Value = serde_json::from_str(&text(&output.stdout)).expect("one JSON document");
+    assert_eq!(
+        document["error"]["code"], "phoenix::apply::abandoned",
+        "{document:#}"
+    );
+    assert!(text(&output.stderr).contains("Abandoned: operations in flight were cut off"));
 }

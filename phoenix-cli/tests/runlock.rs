@@ -92,3 +92,21 @@ async fn a_stale_lock_is_taken_over_and_a_foreign_pool_never_is() {
         }
     }
 }
+
+#[tokio::test]
+async fn taking_and_releasing_the_lock_survive_a_transient_failure() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let client = fake.root_client().await;
+    fake.exec("pve.fail('POST', '/pools', 502, 'Bad Gateway', times=1)")
+        .await;
+    let Attempt::Acquired(lock) = PoolLock::try_acquire(&client, LEASE, false).await.expect("tries") else {
+        panic!("a free lock is taken after one 502");
+    };
+    assert!(comment(&client).await.is_some());
+    fake.exec("pve.fail('DELETE', '/pools', 503, 'Service Unavailable', times=1)")
+        .await;
+    lock.release().await.expect("released after one 503");
+    assert_eq!(comment(&client).await, None);
+}

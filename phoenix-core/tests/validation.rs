@@ -902,3 +902,22 @@ fn fingerprint_must_be_sha256_pairs() {
         &[],
     );
 }
+
+#[test]
+fn node_names_and_storage_ids_that_cannot_be_a_path_segment_are_refused() {
+    // Both go into API paths (`/nodes/{node}/...`, `/storage/{id}`): Proxmox's own formats hold them.
+    for node in ["pve1/../../access", "-pve", "pve 1", ""] {
+        let edit: &'static str = format!(r#""nodes": ["{node}"]"#).leak();
+        check(
+            &[Replace(Hypervisor, r#""nodes": ["pve1"]"#, edit)],
+            &[("phoenix::schema::bad_format", "/proxmox/nodes/0", 4)],
+        );
+    }
+    for storage in ["tank/guests", "9tank", "tank-", "t"] {
+        let edit: &'static str = format!(r#""storage_pool": "{storage}" }}"#).leak();
+        check(
+            &[Replace(Vm, r#""storage_pool": "tank-guests" }"#, edit)],
+            &[("phoenix::schema::bad_format", "/vm_defaults/storage_pool", 2)],
+        );
+    }
+}

@@ -146,8 +146,12 @@ async fn clones_of_one_template_take_turns_at_real_task_speed() {
     let Some(harness) = start("clones").await else {
         return;
     };
-    // Clones hold the template's `disk` lock for the length of their task, which takes time here.
-    harness.fake.exec("pve.time_scale = 0.05").await;
+    // Clones hold the template's `disk` lock for the length of their task: 10 Proxmox seconds, half a
+    // second here, so parallel clones of one template would find it locked.
+    harness
+        .fake
+        .exec("pve.ct_secs['clone'] = 10; pve.time_scale = 0.05")
+        .await;
     let options = ExecuteOptions {
         per_storage: 4,
         ..ExecuteOptions::default()

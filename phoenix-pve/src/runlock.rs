@@ -273,11 +273,18 @@ async fn renew(client: Arc<Client>, holder: Holder, lease: Duration) {
     }
 }
 
+/// Creates the pool. Sent again on transient failures: if a lost answer hid that an attempt went
+/// through, the next one finds the pool, and [`PoolLock::try_acquire`] recognises its own token in it.
 async fn create(client: &Client, holder: &Holder) -> Result<(), PveError> {
     let form = Form::new()
         .text("poolid", LOCK_POOL)
         .text("comment", holder.to_text());
-    client.post::<serde_json::Value>("/pools", &form).await.map(drop)
+    client
+        .settings()
+        .retry
+        .retry(|| client.post::<serde_json::Value>("/pools", &form))
+        .await
+        .map(drop)
 }
 
 /// The pool's comment, or `None` when there is no such pool.
@@ -301,9 +308,13 @@ async fn comment_now(client: &Client, expected: &str) -> Result<bool, PveError> 
     Ok(comment(client).await?.as_deref() == Some(expected))
 }
 
+/// Deletes the pool; sent again on transient failures, since a pool already gone is as good.
 async fn delete(client: &Client) -> Result<(), PveError> {
+    let query = [("poolid", LOCK_POOL)];
     match client
-        .delete::<serde_json::Value>("/pools", &[("poolid", LOCK_POOL)])
+        .settings()
+        .retry
+        .retry(|| client.delete::<serde_json::Value>("/pools", &query))
         .await
     {
         Ok(_) => Ok(()),

@@ -102,6 +102,12 @@ fn python() -> PathBuf {
 impl FakePve {
     /// Starts a fake; `None` (after saying why) when fakepve is not installed and this is not CI.
     pub async fn start() -> Option<FakePve> {
+        FakePve::start_with_log(Stdio::inherit()).await
+    }
+
+    /// [`FakePve::start`], with the server's own log (tracebacks of dropped connections and the like) sent
+    /// to `log` instead of this process's standard error.
+    pub async fn start_with_log(log: impl Into<Stdio>) -> Option<FakePve> {
         let python = python();
         if !python.exists() {
             let message = format!(
@@ -116,7 +122,7 @@ impl FakePve {
             .arg(harness)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("the fakepve harness starts");

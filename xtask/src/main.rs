@@ -3,6 +3,9 @@
 //! - `validate [DIR...]`: validate configuration directories with `phoenix validate` (the examples when none).
 //! - `bench`: run the benchmarks and print their figures.
 //! - `demo`: apply the whole of `examples/homelab` to the built-in demo target, then plan again (no changes).
+//! - `soak [OPTIONS]`: apply and re-apply 50 containers against fakepve at real task speed with dropped
+//!   connections and random 5xx for a bounded time (`--minutes`, default 10), and judge every report
+//!   (`phoenix-testing/src/bin/soak.rs` says how).
 //! - `docs`: write the configuration reference, `docs/reference.md`, from the JSON Schemas ([`reference`]).
 //! - `ci`: everything CI checks: formatting, clippy, that `docs/reference.md` is up to date, shellcheck,
 //!   the tests, and `validate`.
@@ -23,10 +26,11 @@ fn main() -> ExitCode {
         Some("validate") => validate(&rest),
         Some("bench") => bench(),
         Some("demo") => demo(),
+        Some("soak") => soak(&rest),
         Some("docs") => docs(),
         Some("ci") => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <validate [DIR...] | bench | demo | docs | ci>");
+            eprintln!("usage: cargo xtask <validate [DIR...] | bench | demo | soak [OPTIONS] | docs | ci>");
             return ExitCode::from(2);
         }
     };
@@ -131,6 +135,31 @@ fn demo() -> Result<(), String> {
     let outcome = run("phoenix plan --demo --detailed-exitcode", &mut plan);
     let _ = std::fs::remove_file(&state);
     outcome.map_err(|_| "the second plan found changes: the demo did not converge".to_owned())
+}
+
+/// Builds `phoenix` and the soak driver, then runs the soak with the given options.
+fn soak(options: &[String]) -> Result<(), String> {
+    run(
+        "build phoenix",
+        cargo().args(["build", "--quiet", "--package", "phoenix-cli"]),
+    )?;
+    let phoenix = root().join("target/debug/phoenix");
+    run(
+        "soak",
+        cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "phoenix-testing",
+                "--bin",
+                "soak",
+                "--",
+            ])
+            .arg("--phoenix")
+            .arg(&phoenix)
+            .args(options),
+    )
 }
 
 /// The configuration reference as `cargo xtask docs` would write it, from `schemas/*.schema.json`.

@@ -73,7 +73,12 @@ async fn converge(
         ));
     }
     if !args.yes && !confirm()? {
-        eprintln!("Apply cancelled; nothing was changed.");
+        const CANCELLED: &str = "Apply cancelled; nothing was changed.";
+        if !human {
+            // Standard output is one JSON document under `--output json`, a refusal included.
+            return Err(miette::miette!(code = "phoenix::apply::cancelled", "{CANCELLED}"));
+        }
+        eprintln!("{CANCELLED}");
         return Ok(Exit::Failure);
     }
 
@@ -96,9 +101,12 @@ async fn converge(
     // Whatever happened, the demo target keeps what was applied.
     target.save()?;
     let Some(result) = result else {
-        eprintln!(
-            "Abandoned: operations in flight were cut off and may have half happened; `phoenix plan` shows where things stand."
-        );
+        const ABANDONED: &str = "Abandoned: operations in flight were cut off and may have half happened; `phoenix plan` shows where things stand.";
+        eprintln!("{ABANDONED}");
+        if !human {
+            let abandoned = miette::miette!(code = "phoenix::apply::abandoned", "{ABANDONED}");
+            println!("{}", output::error_json(&abandoned, false));
+        }
         return Ok(Exit::Interrupted);
     };
     let report = result?;

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use phoenix_core::engine::render;
 use phoenix_core::{Address, ExecuteOptions, Operation, Outcome, Plan, StopHandle};
 use serde_json::json;
 
@@ -73,8 +74,8 @@ pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> miette::Re
             if let Some(description) = target.describe() {
                 println!("{description}\n");
             }
-            let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(8).max(8);
-            let name_width = rows.iter().map(|row| row.1.len()).max().unwrap_or(4).max(4);
+            let width = render::column_width(rows.iter().map(|row| row.0.as_str()), 8);
+            let name_width = render::column_width(rows.iter().map(|row| row.1.as_str()), 4);
             println!(
                 "{:width$}  {:name_width$}  {:9}  DRIFT",
                 "RESOURCE", "NAME", "STATE"

@@ -47,7 +47,7 @@ const DIM: &str = "2";
 const MAX_COLUMN: usize = 40;
 
 /// The width of a column of `names`: the longest in characters, at least `minimum`, at most [`MAX_COLUMN`].
-fn column_width<'a>(names: impl Iterator<Item = &'a str>, minimum: usize) -> usize {
+pub fn column_width<'a>(names: impl Iterator<Item = &'a str>, minimum: usize) -> usize {
     names
         .map(|name| name.chars().count())
         .max()
