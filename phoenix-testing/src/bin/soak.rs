@@ -394,10 +394,26 @@ async fn soak(options: &Options) -> Result<bool, String> {
             let tail: String = apply.stderr.lines().rev().take(20).collect::<Vec<_>>().join("\n");
             println!("       stderr (last lines, newest first):\n{tail}");
         }
+        let errors: Vec<String> = report["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|line| line["status"] == "failed")
+            .map(|line| {
+                format!(
+                    "{}: {}",
+                    line["address"].as_str().unwrap_or("?"),
+                    line["error"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        for error in &errors {
+            println!("       failed {error}");
+        }
         tally.rows.push(json!({
             "run": tally.runs, "seconds": apply.elapsed.as_secs_f64(), "exit": apply.status,
             "changed": count("changed"), "failed": count("failed"), "verdict": verdict,
-            "faults": faults, "drift": drifted, "problems": wrong,
+            "faults": faults, "drift": drifted, "problems": wrong, "errors": errors,
         }));
     }
     // The last run without faults must converge, and the plan after it must be empty.
