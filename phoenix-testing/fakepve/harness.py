@@ -5,6 +5,7 @@ Prints one JSON line on stdout once listening:
 The control endpoint (plain HTTP on loopback) takes POST /exec with {"code": "..."}: the code runs as the
 body of an async function with `pve` (the FakePve) in scope and may `await`; whatever it assigns to
 `result` is returned as JSON. GET /requests returns every request fakepve answered: [method, path, body].
+The host endpoints fakepve answers without keeping state get it from host_state.py (`pve.host_state`).
 """
 
 import argparse
@@ -21,6 +22,9 @@ from aiohttp import web
 from fakepve import FakePve
 from fakepve.certs import make_cert
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import host_state  # noqa: E402 - after the line above
+
 HOST = '127.0.0.1'
 
 
@@ -34,6 +38,8 @@ async def main():
     token_id = 'root@pam!phoenix'
     token_secret = secrets.token_hex(16)
     pve.apitokens[token_id] = token_secret
+    # DNS, time, network and access management keep what is written (see host_state.py and README.md).
+    host_state.install(pve)
 
     directory = tempfile.mkdtemp(prefix='phoenix-fakepve-')
     certfile, keyfile, der = make_cert(directory, hosts=(HOST,))

@@ -3,6 +3,10 @@
 //! The Python interpreter comes from `PHOENIX_FAKEPVE_PYTHON`, or `target/fakepve-venv/bin/python`, where
 //! `.ci/run` installs fakepve. Without it a test is skipped with a loud message, except under `CI=true`,
 //! where a missing fake is a failure.
+//!
+//! Every fake also keeps the state of the host endpoints fakepve accepts but forgets (a node's DNS, time
+//! zone and network, users, groups, roles, ACLs and API tokens), still validated by fakepve's schema: see
+//! `fakepve/README.md` and `fakepve/host_state.py`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
