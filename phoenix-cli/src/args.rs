@@ -45,6 +45,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Converge the estate: plan, confirm, then apply in dependency order.
     Apply(ApplyArgs),
+    /// Set up the Proxmox node: converge every host step (apply limited to `host/*`).
+    Setup(SetupArgs),
     /// Create the given guests and everything they depend on (apply limited to targets).
     Create(CreateArgs),
     /// Converge the given guests and everything they depend on: create, correct drift, rerun changed
@@ -82,6 +84,7 @@ impl Command {
             Command::Plan(args) => args.output,
             Command::Apply(args) => args.run.output,
             Command::Create(args) | Command::Converge(args) => args.run.output,
+            Command::Setup(args) => args.run.output,
             Command::Status(args) => args.output,
             Command::Start(_)
             | Command::Stop(_)
@@ -198,6 +201,13 @@ pub struct ApplyArgs {
     /// Limit the run to these resources and their prerequisites.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
     #[command(flatten)]
     pub run: RunArgs,
 }

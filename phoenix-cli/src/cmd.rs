@@ -20,6 +20,7 @@ pub(crate) async fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Validate(args) => validate::run(args, &cli.global),
         Command::Plan(args) => plan::run(args, &cli.global).await,
         Command::Apply(args) => apply::run(&args.targets, &args.run, &cli.global).await,
+        Command::Setup(args) => apply::run(&["host/*".to_owned()], &args.run, &cli.global).await,
         Command::Create(args) | Command::Converge(args) => {
             apply::run(&args.targets, &args.run, &cli.global).await
         }

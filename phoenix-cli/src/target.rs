@@ -127,11 +127,12 @@ impl Target {
             })?;
         if session.host().is_none() {
             eprintln!(
-                "Features, application scripts and health checks in containers are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
+                "Features, application scripts and health checks in containers, and host users, are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
             );
         }
         let scripts = guest_scripts(estate, config_dir)?;
         let mut managers = Managers::default();
+        managers.register(Arc::new(phoenix_host::manager(&session)));
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(
             &session,

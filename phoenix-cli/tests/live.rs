@@ -11,9 +11,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8")
 }
 
-/// `examples/minimal` on the fake's node name.
+/// `examples/minimal` on the fake's node name, in a directory of its own: tests run at once, and one
+/// writing the files while another reads them would read half a file.
 fn config_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("phoenix-cli-live-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("phoenix-cli-live-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     for file in [
         "phoenix_hypervisor_config.json",
@@ -41,7 +44,10 @@ fn command(fake: &FakePve, args: &[&str]) -> Command {
         .env("PHOENIX_PVE_CA_FILE", &fake.info.cafile)
         .env("NO_COLOR", "1")
         .env("COLUMNS", "400")
-        .env("XDG_STATE_HOME", config_dir().join("state"))
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join(format!("phoenix-cli-live-{}-state", std::process::id())),
+        )
         .stdin(Stdio::null());
     command
 }

@@ -56,7 +56,11 @@ async fn the_reference_estate_converges_across_kinds() {
         .filter(|line| line["status"] == "changed")
         .map(|line| line["address"].as_str().expect("address"))
         .collect();
-    assert_eq!(order.len(), 15, "12 containers and 3 VMs: {order:?}");
+    assert_eq!(
+        order.len(),
+        17,
+        "12 containers, 3 VMs, the node's DNS and timezone: {order:?}"
+    );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
     for (later, earlier) in [
@@ -75,8 +79,8 @@ async fn the_reference_estate_converges_across_kinds() {
         );
     }
 
-    // Every guest is converged, but the reference also declares host steps, stacks and sync steps, which
-    // have no manager against a live Proxmox yet: the plan says so, and --detailed-exitcode does not
+    // Every guest and the node's DNS and timezone are converged, but the reference also declares host
+    // steps, stacks and sync steps that have no manager against a live Proxmox yet: the plan says so, and --detailed-exitcode does not
     // promise "no changes" (0) for what it did not read.
     let before = fake.requests().await.len();
     let again = phoenix(&fake, &["plan", "-c", dir, "--detailed-exitcode"]);
@@ -94,7 +98,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (15 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (17 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

@@ -59,7 +59,7 @@ async fn human_rendering() {
               + stack/web@1002 (web): create
                   compose_file_path = "stacks/web/docker-compose.yml"
                   environments      = {"production":{"variables":[{"name":"PORT","value":"8080"},{"name":"DB_PASSWORD","value":{"env":"WE…
-            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 8 unchanged.
+            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 9 unchanged.
         "#]],
     );
 }
@@ -119,6 +119,7 @@ async fn json_document() {
                   ],
                   "consequence": "live",
                   "depends_on": [
+                    "host/dns",
                     "host/firewall",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
@@ -145,6 +146,7 @@ async fn json_document() {
                   ],
                   "consequence": "destructive",
                   "depends_on": [
+                    "host/dns",
                     "host/firewall",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
@@ -178,6 +180,7 @@ async fn json_document() {
                   ],
                   "consequence": "restart",
                   "depends_on": [
+                    "host/dns",
                     "host/firewall",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
@@ -240,7 +243,7 @@ async fn json_document() {
                 "not_planned": 0,
                 "replace": 1,
                 "restart": 1,
-                "unchanged": 8,
+                "unchanged": 9,
                 "update": 2
               }
             }"#]],
@@ -261,84 +264,86 @@ fn graph_sources() {
     check(
         &graph_source(&resources, GraphFormat::Mermaid),
         expect![[r#"
-        flowchart LR
-          subgraph host["host setup (before every guest)"]
-            host_firewall[/"host/firewall"/]:::host
-            host_zfs_dataset_tank_guests[/"host/zfs/dataset/tank/guests"/]:::host
-            host_zfs_pool_tank[/"host/zfs/pool/tank"/]:::host
-          end
-          lxc_101("lxc/101<br/>gateway"):::lxc
-          lxc_102("lxc/102<br/>proxy"):::lxc
-          lxc_900("lxc/900<br/>base"):::lxc
-          vm_1001[["vm/1001<br/>portainer"]]:::vm
-          vm_1002[["vm/1002<br/>apps"]]:::vm
-          vm_9000[["vm/9000<br/>cloud-template"]]:::vm
-          stack_web_1002{{"stack/web@1002<br/>web"}}:::stack
-          sync_dns>"sync/dns"]:::sync
-          sync_traefik>"sync/traefik"]:::sync
-          host_zfs_pool_tank --> host_zfs_dataset_tank_guests
-          lxc_900 == clone ==> lxc_101
-          lxc_900 == clone ==> lxc_102
-          lxc_101 --> lxc_102
-          vm_9000 == clone ==> vm_1001
-          lxc_102 --> vm_1001
-          vm_9000 == clone ==> vm_1002
-          vm_1001 --> vm_1002
-          vm_1002 --> stack_web_1002
-          lxc_101 --> sync_dns
-          lxc_102 --> sync_dns
-          lxc_900 --> sync_dns
-          vm_1001 --> sync_dns
-          vm_1002 --> sync_dns
-          lxc_101 --> sync_traefik
-          lxc_102 --> sync_traefik
-          classDef host fill:#e5e7eb,stroke:#6b7280
-          classDef lxc fill:#dbeafe,stroke:#2563eb
-          classDef vm fill:#dcfce7,stroke:#16a34a
-          classDef stack fill:#fef3c7,stroke:#d97706
-          classDef sync fill:#fce7f3,stroke:#db2777
-    "#]],
+            flowchart LR
+              subgraph host["host setup (before every guest)"]
+                host_dns[/"host/dns"/]:::host
+                host_firewall[/"host/firewall"/]:::host
+                host_zfs_dataset_tank_guests[/"host/zfs/dataset/tank/guests"/]:::host
+                host_zfs_pool_tank[/"host/zfs/pool/tank"/]:::host
+              end
+              lxc_101("lxc/101<br/>gateway"):::lxc
+              lxc_102("lxc/102<br/>proxy"):::lxc
+              lxc_900("lxc/900<br/>base"):::lxc
+              vm_1001[["vm/1001<br/>portainer"]]:::vm
+              vm_1002[["vm/1002<br/>apps"]]:::vm
+              vm_9000[["vm/9000<br/>cloud-template"]]:::vm
+              stack_web_1002{{"stack/web@1002<br/>web"}}:::stack
+              sync_dns>"sync/dns"]:::sync
+              sync_traefik>"sync/traefik"]:::sync
+              host_zfs_pool_tank --> host_zfs_dataset_tank_guests
+              lxc_900 == clone ==> lxc_101
+              lxc_900 == clone ==> lxc_102
+              lxc_101 --> lxc_102
+              vm_9000 == clone ==> vm_1001
+              lxc_102 --> vm_1001
+              vm_9000 == clone ==> vm_1002
+              vm_1001 --> vm_1002
+              vm_1002 --> stack_web_1002
+              lxc_101 --> sync_dns
+              lxc_102 --> sync_dns
+              lxc_900 --> sync_dns
+              vm_1001 --> sync_dns
+              vm_1002 --> sync_dns
+              lxc_101 --> sync_traefik
+              lxc_102 --> sync_traefik
+              classDef host fill:#e5e7eb,stroke:#6b7280
+              classDef lxc fill:#dbeafe,stroke:#2563eb
+              classDef vm fill:#dcfce7,stroke:#16a34a
+              classDef stack fill:#fef3c7,stroke:#d97706
+              classDef sync fill:#fce7f3,stroke:#db2777
+        "#]],
     );
     check(
         &graph_source(&resources, GraphFormat::Dot),
         expect![[r##"
-        digraph phoenix {
-          rankdir=LR;
-          node [fontname="Helvetica", fontsize=11];
-          subgraph cluster_host {
-            label="host setup (before every guest)";
-            style=dashed;
-            "host/firewall" [label="host/firewall", shape=folder, style=filled, fillcolor="#e5e7eb"];
-            "host/zfs/dataset/tank/guests" [label="host/zfs/dataset/tank/guests", shape=folder, style=filled, fillcolor="#e5e7eb"];
-            "host/zfs/pool/tank" [label="host/zfs/pool/tank", shape=folder, style=filled, fillcolor="#e5e7eb"];
-          }
-          "lxc/101" [label="lxc/101\ngateway", shape=box, style="rounded,filled", fillcolor="#dbeafe"];
-          "lxc/102" [label="lxc/102\nproxy", shape=box, style="rounded,filled", fillcolor="#dbeafe"];
-          "lxc/900" [label="lxc/900\nbase", shape=box, style="rounded,filled", fillcolor="#dbeafe"];
-          "vm/1001" [label="vm/1001\nportainer", shape=box3d, style=filled, fillcolor="#dcfce7"];
-          "vm/1002" [label="vm/1002\napps", shape=box3d, style=filled, fillcolor="#dcfce7"];
-          "vm/9000" [label="vm/9000\ncloud-template", shape=box3d, style=filled, fillcolor="#dcfce7"];
-          "stack/web@1002" [label="stack/web@1002\nweb", shape=component, style=filled, fillcolor="#fef3c7"];
-          "sync/dns" [label="sync/dns", shape=note, style=filled, fillcolor="#fce7f3"];
-          "sync/traefik" [label="sync/traefik", shape=note, style=filled, fillcolor="#fce7f3"];
-          "host/zfs/pool/tank" -> "host/zfs/dataset/tank/guests";
-          "lxc/900" -> "lxc/101" [label="clone", style=bold];
-          "lxc/900" -> "lxc/102" [label="clone", style=bold];
-          "lxc/101" -> "lxc/102";
-          "vm/9000" -> "vm/1001" [label="clone", style=bold];
-          "lxc/102" -> "vm/1001";
-          "vm/9000" -> "vm/1002" [label="clone", style=bold];
-          "vm/1001" -> "vm/1002";
-          "vm/1002" -> "stack/web@1002";
-          "lxc/101" -> "sync/dns";
-          "lxc/102" -> "sync/dns";
-          "lxc/900" -> "sync/dns";
-          "vm/1001" -> "sync/dns";
-          "vm/1002" -> "sync/dns";
-          "lxc/101" -> "sync/traefik";
-          "lxc/102" -> "sync/traefik";
-        }
-    "##]],
+            digraph phoenix {
+              rankdir=LR;
+              node [fontname="Helvetica", fontsize=11];
+              subgraph cluster_host {
+                label="host setup (before every guest)";
+                style=dashed;
+                "host/dns" [label="host/dns", shape=folder, style=filled, fillcolor="#e5e7eb"];
+                "host/firewall" [label="host/firewall", shape=folder, style=filled, fillcolor="#e5e7eb"];
+                "host/zfs/dataset/tank/guests" [label="host/zfs/dataset/tank/guests", shape=folder, style=filled, fillcolor="#e5e7eb"];
+                "host/zfs/pool/tank" [label="host/zfs/pool/tank", shape=folder, style=filled, fillcolor="#e5e7eb"];
+              }
+              "lxc/101" [label="lxc/101\ngateway", shape=box, style="rounded,filled", fillcolor="#dbeafe"];
+              "lxc/102" [label="lxc/102\nproxy", shape=box, style="rounded,filled", fillcolor="#dbeafe"];
+              "lxc/900" [label="lxc/900\nbase", shape=box, style="rounded,filled", fillcolor="#dbeafe"];
+              "vm/1001" [label="vm/1001\nportainer", shape=box3d, style=filled, fillcolor="#dcfce7"];
+              "vm/1002" [label="vm/1002\napps", shape=box3d, style=filled, fillcolor="#dcfce7"];
+              "vm/9000" [label="vm/9000\ncloud-template", shape=box3d, style=filled, fillcolor="#dcfce7"];
+              "stack/web@1002" [label="stack/web@1002\nweb", shape=component, style=filled, fillcolor="#fef3c7"];
+              "sync/dns" [label="sync/dns", shape=note, style=filled, fillcolor="#fce7f3"];
+              "sync/traefik" [label="sync/traefik", shape=note, style=filled, fillcolor="#fce7f3"];
+              "host/zfs/pool/tank" -> "host/zfs/dataset/tank/guests";
+              "lxc/900" -> "lxc/101" [label="clone", style=bold];
+              "lxc/900" -> "lxc/102" [label="clone", style=bold];
+              "lxc/101" -> "lxc/102";
+              "vm/9000" -> "vm/1001" [label="clone", style=bold];
+              "lxc/102" -> "vm/1001";
+              "vm/9000" -> "vm/1002" [label="clone", style=bold];
+              "vm/1001" -> "vm/1002";
+              "vm/1002" -> "stack/web@1002";
+              "lxc/101" -> "sync/dns";
+              "lxc/102" -> "sync/dns";
+              "lxc/900" -> "sync/dns";
+              "vm/1001" -> "sync/dns";
+              "vm/1002" -> "sync/dns";
+              "lxc/101" -> "sync/traefik";
+              "lxc/102" -> "sync/traefik";
+            }
+        "##]],
     );
 }
 

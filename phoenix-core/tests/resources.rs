@@ -94,196 +94,206 @@ fn homelab_host_and_sync_fields() {
     check_declared_fields(
         "examples/homelab",
         expect![[r#"
-        host/firewall {
-          "default_input_policy": "DROP",
-          "default_output_policy": "ACCEPT",
-          "enabled": true,
-          "global_firewall_rules": [
-            {
-              "action": "ACCEPT",
-              "comment": "Proxmox web UI and API from the lab network",
-              "port": "8006",
-              "proto": "tcp",
-              "source": "10.42.0.0/24",
-              "type": "in"
-            },
-            {
-              "action": "ACCEPT",
-              "comment": "SSH to the host from the lab network",
-              "port": "22",
-              "proto": "tcp",
-              "source": "10.42.0.0/24",
-              "type": "in"
-            },
-            {
-              "action": "ACCEPT",
-              "comment": "Guests query dnsmasq on the host",
-              "dest": "10.42.0.2",
-              "port": "53",
-              "proto": "udp",
-              "source": "10.42.0.0/24",
-              "type": "in"
-            },
-            {
-              "action": "ACCEPT",
-              "comment": "Guests query dnsmasq on the host (TCP)",
-              "dest": "10.42.0.2",
-              "port": "53",
-              "proto": "tcp",
-              "source": "10.42.0.0/24",
-              "type": "in"
-            },
-            {
-              "action": "ACCEPT",
-              "comment": "NFSv4 for the Portainer VMs",
-              "dest": "10.42.0.2",
-              "port": "2049",
-              "proto": "tcp",
-              "source": "10.42.0.21,10.42.0.22",
-              "type": "in"
-            },
-            {
-              "action": "ACCEPT",
-              "comment": "Ping from the lab network",
-              "proto": "icmp",
-              "source": "10.42.0.0/24",
-              "type": "in"
+            host/dns {
+              "search": "lab.example.org",
+              "servers": [
+                "10.42.0.1",
+                "9.9.9.9"
+              ]
             }
-          ]
-        }
-        host/nfs/exports {
-          "exports": [
-            {
-              "clients": [
-                "10.42.0.21",
-                "10.42.0.22"
+            host/firewall {
+              "default_input_policy": "DROP",
+              "default_output_policy": "ACCEPT",
+              "enabled": true,
+              "global_firewall_rules": [
+                {
+                  "action": "ACCEPT",
+                  "comment": "Proxmox web UI and API from the lab network",
+                  "port": "8006",
+                  "proto": "tcp",
+                  "source": "10.42.0.0/24",
+                  "type": "in"
+                },
+                {
+                  "action": "ACCEPT",
+                  "comment": "SSH to the host from the lab network",
+                  "port": "22",
+                  "proto": "tcp",
+                  "source": "10.42.0.0/24",
+                  "type": "in"
+                },
+                {
+                  "action": "ACCEPT",
+                  "comment": "Guests query dnsmasq on the host",
+                  "dest": "10.42.0.2",
+                  "port": "53",
+                  "proto": "udp",
+                  "source": "10.42.0.0/24",
+                  "type": "in"
+                },
+                {
+                  "action": "ACCEPT",
+                  "comment": "Guests query dnsmasq on the host (TCP)",
+                  "dest": "10.42.0.2",
+                  "port": "53",
+                  "proto": "tcp",
+                  "source": "10.42.0.0/24",
+                  "type": "in"
+                },
+                {
+                  "action": "ACCEPT",
+                  "comment": "NFSv4 for the Portainer VMs",
+                  "dest": "10.42.0.2",
+                  "port": "2049",
+                  "proto": "tcp",
+                  "source": "10.42.0.21,10.42.0.22",
+                  "type": "in"
+                },
+                {
+                  "action": "ACCEPT",
+                  "comment": "Ping from the lab network",
+                  "proto": "icmp",
+                  "source": "10.42.0.0/24",
+                  "type": "in"
+                }
+              ]
+            }
+            host/nfs/exports {
+              "exports": [
+                {
+                  "clients": [
+                    "10.42.0.21",
+                    "10.42.0.22"
+                  ],
+                  "options": [
+                    "rw",
+                    "sync",
+                    "no_subtree_check",
+                    "no_root_squash"
+                  ],
+                  "path": "/tank/vm-data"
+                }
+              ]
+            }
+            host/nvidia {
+              "cuda_version": "12.8",
+              "install": true,
+              "install_vllm_libs": true,
+              "runfile_url": "https://us.download.nvidia.com/XFree86/Linux-x86_64/570.172.08/NVIDIA-Linux-x86_64-570.172.08.run",
+              "version": "570.172.08"
+            }
+            host/timezone {
+              "timezone": "Europe/Berlin"
+            }
+            host/user/ops {
+              "password_hash": "(sensitive)",
+              "ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH7xsk1Dx6lMSV+XaJpmlcBqUjXvH1YG0z6rIbqNRgg8 ops@lab.example.org",
+              "sudo_access": true,
+              "username": "ops"
+            }
+            host/zfs/dataset/scratch/backups {
+              "name": "backups",
+              "pool": "scratch",
+              "properties": "recordsize=1M,compression=zstd",
+              "proxmox_content_type": "backup",
+              "proxmox_storage_type": "dir",
+              "storage_class": "shared"
+            }
+            host/zfs/dataset/scratch/hf-cache {
+              "name": "hf-cache",
+              "pool": "scratch",
+              "properties": "recordsize=1M,compression=lz4,quota=500G",
+              "storage_class": "shared"
+            }
+            host/zfs/dataset/scratch/models {
+              "name": "models",
+              "pool": "scratch",
+              "properties": "recordsize=1M,compression=off,quota=1T",
+              "proxmox_content_type": "images,rootdir",
+              "proxmox_storage_type": "zfspool",
+              "storage_class": "shared",
+              "storage_id": "models"
+            }
+            host/zfs/dataset/tank/lxc-disks {
+              "name": "lxc-disks",
+              "pool": "tank",
+              "properties": "recordsize=16K,compression=lz4",
+              "proxmox_content_type": "images,rootdir",
+              "proxmox_storage_type": "zfspool",
+              "storage_class": "direct"
+            }
+            host/zfs/dataset/tank/lxc-shared {
+              "name": "lxc-shared",
+              "pool": "tank",
+              "properties": "recordsize=128K,compression=lz4,quota=50G",
+              "storage_class": "shared"
+            }
+            host/zfs/dataset/tank/vm-data {
+              "name": "vm-data",
+              "pool": "tank",
+              "properties": "recordsize=128K,compression=lz4,quota=200G",
+              "storage_class": "shared"
+            }
+            host/zfs/dataset/tank/vm-disks {
+              "name": "vm-disks",
+              "pool": "tank",
+              "properties": "recordsize=64K,compression=lz4",
+              "proxmox_content_type": "images",
+              "proxmox_storage_type": "zfspool",
+              "storage_class": "direct"
+            }
+            host/zfs/pool/scratch {
+              "disks": [
+                "/dev/disk/by-id/ata-EXAMPLE_HDD_8TB_SERIAL0003"
               ],
-              "options": [
-                "rw",
-                "sync",
-                "no_subtree_check",
-                "no_root_squash"
+              "name": "scratch",
+              "raid_level": "single"
+            }
+            host/zfs/pool/tank {
+              "disks": [
+                "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0001",
+                "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0002"
               ],
-              "path": "/tank/vm-data"
+              "name": "tank",
+              "raid_level": "mirror"
             }
-          ]
-        }
-        host/nvidia {
-          "cuda_version": "12.8",
-          "install": true,
-          "install_vllm_libs": true,
-          "runfile_url": "https://us.download.nvidia.com/XFree86/Linux-x86_64/570.172.08/NVIDIA-Linux-x86_64-570.172.08.run",
-          "version": "570.172.08"
-        }
-        host/user/ops {
-          "password_hash": "(sensitive)",
-          "ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH7xsk1Dx6lMSV+XaJpmlcBqUjXvH1YG0z6rIbqNRgg8 ops@lab.example.org",
-          "sudo_access": true,
-          "username": "ops"
-        }
-        host/zfs/dataset/scratch/backups {
-          "name": "backups",
-          "pool": "scratch",
-          "properties": "recordsize=1M,compression=zstd",
-          "proxmox_content_type": "backup",
-          "proxmox_storage_type": "dir",
-          "storage_class": "shared"
-        }
-        host/zfs/dataset/scratch/hf-cache {
-          "name": "hf-cache",
-          "pool": "scratch",
-          "properties": "recordsize=1M,compression=lz4,quota=500G",
-          "storage_class": "shared"
-        }
-        host/zfs/dataset/scratch/models {
-          "name": "models",
-          "pool": "scratch",
-          "properties": "recordsize=1M,compression=off,quota=1T",
-          "proxmox_content_type": "images,rootdir",
-          "proxmox_storage_type": "zfspool",
-          "storage_class": "shared",
-          "storage_id": "models"
-        }
-        host/zfs/dataset/tank/lxc-disks {
-          "name": "lxc-disks",
-          "pool": "tank",
-          "properties": "recordsize=16K,compression=lz4",
-          "proxmox_content_type": "images,rootdir",
-          "proxmox_storage_type": "zfspool",
-          "storage_class": "direct"
-        }
-        host/zfs/dataset/tank/lxc-shared {
-          "name": "lxc-shared",
-          "pool": "tank",
-          "properties": "recordsize=128K,compression=lz4,quota=50G",
-          "storage_class": "shared"
-        }
-        host/zfs/dataset/tank/vm-data {
-          "name": "vm-data",
-          "pool": "tank",
-          "properties": "recordsize=128K,compression=lz4,quota=200G",
-          "storage_class": "shared"
-        }
-        host/zfs/dataset/tank/vm-disks {
-          "name": "vm-disks",
-          "pool": "tank",
-          "properties": "recordsize=64K,compression=lz4",
-          "proxmox_content_type": "images",
-          "proxmox_storage_type": "zfspool",
-          "storage_class": "direct"
-        }
-        host/zfs/pool/scratch {
-          "disks": [
-            "/dev/disk/by-id/ata-EXAMPLE_HDD_8TB_SERIAL0003"
-          ],
-          "name": "scratch",
-          "raid_level": "single"
-        }
-        host/zfs/pool/tank {
-          "disks": [
-            "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0001",
-            "/dev/disk/by-id/nvme-EXAMPLE_SSD_2TB_SERIAL0002"
-          ],
-          "name": "tank",
-          "raid_level": "mirror"
-        }
-        sync/dns {
-          "apps": "10.42.0.22/24",
-          "gateway": "10.42.0.12/24",
-          "llm-qwen": "10.42.0.50/24",
-          "portainer": "10.42.0.21/24",
-          "step-ca": "10.42.0.10/24",
-          "tpl-debian-base": "10.42.0.200/24",
-          "tpl-debian-cuda": "10.42.0.201/24",
-          "traefik": "10.42.0.11/24"
-        }
-        sync/traefik {
-          "ca": [
-            "lxc/103",
-            {
-              "name": "ca",
-              "port": 9000,
-              "scheme": "https"
+            sync/dns {
+              "apps": "10.42.0.22/24",
+              "gateway": "10.42.0.12/24",
+              "llm-qwen": "10.42.0.50/24",
+              "portainer": "10.42.0.21/24",
+              "step-ca": "10.42.0.10/24",
+              "tpl-debian-base": "10.42.0.200/24",
+              "tpl-debian-cuda": "10.42.0.201/24",
+              "traefik": "10.42.0.11/24"
             }
-          ],
-          "llm": [
-            "lxc/950",
-            {
-              "name": "llm",
-              "port": 8000,
-              "scheme": "http"
+            sync/traefik {
+              "ca": [
+                "lxc/103",
+                {
+                  "name": "ca",
+                  "port": 9000,
+                  "scheme": "https"
+                }
+              ],
+              "llm": [
+                "lxc/950",
+                {
+                  "name": "llm",
+                  "port": 8000,
+                  "scheme": "http"
+                }
+              ],
+              "portainer": [
+                "vm/1001",
+                {
+                  "name": "portainer",
+                  "port": 9443,
+                  "scheme": "https"
+                }
+              ]
             }
-          ],
-          "portainer": [
-            "vm/1001",
-            {
-              "name": "portainer",
-              "port": 9443,
-              "scheme": "https"
-            }
-          ]
-        }
-    "#]],
+        "#]],
     );
 }
 
@@ -292,56 +302,62 @@ fn fixture_host_and_sync_fields() {
     check_declared_fields(
         "phoenix-core/tests/fixtures/estate",
         expect![[r#"
-        host/firewall {
-          "default_input_policy": "DROP",
-          "enabled": true,
-          "global_firewall_rules": [
-            {
-              "action": "ACCEPT",
-              "port": "8006",
-              "proto": "tcp",
-              "source": "10.1.0.0/24",
-              "type": "in"
+            host/dns {
+              "search": "test.internal",
+              "servers": [
+                "10.1.0.1"
+              ]
             }
-          ]
-        }
-        host/zfs/dataset/tank/guests {
-          "name": "guests",
-          "pool": "tank",
-          "proxmox_content_type": "images,rootdir",
-          "proxmox_storage_type": "zfspool"
-        }
-        host/zfs/pool/tank {
-          "disks": [
-            "/dev/sda",
-            "/dev/sdb"
-          ],
-          "name": "tank",
-          "raid_level": "mirror"
-        }
-        sync/dns {
-          "apps": "10.1.0.32/24",
-          "base": "10.1.0.90/24",
-          "gateway": "10.1.0.11/24",
-          "portainer": "10.1.0.31/24",
-          "proxy": "10.1.0.12/24"
-        }
-        sync/traefik {
-          "gateway": [
-            "lxc/101",
-            {
-              "name": "gateway",
-              "port": 443
+            host/firewall {
+              "default_input_policy": "DROP",
+              "enabled": true,
+              "global_firewall_rules": [
+                {
+                  "action": "ACCEPT",
+                  "port": "8006",
+                  "proto": "tcp",
+                  "source": "10.1.0.0/24",
+                  "type": "in"
+                }
+              ]
             }
-          ],
-          "proxy": [
-            "lxc/102",
-            {
-              "name": "proxy",
-              "port": 8080
+            host/zfs/dataset/tank/guests {
+              "name": "guests",
+              "pool": "tank",
+              "proxmox_content_type": "images,rootdir",
+              "proxmox_storage_type": "zfspool"
             }
-          ]
-        }
-    "#]],
+            host/zfs/pool/tank {
+              "disks": [
+                "/dev/sda",
+                "/dev/sdb"
+              ],
+              "name": "tank",
+              "raid_level": "mirror"
+            }
+            sync/dns {
+              "apps": "10.1.0.32/24",
+              "base": "10.1.0.90/24",
+              "gateway": "10.1.0.11/24",
+              "portainer": "10.1.0.31/24",
+              "proxy": "10.1.0.12/24"
+            }
+            sync/traefik {
+              "gateway": [
+                "lxc/101",
+                {
+                  "name": "gateway",
+                  "port": 443
+                }
+              ],
+              "proxy": [
+                "lxc/102",
+                {
+                  "name": "proxy",
+                  "port": 8080
+                }
+              ]
+            }
+        "#]],
     );
 }

@@ -921,3 +921,31 @@ fn node_names_and_storage_ids_that_cannot_be_a_path_segment_are_refused() {
         );
     }
 }
+
+#[test]
+fn a_node_keeps_three_resolvers() {
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""dns_nameservers": ["10.1.0.1"]"#,
+            r#""dns_nameservers": ["10.1.0.1", "1.1.1.1", "9.9.9.9", "8.8.8.8"]"#,
+        )],
+        &[("phoenix::host::too_many_resolvers", "/network", 9)],
+    );
+    // A fallback already named is not a fourth.
+    check(
+        &[
+            Replace(
+                Hypervisor,
+                r#""dns_nameservers": ["10.1.0.1"]"#,
+                r#""dns_nameservers": ["10.1.0.1", "1.1.1.1", "9.9.9.9"]"#,
+            ),
+            Replace(
+                Hypervisor,
+                r#""interfaces": ["#,
+                r#""fallback_dns": "9.9.9.9", "interfaces": ["#,
+            ),
+        ],
+        &[],
+    );
+}

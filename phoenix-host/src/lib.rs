@@ -1,5 +1,18 @@
-//! Host setup for Phoenix: ZFS pools and datasets, NFS exports, AppArmor profiles, NVIDIA passthrough and
-//! host users, converged from `phoenix_hypervisor_config.json`.
+//! Host setup for Phoenix: the Proxmox node itself, converged from `phoenix_hypervisor_config.json`.
 //!
-//! The host manager is not written yet; the configuration it will read is modelled and validated in
-//! `phoenix_core::config::hypervisor`.
+//! One [`HostManager`] owns every `host/*` resource. Each kind of host step is a module with the same three
+//! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
+//! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`); the
+//! rest go through the host channel (`user`), and are left unplanned when there is none.
+//!
+//! Steps not written yet (ZFS, NFS, firewall, NVIDIA) are not managed: [`HostManager::manages`] says
+//! so, and the plan counts them as not planned.
+
+mod dns;
+mod manager;
+mod node;
+mod timezone;
+mod user;
+
+pub use manager::{HostManager, manager};
+pub use node::Node;

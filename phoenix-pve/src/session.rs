@@ -108,6 +108,11 @@ impl Session {
         )
     }
 
+    /// The node of resources that name none.
+    pub fn default_node(&self) -> &str {
+        &self.default_node
+    }
+
     /// The API client.
     pub fn client(&self) -> &Arc<Client> {
         &self.client

@@ -200,6 +200,16 @@ impl FakePve {
         rows
     }
 
+    /// Every request that changed something, as `METHOD path`, leaving out logins.
+    pub async fn writes(&self) -> Vec<String> {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|(method, path, _)| method != "GET" && !path.ends_with("/access/ticket"))
+            .map(|(method, path, _)| format!("{method} {path}"))
+            .collect()
+    }
+
     /// Settings with the API token, trusting the fake's certificate by its CA file.
     pub fn token_settings(&self) -> Settings {
         self.settings(

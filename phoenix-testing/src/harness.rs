@@ -56,13 +56,7 @@ impl Harness {
 
     /// Every request that changed something, as `METHOD path`, leaving out logins.
     pub async fn writes(&self) -> Vec<String> {
-        self.fake
-            .requests()
-            .await
-            .into_iter()
-            .filter(|(method, path, _)| method != "GET" && !path.ends_with("/access/ticket"))
-            .map(|(method, path, _)| format!("{method} {path}"))
-            .collect()
+        self.fake.writes().await
     }
 
     /// Changes a guest's config as an operator would by hand.

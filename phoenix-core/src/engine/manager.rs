@@ -16,6 +16,13 @@ pub trait Manager: Send + Sync {
     /// The kind of resources this manager owns.
     fn kind(&self) -> ResourceKind;
 
+    /// Whether this manager can converge `desired`; resources it cannot are counted as not planned, like
+    /// those of a kind without a manager. The default is every resource of its kind.
+    fn manages(&self, desired: &Resource) -> bool {
+        let _ = desired;
+        true
+    }
+
     /// Reads the live state of the desired resources in one batch, plus resources of this kind that Phoenix
     /// owns but the configuration no longer declares. Has no side effects.
     ///

@@ -31,12 +31,19 @@ pub enum Target {
     Address(Address),
     /// `101`: the container or VM with this ID.
     Guest(u32),
+    /// `host/*`: every planned resource of a kind (none is not an error).
+    Kind(ResourceKind),
 }
 
 impl std::str::FromStr for Target {
     type Err = crate::engine::address::AddressParseError;
 
     fn from_str(text: &str) -> Result<Target, Self::Err> {
+        if let Some(kind) = text.strip_suffix("/*")
+            && let Some(kind) = ResourceKind::ALL.into_iter().find(|known| known.as_str() == kind)
+        {
+            return Ok(Target::Kind(kind));
+        }
         match text.parse::<u32>() {
             Ok(id) => Ok(Target::Guest(id)),
             Err(_) => text.parse().map(Target::Address),
@@ -224,7 +231,7 @@ pub fn dependents(resources: &[Resource], named: &[Address]) -> Vec<Address> {
         .collect()
 }
 
-/// Observes, diffs and orders. Resources whose kind has no manager are counted, not planned.
+/// Observes, diffs and orders. Resources that no manager manages are counted, not planned.
 pub async fn plan(
     resources: Vec<Resource>,
     managers: &Managers,
@@ -233,7 +240,10 @@ pub async fn plan(
     let mut unmanaged = BTreeMap::new();
     let mut by_kind: BTreeMap<ResourceKind, Vec<Resource>> = BTreeMap::new();
     for resource in resources {
-        if managers.get(resource.kind()).is_some() {
+        if managers
+            .get(resource.kind())
+            .is_some_and(|manager| manager.manages(&resource))
+        {
             by_kind.entry(resource.kind()).or_default().push(resource);
         } else {
             *unmanaged.entry(resource.kind()).or_insert(0) += 1;
@@ -300,7 +310,8 @@ pub async fn plan(
     }
 
     let targets = resolve_targets(&options.targets, &entries)?;
-    if !targets.is_empty() {
+    // Targets that name nothing planned (`host/*` with no host step) limit the plan to nothing.
+    if !options.targets.is_empty() {
         let scope = closure(&targets, &entries);
         entries.retain(|address, _| scope.contains(address));
     }
@@ -374,16 +385,26 @@ fn resolve_targets(
 ) -> Result<Vec<Address>, PlanError> {
     let mut resolved = Vec::new();
     for target in targets {
+        if let Target::Kind(kind) = target {
+            for address in entries.keys().filter(|address| address.kind() == *kind) {
+                if !resolved.contains(address) {
+                    resolved.push(address.clone());
+                }
+            }
+            continue;
+        }
         let address = match target {
             Target::Address(address) => entries.contains_key(address).then(|| address.clone()),
             Target::Guest(id) => [Address::Lxc(*id), Address::Vm(*id)]
                 .into_iter()
                 .find(|address| entries.contains_key(address)),
+            Target::Kind(_) => continue,
         };
         let Some(address) = address else {
             let text = match target {
                 Target::Address(address) => address.to_string(),
                 Target::Guest(id) => id.to_string(),
+                Target::Kind(kind) => format!("{kind}/*"),
             };
             return Err(PlanError::UnknownTarget { target: text });
         };

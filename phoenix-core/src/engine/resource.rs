@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::hypervisor::{HostFirewall, HostUser, Nfs, NvidiaDriver, ZfsDataset, ZfsPool};
+use crate::config::hypervisor::{
+    HostFirewall, HostUser, HypervisorFile, Nfs, NvidiaDriver, ZfsDataset, ZfsPool,
+};
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
 use crate::engine::address::{Address, ResourceKind};
@@ -63,6 +65,45 @@ pub enum HostStep {
     User(Box<HostUser>),
     /// The NVIDIA driver, at `host/nvidia`; only built when the driver is to be installed.
     NvidiaDriver(Box<NvidiaDriver>),
+    /// The node's timezone, at `host/timezone`, from `timezone`.
+    Timezone(String),
+    /// The node's resolvers and search domain, at `host/dns`.
+    Dns(Box<HostDns>),
+}
+
+/// The node's DNS settings, as Proxmox keeps them (`/nodes/{node}/dns`): a search domain and up to three
+/// resolvers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostDns {
+    /// `domain_name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// The interfaces' `dns_nameservers`, then `network.fallback_dns`, without repeats, at most three.
+    pub servers: Vec<String>,
+}
+
+impl HostDns {
+    /// Proxmox's limit: `dns1` to `dns3`.
+    pub const MAX_SERVERS: usize = 3;
+
+    /// The DNS settings the hypervisor file declares, if it declares any; every resolver it names, even
+    /// beyond [`HostDns::MAX_SERVERS`] (validation says when there are too many).
+    pub fn declared(hypervisor: &HypervisorFile) -> Option<HostDns> {
+        let mut servers: Vec<String> = Vec::new();
+        let network = hypervisor.network.as_ref();
+        let named = network
+            .into_iter()
+            .flat_map(|network| &network.interfaces)
+            .flat_map(|interface| &interface.dns_nameservers)
+            .chain(network.and_then(|network| network.fallback_dns.as_ref()));
+        for server in named {
+            if !servers.contains(server) {
+                servers.push(server.clone());
+            }
+        }
+        let search = hypervisor.domain_name.clone();
+        (search.is_some() || !servers.is_empty()).then_some(HostDns { search, servers })
+    }
 }
 
 /// A sync step: what it publishes about the guests.
@@ -176,6 +217,8 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Firewall(firewall) => to_value(firewall),
         HostStep::User(user) => to_value(user),
         HostStep::NvidiaDriver(driver) => to_value(driver),
+        HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
+        HostStep::Dns(dns) => to_value(dns),
     }
 }
 
@@ -243,6 +286,20 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             Address::Host("firewall".into()),
             Vec::new(),
             HostStep::Firewall(Box::new(firewall.clone())),
+        ));
+    }
+    if let Some(timezone) = &hypervisor.timezone {
+        host.push((
+            Address::Host("timezone".into()),
+            Vec::new(),
+            HostStep::Timezone(timezone.clone()),
+        ));
+    }
+    if let Some(dns) = HostDns::declared(hypervisor) {
+        host.push((
+            Address::Host("dns".into()),
+            Vec::new(),
+            HostStep::Dns(Box::new(dns)),
         ));
     }
     for user in &hypervisor.users {

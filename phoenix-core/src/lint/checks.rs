@@ -45,7 +45,32 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_nodes(estate, &mut problems);
     check_shared_volumes(estate, &mut problems);
     check_clone_sizes(estate, &mut problems);
+    check_host_dns(estate, &mut problems);
     problems
+}
+
+/// Proxmox keeps three resolvers for a node (`dns1` to `dns3`); a fourth would be dropped without a word.
+fn check_host_dns(estate: &Estate, problems: &mut Vec<Problem>) {
+    let hypervisor = &estate.files().hypervisor;
+    let Some(dns) = crate::HostDns::declared(hypervisor) else {
+        return;
+    };
+    if dns.servers.len() <= crate::HostDns::MAX_SERVERS {
+        return;
+    }
+    problems.push(
+        Problem::error(
+            "phoenix::host::too_many_resolvers",
+            FileKind::Hypervisor,
+            "/network".to_owned(),
+            format!(
+                "the node's resolvers are {}: Proxmox keeps at most {}",
+                dns.servers.join(", "),
+                crate::HostDns::MAX_SERVERS
+            ),
+        )
+        .with_help("the interfaces' `dns_nameservers` and `network.fallback_dns` together name the node's resolvers; keep three"),
+    );
 }
 
 /// A clone cannot have a smaller disk than its source: disks grow, never shrink.

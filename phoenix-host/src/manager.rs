@@ -1,0 +1,139 @@
+//! [`HostManager`]: the `host/*` resources of one node.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use phoenix_core::engine::change::diff_fields;
+use phoenix_core::{
+    Address, Change, Consequence, Desired, HostStep, Manager, ManagerError, Observed, Resource, ResourceKind,
+    Round,
+};
+use phoenix_pve::Session;
+use serde_json::Value;
+
+use crate::node::Node;
+use crate::{dns, timezone, user};
+
+/// Converges the host steps it knows on one node.
+pub struct HostManager {
+    node: Node,
+}
+
+/// The host manager of a live session, on its default node.
+pub fn manager(session: &Session) -> HostManager {
+    HostManager::new(Node::of(session, session.default_node()))
+}
+
+impl HostManager {
+    /// A manager for `node`.
+    pub fn new(node: Node) -> HostManager {
+        HostManager { node }
+    }
+
+    /// Whether this manager converges `step` here: the steps it has code for, and of those that need the
+    /// host channel, only when there is one.
+    pub fn handles(&self, step: &HostStep) -> bool {
+        match step {
+            HostStep::Timezone(_) | HostStep::Dns(_) => true,
+            HostStep::User(_) => self.node.has_channel(),
+            HostStep::ZfsPool(_)
+            | HostStep::ZfsDataset(_)
+            | HostStep::NfsExports(_)
+            | HostStep::Firewall(_)
+            | HostStep::NvidiaDriver(_) => false,
+        }
+    }
+
+    async fn observe_one(&self, step: &HostStep) -> Result<Option<BTreeMap<String, Value>>, ManagerError> {
+        match step {
+            HostStep::Timezone(_) => timezone::observe(&self.node).await.map(Some),
+            HostStep::Dns(_) => dns::observe(&self.node).await.map(Some),
+            HostStep::User(declared) => user::observe(&self.node, declared).await,
+            other => Err(unmanaged(other)),
+        }
+    }
+}
+
+fn step_of(resource: &Resource) -> Option<&HostStep> {
+    match &resource.desired {
+        Desired::Host(step) => Some(step),
+        _ => None,
+    }
+}
+
+fn unmanaged(step: &HostStep) -> ManagerError {
+    ManagerError::failed(format!("the host manager has no code for {step:?} yet"))
+}
+
+/// The declared fields of a step, in the vocabulary its module observes.
+fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
+    match step {
+        HostStep::Timezone(zone) => timezone::desired(zone),
+        HostStep::Dns(declared) => dns::desired(declared),
+        HostStep::User(declared) => user::desired(declared),
+        _ => BTreeMap::new(),
+    }
+}
+
+#[async_trait]
+impl Manager for HostManager {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Host
+    }
+
+    fn manages(&self, desired: &Resource) -> bool {
+        step_of(desired).is_some_and(|step| self.handles(step))
+    }
+
+    async fn observe(
+        &self,
+        desired: &[Resource],
+        _round: Round,
+    ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+        let mut observed = BTreeMap::new();
+        for resource in desired {
+            let Some(step) = step_of(resource).filter(|step| self.handles(step)) else {
+                continue;
+            };
+            if let Some(fields) = self.observe_one(step).await? {
+                observed.insert(resource.address.clone(), Observed { fields });
+            }
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        let Some(step) = step_of(desired) else {
+            return Vec::new();
+        };
+        let fields = desired_fields(step);
+        let Some(observed) = observed else {
+            return vec![Change::create(desired.address.clone(), &fields)];
+        };
+        let changed = diff_fields(&fields, &observed.fields, |_, _, _| Consequence::Live);
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        vec![Change {
+            address: desired.address.clone(),
+            action: phoenix_core::Action::Update,
+            fields: changed,
+        }]
+    }
+
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        let step = desired.and_then(step_of).ok_or_else(|| {
+            // Phoenix deletes no host resource: it observes only what is declared.
+            ManagerError::failed(format!(
+                "{} is not declared; the host manager removes nothing",
+                change.address
+            ))
+        })?;
+        match step {
+            HostStep::Timezone(zone) => timezone::apply(&self.node, zone).await,
+            HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
+            HostStep::User(declared) => user::apply(&self.node, declared, change).await,
+            other => Err(unmanaged(other)),
+        }
+    }
+}

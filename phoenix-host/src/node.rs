@@ -1,0 +1,145 @@
+//! [`Node`]: one Proxmox node as the host steps reach it, through the API and, when there is one, the host
+//! channel (local, or OpenSSH to the node).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phoenix_core::ManagerError;
+use phoenix_core::engine::journal;
+use phoenix_pve::guest::host_error;
+use phoenix_pve::host::{CommandOutput, HostChannel};
+use phoenix_pve::{Client, Session};
+
+/// How long one command on the node may take (`apt-get` is not among the steps yet).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Lines of a failed command's output kept in the report.
+const OUTPUT_TAIL: usize = 20;
+
+/// One node: its API client, its name, and how to run commands on it.
+#[derive(Clone)]
+pub struct Node {
+    client: Arc<Client>,
+    name: String,
+    channel: Option<Arc<dyn HostChannel>>,
+}
+
+impl Node {
+    /// A node reached through `client`, and through `channel` for commands.
+    pub fn new(client: Arc<Client>, name: impl Into<String>, channel: Option<Arc<dyn HostChannel>>) -> Node {
+        Node {
+            client,
+            name: name.into(),
+            channel,
+        }
+    }
+
+    /// The session's default node.
+    pub fn of(session: &Session, name: &str) -> Node {
+        Node::new(Arc::clone(session.client()), name, session.host().cloned())
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The API client.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `/nodes/{node}/{tail}`.
+    pub(crate) fn path(&self, tail: &str) -> String {
+        format!("/nodes/{}/{tail}", self.name)
+    }
+
+    /// Whether commands can be run on the node.
+    pub fn has_channel(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// Runs `argv` on the node and returns how it ended, whatever its exit status.
+    pub(crate) async fn run(
+        &self,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<CommandOutput, ManagerError> {
+        let channel = self.channel.as_ref().ok_or_else(|| {
+            ManagerError::failed(format!(
+                "no way to run commands on node {}: set `proxmox.ssh` to reach it",
+                self.name
+            ))
+        })?;
+        let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
+        channel
+            .run(&argv, stdin, COMMAND_TIMEOUT)
+            .await
+            .map_err(host_error)
+    }
+
+    /// Runs `argv`, which must succeed; returns its standard output. A write is recorded in the journal as
+    /// `what` once it succeeded.
+    pub(crate) async fn check(&self, argv: &[&str], stdin: Option<&[u8]>) -> Result<String, ManagerError> {
+        let output = self.run(argv, stdin).await?;
+        if output.success() {
+            return Ok(output.stdout);
+        }
+        Err(self.failure(argv, &output))
+    }
+
+    /// Runs a command that changes the node, and records it as a step done.
+    pub(crate) async fn change(
+        &self,
+        what: &str,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, ManagerError> {
+        let stdout = self.check(argv, stdin).await?;
+        journal::done(what);
+        Ok(stdout)
+    }
+
+    /// A command that ran and failed, with the end of its output.
+    pub(crate) fn failure(&self, argv: &[&str], output: &CommandOutput) -> ManagerError {
+        let status = output
+            .status
+            .map_or_else(|| "killed".to_owned(), |code| format!("exit {code}"));
+        let program = argv.first().copied().unwrap_or_default();
+        ManagerError::Failed {
+            message: format!("`{program}` failed on node {} ({status})", self.name),
+            details: Some(output.tail(OUTPUT_TAIL)),
+        }
+    }
+
+    /// The content of a file on the node, or `None` when there is no such file.
+    pub(crate) async fn read_file(&self, path: &str) -> Result<Option<String>, ManagerError> {
+        let argv = ["cat", "--", path];
+        let output = self.run(&argv, None).await?;
+        if output.success() {
+            Ok(Some(output.stdout))
+        } else if output.stderr.contains("No such file") {
+            Ok(None)
+        } else {
+            Err(self.failure(&argv, &output))
+        }
+    }
+
+    /// Writes a whole file with `install` (mode, and owner when given) from standard input.
+    pub(crate) async fn write_file(
+        &self,
+        path: &str,
+        content: &str,
+        mode: &str,
+        owner: Option<&str>,
+    ) -> Result<(), ManagerError> {
+        let mut argv = vec!["install", "-m", mode];
+        if let Some(owner) = owner {
+            argv.extend(["-o", owner, "-g", owner]);
+        }
+        argv.extend(["/dev/stdin", path]);
+        self.change(&format!("wrote {path}"), &argv, Some(content.as_bytes()))
+            .await
+            .map(drop)
+    }
+}
