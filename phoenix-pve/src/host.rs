@@ -4,6 +4,7 @@
 //! Commands are argv vectors. Locally they are executed without a shell. Over SSH the remote side does
 //! run a shell, so every argument is quoted for it; configuration values never form shell code.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -74,10 +75,12 @@ pub trait HostChannel: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct LocalHost;
 
-/// Runs commands on the node over SSH with the OpenSSH client, honouring the user's ssh config.
+/// Runs commands on the node over SSH with the OpenSSH client, honouring the user's ssh config, or the
+/// one file [`SshHost::with_config`] names instead.
 #[derive(Debug, Clone)]
 pub struct SshHost {
     destination: String,
+    config: Option<PathBuf>,
 }
 
 impl SshHost {
@@ -85,20 +88,37 @@ impl SshHost {
     pub fn new(destination: impl Into<String>) -> SshHost {
         SshHost {
             destination: destination.into(),
+            config: None,
         }
+    }
+
+    /// The same channel reading its settings (port, key, host keys, aliases) from the ssh config file
+    /// `file` instead of `~/.ssh/config` and `/etc/ssh/ssh_config`: `ssh -F FILE`.
+    pub fn with_config(mut self, file: impl Into<PathBuf>) -> SshHost {
+        self.config = Some(file.into());
+        self
+    }
+
+    /// The ssh config file this channel reads instead of the user's, if any.
+    pub fn config(&self) -> Option<&Path> {
+        self.config.as_deref()
     }
 
     /// The ssh command line that runs `argv` remotely.
     pub fn command_line(&self, argv: &[String]) -> Vec<String> {
         let remote: Vec<String> = argv.iter().map(|arg| shell_quote(arg)).collect();
-        vec![
-            "ssh".to_owned(),
+        let mut line = vec!["ssh".to_owned()];
+        if let Some(file) = &self.config {
+            line.extend(["-F".to_owned(), file.display().to_string()]);
+        }
+        line.extend([
             "-o".to_owned(),
             "BatchMode=yes".to_owned(),
             "--".to_owned(),
             self.destination.clone(),
             remote.join(" "),
-        ]
+        ]);
+        line
     }
 }
 
@@ -260,6 +280,26 @@ mod tests {
             .await
             .expect("runs");
         assert_eq!(output.stdout, nasty);
+    }
+
+    #[test]
+    fn an_ssh_config_file_replaces_the_users() {
+        let line = SshHost::new("node")
+            .with_config("/tmp/node ssh/config")
+            .command_line(&argv(&["true"]));
+        assert_eq!(
+            line,
+            [
+                "ssh",
+                "-F",
+                "/tmp/node ssh/config",
+                "-o",
+                "BatchMode=yes",
+                "--",
+                "node",
+                "true"
+            ]
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl Session {
     /// Connects to the cluster the configuration names (the environment wins, see [`Settings::resolve`]).
     /// The default node is the first of `proxmox.nodes`, else the cluster's only node. The host channel is
     /// `proxmox.ssh`: `local`, or an SSH destination; without it, local when this machine is a node.
+    /// `PHOENIX_SSH_CONFIG` names an ssh config file that replaces the user's (`ssh -F`).
     pub async fn open(
         estate: &Estate,
         config_dir: &Path,
@@ -75,7 +76,7 @@ impl Session {
         let ssh = connection.and_then(|connection| connection.ssh.as_deref());
         let host: Option<Arc<dyn HostChannel>> = match ssh {
             Some("local") => Some(Arc::new(LocalHost)),
-            Some(destination) => Some(Arc::new(SshHost::new(destination))),
+            Some(destination) => Some(Arc::new(ssh_host(destination, env, config_dir))),
             None if Path::new("/etc/pve").is_dir() => Some(Arc::new(LocalHost)),
             None => None,
         };
@@ -134,6 +135,21 @@ impl Session {
     }
 }
 
+/// The SSH channel to `destination`; with `PHOENIX_SSH_CONFIG` set and not empty, it reads that ssh config
+/// file (`ssh -F`) instead of the user's. A relative path is resolved against the configuration directory,
+/// as secret and CA files are.
+pub(crate) fn ssh_host(
+    destination: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    config_dir: &Path,
+) -> SshHost {
+    let host = SshHost::new(destination);
+    match env("PHOENIX_SSH_CONFIG").filter(|file| !file.is_empty()) {
+        Some(file) => host.with_config(config_dir.join(file)),
+        None => host,
+    }
+}
+
 /// The first declared Proxmox storage with a content type (`import`, `snippets`), else `local`, where a
 /// fresh Proxmox has every content type a directory storage can hold.
 pub fn storage_for(storages: &[StorageDecl], content: &str) -> String {
@@ -141,4 +157,26 @@ pub fn storage_for(storages: &[StorageDecl], content: &str) -> String {
         .iter()
         .find(|storage| storage.content.iter().any(|declared| declared == content))
         .map_or_else(|| "local".to_owned(), |storage| storage.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::ssh_host;
+
+    #[test]
+    fn phoenix_ssh_config_names_the_ssh_config_file() {
+        let dir = Path::new("/etc/phoenix");
+        let unset = ssh_host("root@pve1", &|_| None, dir);
+        assert_eq!(unset.config(), None);
+        let empty = ssh_host("root@pve1", &|_| Some(String::new()), dir);
+        assert_eq!(empty.config(), None);
+        let variable =
+            |file: &'static str| move |name: &str| (name == "PHOENIX_SSH_CONFIG").then(|| file.to_owned());
+        let absolute = ssh_host("node", &variable("/run/node/ssh_config"), dir);
+        assert_eq!(absolute.config(), Some(Path::new("/run/node/ssh_config")));
+        let relative = ssh_host("node", &variable("ssh/config"), dir);
+        assert_eq!(relative.config(), Some(Path::new("/etc/phoenix/ssh/config")));
+    }
 }

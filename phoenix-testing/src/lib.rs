@@ -1,7 +1,7 @@
 //! Test scaffolding shared by every crate's tests: a fakepve server per test ([`FakePve`]), the fixture
 //! loader ([`fixture`]), the harness of the manager tests against fakepve ([`Harness`]), in-memory fake
-//! managers of every kind ([`Fakes`]), data-driven diff helpers ([`diff`]) and the reference configuration of the earlier version
-//! ([`reference_dir`]).
+//! managers of every kind ([`Fakes`]), data-driven diff helpers ([`diff`]), a real Debian node reached over
+//! SSH ([`TestNode`]) and the reference configuration of the earlier version ([`reference_dir`]).
 //!
 //! It is a dev-dependency of the crates' integration tests and never a dependency of a library; unit tests
 //! inside a crate's `src/` do not use it (for phoenix-core they would see two copies of its types).
@@ -20,10 +20,12 @@ pub mod fakepve;
 mod fakes;
 pub mod fixture;
 mod harness;
+pub mod node;
 
 pub use fakepve::FakePve;
 pub use fakes::Fakes;
 pub use harness::Harness;
+pub use node::TestNode;
 
 /// The workspace's root directory.
 pub fn workspace() -> PathBuf {
