@@ -1,0 +1,184 @@
+//! `host/user/<name>` on a real Debian node (`TestNode`: a privileged LXC container reached by Phoenix's own
+//! SSH host channel), with the API steps against fakepve: created with its password hash, sudo drop-in and
+//! SSH key; the second run changes nothing; a user deleted by hand and a sudo file edited by hand are drift
+//! and are corrected; keys already in `authorized_keys` are kept.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use phoenix_core::{CheckOptions, ExecuteOptions, FileKind, Managers, PlanOptions, Resource};
+use phoenix_host::{HostManager, Node};
+use phoenix_testing::{FakePve, TestNode, fixture};
+
+const HASH: &str = "$6$phoenixtestsalt$.1aEBCHApgtKw8aKpDPL7HvUjdfu7ziPQBzdMroX2Chab3TF7lz6ORdfKOZDGMHsYolpnfrhyBm/sZgwebVfv/";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPhoenixTestKeyForTheAdminUserOnly0123456789ab admin@lab";
+
+struct Setup {
+    _fake: FakePve,
+    node: TestNode,
+    managers: Managers,
+    resources: Vec<Resource>,
+}
+
+async fn start() -> Option<Setup> {
+    let node = TestNode::start()?;
+    let fake = FakePve::start().await?;
+    let client = fake.root_client().await;
+    let mut managers = Managers::default();
+    managers.register(Arc::new(HostManager::new(Node::new(
+        client,
+        "pve1",
+        Some(node.channel()),
+    ))));
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node"));
+    let sources = fixture::every_source_edited(dir, |kind, text| {
+        Some(if kind == FileKind::Hypervisor {
+            text.replace(
+                r#""password_hash": "NOT_SET""#,
+                &format!(r#""password_hash": "{HASH}""#),
+            )
+            .replace(
+                r#""ssh_public_key": """#,
+                &format!(r#""ssh_public_key": "{KEY}""#),
+            )
+        } else {
+            text
+        })
+    });
+    let resources = fixture::resources(sources, &CheckOptions::default());
+    Some(Setup {
+        _fake: fake,
+        node,
+        managers,
+        resources,
+    })
+}
+
+impl Setup {
+    async fn plan(&self) -> phoenix_core::Plan {
+        phoenix_testing::plan(self.resources.clone(), &self.managers, &PlanOptions::default()).await
+    }
+
+    async fn apply(&self) -> phoenix_core::Report {
+        let plan = self.plan().await;
+        phoenix_testing::apply(&plan, &self.managers, &ExecuteOptions::default()).await
+    }
+
+    /// What the node's user changes in a plan, as `field: old -> new`.
+    async fn user_drift(&self) -> Vec<String> {
+        let plan = self.plan().await;
+        plan.entries()
+            .iter()
+            .filter(|entry| entry.address.to_string() == "host/user/phoenix_admin")
+            .flat_map(|entry| &entry.changes)
+            .flat_map(|change| &change.fields)
+            .map(|field| format!("{}: {:?} -> {:?}", field.field, field.old, field.new))
+            .collect()
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let output = self.node.exec(&["sh", "-c", script]);
+        assert!(output.success(), "{script}: {}", output.tail(10));
+        output.stdout
+    }
+}
+
+#[tokio::test]
+async fn a_user_is_created_with_hash_sudo_and_key_and_the_second_run_changes_nothing() {
+    let Some(setup) = start().await else {
+        return;
+    };
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+
+    assert!(
+        setup
+            .sh("getent passwd phoenix_admin")
+            .contains(":/home/phoenix_admin:/bin/bash")
+    );
+    assert_eq!(setup.sh("getent shadow phoenix_admin | cut -d: -f2").trim(), HASH);
+    assert_eq!(
+        setup.sh("cat /etc/sudoers.d/phoenix-phoenix_admin"),
+        "phoenix_admin ALL=(ALL:ALL) ALL\n"
+    );
+    setup.sh("visudo -c -q");
+    assert_eq!(
+        setup.sh("cat /home/phoenix_admin/.ssh/authorized_keys"),
+        format!("{KEY}\n")
+    );
+    assert_eq!(
+        setup.sh("stat -c '%U %a' /home/phoenix_admin/.ssh /home/phoenix_admin/.ssh/authorized_keys"),
+        "phoenix_admin 700\nphoenix_admin 600\n"
+    );
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .expect("reads")
+            .contains("phoenix_admin"),
+        "the user lives on the node, not on this machine"
+    );
+    // Plans show the hash only as a digest, for people and as JSON.
+    setup.sh("usermod -p '$6$other$hash' phoenix_admin");
+    let plan = setup.plan().await;
+    let text = phoenix_core::engine::render::plan_text(&plan, phoenix_core::engine::render::Colour::Never);
+    let json = serde_json::to_string(&phoenix_core::engine::render::plan_document(&plan)).expect("JSON");
+    for shown in [&text, &json] {
+        assert!(shown.contains("password") && shown.contains("sha256:"), "{shown}");
+        assert!(
+            !shown.contains(HASH) && !shown.contains("$6$other$hash"),
+            "{shown}"
+        );
+    }
+    assert!(setup.apply().await.succeeded());
+
+    assert!(!setup.plan().await.has_changes(), "the second plan is empty");
+    let again = setup.apply().await;
+    assert!(again.succeeded());
+    assert!(
+        again.resources.iter().all(|line| line.steps.is_empty()),
+        "{again:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_deleted_by_hand_and_a_sudo_file_edited_by_hand_are_drift_and_corrected() {
+    let Some(setup) = start().await else {
+        return;
+    };
+    assert!(setup.apply().await.succeeded());
+
+    // Someone loosened sudo, and added a key of their own.
+    setup.sh("echo 'phoenix_admin ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/phoenix-phoenix_admin");
+    setup.sh("echo 'ssh-ed25519 AAAAOTHERKEY other@laptop' >> /home/phoenix_admin/.ssh/authorized_keys");
+    assert_eq!(
+        setup.user_drift().await,
+        ["sudo: Some(Bool(false)) -> Some(Bool(true))"]
+    );
+    assert!(setup.apply().await.succeeded());
+    assert_eq!(
+        setup.sh("cat /etc/sudoers.d/phoenix-phoenix_admin"),
+        "phoenix_admin ALL=(ALL:ALL) ALL\n"
+    );
+    assert!(
+        setup
+            .sh("cat /home/phoenix_admin/.ssh/authorized_keys")
+            .contains("other@laptop")
+    );
+    assert!(!setup.plan().await.has_changes());
+
+    // The user is deleted with its home: the next run creates it again, key and all.
+    setup.sh("userdel -r phoenix_admin 2>/dev/null; rm -f /etc/sudoers.d/phoenix-phoenix_admin");
+    let plan = setup.plan().await;
+    let entry = plan
+        .entries()
+        .iter()
+        .find(|entry| entry.address.to_string() == "host/user/phoenix_admin")
+        .expect("planned");
+    assert_eq!(entry.changes[0].action, phoenix_core::Action::Create);
+    assert!(setup.apply().await.succeeded());
+    assert_eq!(
+        setup.sh("cat /home/phoenix_admin/.ssh/authorized_keys"),
+        format!("{KEY}\n")
+    );
+    assert!(!setup.plan().await.has_changes());
+}
