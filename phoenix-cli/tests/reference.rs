@@ -58,8 +58,8 @@ async fn the_reference_estate_converges_across_kinds() {
         .collect();
     assert_eq!(
         order.len(),
-        17,
-        "12 containers, 3 VMs, the node's DNS and timezone: {order:?}"
+        18,
+        "12 containers, 3 VMs, the node's DNS, timezone and firewall: {order:?}"
     );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
@@ -79,7 +79,7 @@ async fn the_reference_estate_converges_across_kinds() {
         );
     }
 
-    // Every guest and the node's DNS and timezone are converged, but the reference also declares host
+    // Every guest and the node's DNS, timezone and firewall are converged, but the reference also declares host
     // steps, stacks and sync steps that have no manager against a live Proxmox yet: the plan says so, and --detailed-exitcode does not
     // promise "no changes" (0) for what it did not read.
     let before = fake.requests().await.len();
@@ -98,7 +98,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (17 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (18 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

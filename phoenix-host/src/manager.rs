@@ -12,7 +12,7 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, timezone, user};
+use crate::{dns, firewall, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
@@ -34,12 +34,11 @@ impl HostManager {
     /// host channel, only when there is one.
     pub fn handles(&self, step: &HostStep) -> bool {
         match step {
-            HostStep::Timezone(_) | HostStep::Dns(_) => true,
+            HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) => true,
             HostStep::User(_) => self.node.has_channel(),
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
             | HostStep::NfsExports(_)
-            | HostStep::Firewall(_)
             | HostStep::NvidiaDriver(_) => false,
         }
     }
@@ -49,6 +48,7 @@ impl HostManager {
             HostStep::Timezone(_) => timezone::observe(&self.node).await.map(Some),
             HostStep::Dns(_) => dns::observe(&self.node).await.map(Some),
             HostStep::User(declared) => user::observe(&self.node, declared).await,
+            HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
             other => Err(unmanaged(other)),
         }
     }
@@ -71,6 +71,7 @@ fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
         HostStep::Timezone(zone) => timezone::desired(zone),
         HostStep::Dns(declared) => dns::desired(declared),
         HostStep::User(declared) => user::desired(declared),
+        HostStep::Firewall(declared) => firewall::desired(declared),
         _ => BTreeMap::new(),
     }
 }
@@ -133,6 +134,10 @@ impl Manager for HostManager {
             HostStep::Timezone(zone) => timezone::apply(&self.node, zone).await,
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
             HostStep::User(declared) => user::apply(&self.node, declared, change).await,
+            HostStep::Firewall(declared) => {
+                let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
+                firewall::apply(self.node.client(), declared, &fields).await
+            }
             other => Err(unmanaged(other)),
         }
     }
