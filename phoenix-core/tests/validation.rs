@@ -949,3 +949,15 @@ fn a_node_keeps_three_resolvers() {
         &[],
     );
 }
+
+#[test]
+fn samba_is_said_to_be_ignored_with_what_it_declares() {
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""portainer_api": {"#,
+            r#""samba": { "user": "heads", "shares": [{ "name": "media", "path": "tank/media" }] }, "portainer_api": {"#,
+        )],
+        &[("phoenix::host::samba_unsupported", "/samba", 28)],
+    );
+}

@@ -46,7 +46,33 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_shared_volumes(estate, &mut problems);
     check_clone_sizes(estate, &mut problems);
     check_host_dns(estate, &mut problems);
+    check_unsupported_host_sections(estate, &mut problems);
     problems
+}
+
+/// Host sections that are read but not converged yet are said so, not dropped without a word.
+fn check_unsupported_host_sections(estate: &Estate, problems: &mut Vec<Problem>) {
+    let hypervisor = &estate.files().hypervisor;
+    if let Some(samba) = &hypervisor.samba {
+        let shares: Vec<&str> = samba.shares.iter().map(|share| share.name.as_str()).collect();
+        problems.push(
+            Problem::warning(
+                "phoenix::host::samba_unsupported",
+                FileKind::Hypervisor,
+                "/samba".to_owned(),
+                format!(
+                    "Samba is not converged yet: the user {} and the shares {} are ignored",
+                    samba.user,
+                    if shares.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        shares.join(", ")
+                    }
+                ),
+            )
+            .with_help("set the shares up by hand for now; Phoenix will converge them in a later version"),
+        );
+    }
 }
 
 /// Proxmox keeps three resolvers for a node (`dns1` to `dns3`); a fourth would be dropped without a word.
