@@ -135,3 +135,29 @@ async fn the_cluster_firewall_converges_keeps_rules_of_others_and_appends_with_o
             .has_changes()
     );
 }
+
+#[tokio::test]
+async fn a_rule_whose_insert_failed_on_the_way_is_sent_again_once_and_never_twice() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let client = fake.root_client().await;
+    let mut managers = Managers::default();
+    managers.register(Arc::new(HostManager::new(Node::new(
+        Arc::clone(&client),
+        "pve1",
+        None,
+    ))));
+    // The first insert is answered 502: it did not go in, and is sent again after a read-back.
+    fake.exec("pve.fail('POST', '/cluster/firewall/rules', 502, 'Bad Gateway', times=1)")
+        .await;
+    converge(&managers, &resources("")).await;
+    assert_eq!(comments(&fake).await, ["API", "SSH"]);
+    let posts = fake
+        .writes()
+        .await
+        .iter()
+        .filter(|write| write.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 3, "two rules, one of them sent again");
+}

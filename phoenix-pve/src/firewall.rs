@@ -182,6 +182,45 @@ fn with_digest(form: Form, digest: &str) -> Form {
     }
 }
 
+/// Inserts `rule` (Proxmox puts it at the top) into a list that is `before`. A `POST` that failed on the
+/// way (a dropped connection, a 5xx) may or may not have gone in: the list is read back, and the rule is
+/// sent again only if the list is still exactly `before`; a list that now starts with the rule over
+/// `before` means it went in. Anything else is someone else's change, and nothing is guessed.
+async fn insert(
+    client: &Client,
+    rules: &str,
+    form: &Form,
+    rule: &Value,
+    before: &[Value],
+) -> Result<(), PveError> {
+    let policy = &client.settings().retry;
+    let mut attempt = 1;
+    loop {
+        let error = match client.post::<Value>(rules, form).await {
+            Ok(_) => return Ok(()),
+            Err(error) if phoenix_core::Retryable::is_transient(&error) && attempt < policy.attempts => error,
+            Err(error) => return Err(error),
+        };
+        let live: Vec<Value> = client.get(rules, &[]).await?;
+        let live: Vec<Value> = live.iter().map(normalise).collect();
+        if live.len() == before.len() + 1 && live[0] == *rule && live[1..] == *before {
+            tracing::debug!(%error, "the rule went in although its answer was lost");
+            return Ok(());
+        }
+        if live != before {
+            return Err(error);
+        }
+        tracing::debug!(attempt, %error, "the rule did not go in; sending it again");
+        if phoenix_core::engine::journal::pause(policy.delay(attempt))
+            .await
+            .is_err()
+        {
+            return Err(error);
+        }
+        attempt += 1;
+    }
+}
+
 /// Takes the rules from `live` to `wanted`. Returns the number of writes made.
 ///
 /// Every write by position first checks, by digest, that the list is the one Phoenix expects
@@ -247,7 +286,7 @@ pub async fn converge_rules(
                 value.as_str().map_or_else(|| value.to_string(), str::to_owned),
             );
         }
-        let _: Value = client.post(&rules, &form).await?;
+        insert(client, &rules, &form, rule, &current).await?;
         current.insert(0, rule.clone());
         writes += 1;
         if index != 0 {
