@@ -62,18 +62,21 @@ async fn comments(fake: &FakePve) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_cluster_firewall_converges_keeps_rules_of_others_and_appends_with_one_insert() {
-    let Some(fake) = FakePve::start().await else {
-        return;
-    };
+/// A fresh fake, a root client, and a host manager on it.
+async fn start() -> Option<(FakePve, Arc<phoenix_pve::Client>, Managers)> {
+    let fake = FakePve::start().await?;
     let client = fake.root_client().await;
     let mut managers = Managers::default();
-    managers.register(Arc::new(HostManager::new(Node::new(
-        Arc::clone(&client),
-        "pve1",
-        None,
-    ))));
+    let node = Node::new(Arc::clone(&client), "pve1", None);
+    managers.register(Arc::new(HostManager::new(node)));
+    Some((fake, client, managers))
+}
+
+#[tokio::test]
+async fn the_cluster_firewall_converges_keeps_rules_of_others_and_appends_with_one_insert() {
+    let Some((fake, client, managers)) = start().await else {
+        return;
+    };
     // A rule someone else wrote is there before Phoenix.
     let rule_of_others = |comment: &str| {
         Form::new()
@@ -138,16 +141,9 @@ async fn the_cluster_firewall_converges_keeps_rules_of_others_and_appends_with_o
 
 #[tokio::test]
 async fn a_rule_whose_insert_failed_on_the_way_is_sent_again_once_and_never_twice() {
-    let Some(fake) = FakePve::start().await else {
+    let Some((fake, _client, managers)) = start().await else {
         return;
     };
-    let client = fake.root_client().await;
-    let mut managers = Managers::default();
-    managers.register(Arc::new(HostManager::new(Node::new(
-        Arc::clone(&client),
-        "pve1",
-        None,
-    ))));
     // The first insert is answered 502: it did not go in, and is sent again after a read-back.
     fake.exec("pve.fail('POST', '/cluster/firewall/rules', 502, 'Bad Gateway', times=1)")
         .await;
