@@ -182,6 +182,28 @@ fn homelab_host_and_sync_fields() {
               "runfile_url": "https://us.download.nvidia.com/XFree86/Linux-x86_64/570.172.08/NVIDIA-Linux-x86_64-570.172.08.run",
               "version": "570.172.08"
             }
+            host/subids {
+              "gids": [
+                [
+                  33,
+                  1
+                ],
+                [
+                  100000,
+                  65536
+                ]
+              ],
+              "uids": [
+                [
+                  33,
+                  1
+                ],
+                [
+                  100000,
+                  65536
+                ]
+              ]
+            }
             host/timezone {
               "timezone": "Europe/Berlin"
             }

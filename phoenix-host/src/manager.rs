@@ -12,7 +12,7 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, firewall, timezone, user};
+use crate::{dns, firewall, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
@@ -35,7 +35,7 @@ impl HostManager {
     pub fn handles(&self, step: &HostStep) -> bool {
         match step {
             HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) => true,
-            HostStep::User(_) => self.node.has_channel(),
+            HostStep::User(_) | HostStep::SubIds(_) => self.node.has_channel(),
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
             | HostStep::NfsExports(_)
@@ -49,6 +49,7 @@ impl HostManager {
             HostStep::Dns(_) => dns::observe(&self.node).await.map(Some),
             HostStep::User(declared) => user::observe(&self.node, declared).await,
             HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
+            HostStep::SubIds(ids) => subids::observe(&self.node, ids).await.map(Some),
             other => Err(unmanaged(other)),
         }
     }
@@ -72,6 +73,7 @@ fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
         HostStep::Dns(declared) => dns::desired(declared),
         HostStep::User(declared) => user::desired(declared),
         HostStep::Firewall(declared) => firewall::desired(declared),
+        HostStep::SubIds(ids) => subids::desired(ids),
         _ => BTreeMap::new(),
     }
 }
@@ -134,6 +136,7 @@ impl Manager for HostManager {
             HostStep::Timezone(zone) => timezone::apply(&self.node, zone).await,
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
             HostStep::User(declared) => user::apply(&self.node, declared, change).await,
+            HostStep::SubIds(ids) => subids::apply(&self.node, ids).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

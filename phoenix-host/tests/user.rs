@@ -182,3 +182,43 @@ async fn a_user_deleted_by_hand_and_a_sudo_file_edited_by_hand_are_drift_and_cor
     );
     assert!(!setup.plan().await.has_changes());
 }
+
+#[tokio::test]
+async fn the_subordinate_ids_that_id_maps_need_are_appended_and_other_entries_kept() {
+    let Some(mut setup) = start().await else {
+        return;
+    };
+    setup.sh("printf 'root:100000:65536\\nalice:200000:65536\\n' > /etc/subuid && : > /etc/subgid");
+    let ids = phoenix_core::SubIds {
+        uids: vec![(1000, 1), (100_000, 65_536)],
+        gids: vec![(1000, 1), (100_000, 65_536)],
+    };
+    setup.resources = vec![Resource {
+        address: "host/subids".parse().expect("an address"),
+        name: None,
+        depends_on: Vec::new(),
+        node: None,
+        storage: None,
+        desired: phoenix_core::Desired::Host(phoenix_core::HostStep::SubIds(Box::new(ids))),
+    }];
+    let plan = setup.plan().await;
+    let fields: Vec<String> = plan.entries()[0].changes[0]
+        .fields
+        .iter()
+        .map(|field| format!("{}: {:?}", field.field, field.old))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            r#"gids: Some(Array [])"#,
+            r#"uids: Some(Array [String("root:100000:65536")])"#
+        ]
+    );
+    assert!(setup.apply().await.succeeded());
+    assert_eq!(
+        setup.sh("cat /etc/subuid"),
+        "root:100000:65536\nalice:200000:65536\nroot:1000:1\n"
+    );
+    assert_eq!(setup.sh("cat /etc/subgid"), "root:1000:1\nroot:100000:65536\n");
+    assert!(!setup.plan().await.has_changes());
+}

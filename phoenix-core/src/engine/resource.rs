@@ -69,6 +69,46 @@ pub enum HostStep {
     Timezone(String),
     /// The node's resolvers and search domain, at `host/dns`.
     Dns(Box<HostDns>),
+    /// The subordinate ID ranges root needs on the node for the containers' `id_maps`, at `host/subids`.
+    SubIds(Box<SubIds>),
+}
+
+/// Subordinate ID ranges (`/etc/subuid`, `/etc/subgid`) root must own for the containers' ID maps: the
+/// usual `100000` range every unprivileged container uses, and each mapped host range.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubIds {
+    /// `(first, count)` ranges of user IDs, sorted.
+    pub uids: Vec<(u32, u32)>,
+    /// `(first, count)` ranges of group IDs, sorted.
+    pub gids: Vec<(u32, u32)>,
+}
+
+impl SubIds {
+    /// The ranges the estate's containers need, when any container maps IDs.
+    pub fn declared(estate: &Estate) -> Option<SubIds> {
+        use crate::config::lxc::IdKind;
+        let mut uids = vec![(100_000, 65_536)];
+        let mut gids = vec![(100_000, 65_536)];
+        let mut any = false;
+        for guest in estate.guests().values() {
+            let GuestSpec::Container(container) = &guest.spec else {
+                continue;
+            };
+            for map in &container.id_maps {
+                any = true;
+                let ranges = match map.kind {
+                    IdKind::Uid => &mut uids,
+                    IdKind::Gid => &mut gids,
+                };
+                ranges.push((map.host_id, map.size));
+            }
+        }
+        for ranges in [&mut uids, &mut gids] {
+            ranges.sort_unstable();
+            ranges.dedup();
+        }
+        any.then_some(SubIds { uids, gids })
+    }
 }
 
 /// The node's DNS settings, as Proxmox keeps them (`/nodes/{node}/dns`): a search domain and up to three
@@ -219,6 +259,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::NvidiaDriver(driver) => to_value(driver),
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
         HostStep::Dns(dns) => to_value(dns),
+        HostStep::SubIds(ids) => to_value(ids),
     }
 }
 
@@ -314,6 +355,13 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             Address::Host("nvidia".into()),
             Vec::new(),
             HostStep::NvidiaDriver(Box::new(nvidia.clone())),
+        ));
+    }
+    if let Some(ids) = SubIds::declared(estate) {
+        host.push((
+            Address::Host("subids".into()),
+            Vec::new(),
+            HostStep::SubIds(Box::new(ids)),
         ));
     }
     let host_addresses: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
