@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use phoenix_core::ManagerError;
 use phoenix_core::config::FirewallAction;
 use phoenix_core::config::hypervisor::HostFirewall;
-use phoenix_pve::firewall::{converge_rules, read, rule_value};
+use phoenix_pve::firewall::{converge_rules, is_enabled, rule_value, rules};
 use phoenix_pve::{Client, Form};
 use serde_json::{Value, json};
 
@@ -53,15 +53,16 @@ pub(crate) async fn observe(
     client: &Client,
     firewall: &HostFirewall,
 ) -> Result<BTreeMap<String, Value>, ManagerError> {
-    let (enabled, rules) = read(client, BASE).await?;
+    // One read of the options gives the flag and the policies.
     let options: Value = client.get("/cluster/firewall/options", &[]).await?;
+    let enabled = is_enabled(&options);
+    let live = rules(client, BASE).await?;
     let mut fields = BTreeMap::from([
         ("enabled".to_owned(), json!(enabled)),
         (
             "rules".to_owned(),
             json!(
-                rules
-                    .iter()
+                live.iter()
                     .take(firewall.global_firewall_rules.len())
                     .collect::<Vec<_>>()
             ),
@@ -97,7 +98,7 @@ pub(crate) async fn apply(
     fields: &[&str],
 ) -> Result<(), ManagerError> {
     if fields.contains(&"rules") {
-        let (_, live) = read(client, BASE).await?;
+        let live = rules(client, BASE).await?;
         let wanted = arranged(&live, &declared_rules(firewall));
         converge_rules(client, BASE, &live, &wanted).await?;
     }

@@ -99,12 +99,22 @@ fn normalise(rule: &Value) -> Value {
 /// Reads whether the firewall is on and its rules, in order.
 pub async fn read(client: &Client, base: &str) -> Result<(bool, Vec<Value>), PveError> {
     let options: Value = client.get(&format!("{base}/firewall/options"), &[]).await?;
-    let enabled = options["enable"]
+    let enabled = is_enabled(&options);
+    Ok((enabled, rules(client, base).await?))
+}
+
+/// Whether firewall options (`GET .../firewall/options`) say it is on.
+pub fn is_enabled(options: &Value) -> bool {
+    options["enable"]
         .as_i64()
         .or_else(|| options["enable"].as_str().and_then(|text| text.parse().ok()))
-        == Some(1);
+        == Some(1)
+}
+
+/// Reads the rules, in order, reduced to the compared keys.
+pub async fn rules(client: &Client, base: &str) -> Result<Vec<Value>, PveError> {
     let rules: Vec<Value> = client.get(&format!("{base}/firewall/rules"), &[]).await?;
-    Ok((enabled, rules.iter().map(normalise).collect()))
+    Ok(rules.iter().map(normalise).collect())
 }
 
 /// The guest firewall part of one update, gathered field by field and carried out rules first, then the
