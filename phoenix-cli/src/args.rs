@@ -121,6 +121,10 @@ pub struct TargetArgs {
     /// Ignored without --demo, so that an exported PHOENIX_DEMO_STATE does not get in the way.
     #[arg(long, value_name = "FILE", env = "PHOENIX_DEMO_STATE")]
     pub demo_state: Option<PathBuf>,
+    /// Also upgrade the node's packages (`apt-get dist-upgrade` in `host/apt/packages`); plans show how many
+    /// packages would be upgraded.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// How a writing command waits for the run lock another run on the same target holds.

@@ -21,8 +21,11 @@ pub(crate) async fn interruptible<T>(handle: StopHandle, run: impl Future<Output
             std::future::pending::<()>().await;
         }
     };
+    // `interrupts` first: its first poll installs the handler, so it is in place before the run starts
+    // any work (a Ctrl-C at the very start would otherwise kill the process with nothing reported).
     tokio::select! {
-        finished = run => Some(finished),
+        biased;
         () = interrupts => None,
+        finished = run => Some(finished),
     }
 }

@@ -61,7 +61,7 @@ impl Target {
         let connection = estate.files().hypervisor.proxmox.as_ref();
         let endpoint_in_env = std::env::var_os("PHOENIX_PVE_URL").is_some_and(|value| !value.is_empty());
         if !args.demo && !args.offline && (connection.is_some() || endpoint_in_env) {
-            return Target::live(estate, config_dir).await;
+            return Target::live(estate, config_dir, args.upgrade).await;
         }
         let mode = if args.demo {
             Mode::Demo {
@@ -118,7 +118,7 @@ impl Target {
         Ok(target)
     }
 
-    async fn live(estate: &Estate, config_dir: &Path) -> miette::Result<Target> {
+    async fn live(estate: &Estate, config_dir: &Path, upgrade: bool) -> miette::Result<Target> {
         let session = Session::open(estate, config_dir, &|name| std::env::var(name).ok())
             .await
             .map_err(|error| {
@@ -132,7 +132,7 @@ impl Target {
         }
         let scripts = guest_scripts(estate, config_dir)?;
         let mut managers = Managers::default();
-        managers.register(Arc::new(phoenix_host::manager(&session)));
+        managers.register(Arc::new(phoenix_host::manager(&session).with_upgrade(upgrade)));
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(
             &session,

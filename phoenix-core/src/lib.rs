@@ -26,7 +26,9 @@ pub use engine::executor::{
 pub use engine::journal::{Journal, Step, StepState};
 pub use engine::manager::{Differ, Manager, ManagerError, Managers, Operation, Round};
 pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, dependents, plan};
-pub use engine::resource::{Desired, HostDns, HostStep, Resource, Route, SubIds, SyncStep, resources};
+pub use engine::resource::{
+    AptPackages, AptRepositories, Desired, HostDns, HostStep, Resource, Route, SubIds, SyncStep, resources,
+};
 pub use engine::retry::{Dispatched, RetryPolicy, Retryable};
 pub use lint::checks::CheckOptions;
 pub use lint::diagnostic::{Problem, ProblemRecord, Severity};

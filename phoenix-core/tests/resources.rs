@@ -94,6 +94,17 @@ fn homelab_host_and_sync_fields() {
     check_declared_fields(
         "examples/homelab",
         expect![[r#"
+            host/apt/packages {
+              "packages": [
+                "htop",
+                "locales",
+                "sudo",
+                "tmux"
+              ]
+            }
+            host/apt/repositories {
+              "proxmox": "no-subscription"
+            }
             host/dns {
               "search": "lab.example.org",
               "servers": [
@@ -157,6 +168,9 @@ fn homelab_host_and_sync_fields() {
                   "type": "in"
                 }
               ]
+            }
+            host/locale {
+              "locale": "en_US.UTF-8"
             }
             host/nfs/exports {
               "exports": [

@@ -12,11 +12,12 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, firewall, subids, timezone, user};
+use crate::{dns, firewall, locale, packages, repositories, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
     node: Node,
+    upgrade: bool,
 }
 
 /// The host manager of a live session, on its default node.
@@ -27,15 +28,26 @@ pub fn manager(session: &Session) -> HostManager {
 impl HostManager {
     /// A manager for `node`.
     pub fn new(node: Node) -> HostManager {
-        HostManager { node }
+        HostManager { node, upgrade: false }
+    }
+
+    /// With `upgrade`, `host/apt/packages` also wants every package of the node upgraded (`--upgrade`).
+    pub fn with_upgrade(mut self, upgrade: bool) -> HostManager {
+        self.upgrade = upgrade;
+        self
     }
 
     /// Whether this manager converges `step` here: the steps it has code for, and of those that need the
     /// host channel, only when there is one.
     pub fn handles(&self, step: &HostStep) -> bool {
         match step {
-            HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) => true,
-            HostStep::User(_) | HostStep::SubIds(_) => self.node.has_channel(),
+            HostStep::Timezone(_)
+            | HostStep::Dns(_)
+            | HostStep::Firewall(_)
+            | HostStep::AptRepositories(_) => true,
+            HostStep::User(_) | HostStep::SubIds(_) | HostStep::AptPackages(_) | HostStep::Locale(_) => {
+                self.node.has_channel()
+            }
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
             | HostStep::NfsExports(_)
@@ -50,6 +62,11 @@ impl HostManager {
             HostStep::User(declared) => user::observe(&self.node, declared).await,
             HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
             HostStep::SubIds(ids) => subids::observe(&self.node, ids).await.map(Some),
+            HostStep::AptRepositories(_) => repositories::observe(&self.node).await.map(Some),
+            HostStep::AptPackages(declared) => packages::observe(&self.node, declared, self.upgrade)
+                .await
+                .map(Some),
+            HostStep::Locale(declared) => locale::observe(&self.node, declared).await.map(Some),
             other => Err(unmanaged(other)),
         }
     }
@@ -67,13 +84,16 @@ fn unmanaged(step: &HostStep) -> ManagerError {
 }
 
 /// The declared fields of a step, in the vocabulary its module observes.
-fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
+fn desired_fields(step: &HostStep, upgrade: bool) -> BTreeMap<String, Value> {
     match step {
         HostStep::Timezone(zone) => timezone::desired(zone),
         HostStep::Dns(declared) => dns::desired(declared),
         HostStep::User(declared) => user::desired(declared),
         HostStep::Firewall(declared) => firewall::desired(declared),
         HostStep::SubIds(ids) => subids::desired(ids),
+        HostStep::AptRepositories(declared) => repositories::desired(declared),
+        HostStep::AptPackages(declared) => packages::desired(declared, upgrade),
+        HostStep::Locale(declared) => locale::desired(declared),
         _ => BTreeMap::new(),
     }
 }
@@ -109,7 +129,7 @@ impl Manager for HostManager {
         let Some(step) = step_of(desired) else {
             return Vec::new();
         };
-        let fields = desired_fields(step);
+        let fields = desired_fields(step, self.upgrade);
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &fields)];
         };
@@ -137,6 +157,9 @@ impl Manager for HostManager {
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
             HostStep::User(declared) => user::apply(&self.node, declared, change).await,
             HostStep::SubIds(ids) => subids::apply(&self.node, ids).await,
+            HostStep::AptRepositories(declared) => repositories::apply(&self.node, declared).await,
+            HostStep::AptPackages(declared) => packages::apply(&self.node, declared, self.upgrade).await,
+            HostStep::Locale(declared) => locale::apply(&self.node, declared).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

@@ -10,7 +10,7 @@ use phoenix_pve::guest::host_error;
 use phoenix_pve::host::{CommandOutput, HostChannel};
 use phoenix_pve::{Client, Session};
 
-/// How long one command on the node may take (`apt-get` is not among the steps yet).
+/// How long one command on the node may take, unless it says otherwise.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Lines of a failed command's output kept in the report.
@@ -65,6 +65,16 @@ impl Node {
         argv: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<CommandOutput, ManagerError> {
+        self.run_for(argv, stdin, COMMAND_TIMEOUT).await
+    }
+
+    /// [`Node::run`] for a command that may take up to `timeout` (package installs).
+    pub(crate) async fn run_for(
+        &self,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<CommandOutput, ManagerError> {
         let channel = self.channel.as_ref().ok_or_else(|| {
             ManagerError::failed(format!(
                 "no way to run commands on node {}: set `proxmox.ssh` to reach it",
@@ -72,16 +82,22 @@ impl Node {
             ))
         })?;
         let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
-        channel
-            .run(&argv, stdin, COMMAND_TIMEOUT)
-            .await
-            .map_err(host_error)
+        channel.run(&argv, stdin, timeout).await.map_err(host_error)
     }
 
     /// Runs `argv`, which must succeed; returns its standard output. A write is recorded in the journal as
     /// `what` once it succeeded.
     pub(crate) async fn check(&self, argv: &[&str], stdin: Option<&[u8]>) -> Result<String, ManagerError> {
-        let output = self.run(argv, stdin).await?;
+        self.check_for(argv, stdin, COMMAND_TIMEOUT).await
+    }
+
+    async fn check_for(
+        &self,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<String, ManagerError> {
+        let output = self.run_for(argv, stdin, timeout).await?;
         if output.success() {
             return Ok(output.stdout);
         }
@@ -100,12 +116,29 @@ impl Node {
         Ok(stdout)
     }
 
+    /// [`Node::change`] for a command that may take up to `timeout`, without standard input.
+    pub(crate) async fn change_for(
+        &self,
+        what: &str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<String, ManagerError> {
+        let stdout = self.check_for(argv, None, timeout).await?;
+        journal::done(what);
+        Ok(stdout)
+    }
+
     /// A command that ran and failed, with the end of its output.
     pub(crate) fn failure(&self, argv: &[&str], output: &CommandOutput) -> ManagerError {
         let status = output
             .status
             .map_or_else(|| "killed".to_owned(), |code| format!("exit {code}"));
-        let program = argv.first().copied().unwrap_or_default();
+        // The program itself, past `env` and its assignments.
+        let program = argv
+            .iter()
+            .copied()
+            .find(|arg| *arg != "env" && !arg.contains('='))
+            .unwrap_or_default();
         ManagerError::Failed {
             message: format!("`{program}` failed on node {} ({status})", self.name),
             details: Some(output.tail(OUTPUT_TAIL)),

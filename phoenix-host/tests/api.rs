@@ -2,12 +2,13 @@
 //! those paths: converged on a fresh node with one write each, a second plan that writes nothing, a change
 //! by hand found as drift and corrected alone, and a value Proxmox refuses failing only its own step.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use phoenix_core::{
-    Address, CheckOptions, ExecuteOptions, Managers, Outcome, PlanOptions, Resource, ResourceKind,
-};
+use common::outcome;
+use phoenix_core::{CheckOptions, ExecuteOptions, Managers, Outcome, PlanOptions, Resource, ResourceKind};
 use phoenix_host::{HostManager, Node};
 use phoenix_pve::Form;
 use phoenix_testing::{FakePve, fixture};
@@ -63,16 +64,6 @@ impl Node1 {
     }
 }
 
-fn outcome<'a>(report: &'a phoenix_core::Report, address: &str) -> &'a Outcome {
-    let address: Address = address.parse().expect("an address");
-    &report
-        .resources
-        .iter()
-        .find(|line| line.address == address)
-        .unwrap_or_else(|| panic!("{address} in {report:#?}"))
-        .outcome
-}
-
 #[tokio::test]
 async fn a_fresh_node_gets_its_timezone_and_resolvers_and_the_second_run_writes_nothing() {
     let Some(node) = start(|text| text).await else {
@@ -85,8 +76,8 @@ async fn a_fresh_node_gets_its_timezone_and_resolvers_and_the_second_run_writes_
         .map(|entry| entry.address.to_string())
         .collect();
     assert_eq!(planned, ["host/dns", "host/timezone"]);
-    // Without a host channel, the user is counted, not planned.
-    assert_eq!(plan.unmanaged().get(&ResourceKind::Host), Some(&1));
+    // Without a host channel, the user and the `sudo` package it needs are counted, not planned.
+    assert_eq!(plan.unmanaged().get(&ResourceKind::Host), Some(&2));
 
     let report = node.apply().await;
     assert!(report.succeeded(), "{report:#?}");

@@ -3,85 +3,27 @@
 //! SSH key; the second run changes nothing; a user deleted by hand and a sudo file edited by hand are drift
 //! and are corrected; keys already in `authorized_keys` are kept.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use phoenix_core::{CheckOptions, ExecuteOptions, FileKind, Managers, PlanOptions, Resource};
-use phoenix_host::{HostManager, Node};
-use phoenix_testing::{FakePve, TestNode, fixture};
+use common::Setup;
+use phoenix_core::Resource;
 
 const HASH: &str = "$6$phoenixtestsalt$.1aEBCHApgtKw8aKpDPL7HvUjdfu7ziPQBzdMroX2Chab3TF7lz6ORdfKOZDGMHsYolpnfrhyBm/sZgwebVfv/";
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPhoenixTestKeyForTheAdminUserOnly0123456789ab admin@lab";
 
-struct Setup {
-    _fake: FakePve,
-    node: TestNode,
-    managers: Managers,
-    resources: Vec<Resource>,
-}
-
 async fn start() -> Option<Setup> {
-    let node = TestNode::start()?;
-    let fake = FakePve::start().await?;
-    let client = fake.root_client().await;
-    let mut managers = Managers::default();
-    managers.register(Arc::new(HostManager::new(Node::new(
-        client,
-        "pve1",
-        Some(node.channel()),
-    ))));
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node"));
-    let sources = fixture::every_source_edited(dir, |kind, text| {
-        Some(if kind == FileKind::Hypervisor {
-            text.replace(
-                r#""password_hash": "NOT_SET""#,
-                &format!(r#""password_hash": "{HASH}""#),
-            )
-            .replace(
-                r#""ssh_public_key": """#,
-                &format!(r#""ssh_public_key": "{KEY}""#),
-            )
-        } else {
-            text
-        })
-    });
-    let resources = fixture::resources(sources, &CheckOptions::default());
-    Some(Setup {
-        _fake: fake,
-        node,
-        managers,
-        resources,
+    common::start(|text| {
+        text.replace(
+            r#""password_hash": "NOT_SET""#,
+            &format!(r#""password_hash": "{HASH}""#),
+        )
+        .replace(
+            r#""ssh_public_key": """#,
+            &format!(r#""ssh_public_key": "{KEY}""#),
+        )
     })
-}
-
-impl Setup {
-    async fn plan(&self) -> phoenix_core::Plan {
-        phoenix_testing::plan(self.resources.clone(), &self.managers, &PlanOptions::default()).await
-    }
-
-    async fn apply(&self) -> phoenix_core::Report {
-        let plan = self.plan().await;
-        phoenix_testing::apply(&plan, &self.managers, &ExecuteOptions::default()).await
-    }
-
-    /// What the node's user changes in a plan, as `field: old -> new`.
-    async fn user_drift(&self) -> Vec<String> {
-        let plan = self.plan().await;
-        plan.entries()
-            .iter()
-            .filter(|entry| entry.address.to_string() == "host/user/phoenix_admin")
-            .flat_map(|entry| &entry.changes)
-            .flat_map(|change| &change.fields)
-            .map(|field| format!("{}: {:?} -> {:?}", field.field, field.old, field.new))
-            .collect()
-    }
-
-    fn sh(&self, script: &str) -> String {
-        let output = self.node.exec(&["sh", "-c", script]);
-        assert!(output.success(), "{script}: {}", output.tail(10));
-        output.stdout
-    }
+    .await
 }
 
 #[tokio::test]
@@ -131,13 +73,7 @@ async fn a_user_is_created_with_hash_sudo_and_key_and_the_second_run_changes_not
     }
     assert!(setup.apply().await.succeeded());
 
-    assert!(!setup.plan().await.has_changes(), "the second plan is empty");
-    let again = setup.apply().await;
-    assert!(again.succeeded());
-    assert!(
-        again.resources.iter().all(|line| line.steps.is_empty()),
-        "{again:#?}"
-    );
+    setup.assert_converged().await;
 }
 
 #[tokio::test]
@@ -151,7 +87,7 @@ async fn a_user_deleted_by_hand_and_a_sudo_file_edited_by_hand_are_drift_and_cor
     setup.sh("echo 'phoenix_admin ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/phoenix-phoenix_admin");
     setup.sh("echo 'ssh-ed25519 AAAAOTHERKEY other@laptop' >> /home/phoenix_admin/.ssh/authorized_keys");
     assert_eq!(
-        setup.user_drift().await,
+        setup.drift("host/user/phoenix_admin").await,
         ["sudo: Some(Bool(false)) -> Some(Bool(true))"]
     );
     assert!(setup.apply().await.succeeded());

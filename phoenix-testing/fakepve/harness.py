@@ -23,7 +23,8 @@ from fakepve import FakePve
 from fakepve.certs import make_cert
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-import host_state  # noqa: E402 - after the line above
+import apt_state  # noqa: E402 - after the line above
+import host_state  # noqa: E402
 
 HOST = '127.0.0.1'
 
@@ -40,6 +41,8 @@ async def main():
     pve.apitokens[token_id] = token_secret
     # DNS, time, network and access management keep what is written (see host_state.py and README.md).
     host_state.install(pve)
+    # APT repositories keep what is written (see apt_state.py).
+    apt_state.install(pve)
 
     directory = tempfile.mkdtemp(prefix='phoenix-fakepve-')
     certfile, keyfile, der = make_cert(directory, hosts=(HOST,))

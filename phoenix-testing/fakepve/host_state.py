@@ -599,18 +599,24 @@ def _acl_path(path):
     return any(pattern.match(path) for pattern in ACL_PATHS)
 
 
-def install(pve):
-    """Give pve the host state: returns the HostState, also kept as `pve.host_state`."""
-    state = HostState(pve)
+def serve(pve, routes):
+    """Hand the requests for `routes` ((method, schema path template) -> handler) to their handlers, once
+    fakepve has checked them against the schema."""
     original_answer = pve.answer
 
     async def answer(request, match, params, user, call=None):
-        handler = state.routes.get((request.method, match.template)) if match is not None else None
+        handler = routes.get((request.method, match.template)) if match is not None else None
         if call is None and handler is not None:
             async def call(_match, values):
                 return await handler(request, values, user)
         return await original_answer(request, match, params, user, call)
     pve.answer = answer
+
+
+def install(pve):
+    """Give pve the host state: returns the HostState, also kept as `pve.host_state`."""
+    state = HostState(pve)
+    serve(pve, state.routes)
 
     original_generic = pve._generic
 

@@ -182,6 +182,7 @@ pub(crate) async fn snapshot(
             offline: args.target.offline,
             demo: args.target.demo,
             demo_state: args.target.demo_state.clone(),
+            upgrade: false,
         },
         lock: args.lock.clone(),
     };

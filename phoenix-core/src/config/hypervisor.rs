@@ -37,6 +37,12 @@ pub struct HypervisorFile {
     /// Host time zone (`Europe/Berlin`).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The node's locale (`en_US.UTF-8`): generated, and set as the system's `LANG`.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// The node's APT repositories and packages.
+    #[serde(default)]
+    pub apt: Option<Apt>,
     /// Host networking and the addresses of shared services.
     #[serde(default)]
     pub network: Option<HostNetwork>,
@@ -140,6 +146,51 @@ pub struct HostUser {
     /// One authorised SSH public key (empty for none).
     #[serde(default)]
     pub ssh_public_key: Option<String>,
+}
+
+/// The node's APT repositories and the packages installed from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apt {
+    /// The Proxmox VE repository to enable (the other two are turned off).
+    #[serde(default)]
+    pub proxmox_repository: Option<RepositoryChannel>,
+    /// The Ceph repository to enable; without it every Ceph repository is turned off.
+    #[serde(default)]
+    pub ceph_repository: Option<RepositoryChannel>,
+    /// Debian package names to install (never removed when taken out).
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+/// One of Proxmox's repository channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RepositoryChannel {
+    /// The stable repository for subscribers (`enterprise.proxmox.com`).
+    Enterprise,
+    /// The stable repository without a subscription (`download.proxmox.com`).
+    NoSubscription,
+    /// The test repository.
+    Test,
+}
+
+impl RepositoryChannel {
+    /// Every channel.
+    pub const ALL: [RepositoryChannel; 3] = [
+        RepositoryChannel::Enterprise,
+        RepositoryChannel::NoSubscription,
+        RepositoryChannel::Test,
+    ];
+
+    /// Its name in the configuration and in Proxmox's repository handles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepositoryChannel::Enterprise => "enterprise",
+            RepositoryChannel::NoSubscription => "no-subscription",
+            RepositoryChannel::Test => "test",
+        }
+    }
 }
 
 /// Host networking and the addresses of shared services.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::hypervisor::{
-    HostFirewall, HostUser, HypervisorFile, Nfs, NvidiaDriver, ZfsDataset, ZfsPool,
+    HostFirewall, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, ZfsDataset, ZfsPool,
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
@@ -71,6 +71,51 @@ pub enum HostStep {
     Dns(Box<HostDns>),
     /// The subordinate ID ranges root needs on the node for the containers' `id_maps`, at `host/subids`.
     SubIds(Box<SubIds>),
+    /// The Proxmox and Ceph repositories turned on and off, at `host/apt/repositories`.
+    AptRepositories(Box<AptRepositories>),
+    /// The packages installed on the node, at `host/apt/packages`.
+    AptPackages(Box<AptPackages>),
+    /// The node's locale, at `host/locale`, from `locale`.
+    Locale(String),
+}
+
+/// The repository channels of `apt`: the one Proxmox VE channel and the one Ceph channel turned on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AptRepositories {
+    /// `apt.proxmox_repository`; without it the Proxmox VE repositories are left as they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<RepositoryChannel>,
+    /// `apt.ceph_repository`; without it every Ceph repository is turned off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceph: Option<RepositoryChannel>,
+}
+
+/// The packages the node must have: those `apt.packages` declares and those the other host steps need.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AptPackages {
+    /// Package names, sorted, without repeats.
+    pub packages: Vec<String>,
+}
+
+impl AptPackages {
+    /// The packages the hypervisor file asks for, declared or needed (`sudo` for a user with
+    /// `sudo_access`, `locales` for a `locale`), when there are any.
+    pub fn declared(hypervisor: &HypervisorFile) -> Option<AptPackages> {
+        let mut packages: Vec<String> = hypervisor
+            .apt
+            .iter()
+            .flat_map(|apt| apt.packages.iter().cloned())
+            .collect();
+        if hypervisor.users.iter().any(|user| user.sudo_access) {
+            packages.push("sudo".to_owned());
+        }
+        if hypervisor.locale.is_some() {
+            packages.push("locales".to_owned());
+        }
+        packages.sort_unstable();
+        packages.dedup();
+        (!packages.is_empty()).then_some(AptPackages { packages })
+    }
 }
 
 /// Subordinate ID ranges (`/etc/subuid`, `/etc/subgid`) root must own for the containers' ID maps: the
@@ -260,6 +305,9 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
         HostStep::Dns(dns) => to_value(dns),
         HostStep::SubIds(ids) => to_value(ids),
+        HostStep::AptRepositories(repositories) => to_value(repositories),
+        HostStep::AptPackages(packages) => to_value(packages),
+        HostStep::Locale(locale) => serde_json::json!({ "locale": locale }),
     }
 }
 
@@ -343,10 +391,47 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             HostStep::Dns(Box::new(dns)),
         ));
     }
+    let packages_address = Address::Host("apt/packages".into());
+    let packages = AptPackages::declared(hypervisor);
+    let after_packages = || {
+        packages
+            .as_ref()
+            .map(|_| packages_address.clone())
+            .into_iter()
+            .collect()
+    };
+    let mut before_packages = Vec::new();
+    if let Some(apt) = &hypervisor.apt {
+        let address = Address::Host("apt/repositories".into());
+        before_packages.push(address.clone());
+        let repositories = AptRepositories {
+            proxmox: apt.proxmox_repository,
+            ceph: apt.ceph_repository,
+        };
+        host.push((
+            address,
+            Vec::new(),
+            HostStep::AptRepositories(Box::new(repositories)),
+        ));
+    }
+    if let Some(packages) = &packages {
+        host.push((
+            packages_address.clone(),
+            before_packages,
+            HostStep::AptPackages(Box::new(packages.clone())),
+        ));
+    }
+    if let Some(locale) = &hypervisor.locale {
+        host.push((
+            Address::Host("locale".into()),
+            after_packages(),
+            HostStep::Locale(locale.clone()),
+        ));
+    }
     for user in &hypervisor.users {
         host.push((
             Address::Host(format!("user/{}", user.username)),
-            Vec::new(),
+            after_packages(),
             HostStep::User(Box::new(user.clone())),
         ));
     }
