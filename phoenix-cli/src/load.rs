@@ -41,9 +41,13 @@ pub(crate) fn read(dir: &Path) -> miette::Result<ConfigDir> {
         }
     }
     let extra_features = scripts(&dir.join("features"), true)?.into_keys().collect();
+    let apparmor_files = scripts(&dir.join("apparmor"), false)?;
     Ok(ConfigDir {
         sources,
-        options: CheckOptions { extra_features },
+        options: CheckOptions {
+            extra_features,
+            apparmor_files,
+        },
     })
 }
 

@@ -132,7 +132,11 @@ impl Target {
         }
         let scripts = guest_scripts(estate, config_dir)?;
         let mut managers = Managers::default();
-        managers.register(Arc::new(phoenix_host::manager(&session).with_upgrade(upgrade)));
+        let profiles = crate::load::scripts(&config_dir.join("apparmor"), false)?;
+        let host = phoenix_host::manager(&session)
+            .with_upgrade(upgrade)
+            .with_profiles(profiles);
+        managers.register(Arc::new(host));
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(
             &session,

@@ -615,8 +615,81 @@ fn user_features_extend_the_catalogue() {
     )]);
     let options = CheckOptions {
         extra_features: vec!["hardening".to_owned()],
+        ..CheckOptions::default()
     };
     assert!(validate(sources, &options).problems().is_empty());
+}
+
+/// The fixture with a container that names `profile`, and `declared` in `apparmor_profiles`.
+fn apparmor(profile: &str, declared: &str) -> Vec<SourceFile> {
+    let named = format!(r#""name": "base", "apparmor_profile": "{profile}","#);
+    let listed = format!(r#""domain_name": "test.internal", "apparmor_profiles": [{declared}],"#);
+    load(&[
+        Replace(Lxc, r#""name": "base","#, Box::leak(named.into_boxed_str())),
+        Replace(
+            Hypervisor,
+            r#""domain_name": "test.internal","#,
+            Box::leak(listed.into_boxed_str()),
+        ),
+    ])
+}
+
+fn codes(sources: Vec<SourceFile>, files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let options = CheckOptions {
+        apparmor_files: files
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
+            .collect(),
+        ..CheckOptions::default()
+    };
+    validate(sources, &options)
+        .problems()
+        .iter()
+        .map(|problem| (problem.code().to_owned(), problem.pointer().to_owned()))
+        .collect()
+}
+
+#[test]
+fn apparmor_profiles_are_declared_with_their_file_and_containers_name_known_ones() {
+    let policy = "#include <tunables/global>\nprofile lxc-phoenix flags=(attach_disconnected) {\n}\n";
+    // Declared, with its file, and named by a container; shipped names need nothing.
+    assert!(
+        codes(
+            apparmor("lxc-phoenix", r#""lxc-phoenix""#),
+            &[("lxc-phoenix", policy)]
+        )
+        .is_empty()
+    );
+    assert!(codes(apparmor("lxc-container-default-cgns", ""), &[]).is_empty());
+    // A container's profile that is neither declared nor shipped.
+    assert_eq!(
+        codes(
+            apparmor("lxc-phoenixx", r#""lxc-phoenix""#),
+            &[("lxc-phoenix", policy)]
+        ),
+        [(
+            "phoenix::lxc::unknown_apparmor_profile".to_owned(),
+            "/lxc_configs/900/apparmor_profile".to_owned()
+        )]
+    );
+    // Declared without its file, or with a file that defines another profile.
+    assert_eq!(
+        codes(apparmor("unconfined", r#""lxc-phoenix""#), &[]),
+        [(
+            "phoenix::host::apparmor_file_missing".to_owned(),
+            "/apparmor_profiles/0".to_owned()
+        )]
+    );
+    assert_eq!(
+        codes(
+            apparmor("unconfined", r#""lxc-phoenix""#),
+            &[("lxc-phoenix", "profile lxc-phoenix-other {\n}\n")]
+        ),
+        [(
+            "phoenix::host::apparmor_profile_name".to_owned(),
+            "/apparmor_profiles/0".to_owned()
+        )]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! Steps not written yet (ZFS, NFS, NVIDIA) are not managed: [`HostManager::manages`] says
 //! so, and the plan counts them as not planned.
 
+mod apparmor;
 mod dns;
 mod firewall;
 mod locale;

@@ -12,12 +12,14 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, firewall, locale, packages, repositories, subids, timezone, user};
+use crate::{apparmor, dns, firewall, locale, packages, repositories, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
     node: Node,
     upgrade: bool,
+    /// The text of each AppArmor profile, by name (the configuration directory's `apparmor/` files).
+    profiles: BTreeMap<String, String>,
 }
 
 /// The host manager of a live session, on its default node.
@@ -28,12 +30,22 @@ pub fn manager(session: &Session) -> HostManager {
 impl HostManager {
     /// A manager for `node`.
     pub fn new(node: Node) -> HostManager {
-        HostManager { node, upgrade: false }
+        HostManager {
+            node,
+            upgrade: false,
+            profiles: BTreeMap::new(),
+        }
     }
 
     /// With `upgrade`, `host/apt/packages` also wants every package of the node upgraded (`--upgrade`).
     pub fn with_upgrade(mut self, upgrade: bool) -> HostManager {
         self.upgrade = upgrade;
+        self
+    }
+
+    /// The AppArmor profiles' text, by name: a profile is managed only when its text is known.
+    pub fn with_profiles(mut self, profiles: BTreeMap<String, String>) -> HostManager {
+        self.profiles = profiles;
         self
     }
 
@@ -48,6 +60,7 @@ impl HostManager {
             HostStep::User(_) | HostStep::SubIds(_) | HostStep::AptPackages(_) | HostStep::Locale(_) => {
                 self.node.has_channel()
             }
+            HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
             | HostStep::NfsExports(_)
@@ -67,6 +80,7 @@ impl HostManager {
                 .await
                 .map(Some),
             HostStep::Locale(declared) => locale::observe(&self.node, declared).await.map(Some),
+            HostStep::AppArmor(name) => apparmor::observe(&self.node, name).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -84,7 +98,11 @@ fn unmanaged(step: &HostStep) -> ManagerError {
 }
 
 /// The declared fields of a step, in the vocabulary its module observes.
-fn desired_fields(step: &HostStep, upgrade: bool) -> BTreeMap<String, Value> {
+fn desired_fields(
+    step: &HostStep,
+    upgrade: bool,
+    profiles: &BTreeMap<String, String>,
+) -> BTreeMap<String, Value> {
     match step {
         HostStep::Timezone(zone) => timezone::desired(zone),
         HostStep::Dns(declared) => dns::desired(declared),
@@ -94,6 +112,10 @@ fn desired_fields(step: &HostStep, upgrade: bool) -> BTreeMap<String, Value> {
         HostStep::AptRepositories(declared) => repositories::desired(declared),
         HostStep::AptPackages(declared) => packages::desired(declared, upgrade),
         HostStep::Locale(declared) => locale::desired(declared),
+        HostStep::AppArmor(name) => profiles
+            .get(name)
+            .map(|text| apparmor::desired(text))
+            .unwrap_or_default(),
         _ => BTreeMap::new(),
     }
 }
@@ -129,7 +151,7 @@ impl Manager for HostManager {
         let Some(step) = step_of(desired) else {
             return Vec::new();
         };
-        let fields = desired_fields(step, self.upgrade);
+        let fields = desired_fields(step, self.upgrade, &self.profiles);
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &fields)];
         };
@@ -160,6 +182,12 @@ impl Manager for HostManager {
             HostStep::AptRepositories(declared) => repositories::apply(&self.node, declared).await,
             HostStep::AptPackages(declared) => packages::apply(&self.node, declared, self.upgrade).await,
             HostStep::Locale(declared) => locale::apply(&self.node, declared).await,
+            HostStep::AppArmor(name) => {
+                let text = self.profiles.get(name).ok_or_else(|| {
+                    ManagerError::failed(format!("the text of the AppArmor profile {name} is not known"))
+                })?;
+                apparmor::apply(&self.node, name, text).await
+            }
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

@@ -196,7 +196,10 @@ async fn an_unreachable_mirror_and_an_unknown_package_fail_their_step_with_apts_
 
     // The mirror back, and a name Debian does not have beside one it has: apt installs neither.
     setup.sh("cp /root/sources.list /etc/apt/sources.list");
-    setup.resources = common::start_resources(declared(r#""tree", "phoenix-no-such-package""#));
+    setup.resources = common::start_resources(
+        declared(r#""tree", "phoenix-no-such-package""#),
+        &phoenix_core::CheckOptions::default(),
+    );
     let report = setup.apply().await;
     let Outcome::Failed { error, .. } = outcome(&report, "host/apt/packages") else {
         panic!("{report:#?}");

@@ -31,6 +31,7 @@ fn fixture() -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/inside"));
     let options = CheckOptions {
         extra_features: vec!["hello".into(), "counter".into()],
+        ..CheckOptions::default()
     };
     fixture::resources(fixture::sources(dir), &options)
 }

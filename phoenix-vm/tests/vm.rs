@@ -19,6 +19,7 @@ fn fixture_dir() -> &'static Path {
 fn fixture() -> Vec<Resource> {
     let options = CheckOptions {
         extra_features: vec!["hello".to_owned()],
+        ..CheckOptions::default()
     };
     fixture::resources(fixture::sources(fixture_dir()), &options)
 }

@@ -43,6 +43,10 @@ pub struct HypervisorFile {
     /// The node's APT repositories and packages.
     #[serde(default)]
     pub apt: Option<Apt>,
+    /// AppArmor profiles Phoenix installs on the node, by name; each is the file `apparmor/<name>` of the
+    /// configuration directory.
+    #[serde(default)]
+    pub apparmor_profiles: Vec<String>,
     /// Host networking and the addresses of shared services.
     #[serde(default)]
     pub network: Option<HostNetwork>,

@@ -77,6 +77,9 @@ pub enum HostStep {
     AptPackages(Box<AptPackages>),
     /// The node's locale, at `host/locale`, from `locale`.
     Locale(String),
+    /// An AppArmor profile installed and loaded on the node, at `host/apparmor/<name>`, from
+    /// `apparmor_profiles` (its text is the configuration directory's `apparmor/<name>`).
+    AppArmor(String),
 }
 
 /// The repository channels of `apt`: the one Proxmox VE channel and the one Ceph channel turned on.
@@ -99,7 +102,7 @@ pub struct AptPackages {
 
 impl AptPackages {
     /// The packages the hypervisor file asks for, declared or needed (`sudo` for a user with
-    /// `sudo_access`, `locales` for a `locale`), when there are any.
+    /// `sudo_access`, `locales` for a `locale`, `apparmor` for AppArmor profiles), when there are any.
     pub fn declared(hypervisor: &HypervisorFile) -> Option<AptPackages> {
         let mut packages: Vec<String> = hypervisor
             .apt
@@ -111,6 +114,9 @@ impl AptPackages {
         }
         if hypervisor.locale.is_some() {
             packages.push("locales".to_owned());
+        }
+        if !hypervisor.apparmor_profiles.is_empty() {
+            packages.push("apparmor".to_owned());
         }
         packages.sort_unstable();
         packages.dedup();
@@ -308,6 +314,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::AptRepositories(repositories) => to_value(repositories),
         HostStep::AptPackages(packages) => to_value(packages),
         HostStep::Locale(locale) => serde_json::json!({ "locale": locale }),
+        HostStep::AppArmor(name) => serde_json::json!({ "profile": name }),
     }
 }
 
@@ -419,6 +426,13 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             packages_address.clone(),
             before_packages,
             HostStep::AptPackages(Box::new(packages.clone())),
+        ));
+    }
+    for profile in &hypervisor.apparmor_profiles {
+        host.push((
+            Address::Host(format!("apparmor/{profile}")),
+            after_packages(),
+            HostStep::AppArmor(profile.clone()),
         ));
     }
     if let Some(locale) = &hypervisor.locale {

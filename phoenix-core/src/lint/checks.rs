@@ -24,6 +24,8 @@ use network::{InterfaceAddress, parse_interface_address, parse_ip, parse_mac, sp
 pub struct CheckOptions {
     /// Features the configuration directory adds to the shipped catalogue (its `features/` folder).
     pub extra_features: Vec<String>,
+    /// The AppArmor profile files of the configuration directory (its `apparmor/` folder), by file name.
+    pub apparmor_files: BTreeMap<String, String>,
 }
 
 /// Runs every semantic check.
@@ -46,6 +48,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_shared_volumes(estate, &mut problems);
     check_clone_sizes(estate, &mut problems);
     check_host_dns(estate, &mut problems);
+    check_apparmor(estate, options, &mut problems);
     check_unsupported_host_sections(estate, &mut problems);
     problems
 }
@@ -72,6 +75,91 @@ fn check_unsupported_host_sections(estate: &Estate, problems: &mut Vec<Problem>)
             )
             .with_help("set the shares up by hand for now; Phoenix will converge them in a later version"),
         );
+    }
+}
+
+/// The profiles LXC and Proxmox ship, which a container may name without declaring them.
+const SHIPPED_APPARMOR_PROFILES: &[&str] = &[
+    "unconfined",
+    "generated",
+    "lxc-container-default",
+    "lxc-container-default-cgns",
+    "lxc-container-default-with-mounting",
+    "lxc-container-default-with-nesting",
+];
+
+/// Whether an AppArmor policy file defines the profile `name` (`profile NAME ... {`, or `NAME ... {`).
+fn defines_profile(text: &str, name: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim_start();
+        let rest = line.strip_prefix("profile ").map_or(line, str::trim_start);
+        rest.strip_prefix(name)
+            .is_some_and(|after| after.starts_with(|c: char| c.is_whitespace() || c == '{'))
+    })
+}
+
+/// Every declared profile has its file and defines itself; every container names a profile that is
+/// declared or shipped.
+fn check_apparmor(estate: &Estate, options: &CheckOptions, problems: &mut Vec<Problem>) {
+    let declared = &estate.files().hypervisor.apparmor_profiles;
+    for (index, name) in declared.iter().enumerate() {
+        let pointer = format!("/apparmor_profiles/{index}");
+        match options.apparmor_files.get(name) {
+            None => problems.push(
+                Problem::error(
+                    "phoenix::host::apparmor_file_missing",
+                    FileKind::Hypervisor,
+                    pointer,
+                    format!("the AppArmor profile `{name}` has no file apparmor/{name} in the configuration directory"),
+                )
+                .with_label("no such file")
+                .with_help(format!("put the profile's policy in apparmor/{name}, next to the configuration files")),
+            ),
+            Some(text) if !defines_profile(text, name) => problems.push(
+                Problem::error(
+                    "phoenix::host::apparmor_profile_name",
+                    FileKind::Hypervisor,
+                    pointer,
+                    format!("apparmor/{name} does not define a profile named `{name}`"),
+                )
+                .with_label("not defined in its file")
+                .with_help(format!("the file must hold `profile {name} flags=(...) {{ ... }}`; containers load profiles by that name")),
+            ),
+            Some(_) => {}
+        }
+    }
+    let known: BTreeSet<&str> = SHIPPED_APPARMOR_PROFILES
+        .iter()
+        .copied()
+        .chain(declared.iter().map(String::as_str))
+        .collect();
+    for guest in estate.guests().values() {
+        let GuestSpec::Container(container) = &guest.spec else {
+            continue;
+        };
+        let Some(profile) = container.apparmor_profile.as_deref() else {
+            continue;
+        };
+        if known.contains(profile) {
+            continue;
+        }
+        let problem = Problem::error(
+            "phoenix::lxc::unknown_apparmor_profile",
+            guest.file,
+            guest.pointer_to("apparmor_profile"),
+            format!(
+                "{} names the AppArmor profile `{profile}`, which is neither declared nor shipped",
+                guest.describe()
+            ),
+        )
+        .with_label("unknown profile");
+        problems.push(match did_you_mean(profile, known.iter().copied()) {
+            Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+            None => problem.with_help(format!(
+                "declare it in `apparmor_profiles` of the hypervisor file with its policy in apparmor/{profile}, or use one of {}",
+                SHIPPED_APPARMOR_PROFILES.join(", ")
+            )),
+        });
     }
 }
 

@@ -22,12 +22,13 @@ pub(crate) struct Setup {
 /// A node, a fake, and the fixture's resources with the hypervisor file passed through `edit`; `None`
 /// where this machine cannot run a node.
 pub(crate) async fn start(edit: impl Fn(String) -> String) -> Option<Setup> {
-    start_with(edit, |manager| manager).await
+    start_with(edit, &CheckOptions::default(), |manager| manager).await
 }
 
-/// [`start`], with the host manager passed through `configure`.
+/// [`start`], validating with `options`, with the host manager passed through `configure`.
 pub(crate) async fn start_with(
     edit: impl Fn(String) -> String,
+    options: &CheckOptions,
     configure: impl FnOnce(HostManager) -> HostManager,
 ) -> Option<Setup> {
     let node = TestNode::start()?;
@@ -40,12 +41,12 @@ pub(crate) async fn start_with(
         fake,
         node,
         managers,
-        resources: start_resources(edit),
+        resources: start_resources(edit, options),
     })
 }
 
 /// The fixture's resources, with the hypervisor file passed through `edit`.
-pub(crate) fn start_resources(edit: impl Fn(String) -> String) -> Vec<Resource> {
+pub(crate) fn start_resources(edit: impl Fn(String) -> String, options: &CheckOptions) -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node"));
     let sources = fixture::every_source_edited(dir, |kind, text| {
         Some(if kind == FileKind::Hypervisor {
@@ -54,7 +55,7 @@ pub(crate) fn start_resources(edit: impl Fn(String) -> String) -> Vec<Resource> 
             text
         })
     });
-    fixture::resources(sources, &CheckOptions::default())
+    fixture::resources(sources, options)
 }
 
 impl Setup {
