@@ -231,6 +231,28 @@ async fn insert(
     }
 }
 
+/// Which items of `sequence` form one longest strictly increasing subsequence.
+fn longest_increasing(sequence: &[usize]) -> Vec<bool> {
+    // For each item, the length of the longest run ending there and the item before it in that run.
+    let mut length = vec![1usize; sequence.len()];
+    let mut previous: Vec<Option<usize>> = vec![None; sequence.len()];
+    for at in 0..sequence.len() {
+        for before in 0..at {
+            if sequence[before] < sequence[at] && length[before] + 1 > length[at] {
+                length[at] = length[before] + 1;
+                previous[at] = Some(before);
+            }
+        }
+    }
+    let mut chosen = vec![false; sequence.len()];
+    let mut at = (0..sequence.len()).max_by_key(|&at| (length[at], std::cmp::Reverse(at)));
+    while let Some(item) = at {
+        chosen[item] = true;
+        at = previous[item];
+    }
+    chosen
+}
+
 /// Takes the rules from `live` to `wanted`. Returns the number of writes made.
 ///
 /// Every write by position first checks, by digest, that the list is the one Phoenix expects
@@ -268,25 +290,18 @@ pub async fn converge_rules(
         expected.remove(position);
         writes += 1;
     }
-    // Walk the wanted order: a rule in place stays, one further down moves up, a missing one is inserted
-    // (Proxmox inserts at the top) and moved into place.
-    let mut current = keep;
-    for (index, rule) in wanted.iter().enumerate() {
-        if current.get(index) == Some(rule) {
-            continue;
-        }
-        if let Some(found) = current
-            .iter()
-            .skip(index + 1)
-            .position(|candidate| candidate == rule)
-        {
-            let from = index + 1 + found;
-            let digest = digest_if_unchanged(client, &rules, &current).await?;
-            let form = with_digest(Form::new().number("moveto", index as i64), &digest);
-            let _: Value = client.put(&format!("{rules}/{from}"), &form).await?;
-            let moved = current.remove(from);
-            current.insert(index, moved);
-            writes += 1;
+    // Each kept rule knows its wanted position; a missing one is inserted (Proxmox inserts at the top).
+    let mut current: Vec<(usize, Value)> = Vec::new();
+    let mut claimed = vec![false; wanted.len()];
+    for rule in keep {
+        let index = (0..wanted.len())
+            .find(|&index| !claimed[index] && wanted[index] == rule)
+            .expect("every kept rule is claimed by a wanted one");
+        claimed[index] = true;
+        current.push((index, rule));
+    }
+    for (index, rule) in wanted.iter().enumerate().rev() {
+        if claimed[index] {
             continue;
         }
         let mut form = Form::new();
@@ -296,18 +311,67 @@ pub async fn converge_rules(
                 value.as_str().map_or_else(|| value.to_string(), str::to_owned),
             );
         }
-        insert(client, &rules, &form, rule, &current).await?;
-        current.insert(0, rule.clone());
+        let before: Vec<Value> = current.iter().map(|(_, rule)| rule.clone()).collect();
+        insert(client, &rules, &form, rule, &before).await?;
+        current.insert(0, (index, rule.clone()));
         writes += 1;
-        if index != 0 {
-            // "moveto" places the rule in front of the one now at that position.
-            let digest = digest_if_unchanged(client, &rules, &current).await?;
-            let form = with_digest(Form::new().number("moveto", (index + 1) as i64), &digest);
-            let _: Value = client.put(&format!("{rules}/0"), &form).await?;
-            let moved = current.remove(0);
-            current.insert(index, moved);
-            writes += 1;
-        }
     }
+    // The longest run of rules already in wanted order stays where it is; every other rule is moved once,
+    // next to the rules already in place, so a rule put in the middle by hand is one move, not a shuffle
+    // of everything below it.
+    let positions: Vec<usize> = current.iter().map(|(index, _)| *index).collect();
+    let mut placed = longest_increasing(&positions);
+    let mut movers: Vec<usize> = (0..current.len()).filter(|at| !placed[*at]).collect();
+    movers.sort_by_key(|at| current[*at].0);
+    // Wanted positions of the rules to move, the first to move last in the list.
+    let mut pending: Vec<usize> = movers.iter().rev().map(|at| current[*at].0).collect();
+    while let Some(index) = pending.pop() {
+        let from = current
+            .iter()
+            .position(|(wanted_at, _)| *wanted_at == index)
+            .expect("the rule is in the list");
+        // In front of the first rule in place that comes after it, or at the end.
+        let to = (0..current.len())
+            .find(|&at| at != from && placed[at] && current[at].0 > index)
+            .unwrap_or(current.len());
+        let in_place = (0..from).all(|at| !placed[at] || current[at].0 < index)
+            && (from + 1..current.len()).all(|at| !placed[at] || current[at].0 > index);
+        if !in_place {
+            let expected: Vec<Value> = current.iter().map(|(_, rule)| rule.clone()).collect();
+            let digest = digest_if_unchanged(client, &rules, &expected).await?;
+            // "moveto" places the rule in front of the one at that position before the move.
+            let form = with_digest(Form::new().number("moveto", to as i64), &digest);
+            let _: Value = client.put(&format!("{rules}/{from}"), &form).await?;
+            writes += 1;
+            let moved = current.remove(from);
+            let flag = placed.remove(from);
+            let at = if to > from { to - 1 } else { to };
+            current.insert(at, moved);
+            placed.insert(at, flag);
+        }
+        let at = current
+            .iter()
+            .position(|(wanted_at, _)| *wanted_at == index)
+            .expect("the rule is in the list");
+        placed[at] = true;
+    }
+    debug_assert!(current.iter().map(|(_, rule)| rule).eq(wanted.iter()));
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_increasing;
+
+    #[test]
+    fn the_rules_in_order_are_the_longest_increasing_run() {
+        // A rule put in the middle (the foreign one wants the last place): only it is out of order.
+        assert_eq!(
+            longest_increasing(&[0, 1, 6, 2, 3, 4, 5]),
+            [true, true, false, true, true, true, true]
+        );
+        // An appended rule, inserted at the top.
+        assert_eq!(longest_increasing(&[3, 0, 1, 2]), [false, true, true, true]);
+        assert_eq!(longest_increasing(&[]), Vec::<bool>::new());
+    }
 }

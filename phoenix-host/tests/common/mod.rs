@@ -31,6 +31,20 @@ pub(crate) async fn start_with(
     options: &CheckOptions,
     configure: impl FnOnce(HostManager) -> HostManager,
 ) -> Option<Setup> {
+    start_on(start_resources(edit, options), configure).await
+}
+
+/// A node and a fake for the host resources of the configuration directory `dir`.
+pub(crate) async fn start_dir(dir: &Path) -> Option<Setup> {
+    let mut resources = fixture::resources(fixture::sources(dir), &CheckOptions::default());
+    resources.retain(|resource| resource.kind() == phoenix_core::ResourceKind::Host);
+    start_on(resources, |manager| manager).await
+}
+
+async fn start_on(
+    resources: Vec<Resource>,
+    configure: impl FnOnce(HostManager) -> HostManager,
+) -> Option<Setup> {
     let node = TestNode::start()?;
     let fake = FakePve::start().await?;
     let client = fake.root_client().await;
@@ -41,7 +55,7 @@ pub(crate) async fn start_with(
         fake,
         node,
         managers,
-        resources: start_resources(edit, options),
+        resources,
     })
 }
 

@@ -1,0 +1,146 @@
+//! Whole hypervisor files on a fresh node: the earlier version's real configuration
+//! (`../shared/reference/original/etc`) and `examples/homelab`, their host steps converged on a real Debian
+//! node (`TestNode`) and fakepve; the second run writes nothing; changes made by hand are each found as
+//! drift and corrected without touching anything else.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{Setup, start_dir};
+use phoenix_pve::Form;
+use serde_json::Value;
+
+/// The addresses a plan would change.
+async fn changing(setup: &Setup) -> BTreeSet<String> {
+    setup
+        .plan()
+        .await
+        .entries()
+        .iter()
+        .filter(|entry| !entry.changes.is_empty())
+        .map(|entry| entry.address.to_string())
+        .collect()
+}
+
+/// Converges a fresh node and checks that a second run writes nothing, to the API or on the node.
+async fn converge_fresh(setup: &Setup) {
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+    let writes = setup.fake.writes().await;
+    setup.assert_converged().await;
+    assert_eq!(setup.fake.writes().await, writes, "the second run writes nothing");
+}
+
+#[tokio::test]
+async fn the_reference_host_converges_on_a_fresh_node_and_drift_is_corrected_alone() {
+    let Some(dir) = phoenix_testing::reference_dir() else {
+        return;
+    };
+    let Some(setup) = start_dir(&dir).await else {
+        return;
+    };
+    converge_fresh(&setup).await;
+    assert!(
+        setup
+            .sh("getent passwd phoenix_admin")
+            .starts_with("phoenix_admin:")
+    );
+    let client = setup.fake.root_client().await;
+    let cluster: Vec<Value> = client.get("/cluster/firewall/rules", &[]).await.expect("reads");
+    assert_eq!(
+        cluster.len(),
+        6,
+        "the reference's six global rules, and no guest's"
+    );
+
+    // By hand: the user deleted, a rule put in the middle of the block, a resolver and the zone changed.
+    setup.sh("userdel -r phoenix_admin 2>/dev/null; rm -f /etc/sudoers.d/phoenix-phoenix_admin");
+    let rule = Form::new()
+        .text("type", "in")
+        .text("action", "ACCEPT")
+        .text("proto", "tcp")
+        .text("dport", "2222")
+        .text("comment", "added by hand");
+    client
+        .post::<Value>("/cluster/firewall/rules", &rule)
+        .await
+        .expect("inserted at the top");
+    let middle = Form::new().number("moveto", 3);
+    client
+        .put::<Value>("/cluster/firewall/rules/0", &middle)
+        .await
+        .expect("moved to the third place");
+    let dns: Value = client.get("/nodes/pve1/dns", &[]).await.expect("reads");
+    let search = dns["search"].as_str().unwrap_or_default().to_owned();
+    let dns = Form::new().text("search", search).text("dns1", "192.0.2.99");
+    client.put::<Value>("/nodes/pve1/dns", &dns).await.expect("set");
+    let zone = Form::new().text("timezone", "Europe/Paris");
+    client.put::<Value>("/nodes/pve1/time", &zone).await.expect("set");
+
+    assert_eq!(
+        changing(&setup).await,
+        BTreeSet::from(
+            [
+                "host/dns",
+                "host/firewall",
+                "host/timezone",
+                "host/user/phoenix_admin"
+            ]
+            .map(str::to_owned)
+        ),
+        "each change is drift of its own resource, and nothing else moves"
+    );
+    let before = setup.fake.writes().await.len();
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+    let mut corrections: Vec<String> = setup.fake.writes().await.split_off(before);
+    corrections.sort();
+    assert_eq!(
+        corrections,
+        [
+            "PUT /api2/json/cluster/firewall/rules/2",
+            "PUT /api2/json/nodes/pve1/dns",
+            "PUT /api2/json/nodes/pve1/time",
+        ],
+        "one move puts the hand-made rule below the block; nothing is rewritten"
+    );
+    let cluster: Vec<Value> = client.get("/cluster/firewall/rules", &[]).await.expect("reads");
+    assert_eq!(cluster.len(), 7, "the hand-made rule is kept");
+    assert_eq!(cluster[6]["comment"], "added by hand");
+    assert!(
+        setup
+            .sh("getent passwd phoenix_admin")
+            .starts_with("phoenix_admin:")
+    );
+    assert!(changing(&setup).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_homelab_host_converges_on_a_fresh_node_and_an_edited_sudo_file_is_put_back() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/homelab"));
+    let Some(setup) = start_dir(dir).await else {
+        return;
+    };
+    converge_fresh(&setup).await;
+    for package in ["htop", "tmux"] {
+        assert!(
+            setup
+                .sh(&format!("dpkg-query -W -f '${{db:Status-Abbrev}}' {package}"))
+                .starts_with("ii"),
+            "{package} installed by the real apt-get"
+        );
+    }
+    setup.sh("echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/phoenix-ops");
+    assert_eq!(
+        changing(&setup).await,
+        BTreeSet::from(["host/user/ops".to_owned()])
+    );
+    assert!(setup.apply().await.succeeded());
+    assert_eq!(
+        setup.sh("cat /etc/sudoers.d/phoenix-ops"),
+        "ops ALL=(ALL:ALL) ALL\n"
+    );
+    assert!(changing(&setup).await.is_empty());
+}
