@@ -12,7 +12,7 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, firewall, subids, timezone, user};
+use crate::{access, dns, firewall, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
@@ -35,6 +35,7 @@ impl HostManager {
     pub fn handles(&self, step: &HostStep) -> bool {
         match step {
             HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) => true,
+            HostStep::Access(_) => true,
             HostStep::User(_) | HostStep::SubIds(_) => self.node.has_channel(),
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
@@ -50,6 +51,7 @@ impl HostManager {
             HostStep::User(declared) => user::observe(&self.node, declared).await,
             HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
             HostStep::SubIds(ids) => subids::observe(&self.node, ids).await.map(Some),
+            HostStep::Access(step) => access::observe(&self.node, step).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -74,6 +76,7 @@ fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
         HostStep::User(declared) => user::desired(declared),
         HostStep::Firewall(declared) => firewall::desired(declared),
         HostStep::SubIds(ids) => subids::desired(ids),
+        HostStep::Access(step) => access::desired(step),
         _ => BTreeMap::new(),
     }
 }
@@ -109,6 +112,9 @@ impl Manager for HostManager {
         let Some(step) = step_of(desired) else {
             return Vec::new();
         };
+        if let HostStep::Access(access_step) = step {
+            return access::diff(&desired.address, access_step, observed);
+        }
         let fields = desired_fields(step);
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &fields)];
@@ -137,6 +143,7 @@ impl Manager for HostManager {
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
             HostStep::User(declared) => user::apply(&self.node, declared, change).await,
             HostStep::SubIds(ids) => subids::apply(&self.node, ids).await,
+            HostStep::Access(step) => access::apply(&self.node, step, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

@@ -14,6 +14,7 @@ use crate::config::hypervisor::{
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
+use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
 use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
@@ -71,6 +72,8 @@ pub enum HostStep {
     Dns(Box<HostDns>),
     /// The subordinate ID ranges root needs on the node for the containers' `id_maps`, at `host/subids`.
     SubIds(Box<SubIds>),
+    /// A Proxmox group, role, user, API token, or the ACL entries, at `host/access/*`.
+    Access(Box<AccessStep>),
 }
 
 /// Subordinate ID ranges (`/etc/subuid`, `/etc/subgid`) root must own for the containers' ID maps: the
@@ -209,6 +212,7 @@ fn redact(desired: &Desired, mut value: Value) -> Value {
     match desired {
         Desired::Vm(_) => mask(value.pointer_mut("/user_config/password")),
         Desired::Host(HostStep::User(_)) => mask(value.pointer_mut("/password_hash")),
+        Desired::Host(HostStep::Access(_)) => mask(value.pointer_mut("/password")),
         Desired::Stack(_) => {
             let environments = value.get_mut("environments").and_then(Value::as_object_mut);
             for environment in environments.into_iter().flat_map(|map| map.values_mut()) {
@@ -260,6 +264,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
         HostStep::Dns(dns) => to_value(dns),
         HostStep::SubIds(ids) => to_value(ids),
+        HostStep::Access(step) => step.declared_value(),
     }
 }
 
@@ -363,6 +368,9 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             Vec::new(),
             HostStep::SubIds(Box::new(ids)),
         ));
+    }
+    for (address, depends_on, step) in hypervisor.proxmox_access.iter().flat_map(access_steps) {
+        host.push((address, depends_on, HostStep::Access(Box::new(step))));
     }
     let host_addresses: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
     for (address, depends_on, step) in host {
