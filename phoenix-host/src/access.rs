@@ -24,7 +24,7 @@ use crate::node::Node;
 const PASSWORD_SET_AT_CREATION: &str = "(set at creation)";
 
 /// The declared fields of `step`.
-pub(crate) fn desired(step: &AccessStep) -> BTreeMap<String, Value> {
+fn desired(step: &AccessStep) -> BTreeMap<String, Value> {
     match step {
         AccessStep::Group(group) => optional_texts(&[("comment", group.comment.as_ref())]),
         AccessStep::Role(role) => BTreeMap::from([("privs".to_owned(), json!(sorted(&role.privs)))]),

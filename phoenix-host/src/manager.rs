@@ -76,7 +76,6 @@ fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
         HostStep::User(declared) => user::desired(declared),
         HostStep::Firewall(declared) => firewall::desired(declared),
         HostStep::SubIds(ids) => subids::desired(ids),
-        HostStep::Access(step) => access::desired(step),
         _ => BTreeMap::new(),
     }
 }

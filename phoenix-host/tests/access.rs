@@ -107,6 +107,11 @@ struct Node1 {
 /// A fresh fake, a host manager on it, and the access resources of [`ACCESS`], with the password and the
 /// token's secret file in a directory of the test's own.
 async fn start(name: &str) -> Option<Node1> {
+    start_edited(name, |access| access).await
+}
+
+/// [`start`], with [`ACCESS`] passed through `edit` first.
+async fn start_edited(name: &str, edit: impl Fn(String) -> String) -> Option<Node1> {
     let fake = FakePve::start().await?;
     let client = fake.root_client().await;
     let directory = std::env::temp_dir().join(format!("phoenix-access-{name}-{}", std::process::id()));
@@ -114,7 +119,7 @@ async fn start(name: &str) -> Option<Node1> {
     std::fs::create_dir_all(&directory).expect("a directory");
     let password = directory.join("password");
     std::fs::write(&password, "correct horse battery staple\n").expect("writes");
-    let access = ACCESS
+    let access = edit(ACCESS.to_owned())
         .replace("PASSWORD_FILE", &password.display().to_string())
         .replace(
             "SECRET_FILE",
@@ -583,4 +588,43 @@ fn bad_access_input_is_refused_offline_at_its_pointer() {
         Some("did you mean `PVEVMAdmin`?")
     );
     assert!(validation.has_errors());
+}
+
+#[tokio::test]
+async fn an_acl_naming_someone_proxmox_does_not_know_fails_with_its_message_and_alone() {
+    let Some(node) = start_edited("ghost", |access| {
+        access.replace(
+            r#""groups": ["ops"] }"#,
+            r#""groups": ["ops"], "users": ["ghost@pve"] }"#,
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let plan = node.plan().await;
+    let report = phoenix_testing::apply(&plan, &node.managers, &ExecuteOptions::default()).await;
+    let failed: Vec<String> = report
+        .resources
+        .iter()
+        .filter(|line| matches!(line.outcome, phoenix_core::Outcome::Failed { .. }))
+        .map(|line| format!("{} {:?}", line.address, line.outcome))
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    assert!(failed[0].starts_with("host/access/acl "), "{failed:?}");
+    assert!(
+        failed[0].contains("user 'ghost@pve' does not exist"),
+        "{failed:?}"
+    );
+    // Everything else was created, the other ACL item included.
+    assert!(
+        node.acl()
+            .await
+            .contains(&"/ token deploy@pve!ci PhoenixDeploy 0".to_owned())
+    );
+    assert_eq!(
+        node.get("/access/users/deploy@pve").await["comment"],
+        "CI deployments"
+    );
+    assert!(node.secret_file().is_file());
 }

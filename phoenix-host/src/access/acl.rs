@@ -106,13 +106,16 @@ pub(super) async fn observe(
         .collect())
 }
 
-/// Writes each declared item on the paths in `fields` whose entries are not all there as declared.
+/// Writes each declared item on the paths in `fields` whose entries are not all there as declared. An
+/// item Proxmox refuses (a user it does not know) does not keep the others from being written: the first
+/// refusal is the resource's failure.
 pub(super) async fn apply(
     client: &Client,
     entries: &AclEntries,
     fields: &[&str],
 ) -> Result<(), ManagerError> {
     let live = live_entries(client).await?;
+    let mut refused = None;
     for acl in &entries.acls {
         let path = acl.normalized_path();
         if !fields.contains(&path.as_str()) {
@@ -138,7 +141,9 @@ pub(super) async fn apply(
                 form = form.text(key, names.join(","));
             }
         }
-        let _: Value = client.put("/access/acl", &form).await?;
+        if let Err(error) = client.put::<Value>("/access/acl", &form).await {
+            refused.get_or_insert(ManagerError::from(error));
+        }
     }
-    Ok(())
+    refused.map_or(Ok(()), Err)
 }
