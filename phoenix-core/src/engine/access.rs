@@ -135,3 +135,62 @@ pub(crate) fn access_steps(access: &ProxmoxAccess) -> Vec<(Address, Vec<Address>
     }
     steps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_go_to_what_is_declared_only() {
+        let access: ProxmoxAccess = serde_json::from_value(serde_json::json!({
+            "groups": [{ "groupid": "ops" }],
+            "roles": [{ "roleid": "Deploy", "privs": ["VM.Audit"] }],
+            "users": [{ "userid": "deploy@pve", "groups": ["ops", "made-by-hand"] }],
+            "tokens": [
+                { "userid": "deploy@pve", "tokenid": "ci", "secret_file": "/run/ci" },
+                { "userid": "root@pam", "tokenid": "backup", "secret_file": "/run/backup" }
+            ],
+            "acls": [
+                { "path": "/", "roles": ["Deploy", "PVEAuditor"], "tokens": ["deploy@pve!ci"] },
+                { "path": "/vms", "roles": ["PVEVMAdmin"], "groups": ["ops"], "users": ["alice@pam"] }
+            ]
+        }))
+        .expect("a declaration");
+        let edges: Vec<(String, Vec<String>)> = access_steps(&access)
+            .into_iter()
+            .map(|(address, depends_on, _)| {
+                (
+                    address.to_string(),
+                    depends_on.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect();
+        let edge = |address: &str, depends: &[&str]| {
+            (
+                address.to_owned(),
+                depends.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            edges,
+            [
+                edge("host/access/group/ops", &[]),
+                edge("host/access/role/Deploy", &[]),
+                edge("host/access/user/deploy@pve", &["host/access/group/ops"]),
+                edge(
+                    "host/access/token/deploy@pve!ci",
+                    &["host/access/user/deploy@pve"]
+                ),
+                edge("host/access/token/root@pam!backup", &[]),
+                edge(
+                    "host/access/acl",
+                    &[
+                        "host/access/group/ops",
+                        "host/access/role/Deploy",
+                        "host/access/token/deploy@pve!ci"
+                    ]
+                ),
+            ]
+        );
+    }
+}
