@@ -415,6 +415,21 @@ async fn drift_by_hand_is_corrected_alone_and_what_is_not_declared_is_left_alone
             .contains(&"/vms group ops PVEVMAdmin 1".to_owned())
     );
 
+    // A token's comment changed by hand is set back, the token (and its secret) kept.
+    let secret = node.live_secret().await;
+    node.put(
+        "/access/users/deploy@pve/token/ci",
+        Form::new().text("comment", "x"),
+    )
+    .await;
+    assert_eq!(
+        changed_fields(&node.plan().await),
+        ["host/access/token/deploy@pve!ci comment"]
+    );
+    let writes = node.writes_of(async |node| drop(node.apply().await)).await;
+    assert_eq!(writes, ["PUT /api2/json/access/users/deploy@pve/token/ci"]);
+    assert_eq!(node.live_secret().await, secret);
+
     // A privilege added to the declared role by hand is taken away.
     node.put(
         "/access/roles/PhoenixDeploy",
