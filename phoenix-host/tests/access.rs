@@ -183,6 +183,14 @@ impl Node1 {
         writes
     }
 
+    /// Makes a change by hand (`PUT path form`), checks that the plan finds `field` changed and nothing
+    /// else, converges, and returns the writes that took.
+    async fn corrected(&self, path: &str, form: Form, field: &str) -> Vec<String> {
+        self.put(path, form).await;
+        assert_eq!(changed_fields(&self.plan().await), [field]);
+        self.writes_of(async |node| drop(node.apply().await)).await
+    }
+
     async fn get(&self, path: &str) -> Value {
         self.client.get(path, &[]).await.expect("reads")
     }
@@ -369,13 +377,14 @@ async fn drift_by_hand_is_corrected_alone_and_what_is_not_declared_is_left_alone
     );
 
     // A comment changed by hand: one field, one write.
-    node.put("/access/users/deploy@pve", Form::new().text("comment", "hacked"))
+    let hacked = Form::new().text("comment", "hacked");
+    let writes = node
+        .corrected(
+            "/access/users/deploy@pve",
+            hacked,
+            "host/access/user/deploy@pve comment",
+        )
         .await;
-    assert_eq!(
-        changed_fields(&node.plan().await),
-        ["host/access/user/deploy@pve comment"]
-    );
-    let writes = node.writes_of(async |node| drop(node.apply().await)).await;
     assert_eq!(writes, ["PUT /api2/json/access/users/deploy@pve"]);
     assert_eq!(
         node.get("/access/users/deploy@pve").await["comment"],
@@ -383,16 +392,14 @@ async fn drift_by_hand_is_corrected_alone_and_what_is_not_declared_is_left_alone
     );
 
     // A membership removed by hand is added back; the others stay.
-    node.put(
-        "/access/users/deploy@pve",
-        Form::new().text("groups", "ops,others"),
-    )
-    .await;
-    assert_eq!(
-        changed_fields(&node.plan().await),
-        ["host/access/user/deploy@pve groups"]
-    );
-    let writes = node.writes_of(async |node| drop(node.apply().await)).await;
+    let fewer = Form::new().text("groups", "ops,others");
+    let writes = node
+        .corrected(
+            "/access/users/deploy@pve",
+            fewer,
+            "host/access/user/deploy@pve groups",
+        )
+        .await;
     assert_eq!(writes, ["PUT /api2/json/access/users/deploy@pve"]);
     assert_eq!(
         node.get("/access/users/deploy@pve").await["groups"],
@@ -405,9 +412,9 @@ async fn drift_by_hand_is_corrected_alone_and_what_is_not_declared_is_left_alone
         .text("roles", "PVEVMAdmin")
         .text("groups", "ops")
         .flag("delete", true);
-    node.put("/access/acl", deleted).await;
-    assert_eq!(changed_fields(&node.plan().await), ["host/access/acl /vms"]);
-    let writes = node.writes_of(async |node| drop(node.apply().await)).await;
+    let writes = node
+        .corrected("/access/acl", deleted, "host/access/acl /vms")
+        .await;
     assert_eq!(writes, ["PUT /api2/json/access/acl"]);
     assert!(
         node.acl()
@@ -417,30 +424,26 @@ async fn drift_by_hand_is_corrected_alone_and_what_is_not_declared_is_left_alone
 
     // A token's comment changed by hand is set back, the token (and its secret) kept.
     let secret = node.live_secret().await;
-    node.put(
-        "/access/users/deploy@pve/token/ci",
-        Form::new().text("comment", "x"),
-    )
-    .await;
-    assert_eq!(
-        changed_fields(&node.plan().await),
-        ["host/access/token/deploy@pve!ci comment"]
-    );
-    let writes = node.writes_of(async |node| drop(node.apply().await)).await;
+    let writes = node
+        .corrected(
+            "/access/users/deploy@pve/token/ci",
+            Form::new().text("comment", "x"),
+            "host/access/token/deploy@pve!ci comment",
+        )
+        .await;
     assert_eq!(writes, ["PUT /api2/json/access/users/deploy@pve/token/ci"]);
     assert_eq!(node.live_secret().await, secret);
 
     // A privilege added to the declared role by hand is taken away.
-    node.put(
-        "/access/roles/PhoenixDeploy",
-        Form::new().text("privs", "Sys.Modify").flag("append", true),
-    )
-    .await;
-    assert_eq!(
-        changed_fields(&node.plan().await),
-        ["host/access/role/PhoenixDeploy privs"]
-    );
-    node.apply().await;
+    let more = Form::new().text("privs", "Sys.Modify").flag("append", true);
+    let writes = node
+        .corrected(
+            "/access/roles/PhoenixDeploy",
+            more,
+            "host/access/role/PhoenixDeploy privs",
+        )
+        .await;
+    assert_eq!(writes, ["PUT /api2/json/access/roles/PhoenixDeploy"]);
     assert!(
         node.get("/access/roles/PhoenixDeploy")
             .await
