@@ -3,6 +3,7 @@
 //! These types are the Rust side of the contract whose JSON side is `schemas/`. Both reject unknown keys;
 //! legacy keys of the earlier bash version are accepted and reported as warnings by validation.
 
+pub mod access;
 pub mod common;
 pub mod hypervisor;
 pub mod lxc;

@@ -5,6 +5,7 @@
 //!
 //! The engine does no IO of its own: managers, in other crates, do.
 
+pub mod access;
 pub mod address;
 pub mod change;
 pub mod executor;

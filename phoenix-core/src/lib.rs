@@ -18,6 +18,7 @@ pub mod lint;
 pub mod model;
 
 pub use config::FileKind;
+pub use engine::access::{AccessStep, AclEntries};
 pub use engine::address::{Address, ResourceKind};
 pub use engine::change::{Action, Change, Consequence, FieldChange, FieldKey, Fields, Observed, TypedChange};
 pub use engine::executor::{

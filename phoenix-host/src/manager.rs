@@ -12,7 +12,7 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{apparmor, dns, firewall, locale, packages, repositories, subids, timezone, user};
+use crate::{access, apparmor, dns, firewall, locale, packages, repositories, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
@@ -56,7 +56,8 @@ impl HostManager {
             HostStep::Timezone(_)
             | HostStep::Dns(_)
             | HostStep::Firewall(_)
-            | HostStep::AptRepositories(_) => true,
+            | HostStep::AptRepositories(_)
+            | HostStep::Access(_) => true,
             HostStep::User(_) | HostStep::SubIds(_) | HostStep::AptPackages(_) | HostStep::Locale(_) => {
                 self.node.has_channel()
             }
@@ -81,6 +82,7 @@ impl HostManager {
                 .map(Some),
             HostStep::Locale(declared) => locale::observe(&self.node, declared).await.map(Some),
             HostStep::AppArmor(name) => apparmor::observe(&self.node, name).await,
+            HostStep::Access(step) => access::observe(&self.node, step).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -151,6 +153,9 @@ impl Manager for HostManager {
         let Some(step) = step_of(desired) else {
             return Vec::new();
         };
+        if let HostStep::Access(access_step) = step {
+            return access::diff(&desired.address, access_step, observed);
+        }
         let fields = desired_fields(step, self.upgrade, &self.profiles);
         let Some(observed) = observed else {
             return vec![Change::create(desired.address.clone(), &fields)];
@@ -188,6 +193,7 @@ impl Manager for HostManager {
                 })?;
                 apparmor::apply(&self.node, name, text).await
             }
+            HostStep::Access(step) => access::apply(&self.node, step, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

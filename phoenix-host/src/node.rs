@@ -1,6 +1,7 @@
 //! [`Node`]: one Proxmox node as the host steps reach it, through the API and, when there is one, the host
 //! channel (local, or OpenSSH to the node).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub struct Node {
     client: Arc<Client>,
     name: String,
     channel: Option<Arc<dyn HostChannel>>,
+    config_dir: PathBuf,
 }
 
 impl Node {
@@ -31,12 +33,25 @@ impl Node {
             client,
             name: name.into(),
             channel,
+            config_dir: PathBuf::from("."),
         }
+    }
+
+    /// The same node, with `dir` as the directory relative secret references are read against.
+    pub fn with_config_dir(mut self, dir: impl Into<PathBuf>) -> Node {
+        self.config_dir = dir.into();
+        self
+    }
+
+    /// The configuration directory: relative `{"file": ...}` secrets are read against it.
+    pub(crate) fn config_dir(&self) -> &Path {
+        &self.config_dir
     }
 
     /// The session's default node.
     pub fn of(session: &Session, name: &str) -> Node {
         Node::new(Arc::clone(session.client()), name, session.host().cloned())
+            .with_config_dir(session.config_dir())
     }
 
     /// The node's name.

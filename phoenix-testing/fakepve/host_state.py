@@ -29,6 +29,32 @@ CHANGES = web.RequestKey('phoenix_changes', str) if hasattr(web, 'RequestKey') e
 REALMS = ('pam', 'pve')
 
 
+def _privs_with(*prefixes, extra=()):
+    return tuple(p for p in shapes.PRIVILEGES if p.startswith(prefixes)) + tuple(extra)
+
+
+# fakepve knows three built-in roles; a node has these too (pve-access-control's PVE::AccessControl). Their
+# privilege lists are close to Proxmox's, not exact: nothing here depends on a built-in role's privileges.
+BUILTIN_ROLES = dict(shapes.ROLES, **{
+    'PVEAdmin': tuple(p for p in shapes.PRIVILEGES if p not in ('Permissions.Modify', 'Realm.Allocate',
+                                                                'Sys.Modify')),
+    'PVEDatastoreAdmin': _privs_with('Datastore.'),
+    'PVEDatastoreUser': ('Datastore.AllocateSpace', 'Datastore.Audit'),
+    'PVEMappingAdmin': _privs_with('Mapping.'),
+    'PVEMappingUser': ('Mapping.Audit', 'Mapping.Use'),
+    'PVEPoolAdmin': ('Pool.Allocate', 'Pool.Audit'),
+    'PVEPoolUser': ('Pool.Audit',),
+    'PVESDNAdmin': _privs_with('SDN.'),
+    'PVESDNUser': ('SDN.Audit', 'SDN.Use'),
+    'PVESysAdmin': ('Permissions.Modify', 'Sys.Audit', 'Sys.Console', 'Sys.Syslog', 'Sys.PowerMgmt'),
+    'PVETemplateUser': ('VM.Audit', 'VM.Clone'),
+    'PVEUserAdmin': ('User.Modify', 'Group.Allocate', 'Realm.AllocateUser'),
+    'PVEVMAdmin': _privs_with('VM.'),
+    'PVEVMUser': ('VM.Audit', 'VM.Backup', 'VM.Config.CDROM', 'VM.Config.Cloudinit', 'VM.Console',
+                  'VM.GuestAgent.Audit', 'VM.PowerMgmt'),
+})
+
+
 def param_error(**fields):
     """PVE's raise_param_exc: 400 with a message per parameter."""
     return PveError(400, 'Parameter verification failed.', fields)
@@ -432,14 +458,14 @@ class HostState(object):
         return _known(text, shapes.PRIVILEGES, action + "invalid privilege '{0}'")
 
     def _role_privs(self, roleid):
-        if roleid in shapes.ROLES:
-            return set(shapes.ROLES[roleid])
+        if roleid in BUILTIN_ROLES:
+            return set(BUILTIN_ROLES[roleid])
         return self.roles.get(roleid)
 
     async def role_index(self, request, v, user):
-        names = sorted(set(shapes.ROLES) | set(self.roles))
+        names = sorted(set(BUILTIN_ROLES) | set(self.roles))
         return [{'roleid': name, 'privs': ','.join(sorted(self._role_privs(name))),
-                 'special': 1 if name in shapes.ROLES else 0} for name in names]
+                 'special': 1 if name in BUILTIN_ROLES else 0} for name in names]
 
     async def role_create(self, request, v, user):
         action = 'create role failed: '
@@ -454,7 +480,7 @@ class HostState(object):
         return dict.fromkeys(sorted(privs), 1)
 
     def _custom_role(self, roleid, action, verb):
-        if roleid in shapes.ROLES:
+        if roleid in BUILTIN_ROLES:
             raise die("{0}auto-generated role '{1}' cannot be {2}".format(action, roleid, verb))
         if roleid not in self.roles:
             raise die("{0}role '{1}' does not exist".format(action, roleid))

@@ -7,6 +7,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visi
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::access::ProxmoxAccess;
 use super::common::{FirewallAction, FirewallRule, Secret};
 
 /// The whole hypervisor file.
@@ -101,6 +102,9 @@ pub struct HypervisorFile {
     /// The internal certificate authority.
     #[serde(default)]
     pub step_ca: Option<StepCa>,
+    /// Proxmox users, groups, roles, ACL entries and API tokens.
+    #[serde(default)]
+    pub proxmox_access: Option<ProxmoxAccess>,
 }
 
 /// Connection to the Proxmox VE API. Secrets are references, never inline.

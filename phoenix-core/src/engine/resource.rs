@@ -14,6 +14,7 @@ use crate::config::hypervisor::{
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
+use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
 use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
@@ -80,6 +81,8 @@ pub enum HostStep {
     /// An AppArmor profile installed and loaded on the node, at `host/apparmor/<name>`, from
     /// `apparmor_profiles` (its text is the configuration directory's `apparmor/<name>`).
     AppArmor(String),
+    /// A Proxmox group, role, user, API token, or the ACL entries, at `host/access/*`.
+    Access(Box<AccessStep>),
 }
 
 /// The repository channels of `apt`: the one Proxmox VE channel and the one Ceph channel turned on.
@@ -260,6 +263,7 @@ fn redact(desired: &Desired, mut value: Value) -> Value {
     match desired {
         Desired::Vm(_) => mask(value.pointer_mut("/user_config/password")),
         Desired::Host(HostStep::User(_)) => mask(value.pointer_mut("/password_hash")),
+        Desired::Host(HostStep::Access(_)) => mask(value.pointer_mut("/password")),
         Desired::Stack(_) => {
             let environments = value.get_mut("environments").and_then(Value::as_object_mut);
             for environment in environments.into_iter().flat_map(|map| map.values_mut()) {
@@ -315,6 +319,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::AptPackages(packages) => to_value(packages),
         HostStep::Locale(locale) => serde_json::json!({ "locale": locale }),
         HostStep::AppArmor(name) => serde_json::json!({ "profile": name }),
+        HostStep::Access(step) => step.declared_value(),
     }
 }
 
@@ -462,6 +467,9 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             Vec::new(),
             HostStep::SubIds(Box::new(ids)),
         ));
+    }
+    for (address, depends_on, step) in hypervisor.proxmox_access.iter().flat_map(access_steps) {
+        host.push((address, depends_on, HostStep::Access(Box::new(step))));
     }
     let host_addresses: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
     for (address, depends_on, step) in host {

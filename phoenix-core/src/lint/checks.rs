@@ -2,6 +2,7 @@
 //!
 //! Every check reads the resolved [`Estate`] and reports [`Problem`]s at JSON pointers; none stops the others.
 
+mod access;
 mod connection;
 mod firewall;
 pub(crate) mod legacy;
@@ -38,6 +39,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_macs(estate, &mut problems);
     check_guest_names(estate, &mut problems);
     connection::check(&estate.files().hypervisor, &mut problems);
+    access::check(&estate.files().hypervisor, &mut problems);
     check_traefik_names(estate, &mut problems);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
