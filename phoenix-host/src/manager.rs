@@ -12,7 +12,7 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, firewall, subids, timezone, user};
+use crate::{dns, firewall, firewall_parts, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
@@ -34,7 +34,9 @@ impl HostManager {
     /// host channel, only when there is one.
     pub fn handles(&self, step: &HostStep) -> bool {
         match step {
-            HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) => true,
+            HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) | HostStep::FirewallPart(_) => {
+                true
+            }
             HostStep::User(_) | HostStep::SubIds(_) => self.node.has_channel(),
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
@@ -50,6 +52,7 @@ impl HostManager {
             HostStep::User(declared) => user::observe(&self.node, declared).await,
             HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
             HostStep::SubIds(ids) => subids::observe(&self.node, ids).await.map(Some),
+            HostStep::FirewallPart(part) => firewall_parts::observe(&self.node, part).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -74,6 +77,7 @@ fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
         HostStep::User(declared) => user::desired(declared),
         HostStep::Firewall(declared) => firewall::desired(declared),
         HostStep::SubIds(ids) => subids::desired(ids),
+        HostStep::FirewallPart(part) => firewall_parts::desired(part),
         _ => BTreeMap::new(),
     }
 }
@@ -137,6 +141,7 @@ impl Manager for HostManager {
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
             HostStep::User(declared) => user::apply(&self.node, declared, change).await,
             HostStep::SubIds(ids) => subids::apply(&self.node, ids).await,
+            HostStep::FirewallPart(part) => firewall_parts::apply(&self.node, part, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

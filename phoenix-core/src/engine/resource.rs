@@ -15,6 +15,7 @@ use crate::config::hypervisor::{
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
 use crate::engine::address::{Address, ResourceKind};
+use crate::engine::host_firewall::{self, FirewallPart};
 use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
 
@@ -71,6 +72,9 @@ pub enum HostStep {
     Dns(Box<HostDns>),
     /// The subordinate ID ranges root needs on the node for the containers' `id_maps`, at `host/subids`.
     SubIds(Box<SubIds>),
+    /// A security group, alias or IP set of the cluster firewall, or the node's own firewall, at
+    /// `host/firewall/<kind>/<name>` and `host/firewall/node`.
+    FirewallPart(Box<FirewallPart>),
 }
 
 /// Subordinate ID ranges (`/etc/subuid`, `/etc/subgid`) root must own for the containers' ID maps: the
@@ -260,6 +264,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
         HostStep::Dns(dns) => to_value(dns),
         HostStep::SubIds(ids) => to_value(ids),
+        HostStep::FirewallPart(part) => part.declared_value(),
     }
 }
 
@@ -323,11 +328,14 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         .as_ref()
         .or(hypervisor.shared_volumes.legacy_firewall.as_ref())
     {
-        host.push((
-            Address::Host("firewall".into()),
-            Vec::new(),
-            HostStep::Firewall(Box::new(firewall.clone())),
-        ));
+        if firewall.declares_cluster() {
+            host.push((
+                Address::Host("firewall".into()),
+                host_firewall::dependencies(firewall, &firewall.global_firewall_rules),
+                HostStep::Firewall(Box::new(firewall.clone())),
+            ));
+        }
+        host.extend(host_firewall::steps(firewall));
     }
     if let Some(timezone) = &hypervisor.timezone {
         host.push((
