@@ -258,7 +258,17 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::ZfsPool(pool) => to_value(pool),
         HostStep::ZfsDataset(dataset) => to_value(dataset),
         HostStep::NfsExports(nfs) => to_value(nfs),
-        HostStep::Firewall(firewall) => to_value(firewall),
+        HostStep::Firewall(firewall) => {
+            // The groups, aliases, IP sets and the node's firewall are resources of their own.
+            let cluster = HostFirewall {
+                security_groups: BTreeMap::new(),
+                aliases: BTreeMap::new(),
+                ipsets: BTreeMap::new(),
+                node: None,
+                ..(**firewall).clone()
+            };
+            to_value(&cluster)
+        }
         HostStep::User(user) => to_value(user),
         HostStep::NvidiaDriver(driver) => to_value(driver),
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
