@@ -390,8 +390,8 @@ async fn an_alias_and_an_ip_set_changed_by_hand_are_corrected_alone_and_undeclar
     let declared = objects("");
     converge(&managers, &declared).await;
 
-    // By hand: the alias points elsewhere, an entry is removed, one is added, and an alias of someone
-    // else's appears.
+    // By hand: the alias points elsewhere, an entry is removed, one is added, one's comment is changed,
+    // and an alias of someone else's appears.
     let _: Value = client
         .put(
             "/cluster/firewall/aliases/lan",
@@ -400,9 +400,16 @@ async fn an_alias_and_an_ip_set_changed_by_hand_are_corrected_alone_and_undeclar
         .await
         .expect("updates");
     let _: Value = client
-        .delete("/cluster/firewall/ipset/management/10.42.0.16%2F28", &[])
+        .delete("/cluster/firewall/ipset/management/admin", &[])
         .await
         .expect("removes");
+    let _: Value = client
+        .put(
+            "/cluster/firewall/ipset/management/10.42.0.16%2F28",
+            &Form::new().text("comment", "edited"),
+        )
+        .await
+        .expect("updates");
     let _: Value = client
         .post(
             "/cluster/firewall/ipset/management",
@@ -429,9 +436,19 @@ async fn an_alias_and_an_ip_set_changed_by_hand_are_corrected_alone_and_undeclar
             "DELETE /api2/json/cluster/firewall/ipset/management/10.42.0.77",
             "POST /api2/json/cluster/firewall/ipset/management",
             "PUT /api2/json/cluster/firewall/aliases/lan",
+            "PUT /api2/json/cluster/firewall/ipset/management/10.42.0.16/28",
         ]
     );
     assert_eq!(entries(&fake).await, ["!10.42.0.9", "10.42.0.16/28", "admin"]);
+    let set: Vec<Value> = client
+        .get("/cluster/firewall/ipset/management", &[])
+        .await
+        .expect("reads");
+    let jump = set
+        .iter()
+        .find(|entry| entry["cidr"] == "10.42.0.16/28")
+        .expect("there");
+    assert_eq!(jump["comment"], "jump hosts");
     let aliases: Vec<Value> = client.get("/cluster/firewall/aliases", &[]).await.expect("reads");
     let summary: Vec<(String, String, String)> = aliases
         .iter()
