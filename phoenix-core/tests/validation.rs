@@ -976,6 +976,16 @@ fn firewall_unknown_macro() {
             25,
         )],
     );
+    let validation = validate(
+        load(&[Replace(
+            Hypervisor,
+            r#""port": "8006", "source": "10.1.0.0/24" }"#,
+            r#""port": "8006", "source": "10.1.0.0/24", "macro": "htps" }"#,
+        )]),
+        &CheckOptions::default(),
+    );
+    let help = validation.problems()[0].help_text().unwrap_or_default();
+    assert_eq!(help, "did you mean `HTTPS`?");
 }
 
 #[test]

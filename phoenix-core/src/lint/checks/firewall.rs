@@ -162,7 +162,11 @@ fn check_rule_names(list: RuleList<'_>, pointer: &str, rule: &FirewallRule, prob
             format!("unknown macro `{name}`"),
         )
         .with_label("Proxmox has no such macro");
-        problems.push(match did_you_mean(name, MACROS.iter().copied()) {
+        // Proxmox ignores case in macro names, so the suggestion does too.
+        let lowered: Vec<String> = MACROS.iter().map(|known| known.to_ascii_lowercase()).collect();
+        let suggestion = did_you_mean(&name.to_ascii_lowercase(), lowered.iter().map(String::as_str))
+            .and_then(canonical_macro);
+        problems.push(match suggestion {
             Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
             None => problem.with_help(
                 "Proxmox's macros are listed by `GET /cluster/firewall/macros` (`SSH`, `HTTPS`, `DNS`, `Ping`, ...); \
