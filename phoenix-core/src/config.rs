@@ -5,14 +5,15 @@
 
 pub mod access;
 pub mod common;
+pub mod firewall;
 pub mod hypervisor;
 pub mod lxc;
 pub mod stacks;
 pub mod vm;
 
 pub use common::{
-    Direction, FirewallAction, FirewallRule, GuestFirewall, HealthCheck, PortainerRole, Scheme, Secret,
-    TraefikService,
+    Direction, FirewallAction, FirewallRule, GuestFirewall, HealthCheck, PortainerRole, RuleAction, Scheme,
+    Secret, TraefikService,
 };
 pub use hypervisor::HypervisorFile;
 pub use lxc::{ContainerConfig, LxcFile};

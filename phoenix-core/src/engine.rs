@@ -10,6 +10,7 @@ pub mod address;
 pub mod change;
 pub mod executor;
 pub mod fake;
+pub mod host_firewall;
 pub mod journal;
 pub mod manager;
 pub mod plan;

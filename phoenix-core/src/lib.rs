@@ -24,6 +24,7 @@ pub use engine::change::{Action, Change, Consequence, FieldChange, FieldKey, Fie
 pub use engine::executor::{
     Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute, operate,
 };
+pub use engine::host_firewall::FirewallPart;
 pub use engine::journal::{Journal, Step, StepState};
 pub use engine::manager::{Differ, Manager, ManagerError, Managers, Operation, Round};
 pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, dependents, plan};

@@ -397,3 +397,57 @@ fn fixture_host_and_sync_fields() {
         "#]],
     );
 }
+
+/// The firewall's groups, aliases and IP sets are resources of their own, after what they name; the
+/// cluster's rules, the node's, and guests' rules that jump to a group come after it.
+#[test]
+fn firewall_objects_are_resources_after_what_they_name() {
+    let dir = phoenix_testing::workspace().join("phoenix-core/tests/fixtures/estate");
+    let sources = fixture::every_source_edited(&dir, |kind, text| {
+        Some(match kind {
+            phoenix_core::FileKind::Hypervisor => text.replace(
+                r#""default_input_policy": "DROP","#,
+                r#""default_input_policy": "DROP",
+    "aliases": { "lan": { "cidr": "10.1.0.0/24" } },
+    "ipsets": { "admins": { "entries": [{ "cidr": "LAN" }] } },
+    "security_groups": { "web": { "rules": [{ "type": "in", "action": "ACCEPT", "macro": "HTTPS", "source": "+admins" }] } },
+    "node": { "rules": [{ "type": "group", "action": "web" }, { "type": "in", "action": "ACCEPT", "macro": "SSH", "source": "dc/lan" }] },"#,
+            ),
+            phoenix_core::FileKind::Lxc => text.replace(
+                r#"{ "type": "in", "action": "ACCEPT", "proto": "tcp", "port": "80,443" }"#,
+                r#"{ "type": "group", "action": "web" }"#,
+            ),
+            _ => text,
+        })
+    });
+    let resources = fixture::resources(sources, &CheckOptions::default());
+    let depends = |address: &str| -> Vec<String> {
+        let mut found: Vec<String> = find(&resources, address)
+            .depends_on
+            .iter()
+            .map(Address::to_string)
+            .filter(|address| address.starts_with("host/firewall"))
+            .collect();
+        found.sort();
+        found
+    };
+    assert!(depends("host/firewall/alias/lan").is_empty());
+    assert_eq!(depends("host/firewall/ipset/admins"), ["host/firewall/alias/lan"]);
+    assert_eq!(depends("host/firewall/group/web"), ["host/firewall/ipset/admins"]);
+    assert_eq!(
+        depends("host/firewall/node"),
+        ["host/firewall/alias/lan", "host/firewall/group/web"]
+    );
+    assert!(depends("lxc/101").contains(&"host/firewall/group/web".to_owned()));
+    let Desired::Host(HostStep::FirewallPart(part)) = &find(&resources, "host/firewall/group/web").desired
+    else {
+        panic!("the group is a firewall part");
+    };
+    assert!(matches!(**part, phoenix_core::FirewallPart::Group { ref name, .. } if name == "web"));
+    let cluster = find(&resources, "host/firewall").declared_fields();
+    assert_eq!(
+        cluster.keys().collect::<Vec<_>>(),
+        ["default_input_policy", "enabled", "global_firewall_rules"],
+        "the cluster's resource shows only the cluster's options and rules"
+    );
+}

@@ -1034,3 +1034,121 @@ fn samba_is_said_to_be_ignored_with_what_it_declares() {
         &[("phoenix::host::samba_unsupported", "/samba", 28)],
     );
 }
+
+#[test]
+fn firewall_unknown_macro() {
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""port": "8006", "source": "10.1.0.0/24" }"#,
+            r#""port": "8006", "source": "10.1.0.0/24", "macro": "Shh" }"#,
+        )],
+        &[(
+            "phoenix::firewall::unknown_macro",
+            "/firewall/global_firewall_rules/0/macro",
+            25,
+        )],
+    );
+    let validation = validate(
+        load(&[Replace(
+            Hypervisor,
+            r#""port": "8006", "source": "10.1.0.0/24" }"#,
+            r#""port": "8006", "source": "10.1.0.0/24", "macro": "htps" }"#,
+        )]),
+        &CheckOptions::default(),
+    );
+    let help = validation.problems()[0].help_text().unwrap_or_default();
+    assert_eq!(help, "did you mean `HTTPS`?");
+}
+
+#[test]
+fn firewall_unknown_macro_in_a_guest_rule() {
+    check(
+        &[Replace(
+            Lxc,
+            r#""proto": "tcp", "port": "80,443" }"#,
+            r#""proto": "tcp", "port": "80,443", "macro": "HTTPX" }"#,
+        )],
+        &[(
+            "phoenix::firewall::unknown_macro",
+            "/lxc_configs/101/firewall/rules/0/macro",
+            22,
+        )],
+    );
+}
+
+/// Groups, aliases and IP sets (problems come in the order of the file): a macro in any case is fine, a declared reference is fine, a group cannot
+/// jump to a group, an IP set holds an address once, and references to undeclared objects are warnings.
+#[test]
+fn firewall_groups_aliases_and_ip_sets() {
+    check(
+        &[
+            Replace(
+                Hypervisor,
+                r#""default_input_policy": "DROP","#,
+                r#""default_input_policy": "DROP", "aliases": { "lan": { "cidr": "10.1.0.0/24" }, "gw": { "cidr": "10.1.0.1-10.1.0.2" } }, "ipsets": { "admins": { "entries": [{ "cidr": "LAN" }, { "cidr": "10.1.0.5/32" }, { "cidr": "10.1.0.5" }, { "cidr": "wan" }] } }, "security_groups": { "web": { "rules": [{ "type": "group", "action": "web" }, { "type": "in", "action": "ACCEPT", "macro": "https", "source": "+admins", "dest": "dc/lan" }] } }, "node": { "rules": [{ "type": "group", "action": "webs" }, { "type": "group", "action": "web" }] },"#,
+            ),
+            Replace(
+                Lxc,
+                r#""proto": "icmp", "source": "10.1.0.0/24" }"#,
+                r#""proto": "icmp", "source": "+admins", "dest": "+guest/own" }, { "type": "in", "action": "ACCEPT", "source": "+nosuch" }"#,
+            ),
+        ],
+        &[
+            ("phoenix::firewall::bad_address", "/firewall/aliases/gw/cidr", 23),
+            (
+                "phoenix::firewall::duplicate_entry",
+                "/firewall/ipsets/admins/entries/2/cidr",
+                23,
+            ),
+            (
+                "phoenix::firewall::undeclared_alias",
+                "/firewall/ipsets/admins/entries/3/cidr",
+                23,
+            ),
+            (
+                "phoenix::firewall::group_in_group",
+                "/firewall/security_groups/web/rules/0/type",
+                23,
+            ),
+            (
+                "phoenix::firewall::undeclared_group",
+                "/firewall/node/rules/0/action",
+                23,
+            ),
+            (
+                "phoenix::firewall::undeclared_ipset",
+                "/lxc_configs/101/firewall/rules/2/source",
+                23,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn firewall_group_rule_names_a_group_and_other_rules_a_verdict() {
+    check(
+        &[Replace(
+            Lxc,
+            r#""type": "in", "action": "ACCEPT", "proto": "icmp""#,
+            r#""type": "in", "action": "web", "proto": "icmp""#,
+        )],
+        &[(
+            "phoenix::schema::not_allowed",
+            "/lxc_configs/101/firewall/rules/1/action",
+            23,
+        )],
+    );
+    check(
+        &[Replace(
+            Lxc,
+            r#""type": "in", "action": "ACCEPT", "proto": "icmp", "source": "10.1.0.0/24" }"#,
+            r#""type": "group", "action": "no spaces" }"#,
+        )],
+        &[(
+            "phoenix::schema::bad_format",
+            "/lxc_configs/101/firewall/rules/1/action",
+            23,
+        )],
+    );
+}

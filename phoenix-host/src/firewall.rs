@@ -32,12 +32,12 @@ fn declared_rules(firewall: &HostFirewall) -> Vec<Value> {
     firewall.global_firewall_rules.iter().map(rule_value).collect()
 }
 
-/// The declared fields: `enabled`, the policies declared, and `rules` (the declared block).
+/// The declared fields: `enabled` and the policies when declared, and `rules` (the declared block).
 pub(crate) fn desired(firewall: &HostFirewall) -> BTreeMap<String, Value> {
-    let mut fields = BTreeMap::from([
-        ("enabled".to_owned(), json!(firewall.enabled)),
-        ("rules".to_owned(), json!(declared_rules(firewall))),
-    ]);
+    let mut fields = BTreeMap::from([("rules".to_owned(), json!(declared_rules(firewall)))]);
+    if let Some(enabled) = firewall.enabled {
+        fields.insert("enabled".to_owned(), json!(enabled));
+    }
     if let Some(action) = firewall.default_input_policy {
         fields.insert("policy_in".to_owned(), json!(policy(action)));
     }
@@ -56,16 +56,11 @@ pub(crate) async fn observe(
     // One read of the options gives the flag and the policies.
     let options: Value = client.get("/cluster/firewall/options", &[]).await?;
     let enabled = is_enabled(&options);
-    let live = rules(client, BASE).await?;
     let mut fields = BTreeMap::from([
         ("enabled".to_owned(), json!(enabled)),
         (
             "rules".to_owned(),
-            json!(
-                live.iter()
-                    .take(firewall.global_firewall_rules.len())
-                    .collect::<Vec<_>>()
-            ),
+            observe_block(client, BASE, firewall.global_firewall_rules.len()).await?,
         ),
     ]);
     for key in ["policy_in", "policy_out"] {
@@ -74,6 +69,29 @@ pub(crate) async fn observe(
         }
     }
     Ok(fields)
+}
+
+/// The top `declared` rules of the list at `base` (`/cluster`, `/nodes/{node}`): the declared block's
+/// place.
+pub(crate) async fn observe_block(
+    client: &Client,
+    base: &str,
+    declared: usize,
+) -> Result<Value, ManagerError> {
+    let live = rules(client, base).await?;
+    Ok(json!(live.iter().take(declared).collect::<Vec<_>>()))
+}
+
+/// Puts the `declared` rules as a block on top of the list at `base`, keeping every other rule below it.
+pub(crate) async fn converge_block(
+    client: &Client,
+    base: &str,
+    declared: &[Value],
+) -> Result<(), ManagerError> {
+    let live = rules(client, base).await?;
+    let wanted = arranged(&live, declared);
+    converge_rules(client, base, &live, &wanted).await?;
+    Ok(())
 }
 
 /// The live list with the declared block on top and every other rule after it, in its live order.
@@ -98,14 +116,12 @@ pub(crate) async fn apply(
     fields: &[&str],
 ) -> Result<(), ManagerError> {
     if fields.contains(&"rules") {
-        let live = rules(client, BASE).await?;
-        let wanted = arranged(&live, &declared_rules(firewall));
-        converge_rules(client, BASE, &live, &wanted).await?;
+        converge_block(client, BASE, &declared_rules(firewall)).await?;
     }
     let mut form = Form::new();
     let mut options = false;
-    if fields.contains(&"enabled") {
-        form = form.flag("enable", firewall.enabled);
+    if let Some(enabled) = firewall.enabled.filter(|_| fields.contains(&"enabled")) {
+        form = form.flag("enable", enabled);
         options = true;
     }
     for (key, declared) in [

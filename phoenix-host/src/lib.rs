@@ -3,8 +3,8 @@
 //! One [`HostManager`] owns every `host/*` resource. Each kind of host step is a module with the same three
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
-//! `firewall`, `repositories`, `access`); the rest go through the host channel (`packages`, `locale`,
-//! `apparmor`, `user`, `subids`), and are left unplanned when there is none.
+//! `firewall`, `firewall_parts`, `repositories`, `access`); the rest go through the host channel (`packages`,
+//! `locale`, `apparmor`, `user`, `subids`), and are left unplanned when there is none.
 //!
 //! Steps not written yet (ZFS, NFS, NVIDIA) are not managed: [`HostManager::manages`] says
 //! so, and the plan counts them as not planned.
@@ -13,6 +13,7 @@ mod access;
 mod apparmor;
 mod dns;
 mod firewall;
+mod firewall_parts;
 mod locale;
 mod manager;
 mod node;

@@ -12,7 +12,9 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{access, apparmor, dns, firewall, locale, packages, repositories, subids, timezone, user};
+use crate::{
+    access, apparmor, dns, firewall, firewall_parts, locale, packages, repositories, subids, timezone, user,
+};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
@@ -57,7 +59,8 @@ impl HostManager {
             | HostStep::Dns(_)
             | HostStep::Firewall(_)
             | HostStep::AptRepositories(_)
-            | HostStep::Access(_) => true,
+            | HostStep::Access(_)
+            | HostStep::FirewallPart(_) => true,
             HostStep::User(_) | HostStep::SubIds(_) | HostStep::AptPackages(_) | HostStep::Locale(_) => {
                 self.node.has_channel()
             }
@@ -83,6 +86,7 @@ impl HostManager {
             HostStep::Locale(declared) => locale::observe(&self.node, declared).await.map(Some),
             HostStep::AppArmor(name) => apparmor::observe(&self.node, name).await,
             HostStep::Access(step) => access::observe(&self.node, step).await,
+            HostStep::FirewallPart(part) => firewall_parts::observe(&self.node, part).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -118,6 +122,7 @@ fn desired_fields(
             .get(name)
             .map(|text| apparmor::desired(text))
             .unwrap_or_default(),
+        HostStep::FirewallPart(part) => firewall_parts::desired(part),
         _ => BTreeMap::new(),
     }
 }
@@ -194,6 +199,7 @@ impl Manager for HostManager {
                 apparmor::apply(&self.node, name, text).await
             }
             HostStep::Access(step) => access::apply(&self.node, step, change).await,
+            HostStep::FirewallPart(part) => firewall_parts::apply(&self.node, part, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use phoenix_core::{Address, CheckOptions, Outcome, Resource};
+use phoenix_core::{Address, CheckOptions, Outcome, Resource, SourceFile};
 use phoenix_lxc::{Containers, LxcManager};
 use phoenix_pve::Form;
 use phoenix_pve::lifecycle::GuestType;
@@ -16,8 +16,23 @@ fn fixture() -> Vec<Resource> {
 
 /// The container manager, on a domain, against a fresh fakepve.
 async fn start() -> Option<Harness> {
+    start_with(fixture()).await
+}
+
+/// Converges, then reads container 101's firewall rules.
+async fn converged_rules(harness: &Harness) -> Vec<Value> {
+    assert!(harness.apply(&harness.plan().await).await.succeeded());
+    harness
+        .client
+        .get("/nodes/pve1/lxc/101/firewall/rules", &[])
+        .await
+        .expect("reads")
+}
+
+/// [`start`] with other resources.
+async fn start_with(resources: Vec<Resource>) -> Option<Harness> {
     let fake = FakePve::start().await?;
-    let harness = Harness::connect(fake, GuestType::Lxc, fixture(), |kit| {
+    let harness = Harness::connect(fake, GuestType::Lxc, resources, |kit| {
         LxcManager::new(Containers::new(kit, Some("test.internal".into())))
     });
     Some(harness.await)
@@ -234,12 +249,7 @@ async fn firewall_rules_changed_by_hand_are_corrected_without_wiping_the_rest() 
     let Some(harness) = start().await else {
         return;
     };
-    assert!(harness.apply(&harness.plan().await).await.succeeded());
-    let rules: Vec<Value> = harness
-        .client
-        .get("/nodes/pve1/lxc/101/firewall/rules", &[])
-        .await
-        .expect("reads");
+    let rules = converged_rules(&harness).await;
     assert_eq!(rules.len(), 3);
     assert_eq!(
         (rules[0]["dport"].as_str(), rules[2]["comment"].as_str()),
@@ -487,4 +497,54 @@ async fn a_change_the_manager_cannot_apply_fails_and_writes_nothing() {
         "nothing was written, not even `memory`"
     );
     assert_eq!(harness.config(101).await["memory"], 2048);
+}
+
+/// A guest rule may jump to a security group (`type: group`) and use a macro in any case: both go into the
+/// guest's own firewall as Proxmox stores them, and the second run finds nothing to change.
+#[tokio::test]
+async fn guest_rules_jump_to_a_security_group_and_use_macros() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/estate"));
+    let sources = fixture::sources(dir)
+        .into_iter()
+        .map(|source| {
+            if source.kind() != phoenix_core::FileKind::Lxc {
+                return source;
+            }
+            let text = source.text().replace(
+                r#"{ "type": "in", "action": "ACCEPT", "proto": "icmp", "source": "10.1.0.0/24" }"#,
+                r#"{ "type": "group", "action": "webservers" }, { "type": "in", "action": "ACCEPT", "macro": "ping" }"#,
+            );
+            SourceFile::new(source.kind(), source.path().to_owned(), text)
+        })
+        .collect();
+    let Some(harness) = start_with(fixture::resources(sources, &CheckOptions::default())).await else {
+        return;
+    };
+    let rules = converged_rules(&harness).await;
+    let summary: Vec<(&str, &str, Option<&str>)> = rules
+        .iter()
+        .map(|rule| {
+            let text = |key: &str| rule[key].as_str().unwrap_or_default();
+            (text("type"), text("action"), rule["macro"].as_str())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("in", "ACCEPT", None),
+            ("group", "webservers", None),
+            ("in", "ACCEPT", Some("Ping")),
+            ("out", "ACCEPT", None)
+        ]
+    );
+    let cluster: Vec<Value> = harness
+        .client
+        .get("/cluster/firewall/rules", &[])
+        .await
+        .expect("reads");
+    assert!(
+        cluster.is_empty(),
+        "guest rules never reach the cluster's: {cluster:?}"
+    );
+    assert!(!harness.plan().await.has_changes());
 }

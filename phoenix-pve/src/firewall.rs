@@ -2,14 +2,15 @@
 //! writes (delete what is not wanted, move what is out of place, insert what is missing). The rules are
 //! never all deleted and re-added.
 
-use phoenix_core::config::{Direction, FirewallAction, FirewallRule};
+use phoenix_core::config::firewall::canonical_macro;
+use phoenix_core::config::{Direction, FirewallRule};
 use serde_json::{Map, Value, json};
 
 use crate::client::{Client, Form};
 use crate::error::PveError;
 
 /// The keys of a rule Phoenix declares and compares.
-/// Keys Phoenix does not declare (`macro`, `iface`, `icmp-type`, `log`) are compared too: a live rule that
+/// Keys Phoenix does not declare (`iface`, `icmp-type`, `log`) are compared too: a live rule that
 /// has one is a different rule from a declared one that has not.
 const RULE_KEYS: &[&str] = &[
     "type",
@@ -35,16 +36,17 @@ pub fn rule_value(rule: &FirewallRule) -> Value {
         json!(match rule.direction {
             Direction::In => "in",
             Direction::Out => "out",
+            Direction::Group => "group",
         }),
     );
-    map.insert(
-        "action".into(),
-        json!(match rule.action {
-            FirewallAction::Accept => "ACCEPT",
-            FirewallAction::Drop => "DROP",
-            FirewallAction::Reject => "REJECT",
-        }),
-    );
+    map.insert("action".into(), json!(rule.action.as_str()));
+    if let Some(name) = &rule.macro_name {
+        // Proxmox stores a macro spelt its own way (`ssh` becomes `SSH`).
+        map.insert(
+            "macro".into(),
+            json!(canonical_macro(name).unwrap_or(name.as_str())),
+        );
+    }
     let optional = [
         (
             "proto",
@@ -113,7 +115,13 @@ pub fn is_enabled(options: &Value) -> bool {
 
 /// Reads the rules, in order, reduced to the compared keys.
 pub async fn rules(client: &Client, base: &str) -> Result<Vec<Value>, PveError> {
-    let rules: Vec<Value> = client.get(&format!("{base}/firewall/rules"), &[]).await?;
+    rule_list(client, &format!("{base}/firewall/rules")).await
+}
+
+/// Reads the rules of the list at `path` (`/cluster/firewall/groups/{group}`), in order, reduced to the
+/// compared keys.
+pub async fn rule_list(client: &Client, path: &str) -> Result<Vec<Value>, PveError> {
+    let rules: Vec<Value> = client.get(path, &[]).await?;
     Ok(rules.iter().map(normalise).collect())
 }
 
@@ -263,7 +271,18 @@ pub async fn converge_rules(
     live: &[Value],
     wanted: &[Value],
 ) -> Result<usize, PveError> {
-    let rules = format!("{base}/firewall/rules");
+    converge_rule_list(client, &format!("{base}/firewall/rules"), live, wanted).await
+}
+
+/// [`converge_rules`] for the list at `rules`, the path its positions hang off (`{rules}/{pos}`): a
+/// security group's is `/cluster/firewall/groups/{group}`.
+pub async fn converge_rule_list(
+    client: &Client,
+    rules: &str,
+    live: &[Value],
+    wanted: &[Value],
+) -> Result<usize, PveError> {
+    let rules = rules.to_owned();
     let mut writes = 0;
     // Keep each live rule that a wanted rule still claims; delete the rest, from the bottom up.
     let mut unclaimed: Vec<&Value> = wanted.iter().collect();

@@ -310,7 +310,8 @@ async fn firewall_rules_converge_by_content_without_wiping() {
     let base = "/nodes/pve1/lxc/210";
     let rule = |port: &str, comment: &str| FirewallRule {
         direction: Direction::In,
-        action: FirewallAction::Accept,
+        action: FirewallAction::Accept.into(),
+        macro_name: None,
         proto: Some("tcp".into()),
         port: Some(port.into()),
         sport: None,

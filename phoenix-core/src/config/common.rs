@@ -110,11 +110,14 @@ pub struct GuestFirewall {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirewallRule {
-    /// Direction: `in` or `out`.
+    /// Direction: `in` or `out`; or `group`, a rule that jumps to the security group named by `action`.
     #[serde(rename = "type")]
     pub direction: Direction,
-    /// What to do with matching packets.
-    pub action: FirewallAction,
+    /// What to do with matching packets; for a `group` rule, the security group's name.
+    pub action: RuleAction,
+    /// A Proxmox macro (`SSH`, `HTTPS`, `Ping`) that supplies the protocol and ports.
+    #[serde(default, rename = "macro")]
+    pub macro_name: Option<String>,
     /// Protocol name (`tcp`, `udp`, `icmp`, ...) or number.
     #[serde(default)]
     pub proto: Option<String>,
@@ -138,6 +141,13 @@ pub struct FirewallRule {
     pub enabled: Option<bool>,
 }
 
+impl FirewallRule {
+    /// The security group a `group` rule jumps to.
+    pub fn group(&self) -> Option<&str> {
+        (self.direction == Direction::Group).then(|| self.action.as_str())
+    }
+}
+
 /// Direction of a firewall rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,6 +156,54 @@ pub enum Direction {
     In,
     /// Outgoing traffic.
     Out,
+    /// A jump to a security group (Proxmox's rule type `group`).
+    Group,
+}
+
+/// The `action` of a rule: a verdict, or the name of a security group for a `group` rule. The schema says
+/// which one a rule may have; the text is read as a verdict when it is one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum RuleAction {
+    /// `ACCEPT`, `DROP` or `REJECT`.
+    Verdict(FirewallAction),
+    /// A security group, by name.
+    Group(String),
+}
+
+impl RuleAction {
+    /// The action as Proxmox writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RuleAction::Verdict(FirewallAction::Accept) => "ACCEPT",
+            RuleAction::Verdict(FirewallAction::Drop) => "DROP",
+            RuleAction::Verdict(FirewallAction::Reject) => "REJECT",
+            RuleAction::Group(name) => name,
+        }
+    }
+}
+
+impl From<String> for RuleAction {
+    fn from(text: String) -> RuleAction {
+        match text.as_str() {
+            "ACCEPT" => RuleAction::Verdict(FirewallAction::Accept),
+            "DROP" => RuleAction::Verdict(FirewallAction::Drop),
+            "REJECT" => RuleAction::Verdict(FirewallAction::Reject),
+            _ => RuleAction::Group(text),
+        }
+    }
+}
+
+impl From<RuleAction> for String {
+    fn from(action: RuleAction) -> String {
+        action.as_str().to_owned()
+    }
+}
+
+impl From<FirewallAction> for RuleAction {
+    fn from(action: FirewallAction) -> RuleAction {
+        RuleAction::Verdict(action)
+    }
 }
 
 /// Verdict of a firewall rule.

@@ -516,18 +516,114 @@ pub struct SharedVolume {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostFirewall {
-    /// Turn the firewall on.
+    /// Turn the cluster firewall on or off; left out, the cluster's setting is kept.
     #[serde(default)]
-    pub enabled: bool,
+    pub enabled: Option<bool>,
     /// Policy for incoming traffic no rule matches.
     #[serde(default)]
     pub default_input_policy: Option<FirewallAction>,
     /// Policy for outgoing traffic no rule matches.
     #[serde(default)]
     pub default_output_policy: Option<FirewallAction>,
-    /// Rules of the host.
+    /// Rules of the cluster, a block at the top of its list.
     #[serde(default)]
     pub global_firewall_rules: Vec<FirewallRule>,
+    /// Security groups (`/cluster/firewall/groups`) by name; each declared group's rules are owned whole.
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, SecurityGroup>,
+    /// Cluster aliases (`/cluster/firewall/aliases`) by name: a name for an address or network.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, FirewallAlias>,
+    /// Cluster IP sets (`/cluster/firewall/ipset`) by name; each declared set's entries are owned whole.
+    #[serde(default)]
+    pub ipsets: BTreeMap<String, IpSet>,
+    /// The firewall of the node itself (`/nodes/{node}/firewall`).
+    #[serde(default)]
+    pub node: Option<NodeFirewall>,
+}
+
+impl HostFirewall {
+    /// Whether it declares anything of the cluster firewall itself (options or rules), beyond its
+    /// groups, aliases, IP sets and the node's firewall.
+    pub fn declares_cluster(&self) -> bool {
+        self.enabled.is_some()
+            || self.default_input_policy.is_some()
+            || self.default_output_policy.is_some()
+            || !self.global_firewall_rules.is_empty()
+    }
+}
+
+/// A security group: a named list of rules that cluster, node and guest rules jump to (`type: group`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    /// Free text shown with the group.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Its rules, in order: exactly these, nothing else.
+    #[serde(default)]
+    pub rules: Vec<FirewallRule>,
+}
+
+/// A cluster alias: a name for one address or network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallAlias {
+    /// The address or network (`10.42.0.5`, `10.42.0.0/24`).
+    pub cidr: String,
+    /// Free text shown with the alias.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A cluster IP set: a named set of addresses and networks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpSet {
+    /// Free text shown with the set.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Its entries: exactly these, nothing else.
+    #[serde(default)]
+    pub entries: Vec<IpSetEntry>,
+}
+
+/// One entry of an IP set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpSetEntry {
+    /// An address, a network, or the name of an alias.
+    pub cidr: String,
+    /// Excludes this entry from the set (`nomatch`).
+    #[serde(default)]
+    pub nomatch: bool,
+    /// Free text kept with the entry.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The firewall of the node itself: its options and its own rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFirewall {
+    /// Turn the node's firewall on or off; left out, the node's setting is kept.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Log level of incoming traffic (`nolog`, `info`, ...).
+    #[serde(default)]
+    pub log_level_in: Option<String>,
+    /// Log level of outgoing traffic.
+    #[serde(default)]
+    pub log_level_out: Option<String>,
+    /// Drop SMURF packets (`nosmurfs`).
+    #[serde(default)]
+    pub nosmurfs: Option<bool>,
+    /// Drop packets with illegal TCP flag combinations (`tcpflags`).
+    #[serde(default)]
+    pub tcpflags: Option<bool>,
+    /// The node's rules, a block at the top of its list.
+    #[serde(default)]
+    pub rules: Vec<FirewallRule>,
 }
 
 /// Credentials of the Portainer administrator.

@@ -16,6 +16,7 @@ use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
 use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
+use crate::engine::host_firewall::{self, FirewallPart};
 use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
 
@@ -83,6 +84,9 @@ pub enum HostStep {
     AppArmor(String),
     /// A Proxmox group, role, user, API token, or the ACL entries, at `host/access/*`.
     Access(Box<AccessStep>),
+    /// A security group, alias or IP set of the cluster firewall, or the node's own firewall, at
+    /// `host/firewall/<kind>/<name>` and `host/firewall/node`.
+    FirewallPart(Box<FirewallPart>),
 }
 
 /// The repository channels of `apt`: the one Proxmox VE channel and the one Ceph channel turned on.
@@ -309,7 +313,17 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::ZfsPool(pool) => to_value(pool),
         HostStep::ZfsDataset(dataset) => to_value(dataset),
         HostStep::NfsExports(nfs) => to_value(nfs),
-        HostStep::Firewall(firewall) => to_value(firewall),
+        HostStep::Firewall(firewall) => {
+            // The groups, aliases, IP sets and the node's firewall are resources of their own.
+            let cluster = HostFirewall {
+                security_groups: BTreeMap::new(),
+                aliases: BTreeMap::new(),
+                ipsets: BTreeMap::new(),
+                node: None,
+                ..(**firewall).clone()
+            };
+            to_value(&cluster)
+        }
         HostStep::User(user) => to_value(user),
         HostStep::NvidiaDriver(driver) => to_value(driver),
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
@@ -320,6 +334,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Locale(locale) => serde_json::json!({ "locale": locale }),
         HostStep::AppArmor(name) => serde_json::json!({ "profile": name }),
         HostStep::Access(step) => step.declared_value(),
+        HostStep::FirewallPart(part) => part.declared_value(),
     }
 }
 
@@ -383,11 +398,14 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         .as_ref()
         .or(hypervisor.shared_volumes.legacy_firewall.as_ref())
     {
-        host.push((
-            Address::Host("firewall".into()),
-            Vec::new(),
-            HostStep::Firewall(Box::new(firewall.clone())),
-        ));
+        if firewall.declares_cluster() {
+            host.push((
+                Address::Host("firewall".into()),
+                host_firewall::dependencies(firewall, &firewall.global_firewall_rules),
+                HostStep::Firewall(Box::new(firewall.clone())),
+            ));
+        }
+        host.extend(host_firewall::steps(firewall));
     }
     if let Some(timezone) = &hypervisor.timezone {
         host.push((

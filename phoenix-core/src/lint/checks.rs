@@ -763,33 +763,52 @@ fn check_portainer(estate: &Estate, problems: &mut Vec<Problem>) {
 
 fn check_firewalls(estate: &Estate, problems: &mut Vec<Problem>) {
     let hypervisor = &estate.files().hypervisor;
-    if let Some(host) = &hypervisor.firewall {
-        firewall::check_rules(
-            FileKind::Hypervisor,
-            "/firewall/global_firewall_rules",
-            &host.global_firewall_rules,
+    let host = hypervisor
+        .firewall
+        .as_ref()
+        .or(hypervisor.shared_volumes.legacy_firewall.as_ref());
+    let list = |file: FileKind, in_group: bool| firewall::RuleList { file, host, in_group };
+    for (base, declared) in [
+        ("/firewall", hypervisor.firewall.as_ref()),
+        (
+            "/shared_volumes/firewall",
+            hypervisor.shared_volumes.legacy_firewall.as_ref(),
+        ),
+    ] {
+        let Some(declared) = declared else { continue };
+        let rules_of = |pointer: String, rules, in_group, problems: &mut Vec<Problem>| {
+            let list = firewall::RuleList {
+                file: FileKind::Hypervisor,
+                host: Some(declared),
+                in_group,
+            };
+            firewall::check_rules(list, &pointer, rules, problems);
+        };
+        rules_of(
+            format!("{base}/global_firewall_rules"),
+            &declared.global_firewall_rules,
+            false,
             problems,
         );
-    }
-    if let Some(legacy) = &hypervisor.shared_volumes.legacy_firewall {
-        let pointer = "/shared_volumes/firewall/global_firewall_rules";
-        firewall::check_rules(
-            FileKind::Hypervisor,
-            pointer,
-            &legacy.global_firewall_rules,
-            problems,
-        );
+        for (name, group) in &declared.security_groups {
+            let pointer = format!("{base}/security_groups/{}/rules", escape_pointer_token(name));
+            rules_of(pointer, &group.rules, true, problems);
+        }
+        if let Some(node) = &declared.node {
+            rules_of(format!("{base}/node/rules"), &node.rules, false, problems);
+        }
+        firewall::check_objects(declared, base, problems);
     }
     for guest in estate.guests().values() {
-        let firewall = match &guest.spec {
+        let guest_firewall = match &guest.spec {
             GuestSpec::Container(container) => container.firewall.as_ref(),
             GuestSpec::Vm(vm) => vm.firewall.as_ref(),
         };
-        if let Some(firewall) = firewall {
+        if let Some(guest_firewall) = guest_firewall {
             firewall::check_rules(
-                guest.file,
+                list(guest.file, false),
                 &guest.pointer_to("firewall/rules"),
-                &firewall.rules,
+                &guest_firewall.rules,
                 problems,
             );
         }
@@ -801,7 +820,12 @@ fn check_firewalls(estate: &Estate, problems: &mut Vec<Problem>) {
                 escape_pointer_token(name),
                 escape_pointer_token(environment_name)
             );
-            firewall::check_rules(FileKind::Stacks, &pointer, &environment.firewall_rules, problems);
+            firewall::check_rules(
+                list(FileKind::Stacks, false),
+                &pointer,
+                &environment.firewall_rules,
+                problems,
+            );
         }
     }
 }

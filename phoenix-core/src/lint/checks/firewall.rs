@@ -1,10 +1,31 @@
-//! Checks of firewall rules: protocol, ports, addresses, and rules written twice.
+//! Checks of firewall rules: protocol, ports, addresses, macros, references to security groups, aliases and
+//! IP sets, and rules written twice; and of the aliases and IP sets themselves.
+//!
+//! A reference to a group, alias or IP set that the configuration does not declare is a warning, not an
+//! error: it may exist on the cluster (made in the GUI, or by another tool), which `validate` cannot see.
+//! If it does not, Proxmox refuses the rule (`no such alias`) and only that resource fails.
 
 use std::collections::HashMap;
 
+use crate::config::firewall::{AddressSpec, MACROS, ObjectKind, canonical_macro, proxmox_cidr};
+use crate::config::hypervisor::HostFirewall;
 use crate::config::{FileKind, FirewallRule};
+use crate::engine::host_firewall::declared_name;
 use crate::lint::checks::network::{parse_address_match, parse_ports};
 use crate::lint::diagnostic::Problem;
+use crate::lint::schema::escape_pointer_token;
+use crate::lint::suggest::did_you_mean;
+
+/// Where a list of rules lives, for the checks that depend on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RuleList<'a> {
+    /// The file and the JSON pointer of the array.
+    pub(crate) file: FileKind,
+    /// The declared host firewall, whose groups, aliases and IP sets references are checked against.
+    pub(crate) host: Option<&'a HostFirewall>,
+    /// The rules of a security group, which cannot jump to another group.
+    pub(crate) in_group: bool,
+}
 
 /// Protocol names Proxmox accepts beside numbers (from its `/etc/protocols`), the common ones.
 const PROTOCOLS: &[&str] = &[
@@ -28,15 +49,17 @@ const PROTOCOLS: &[&str] = &[
 
 /// Checks one list of rules at `pointer` (the JSON pointer of the array).
 pub(crate) fn check_rules(
-    file: FileKind,
+    list: RuleList<'_>,
     pointer: &str,
     rules: &[FirewallRule],
     problems: &mut Vec<Problem>,
 ) {
+    let file = list.file;
     let mut seen: HashMap<&FirewallRule, usize> = HashMap::new();
     for (index, rule) in rules.iter().enumerate() {
         let rule_pointer = format!("{pointer}/{index}");
         check_rule(file, &rule_pointer, rule, problems);
+        check_rule_names(list, &rule_pointer, rule, problems);
         if let Some(first) = seen.get(rule) {
             problems.push(
                 Problem::warning(
@@ -105,6 +128,9 @@ fn check_rule(file: FileKind, pointer: &str, rule: &FirewallRule, problems: &mut
     }
     for (key, value) in [("source", &rule.source), ("dest", &rule.dest)] {
         let Some(value) = value else { continue };
+        let AddressSpec::Addresses(value) = AddressSpec::parse(value) else {
+            continue; // An alias or an IP set: checked with the names.
+        };
         for part in value.split(',').map(str::trim) {
             if let Err(reason) = parse_address_match(part) {
                 problems.push(
@@ -121,4 +147,185 @@ fn check_rule(file: FileKind, pointer: &str, rule: &FirewallRule, problems: &mut
             }
         }
     }
+}
+
+/// The names a rule uses: its macro, the group it jumps to, the aliases and IP sets it matches.
+fn check_rule_names(list: RuleList<'_>, pointer: &str, rule: &FirewallRule, problems: &mut Vec<Problem>) {
+    let file = list.file;
+    if let Some(name) = &rule.macro_name
+        && canonical_macro(name).is_none()
+    {
+        let problem = Problem::error(
+            "phoenix::firewall::unknown_macro",
+            file,
+            format!("{pointer}/macro"),
+            format!("unknown macro `{name}`"),
+        )
+        .with_label("Proxmox has no such macro");
+        // Proxmox ignores case in macro names, so the suggestion does too.
+        let lowered: Vec<String> = MACROS.iter().map(|known| known.to_ascii_lowercase()).collect();
+        let suggestion = did_you_mean(&name.to_ascii_lowercase(), lowered.iter().map(String::as_str))
+            .and_then(canonical_macro);
+        problems.push(match suggestion {
+            Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+            None => problem.with_help(
+                "Proxmox's macros are listed by `GET /cluster/firewall/macros` (`SSH`, `HTTPS`, `DNS`, `Ping`, ...); \
+                 or write `proto` and `port` instead",
+            ),
+        });
+    }
+    if let Some(group) = rule.group() {
+        if list.in_group {
+            problems.push(
+                Problem::error(
+                    "phoenix::firewall::group_in_group",
+                    file,
+                    format!("{pointer}/type"),
+                    format!("a security group cannot jump to another group (`{group}`)"),
+                )
+                .with_label("a group rule inside a group")
+                .with_help("copy that group's rules here, or jump to both groups from the cluster, node or guest rules"),
+            );
+        } else {
+            check_declared(
+                list,
+                format!("{pointer}/action"),
+                ObjectKind::Group,
+                group,
+                problems,
+            );
+        }
+    }
+    for (key, value) in [("source", &rule.source), ("dest", &rule.dest)] {
+        let Some(value) = value else { continue };
+        if let Some((kind, name)) = AddressSpec::parse(value).cluster_object() {
+            check_declared(list, format!("{pointer}/{key}"), kind, name, problems);
+        }
+    }
+}
+
+/// Warns about a reference to a group, alias or IP set that the configuration does not declare.
+fn check_declared(
+    list: RuleList<'_>,
+    pointer: String,
+    kind: ObjectKind,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(host) = list.host else {
+        return undeclared(list.file, pointer, kind, name, Vec::new(), problems);
+    };
+    if declared_name(host, kind, name).is_some() {
+        return;
+    }
+    let known: Vec<&str> = match kind {
+        ObjectKind::Group => host.security_groups.keys().map(String::as_str).collect(),
+        ObjectKind::Alias => host.aliases.keys().map(String::as_str).collect(),
+        ObjectKind::IpSet => host.ipsets.keys().map(String::as_str).collect(),
+    };
+    undeclared(list.file, pointer, kind, name, known, problems);
+}
+
+fn undeclared(
+    file: FileKind,
+    pointer: String,
+    kind: ObjectKind,
+    name: &str,
+    known: Vec<&str>,
+    problems: &mut Vec<Problem>,
+) {
+    let (code, what, key) = match kind {
+        ObjectKind::Group => (
+            "phoenix::firewall::undeclared_group",
+            "security group",
+            "security_groups",
+        ),
+        ObjectKind::Alias => ("phoenix::firewall::undeclared_alias", "alias", "aliases"),
+        ObjectKind::IpSet => ("phoenix::firewall::undeclared_ipset", "IP set", "ipsets"),
+    };
+    let problem = Problem::warning(
+        code,
+        file,
+        pointer,
+        format!("{what} `{name}` is not declared under `firewall.{key}`"),
+    )
+    .with_label(format!("unknown {what}"));
+    problems.push(match did_you_mean(name, known) {
+        Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+        None => problem.with_help(format!(
+            "declare it under `firewall.{key}` in the hypervisor file; if it exists on the cluster already, \
+             Proxmox uses that one"
+        )),
+    });
+}
+
+/// Checks the aliases and IP sets of the host firewall at `base` (`/firewall`).
+pub(crate) fn check_objects(host: &HostFirewall, base: &str, problems: &mut Vec<Problem>) {
+    let file = FileKind::Hypervisor;
+    for (name, alias) in &host.aliases {
+        let cidr = alias.cidr.trim();
+        if !is_ip_or_cidr(cidr) {
+            problems.push(
+                Problem::error(
+                    "phoenix::firewall::bad_address",
+                    file,
+                    format!("{base}/aliases/{}/cidr", escape_pointer_token(name)),
+                    format!("`{cidr}` is not an IP address or a CIDR"),
+                )
+                .with_label("not an address")
+                .with_help("an alias names one address (`10.0.0.5`) or one network (`10.0.0.0/24`)"),
+            );
+        }
+    }
+    for (name, set) in &host.ipsets {
+        let mut seen: Vec<String> = Vec::new();
+        for (index, entry) in set.entries.iter().enumerate() {
+            let pointer = format!(
+                "{base}/ipsets/{}/entries/{index}/cidr",
+                escape_pointer_token(name)
+            );
+            let cidr = entry.cidr.trim();
+            match AddressSpec::parse(cidr) {
+                AddressSpec::Alias { name: alias, .. } => {
+                    let list = RuleList {
+                        file,
+                        host: Some(host),
+                        in_group: false,
+                    };
+                    check_declared(list, pointer.clone(), ObjectKind::Alias, alias, problems);
+                }
+                _ if !is_ip_or_cidr(cidr) => problems.push(
+                    Problem::error(
+                        "phoenix::firewall::bad_address",
+                        file,
+                        pointer.clone(),
+                        format!("`{cidr}` is not an IP address, a CIDR or an alias"),
+                    )
+                    .with_label("not an address")
+                    .with_help(
+                        "an entry is one address (`10.0.0.5`), one network (`10.0.0.0/24`) or an alias name",
+                    ),
+                ),
+                _ => {}
+            }
+            let written = proxmox_cidr(cidr);
+            if seen.contains(&written) {
+                problems.push(
+                    Problem::error(
+                        "phoenix::firewall::duplicate_entry",
+                        file,
+                        pointer,
+                        format!("IP set `{name}` has `{cidr}` twice"),
+                    )
+                    .with_label("repeated entry")
+                    .with_help("Proxmox keeps each address once in a set: remove the copy"),
+                );
+            }
+            seen.push(written);
+        }
+    }
+}
+
+fn is_ip_or_cidr(text: &str) -> bool {
+    !text.contains('-') && !text.contains(',') && parse_address_match(text).is_ok()
 }
