@@ -53,6 +53,7 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
         [
             "host/dns",
             "host/firewall",
+            "host/network/vmbr0",
             "host/zfs/pool/tank",
             "host/zfs/dataset/tank/guests",
             "lxc/900",
@@ -115,6 +116,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
     for done in [
         "host/dns",
         "host/firewall",
+        "host/network/vmbr0",
         "host/zfs/pool/tank",
         "host/zfs/dataset/tank/guests",
         "vm/9000",
@@ -127,7 +129,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
 
     estate.fake(ResourceKind::Lxc).heal(&Address::Lxc(900));
     let rerun = estate.plan(&resources, &[]).await;
-    assert_eq!(rerun.summary().unchanged, 5, "what succeeded is not redone");
+    assert_eq!(rerun.summary().unchanged, 6, "what succeeded is not redone");
     assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
     assert!(!estate.plan(&resources, &[]).await.has_changes());
 }
@@ -343,6 +345,7 @@ async fn a_target_brings_what_it_depends_on_and_nothing_else() {
         [
             "host/dns",
             "host/firewall",
+            "host/network/vmbr0",
             "host/zfs/pool/tank",
             "host/zfs/dataset/tank/guests",
             "lxc/900",
@@ -406,7 +409,7 @@ async fn kinds_without_a_manager_are_counted_not_planned() {
     assert_eq!(
         unmanaged,
         [
-            (ResourceKind::Host, 4),
+            (ResourceKind::Host, 5),
             (ResourceKind::Vm, 3),
             (ResourceKind::Stack, 1),
             (ResourceKind::Sync, 2)

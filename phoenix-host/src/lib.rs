@@ -3,7 +3,7 @@
 //! One [`HostManager`] owns every `host/*` resource. Each kind of host step is a module with the same three
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
-//! `firewall`); the rest go through the host channel (`user`, `subids`), and are left unplanned when there is none.
+//! `firewall`, `network`); the rest go through the host channel (`user`, `subids`), and are left unplanned when there is none.
 //!
 //! Steps not written yet (ZFS, NFS, NVIDIA) are not managed: [`HostManager::manages`] says
 //! so, and the plan counts them as not planned.
@@ -11,6 +11,7 @@
 mod dns;
 mod firewall;
 mod manager;
+mod network;
 mod node;
 mod subids;
 mod timezone;

@@ -12,11 +12,12 @@ use phoenix_pve::Session;
 use serde_json::Value;
 
 use crate::node::Node;
-use crate::{dns, firewall, subids, timezone, user};
+use crate::{dns, firewall, network, subids, timezone, user};
 
 /// Converges the host steps it knows on one node.
 pub struct HostManager {
     node: Node,
+    network: network::Facts,
 }
 
 /// The host manager of a live session, on its default node.
@@ -27,14 +28,17 @@ pub fn manager(session: &Session) -> HostManager {
 impl HostManager {
     /// A manager for `node`.
     pub fn new(node: Node) -> HostManager {
-        HostManager { node }
+        HostManager {
+            node,
+            network: network::Facts::default(),
+        }
     }
 
     /// Whether this manager converges `step` here: the steps it has code for, and of those that need the
     /// host channel, only when there is one.
     pub fn handles(&self, step: &HostStep) -> bool {
         match step {
-            HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) => true,
+            HostStep::Timezone(_) | HostStep::Dns(_) | HostStep::Firewall(_) | HostStep::Bridge(_) => true,
             HostStep::User(_) | HostStep::SubIds(_) => self.node.has_channel(),
             HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
@@ -50,6 +54,7 @@ impl HostManager {
             HostStep::User(declared) => user::observe(&self.node, declared).await,
             HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
             HostStep::SubIds(ids) => subids::observe(&self.node, ids).await.map(Some),
+            HostStep::Bridge(bridge) => network::observe(&self.node, &self.network, bridge).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -74,6 +79,7 @@ fn desired_fields(step: &HostStep) -> BTreeMap<String, Value> {
         HostStep::User(declared) => user::desired(declared),
         HostStep::Firewall(declared) => firewall::desired(declared),
         HostStep::SubIds(ids) => subids::desired(ids),
+        HostStep::Bridge(bridge) => network::desired(bridge),
         _ => BTreeMap::new(),
     }
 }
@@ -110,10 +116,22 @@ impl Manager for HostManager {
             return Vec::new();
         };
         let fields = desired_fields(step);
-        let Some(observed) = observed else {
-            return vec![Change::create(desired.address.clone(), &fields)];
+        let live = observed.map(|observed| &observed.fields);
+        let consequence = |field: &str| match step {
+            HostStep::Bridge(bridge) => network::consequence(&self.network, bridge, live, field),
+            _ => Consequence::Live,
         };
-        let changed = diff_fields(&fields, &observed.fields, |_, _, _| Consequence::Live);
+        let Some(observed) = observed else {
+            let mut change = Change::create(desired.address.clone(), &fields);
+            if matches!(step, HostStep::Bridge(_)) {
+                network::created(&self.network, &mut change);
+            }
+            for field in &mut change.fields {
+                field.consequence = consequence(&field.field).max(field.consequence);
+            }
+            return vec![change];
+        };
+        let changed = diff_fields(&fields, &observed.fields, |field, _, _| consequence(field));
         if changed.is_empty() {
             return Vec::new();
         }
@@ -137,6 +155,7 @@ impl Manager for HostManager {
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
             HostStep::User(declared) => user::apply(&self.node, declared, change).await,
             HostStep::SubIds(ids) => subids::apply(&self.node, ids).await,
+            HostStep::Bridge(bridge) => network::apply(&self.node, bridge, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

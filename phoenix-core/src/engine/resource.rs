@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::hypervisor::{
-    HostFirewall, HostUser, HypervisorFile, Nfs, NvidiaDriver, ZfsDataset, ZfsPool,
+    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, ZfsDataset, ZfsPool,
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
@@ -71,6 +71,8 @@ pub enum HostStep {
     Dns(Box<HostDns>),
     /// The subordinate ID ranges root needs on the node for the containers' `id_maps`, at `host/subids`.
     SubIds(Box<SubIds>),
+    /// A bridge of the node (`network.interfaces`), at `host/network/<name>`.
+    Bridge(Box<HostInterface>),
 }
 
 /// Subordinate ID ranges (`/etc/subuid`, `/etc/subgid`) root must own for the containers' ID maps: the
@@ -260,6 +262,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
         HostStep::Dns(dns) => to_value(dns),
         HostStep::SubIds(ids) => to_value(ids),
+        HostStep::Bridge(bridge) => to_value(bridge),
     }
 }
 
@@ -355,6 +358,13 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             Address::Host("nvidia".into()),
             Vec::new(),
             HostStep::NvidiaDriver(Box::new(nvidia.clone())),
+        ));
+    }
+    for bridge in hypervisor.network.iter().flat_map(|network| &network.interfaces) {
+        host.push((
+            Address::Host(format!("network/{}", bridge.name)),
+            Vec::new(),
+            HostStep::Bridge(Box::new(bridge.clone())),
         ));
     }
     if let Some(ids) = SubIds::declared(estate) {
