@@ -183,6 +183,10 @@ pub struct RunArgs {
     /// Allow destructive changes: replacements, deletions, disk shrinks.
     #[arg(long)]
     pub allow_destroy: bool,
+    /// Allow risky changes: the node's network interface Phoenix reaches it through, or network
+    /// changes pending on the node that Phoenix did not make.
+    #[arg(long)]
+    pub allow_risky: bool,
     /// Resources worked on at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,

@@ -269,3 +269,55 @@ async fn a_second_ctrl_c_abandons_the_apply_and_still_prints_one_json_document()
     );
     assert!(text(&output.stderr).contains("Abandoned: operations in flight were cut off"));
 }
+
+#[tokio::test]
+async fn a_change_to_the_management_bridge_is_refused_without_allow_risky() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let dir = config_dir();
+    let file = dir.join("phoenix_hypervisor_config.json");
+    let mut hypervisor: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("written")).expect("JSON");
+    // fakepve's vmbr0 holds the default gateway; Phoenix reaches the fake on loopback, so it is the
+    // management bridge.
+    hypervisor["network"] = serde_json::json!({
+        "interfaces": [{ "name": "vmbr0", "address": "192.0.2.12/24", "gateway": "192.0.2.1" }]
+    });
+    std::fs::write(&file, hypervisor.to_string()).expect("writes");
+    let dir = dir.to_str().expect("utf-8");
+    let network_writes = || async {
+        fake.writes()
+            .await
+            .into_iter()
+            .filter(|write| write.contains("/network"))
+            .collect::<Vec<_>>()
+    };
+
+    let refused = phoenix(&fake, &["apply", "host/network/vmbr0", "-c", dir, "--yes"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stdout).contains("[RISKY]"),
+        "{}",
+        text(&refused.stdout)
+    );
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("risky changes to host/network/vmbr0") && stderr.contains("--allow-risky"),
+        "{stderr}"
+    );
+    assert!(network_writes().await.is_empty(), "refused before anything");
+
+    let allowed = phoenix(
+        &fake,
+        &["apply", "host/network/vmbr0", "-c", dir, "--yes", "--allow-risky"],
+    );
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+    assert_eq!(
+        network_writes().await,
+        [
+            "PUT /api2/json/nodes/pve1/network/vmbr0",
+            "PUT /api2/json/nodes/pve1/network"
+        ]
+    );
+}

@@ -41,7 +41,12 @@ async fn the_reference_estate_converges_across_kinds() {
     fake.emulate_guest_agents(&[]).await;
     let dir = dir.to_str().expect("UTF-8 path");
 
-    let apply = phoenix(&fake, &["apply", "-c", dir, "--yes", "--output", "json"]);
+    // The reference's vmbr0 (10.0.0.13/24) replaces fakepve's address on the bridge with the node's
+    // gateway: a risky change, as it would be on a real node.
+    let apply = phoenix(
+        &fake,
+        &["apply", "-c", dir, "--yes", "--allow-risky", "--output", "json"],
+    );
     assert!(
         apply.status.success(),
         "{}\n{}",
@@ -58,8 +63,8 @@ async fn the_reference_estate_converges_across_kinds() {
         .collect();
     assert_eq!(
         order.len(),
-        18,
-        "12 containers, 3 VMs, the node's DNS, timezone and firewall: {order:?}"
+        19,
+        "12 containers, 3 VMs, the node's DNS, timezone, firewall and bridge: {order:?}"
     );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
@@ -98,7 +103,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (18 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (19 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

@@ -53,6 +53,7 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
         [
             "host/dns",
             "host/firewall",
+            "host/network/vmbr0",
             "host/zfs/pool/tank",
             "host/zfs/dataset/tank/guests",
             "lxc/900",
@@ -115,6 +116,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
     for done in [
         "host/dns",
         "host/firewall",
+        "host/network/vmbr0",
         "host/zfs/pool/tank",
         "host/zfs/dataset/tank/guests",
         "vm/9000",
@@ -127,7 +129,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
 
     estate.fake(ResourceKind::Lxc).heal(&Address::Lxc(900));
     let rerun = estate.plan(&resources, &[]).await;
-    assert_eq!(rerun.summary().unchanged, 5, "what succeeded is not redone");
+    assert_eq!(rerun.summary().unchanged, 6, "what succeeded is not redone");
     assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
     assert!(!estate.plan(&resources, &[]).await.has_changes());
 }
@@ -182,6 +184,65 @@ async fn drift_is_planned_with_old_and_new_values_and_corrected() {
         "only the drifted resources are written"
     );
     assert!(!estate.plan(&resources, &[]).await.has_changes());
+}
+
+/// Host steps whose every change is risky, as a change to the management network is.
+struct RiskyHost;
+
+impl phoenix_core::Differ for RiskyHost {
+    fn diff(
+        &self,
+        desired: &Resource,
+        observed: Option<&phoenix_core::Observed>,
+    ) -> Vec<phoenix_core::Change> {
+        if observed.is_some() {
+            return Vec::new();
+        }
+        let mut change = phoenix_core::Change::create(desired.address.clone(), &desired.declared_fields());
+        for field in &mut change.fields {
+            field.consequence = Consequence::Risky;
+        }
+        vec![change]
+    }
+
+    fn created(&self, desired: &Resource) -> phoenix_core::Observed {
+        phoenix_core::Observed {
+            fields: desired.declared_fields(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn risky_changes_need_permission_and_refusal_touches_nothing() {
+    let mut estate = Fakes::new();
+    let host = FakeManager::new(ResourceKind::Host).with_differ(Arc::new(RiskyHost));
+    estate.managers.register(Arc::new(host.clone()));
+    let resources = fixture_resources();
+    let plan = estate.plan(&resources, &[]).await;
+    let risky: Vec<String> = plan.risky().map(|entry| entry.address.to_string()).collect();
+    assert!(
+        risky.iter().all(|address| address.starts_with("host/")),
+        "{risky:?}"
+    );
+    assert_eq!(plan.summary().risky, risky.len());
+    assert!(!risky.is_empty());
+    let text = phoenix_core::engine::render::plan_text(&plan, phoenix_core::engine::render::Colour::Never);
+    assert!(text.contains("[RISKY]") && text.contains(" risky"), "{text}");
+
+    let (_handle, signal) = StopHandle::new();
+    let refused = execute(&plan, &estate.managers, &ExecuteOptions::default(), signal, None).await;
+    assert!(
+        matches!(refused, Err(ExecuteError::RiskyRefused { ref addresses }) if addresses == &risky),
+        "{refused:?}"
+    );
+    assert_eq!(estate.writes() + host.writes(), 0, "nothing was touched");
+
+    let allowed = ExecuteOptions {
+        allow_risky: true,
+        ..ExecuteOptions::default()
+    };
+    assert!(estate.apply(&plan, &allowed).await.succeeded());
+    assert_eq!(host.writes(), risky.len());
 }
 
 #[tokio::test]
@@ -284,6 +345,7 @@ async fn a_target_brings_what_it_depends_on_and_nothing_else() {
         [
             "host/dns",
             "host/firewall",
+            "host/network/vmbr0",
             "host/zfs/pool/tank",
             "host/zfs/dataset/tank/guests",
             "lxc/900",
@@ -347,7 +409,7 @@ async fn kinds_without_a_manager_are_counted_not_planned() {
     assert_eq!(
         unmanaged,
         [
-            (ResourceKind::Host, 4),
+            (ResourceKind::Host, 5),
             (ResourceKind::Vm, 3),
             (ResourceKind::Stack, 1),
             (ResourceKind::Sync, 2)
@@ -384,7 +446,7 @@ async fn per_storage_and_per_node_limits_are_respected() {
         parallelism: 8,
         per_node: 3,
         per_storage: 2,
-        allow_destroy: false,
+        ..ExecuteOptions::default()
     };
     let report = estate.apply(&plan, &options).await;
     assert!(report.succeeded());
@@ -403,7 +465,7 @@ async fn per_storage_and_per_node_limits_are_respected() {
         parallelism: 5,
         per_node: 2,
         per_storage: 100,
-        allow_destroy: false,
+        ..ExecuteOptions::default()
     };
     let report = unlimited
         .apply(&unlimited.plan(&resources, &[]).await, &options)
@@ -430,7 +492,7 @@ async fn a_stop_lets_work_in_flight_finish_and_reports_the_rest() {
         parallelism: 4,
         per_node: 4,
         per_storage: 4,
-        allow_destroy: false,
+        ..ExecuteOptions::default()
     };
     let managers = estate.managers.clone();
     let run = tokio::spawn(async move { execute(&plan, &managers, &options, signal, Some(events)).await });

@@ -59,7 +59,7 @@ async fn human_rendering() {
               + stack/web@1002 (web): create
                   compose_file_path = "stacks/web/docker-compose.yml"
                   environments      = {"production":{"variables":[{"name":"PORT","value":"8080"},{"name":"DB_PASSWORD","value":{"env":"WE…
-            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 9 unchanged.
+            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 10 unchanged.
         "#]],
     );
 }
@@ -121,6 +121,7 @@ async fn json_document() {
                   "depends_on": [
                     "host/dns",
                     "host/firewall",
+                    "host/network/vmbr0",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
                     "lxc/900"
@@ -148,6 +149,7 @@ async fn json_document() {
                   "depends_on": [
                     "host/dns",
                     "host/firewall",
+                    "host/network/vmbr0",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
                     "lxc/101",
@@ -182,6 +184,7 @@ async fn json_document() {
                   "depends_on": [
                     "host/dns",
                     "host/firewall",
+                    "host/network/vmbr0",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
                     "lxc/102",
@@ -243,7 +246,7 @@ async fn json_document() {
                 "not_planned": 0,
                 "replace": 1,
                 "restart": 1,
-                "unchanged": 9,
+                "unchanged": 10,
                 "update": 2
               }
             }"#]],
@@ -268,6 +271,7 @@ fn graph_sources() {
               subgraph host["host setup (before every guest)"]
                 host_dns[/"host/dns"/]:::host
                 host_firewall[/"host/firewall"/]:::host
+                host_network_vmbr0[/"host/network/vmbr0"/]:::host
                 host_zfs_dataset_tank_guests[/"host/zfs/dataset/tank/guests"/]:::host
                 host_zfs_pool_tank[/"host/zfs/pool/tank"/]:::host
               end
@@ -314,6 +318,7 @@ fn graph_sources() {
                 style=dashed;
                 "host/dns" [label="host/dns", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/firewall" [label="host/firewall", shape=folder, style=filled, fillcolor="#e5e7eb"];
+                "host/network/vmbr0" [label="host/network/vmbr0", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/zfs/dataset/tank/guests" [label="host/zfs/dataset/tank/guests", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/zfs/pool/tank" [label="host/zfs/pool/tank", shape=folder, style=filled, fillcolor="#e5e7eb"];
               }

@@ -172,6 +172,15 @@ fn homelab_host_and_sync_fields() {
             host/locale {
               "locale": "en_US.UTF-8"
             }
+            host/network/vmbr0 {
+              "address": "10.42.0.2/24",
+              "dns_nameservers": [
+                "10.42.0.1",
+                "9.9.9.9"
+              ],
+              "gateway": "10.42.0.1",
+              "name": "vmbr0"
+            }
             host/nfs/exports {
               "exports": [
                 {
@@ -356,6 +365,14 @@ fn fixture_host_and_sync_fields() {
                   "type": "in"
                 }
               ]
+            }
+            host/network/vmbr0 {
+              "address": "10.1.0.2/24",
+              "dns_nameservers": [
+                "10.1.0.1"
+              ],
+              "gateway": "10.1.0.1",
+              "name": "vmbr0"
             }
             host/zfs/dataset/tank/guests {
               "name": "guests",

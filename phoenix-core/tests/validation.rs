@@ -1024,6 +1024,47 @@ fn a_node_keeps_three_resolvers() {
 }
 
 #[test]
+fn bridges_proxmox_would_refuse_are_found_offline() {
+    const VMBR0: &str = r#"{ "name": "vmbr0", "address": "10.1.0.2/24", "gateway": "10.1.0.1", "dns_nameservers": ["10.1.0.1"] }"#;
+    // One port in two bridges, and a second default gateway.
+    check(
+        &[Replace(
+            Hypervisor,
+            VMBR0,
+            r#"{ "name": "vmbr0", "address": "10.1.0.2/24", "gateway": "10.1.0.1", "ports": ["eno1"] },
+      { "name": "vmbr1", "address": "10.2.0.2/24", "gateway": "10.2.0.1", "ports": ["eno2", "eno1"] }"#,
+        )],
+        &[
+            ("phoenix::host::two_gateways", "/network/interfaces/1/gateway", 12),
+            (
+                "phoenix::host::shared_bridge_port",
+                "/network/interfaces/1/ports/1",
+                12,
+            ),
+        ],
+    );
+    // One bridge declared twice.
+    check(
+        &[Replace(
+            Hypervisor,
+            VMBR0,
+            r#"{ "name": "vmbr0", "ports": ["eno1"] }, { "name": "vmbr0", "comments": "again" }"#,
+        )],
+        &[(
+            "phoenix::host::duplicate_bridge",
+            "/network/interfaces/1/name",
+            11,
+        )],
+    );
+    // A bridge name Proxmox does not take: the interfaces are one bridge or a list, so the schema says
+    // neither shape fits.
+    check(
+        &[Replace(Hypervisor, VMBR0, r#"{ "name": "vm-br0" }"#)],
+        &[("phoenix::schema::no_variant", "/network/interfaces", 10)],
+    );
+}
+
+#[test]
 fn samba_is_said_to_be_ignored_with_what_it_declares() {
     check(
         &[Replace(

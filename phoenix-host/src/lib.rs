@@ -3,8 +3,8 @@
 //! One [`HostManager`] owns every `host/*` resource. Each kind of host step is a module with the same three
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
-//! `firewall`, `firewall_parts`, `repositories`, `access`); the rest go through the host channel (`packages`,
-//! `locale`, `apparmor`, `user`, `subids`), and are left unplanned when there is none.
+//! `firewall`, `firewall_parts`, `network`, `repositories`, `access`); the rest go through the host channel
+//! (`packages`, `locale`, `apparmor`, `user`, `subids`), and are left unplanned when there is none.
 //!
 //! Steps not written yet (ZFS, NFS, NVIDIA) are not managed: [`HostManager::manages`] says
 //! so, and the plan counts them as not planned.
@@ -16,6 +16,7 @@ mod firewall;
 mod firewall_parts;
 mod locale;
 mod manager;
+mod network;
 mod node;
 mod packages;
 mod repositories;

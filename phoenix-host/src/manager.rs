@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::node::Node;
 use crate::{
-    access, apparmor, dns, firewall, firewall_parts, locale, packages, repositories, subids, timezone, user,
+    access, apparmor, dns, firewall, firewall_parts, locale, network, packages, repositories, subids,
+    timezone, user,
 };
 
 /// Converges the host steps it knows on one node.
@@ -22,6 +23,7 @@ pub struct HostManager {
     upgrade: bool,
     /// The text of each AppArmor profile, by name (the configuration directory's `apparmor/` files).
     profiles: BTreeMap<String, String>,
+    network: network::Facts,
 }
 
 /// The host manager of a live session, on its default node.
@@ -36,6 +38,7 @@ impl HostManager {
             node,
             upgrade: false,
             profiles: BTreeMap::new(),
+            network: network::Facts::default(),
         }
     }
 
@@ -60,7 +63,8 @@ impl HostManager {
             | HostStep::Firewall(_)
             | HostStep::AptRepositories(_)
             | HostStep::Access(_)
-            | HostStep::FirewallPart(_) => true,
+            | HostStep::FirewallPart(_)
+            | HostStep::Bridge(_) => true,
             HostStep::User(_) | HostStep::SubIds(_) | HostStep::AptPackages(_) | HostStep::Locale(_) => {
                 self.node.has_channel()
             }
@@ -87,6 +91,7 @@ impl HostManager {
             HostStep::AppArmor(name) => apparmor::observe(&self.node, name).await,
             HostStep::Access(step) => access::observe(&self.node, step).await,
             HostStep::FirewallPart(part) => firewall_parts::observe(&self.node, part).await,
+            HostStep::Bridge(bridge) => network::observe(&self.node, &self.network, bridge).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -123,6 +128,7 @@ fn desired_fields(
             .map(|text| apparmor::desired(text))
             .unwrap_or_default(),
         HostStep::FirewallPart(part) => firewall_parts::desired(part),
+        HostStep::Bridge(bridge) => network::desired(bridge),
         _ => BTreeMap::new(),
     }
 }
@@ -162,10 +168,22 @@ impl Manager for HostManager {
             return access::diff(&desired.address, access_step, observed);
         }
         let fields = desired_fields(step, self.upgrade, &self.profiles);
-        let Some(observed) = observed else {
-            return vec![Change::create(desired.address.clone(), &fields)];
+        let live = observed.map(|observed| &observed.fields);
+        let consequence = |field: &str| match step {
+            HostStep::Bridge(bridge) => network::consequence(&self.network, bridge, live, field),
+            _ => Consequence::Live,
         };
-        let changed = diff_fields(&fields, &observed.fields, |_, _, _| Consequence::Live);
+        let Some(observed) = observed else {
+            let mut change = Change::create(desired.address.clone(), &fields);
+            if matches!(step, HostStep::Bridge(_)) {
+                network::created(&self.network, &mut change);
+            }
+            for field in &mut change.fields {
+                field.consequence = consequence(&field.field).max(field.consequence);
+            }
+            return vec![change];
+        };
+        let changed = diff_fields(&fields, &observed.fields, |field, _, _| consequence(field));
         if changed.is_empty() {
             return Vec::new();
         }
@@ -200,6 +218,7 @@ impl Manager for HostManager {
             }
             HostStep::Access(step) => access::apply(&self.node, step, change).await,
             HostStep::FirewallPart(part) => firewall_parts::apply(&self.node, part, change).await,
+            HostStep::Bridge(bridge) => network::apply(&self.node, bridge, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

@@ -1,8 +1,9 @@
 //! [`Node`]: one Proxmox node as the host steps reach it, through the API and, when there is one, the host
 //! channel (local, or OpenSSH to the node).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use phoenix_core::ManagerError;
@@ -24,6 +25,8 @@ pub struct Node {
     name: String,
     channel: Option<Arc<dyn HostChannel>>,
     config_dir: PathBuf,
+    /// The addresses the API endpoint resolves to, once looked up.
+    endpoint_addresses: Arc<OnceLock<Vec<IpAddr>>>,
 }
 
 impl Node {
@@ -34,6 +37,7 @@ impl Node {
             name: name.into(),
             channel,
             config_dir: PathBuf::from("."),
+            endpoint_addresses: Arc::new(OnceLock::new()),
         }
     }
 
@@ -67,6 +71,39 @@ impl Node {
     /// `/nodes/{node}/{tail}`.
     pub(crate) fn path(&self, tail: &str) -> String {
         format!("/nodes/{}/{tail}", self.name)
+    }
+
+    /// The addresses Phoenix reaches the API on: the endpoint's host, or what it resolves to (looked up
+    /// once); empty when it does not resolve.
+    pub(crate) async fn management_addresses(&self) -> Vec<IpAddr> {
+        if let Some(addresses) = self.endpoint_addresses.get() {
+            return addresses.clone();
+        }
+        let endpoint = &self.client.settings().endpoint;
+        let authority = endpoint
+            .split_once("://")
+            .map_or(endpoint.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && port.parse::<u16>().is_ok() => {
+                (host, port.parse().unwrap_or(8006))
+            }
+            _ => (authority, 8006),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addresses = match host.parse::<IpAddr>() {
+            Ok(address) => vec![address],
+            Err(_) => match tokio::net::lookup_host((host, port)).await {
+                Ok(found) => found.map(|socket| socket.ip()).collect(),
+                Err(error) => {
+                    tracing::warn!(%host, %error, "the API endpoint does not resolve");
+                    Vec::new()
+                }
+            },
+        };
+        self.endpoint_addresses.get_or_init(|| addresses).clone()
     }
 
     /// Whether commands can be run on the node.

@@ -12,8 +12,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Setup, outcome, start_with, steps};
+use common::{Setup, start_with, steps};
 use phoenix_core::{CheckOptions, Outcome};
+use phoenix_testing::outcome;
 
 const NAME: &str = "lxc-phoenix-test";
 

@@ -6,10 +6,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Setup, outcome, start, steps};
+use common::{Setup, start, steps};
 use phoenix_core::{ExecuteOptions, Managers, Outcome, PlanOptions};
 use phoenix_host::{HostManager, Node};
 use phoenix_pve::Form;
+use phoenix_testing::outcome;
 use serde_json::Value;
 
 /// The fixture with a locale, the no-subscription repository, and `tree` to install (small, no

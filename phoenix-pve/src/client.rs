@@ -129,6 +129,17 @@ struct Envelope {
     message: Option<String>,
     #[serde(default)]
     errors: Option<BTreeMap<String, String>>,
+    /// What Proxmox sends beside `data` (`changes` on a network listing).
+    #[serde(flatten)]
+    attributes: BTreeMap<String, Value>,
+}
+
+/// An answer's `data` as the type asked for.
+fn decode<T: DeserializeOwned>(path: &str, data: Value) -> Result<T, PveError> {
+    serde_json::from_value(data).map_err(|error| PveError::Decode {
+        path: path.to_owned(),
+        detail: error.to_string(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -179,6 +190,21 @@ impl Client {
             .retry
             .retry(|| self.call(Method::GET, path, query, None))
             .await
+    }
+
+    /// [`Client::get`], with the result attributes Proxmox sends beside `data`: a network listing carries
+    /// the pending changes of `/etc/network/interfaces.new` as `changes`.
+    pub async fn get_with_attributes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(T, BTreeMap<String, Value>), PveError> {
+        let (data, attributes): (Value, _) = self
+            .settings
+            .retry
+            .retry(|| self.call_with_attributes(Method::GET, path, query, None))
+            .await?;
+        Ok((decode(path, data)?, attributes))
     }
 
     /// `POST path` with a form body. Sent again only when Proxmox could not take its config lock (`got
@@ -466,6 +492,18 @@ impl Client {
         query: &[(&str, &str)],
         form: Option<&Form>,
     ) -> Result<T, PveError> {
+        let (data, _) = self.call_with_attributes(method, path, query, form).await?;
+        decode(path, data)
+    }
+
+    /// One request: the answer's `data`, and the attributes beside it.
+    async fn call_with_attributes(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        form: Option<&Form>,
+    ) -> Result<(Value, BTreeMap<String, Value>), PveError> {
         let writes = method != Method::GET;
         if writes && journal::is_interrupted() {
             return Err(PveError::Interrupted {
@@ -512,10 +550,7 @@ impl Client {
                         None => journal::done(what),
                     }
                 }
-                return serde_json::from_value(envelope.data).map_err(|error| PveError::Decode {
-                    path: path.to_owned(),
-                    detail: error.to_string(),
-                });
+                return Ok((envelope.data, envelope.attributes));
             }
             let message = envelope
                 .as_ref()

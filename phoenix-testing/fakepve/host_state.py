@@ -291,19 +291,56 @@ class HostState(object):
             conf.setdefault('bridge_fd', '0')
         return conf
 
+    @staticmethod
+    def _check_duplicate_ports(config, iface, v):
+        """Network.pm's check_duplicate_ports: a port belongs to one bridge or bond."""
+        keys = ('bridge_ports', 'ovs_ports', 'slaves', 'ovs_bonds')
+        wanted = [p for k in keys for p in split_list(v.get(k))]
+        name = next((k for k in keys if v.get(k)), None)
+        for other, conf in config.items():
+            if other == iface:
+                continue
+            for port in (p for k in keys for p in split_list(conf.get(k))):
+                if port in wanted:
+                    raise param_error(**{name: "{0} is already used on interface '{1}'.".format(port, other)})
+
+    @staticmethod
+    def _check_written(config):
+        """What INotify's interfaces writer dies on before it writes anything: a bridge port that is no
+        interface of the node (neither configured nor a device the kernel has)."""
+        for name in sorted(config):
+            conf = config[name]
+            if conf.get('type') != 'bridge':
+                continue
+            for port in split_list(conf.get('bridge_ports')):
+                if port != 'none' and port not in config:
+                    raise die("bridge '{0}' - unable to find bridge port '{1}'\n".format(name, port))
+
+    def _write(self, node, change):
+        """Changes a copy of the pending config and keeps it only if the writer accepts it, as
+        write_file('interfaces') writes all or nothing."""
+        state = self._net(node)
+        config = copy.deepcopy(self._config(node))
+        change(config)
+        self._check_written(config)
+        state['pending'] = config
+
     async def net_create(self, request, v, user):
-        config = self._writable(v['node'])
+        node = v['node']
+        config = self._config(node)
         if v['iface'] in config:
             raise param_error(iface='interface already exists')
+        self._check_duplicate_ports(config, v['iface'], v)
         last = max([conf.get('priority', 0) for conf in config.values()] + [0])
-        config[v['iface']] = self._apply({'priority': last + 1}, v)
+        self._write(node, lambda config: config.__setitem__(v['iface'], self._apply({'priority': last + 1}, v)))
 
     async def net_update(self, request, v, user):
         node = v['node']
-        if v['iface'] not in self._config(node):
+        config = self._config(node)
+        if v['iface'] not in config:
             raise param_error(iface='interface does not exist')
-        config = self._writable(node)
-        self._apply(config[v['iface']], v, split_list(v.get('delete')))
+        self._check_duplicate_ports(config, v['iface'], v)
+        self._write(node, lambda config: self._apply(config[v['iface']], v, split_list(v.get('delete'))))
 
     async def net_delete(self, request, v, user):
         node = v['node']

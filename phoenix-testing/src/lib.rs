@@ -13,7 +13,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use phoenix_core::{ExecuteOptions, Managers, Plan, PlanOptions, Report, Resource, StopHandle};
+use phoenix_core::{
+    Address, ExecuteOptions, Managers, Outcome, Plan, PlanOptions, Report, Resource, StopHandle,
+};
 
 pub mod diff;
 pub mod fakepve;
@@ -90,6 +92,17 @@ pub async fn plan(resources: Vec<Resource>, managers: &Managers, options: &PlanO
     phoenix_core::plan(resources, managers, options)
         .await
         .expect("plans")
+}
+
+/// How the resource at `address` ended in `report`; a resource missing from the report fails the test.
+pub fn outcome<'a>(report: &'a Report, address: &str) -> &'a Outcome {
+    let address: Address = address.parse().expect("an address");
+    &report
+        .resources
+        .iter()
+        .find(|line| line.address == address)
+        .unwrap_or_else(|| panic!("{address} in {report:#?}"))
+        .outcome
 }
 
 /// Runs a plan to its end, with nobody asking it to stop; a run that cannot start fails the test.

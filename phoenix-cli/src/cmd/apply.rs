@@ -72,6 +72,15 @@ async fn converge(
             addresses.join(", ")
         ));
     }
+    if !args.allow_risky && plan.risky().next().is_some() {
+        let addresses: Vec<String> = plan.risky().map(|entry| entry.address.to_string()).collect();
+        return Err(miette::miette!(
+            code = "phoenix::apply::risky",
+            help = "review the plan above (keep a console on the node at hand), then run again with --allow-risky",
+            "the plan makes risky changes to {}",
+            addresses.join(", ")
+        ));
+    }
     if !args.yes && !confirm()? {
         const CANCELLED: &str = "Apply cancelled; nothing was changed.";
         if !human {
@@ -94,6 +103,7 @@ async fn converge(
         per_node: usize::from(args.per_node),
         per_storage: usize::from(args.per_storage),
         allow_destroy: args.allow_destroy,
+        allow_risky: args.allow_risky,
     };
     let run = phoenix_core::execute(&plan, target.managers(), &execute_options, signal, Some(events));
     let result = crate::interrupt::interruptible(handle, run).await;

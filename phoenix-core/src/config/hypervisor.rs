@@ -246,6 +246,21 @@ pub struct HostInterface {
     /// DNS servers of the host.
     #[serde(default)]
     pub dns_nameservers: Vec<String>,
+    /// Bridge ports (`eno1`); `Some` of an empty list for a bridge without ports, `None` to leave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
+    /// Comment shown in the Proxmox GUI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comments: Option<String>,
+    /// Bring the bridge up at boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
+    /// VLAN aware bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_aware: Option<bool>,
+    /// MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// Images used for Portainer.

@@ -17,6 +17,10 @@ pub enum Consequence {
     Live,
     /// Takes effect when the guest restarts; Phoenix never restarts a guest just for this.
     Restart,
+    /// Applied live, but may cut Phoenix (and everyone else) off the node: a change to the network
+    /// interface the API is reached through, or network changes pending on the node that Phoenix did not
+    /// make; needs `--allow-risky`.
+    Risky,
     /// Destroys data or the resource itself (replace, delete, disk shrink); needs `--allow-destroy`.
     Destructive,
 }

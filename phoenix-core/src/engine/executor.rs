@@ -32,6 +32,8 @@ pub struct ExecuteOptions {
     pub per_storage: usize,
     /// Carry out destructive changes (replace, delete, shrink).
     pub allow_destroy: bool,
+    /// Carry out risky changes (the network interface Phoenix reaches the node through).
+    pub allow_risky: bool,
 }
 
 impl Default for ExecuteOptions {
@@ -41,6 +43,7 @@ impl Default for ExecuteOptions {
             per_node: 4,
             per_storage: 2,
             allow_destroy: false,
+            allow_risky: false,
         }
     }
 }
@@ -159,6 +162,16 @@ pub enum ExecuteError {
         /// The resources with destructive changes.
         addresses: Vec<String>,
     },
+    /// The plan may cut the node off the network and the run was not allowed to.
+    #[error("the plan has risky changes: {}", addresses.join(", "))]
+    #[diagnostic(
+        code(phoenix::apply::risky),
+        help("review the plan (a console on the node helps if it goes wrong), then pass --allow-risky")
+    )]
+    RiskyRefused {
+        /// The resources with risky changes.
+        addresses: Vec<String>,
+    },
     /// A resource of the plan has no manager.
     #[error("no manager is registered for {kind} resources")]
     #[diagnostic(code(phoenix::apply::no_manager))]
@@ -221,6 +234,12 @@ pub async fn execute(
             .collect();
         if !addresses.is_empty() {
             return Err(ExecuteError::DestructiveRefused { addresses });
+        }
+    }
+    if !options.allow_risky {
+        let addresses: Vec<String> = plan.risky().map(|entry| entry.address.to_string()).collect();
+        if !addresses.is_empty() {
+            return Err(ExecuteError::RiskyRefused { addresses });
         }
     }
     for entry in plan.entries().iter().filter(|entry| !entry.is_unchanged()) {

@@ -109,6 +109,14 @@ impl PlanEntry {
         self.changes.iter().map(Change::consequence).max()
     }
 
+    /// Whether one of its changes is risky: a destructive change elsewhere in it does not hide that.
+    pub fn is_risky(&self) -> bool {
+        self.changes
+            .iter()
+            .flat_map(|change| &change.fields)
+            .any(|field| field.consequence == Consequence::Risky)
+    }
+
     /// The short name of the resource, when it has one.
     pub fn name(&self) -> Option<&str> {
         self.resource
@@ -141,6 +149,9 @@ pub struct PlanSummary {
     pub restart: usize,
     /// Resources with a destructive change.
     pub destructive: usize,
+    /// Resources with a risky change (see [`Consequence::Risky`]); left out of JSON when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub risky: usize,
     /// Resources already converged.
     pub unchanged: usize,
     /// Declared resources that were not observed or planned, because their kind has no manager: while
@@ -207,6 +218,9 @@ impl Plan {
                 Some(Consequence::Destructive) => summary.destructive += 1,
                 _ => {}
             }
+            if entry.is_risky() {
+                summary.risky += 1;
+            }
         }
         summary
     }
@@ -217,6 +231,15 @@ impl Plan {
             .iter()
             .filter(|entry| entry.consequence() == Some(Consequence::Destructive))
     }
+
+    /// The resources with a risky change, whatever else they change.
+    pub fn risky(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.entries.iter().filter(|entry| entry.is_risky())
+    }
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// The resources outside `named` that depend on one of them, directly: what deleting `named` would break.

@@ -112,6 +112,7 @@ fn write_change(out: &mut String, entry: &PlanEntry, change: &Change, colour: Co
     let mark = match change.consequence() {
         Consequence::Live => String::new(),
         Consequence::Restart => format!("  {}", colour.paint(YELLOW, "[needs restart]")),
+        Consequence::Risky => format!("  {}", colour.paint(BOLD_RED, "[RISKY]")),
         Consequence::Destructive => format!("  {}", colour.paint(BOLD_RED, "[DESTRUCTIVE]")),
     };
     let _ = writeln!(
@@ -134,6 +135,7 @@ fn field_line(field: &FieldChange, width: usize, action: Action, colour: Colour)
         _ => format!("{name}   {} -> {}", value(&field.old), value(&field.new)),
     };
     let mark = match (action, field.consequence) {
+        (_, Consequence::Risky) => format!("  {}", colour.paint(BOLD_RED, "(risky)")),
         (Action::Create, _) | (_, Consequence::Live) => String::new(),
         (_, Consequence::Restart) => format!("  {}", colour.paint(YELLOW, "(restart)")),
         (_, Consequence::Destructive) => format!("  {}", colour.paint(BOLD_RED, "(destroys data)")),
@@ -165,6 +167,9 @@ pub fn summary_line(summary: &PlanSummary, colour: Colour) -> String {
     }
     if summary.destructive > 0 {
         parts.push(colour.paint(BOLD_RED, &format!("{} destructive", summary.destructive)));
+    }
+    if summary.risky > 0 {
+        parts.push(colour.paint(BOLD_RED, &format!("{} risky", summary.risky)));
     }
     parts.push(format!("{} unchanged", summary.unchanged));
     let changes = summary.create + summary.update + summary.replace + summary.delete;

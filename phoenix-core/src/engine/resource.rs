@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::hypervisor::{
-    HostFirewall, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, ZfsDataset, ZfsPool,
+    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, ZfsDataset,
+    ZfsPool,
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
@@ -87,6 +88,8 @@ pub enum HostStep {
     /// A security group, alias or IP set of the cluster firewall, or the node's own firewall, at
     /// `host/firewall/<kind>/<name>` and `host/firewall/node`.
     FirewallPart(Box<FirewallPart>),
+    /// A bridge of the node (`network.interfaces`), at `host/network/<name>`.
+    Bridge(Box<HostInterface>),
 }
 
 /// The repository channels of `apt`: the one Proxmox VE channel and the one Ceph channel turned on.
@@ -335,6 +338,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::AppArmor(name) => serde_json::json!({ "profile": name }),
         HostStep::Access(step) => step.declared_value(),
         HostStep::FirewallPart(part) => part.declared_value(),
+        HostStep::Bridge(bridge) => to_value(bridge),
     }
 }
 
@@ -477,6 +481,13 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             Address::Host("nvidia".into()),
             Vec::new(),
             HostStep::NvidiaDriver(Box::new(nvidia.clone())),
+        ));
+    }
+    for bridge in hypervisor.network.iter().flat_map(|network| &network.interfaces) {
+        host.push((
+            Address::Host(format!("network/{}", bridge.name)),
+            Vec::new(),
+            HostStep::Bridge(Box::new(bridge.clone())),
         ));
     }
     if let Some(ids) = SubIds::declared(estate) {

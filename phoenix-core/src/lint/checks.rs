@@ -51,6 +51,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_clone_sizes(estate, &mut problems);
     check_host_dns(estate, &mut problems);
     check_apparmor(estate, options, &mut problems);
+    check_host_bridges(estate, &mut problems);
     check_unsupported_host_sections(estate, &mut problems);
     problems
 }
@@ -187,6 +188,71 @@ fn check_host_dns(estate: &Estate, problems: &mut Vec<Problem>) {
         )
         .with_help("the interfaces' `dns_nameservers` and `network.fallback_dns` together name the node's resolvers; keep three"),
     );
+}
+
+/// What Proxmox refuses of the node's bridges and can be known offline: one name twice (one resource,
+/// `host/network/<name>`, each), one port in two bridges, and a default gateway on two bridges.
+fn check_host_bridges(estate: &Estate, problems: &mut Vec<Problem>) {
+    let Some(network) = &estate.files().hypervisor.network else {
+        return;
+    };
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ports: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut gateway: Option<&str> = None;
+    for (index, bridge) in network.interfaces.iter().enumerate() {
+        // A single interface may be written as the object itself; placement then drops the `/0`.
+        let base = format!("/network/interfaces/{index}");
+        if let Some(first) = names.insert(&bridge.name, index) {
+            problems.push(
+                Problem::error(
+                    "phoenix::host::duplicate_bridge",
+                    FileKind::Hypervisor,
+                    format!("{base}/name"),
+                    format!(
+                        "bridge {} is declared twice (interfaces {first} and {index})",
+                        bridge.name
+                    ),
+                )
+                .with_help("declare each bridge once"),
+            );
+        }
+        for (port_index, port) in bridge.ports.iter().flatten().enumerate() {
+            match ports.get(port.as_str()) {
+                Some(owner) if *owner != bridge.name => problems.push(
+                    Problem::error(
+                        "phoenix::host::shared_bridge_port",
+                        FileKind::Hypervisor,
+                        format!("{base}/ports/{port_index}"),
+                        format!(
+                            "port {port} of bridge {} is a port of bridge {owner} too",
+                            bridge.name
+                        ),
+                    )
+                    .with_help("Proxmox gives an interface to one bridge or bond only"),
+                ),
+                _ => {
+                    ports.insert(port, &bridge.name);
+                }
+            }
+        }
+        if bridge.gateway.is_some() {
+            match gateway {
+                Some(first) if first != bridge.name => problems.push(
+                    Problem::error(
+                        "phoenix::host::two_gateways",
+                        FileKind::Hypervisor,
+                        format!("{base}/gateway"),
+                        format!(
+                            "bridges {first} and {} both declare a default gateway",
+                            bridge.name
+                        ),
+                    )
+                    .with_help("Proxmox keeps one default gateway per node; declare it on one bridge"),
+                ),
+                _ => gateway = Some(&bridge.name),
+            }
+        }
+    }
 }
 
 /// A clone cannot have a smaller disk than its source: disks grow, never shrink.

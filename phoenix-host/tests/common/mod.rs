@@ -6,9 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use phoenix_core::{
-    Address, CheckOptions, ExecuteOptions, FileKind, Managers, Outcome, Plan, PlanOptions, Report, Resource,
-};
+use phoenix_core::{CheckOptions, ExecuteOptions, FileKind, Managers, Plan, PlanOptions, Report, Resource};
 use phoenix_host::{HostManager, Node};
 use phoenix_testing::{FakePve, TestNode, fixture};
 
@@ -17,6 +15,8 @@ pub(crate) struct Setup {
     pub(crate) node: TestNode,
     pub(crate) managers: Managers,
     pub(crate) resources: Vec<Resource>,
+    /// Whether `apply` may make risky changes (`--allow-risky`): a whole hypervisor file's bridges.
+    pub(crate) allow_risky: bool,
 }
 
 /// A node, a fake, and the fixture's resources with the hypervisor file passed through `edit`; `None`
@@ -56,10 +56,12 @@ async fn start_on(
         node,
         managers,
         resources,
+        allow_risky: false,
     })
 }
 
-/// The fixture's resources, with the hypervisor file passed through `edit`.
+/// The fixture's resources, with the hypervisor file passed through `edit`. The fixture's bridge is left
+/// out: it has tests of its own (`network.rs`), and changing the bridge with the node's gateway is risky.
 pub(crate) fn start_resources(edit: impl Fn(String) -> String, options: &CheckOptions) -> Vec<Resource> {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node"));
     let sources = fixture::every_source_edited(dir, |kind, text| {
@@ -70,6 +72,9 @@ pub(crate) fn start_resources(edit: impl Fn(String) -> String, options: &CheckOp
         })
     });
     fixture::resources(sources, options)
+        .into_iter()
+        .filter(|resource| !resource.address.to_string().starts_with("host/network/"))
+        .collect()
 }
 
 impl Setup {
@@ -79,7 +84,11 @@ impl Setup {
 
     pub(crate) async fn apply(&self) -> Report {
         let plan = self.plan().await;
-        phoenix_testing::apply(&plan, &self.managers, &ExecuteOptions::default()).await
+        let options = ExecuteOptions {
+            allow_risky: self.allow_risky,
+            ..ExecuteOptions::default()
+        };
+        phoenix_testing::apply(&plan, &self.managers, &options).await
     }
 
     /// What a plan changes at `address`, as `field: old -> new`.
@@ -115,17 +124,6 @@ pub(crate) fn drift_in(plan: &Plan, address: &str) -> Vec<String> {
         .flat_map(|change| &change.fields)
         .map(|field| format!("{}: {:?} -> {:?}", field.field, field.old, field.new))
         .collect()
-}
-
-/// The outcome of `address` in a report.
-pub(crate) fn outcome<'a>(report: &'a Report, address: &str) -> &'a Outcome {
-    let address: Address = address.parse().expect("an address");
-    &report
-        .resources
-        .iter()
-        .find(|line| line.address == address)
-        .unwrap_or_else(|| panic!("{address} in {report:#?}"))
-        .outcome
 }
 
 /// The steps a report records for `address`.
