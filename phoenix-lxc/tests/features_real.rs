@@ -206,6 +206,10 @@ impl Debian {
         );
         std::fs::create_dir_all(upper.join("srv")).expect("creates /srv");
         run(Command::new("cp").arg("-a").arg(stand_ins).arg(upper.join("srv")));
+        // Without `cgroup:rw:force` LXC mounts no cgroup file system inside on this machine's hybrid cgroup v1
+        // layout, and dockerd stops with `failed to start daemon: Devices cgroup isn't mounted`. Proxmox's own
+        // container config mounts them; the Docker engine then uses the vfs storage driver, as overlay2 cannot
+        // stack on the container's overlay root (`failed to mount overlay: invalid argument`).
         let config = format!(
             "lxc.include = /usr/share/lxc/config/debian.common.conf\n\
              lxc.uts.name = features-{CTID}\n\
