@@ -44,14 +44,22 @@ docker)
     ;;
 esac
 
+engine=""
 if [ -d /run/systemd/system ]; then
     systemctl enable --now docker
 elif ! docker info >/dev/null 2>&1; then
     echo "no systemd here: starting dockerd in the background (log: /var/log/dockerd.log)"
     setsid dockerd </dev/null >>/var/log/dockerd.log 2>&1 &
+    engine=$!
 fi
 waited=0
 until docker info >/dev/null 2>&1; do
+    # Gone, or a zombie this shell has not reaped: dockerd exited.
+    if [ -n "${engine}" ] && { [ ! -r "/proc/${engine}/status" ] || grep -q '^State:[[:space:]]*Z' "/proc/${engine}/status"; }; then
+        echo "dockerd exited before it answered; the end of its log:" >&2
+        tail -n 20 /var/log/dockerd.log >&2
+        exit 1
+    fi
     if [ "${waited}" -ge 60 ]; then
         echo "the Docker engine did not answer within 60 s; the end of its log:" >&2
         tail -n 20 /var/log/dockerd.log >&2 2>/dev/null || true
