@@ -297,6 +297,15 @@ impl Drop for Debian {
     }
 }
 
+/// A directory of this machine's, removed when the test ends.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The HTTPS server the CA root is fetched from; killed on drop.
 struct Https {
     child: Child,
@@ -501,6 +510,8 @@ async fn the_shipped_features_converge_in_a_debian_container_and_run_once() {
     let dir = std::env::temp_dir().join(format!("phoenix-features-real-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creates");
+    // Declared before the server and the container, so dropped after them.
+    let _cleanup = RemovedOnDrop(dir.clone());
     let arch = run(Command::new("dpkg").arg("--print-architecture"))
         .trim()
         .to_owned();
