@@ -1,6 +1,7 @@
 #!/bin/sh
 # base_setup: locale, time zone, base packages and unattended security upgrades.
-# Reads nothing but the environment Phoenix sets; safe to run again.
+# Reads nothing but the environment Phoenix sets (PHOENIX_TIMEZONE, optional); safe to run again. Everything
+# comes from the distribution's own packages, so there is no download to point elsewhere.
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,6 +1,9 @@
 #!/bin/sh
 # nvidia: the NVIDIA user-space driver matching the host's kernel driver, without kernel modules.
-# PHOENIX_NVIDIA_RUNFILE_URL names the runfile; the host driver version must match it.
+#
+# PHOENIX_NVIDIA_RUNFILE_URL names the runfile (an https:// address, or file:// for a local copy); the host
+# driver version must match it. The runfile is run with `--no-kernel-module`, so only the user-space half
+# is installed; `nvidia-smi` must then answer.
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,5 +1,10 @@
 #!/bin/sh
 # step_ca: the Step-CA certificate authority, initialised once and run as a service.
+#
+# The step-cli and step-ca packages come from Smallstep's download site; PHOENIX_SMALLSTEP_URL replaces the
+# directory they are fetched from (a mirror, or a local file:// for tests: a directory holding
+# `step-cli_<arch>.deb` and `step-ca_<arch>.deb`). On a node with systemd the service is started; without
+# systemd running it is enabled for the next boot only, and the script says so.
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive
@@ -7,10 +12,11 @@ name="${PHOENIX_CA_NAME:-Phoenix Internal CA}"
 dns="${PHOENIX_CA_DNS:?the step_ca feature needs PHOENIX_CA_DNS}"
 provisioner="${PHOENIX_CA_PROVISIONER:-admin}"
 arch="$(dpkg --print-architecture)"
+packages="${PHOENIX_SMALLSTEP_URL:-https://dl.smallstep.com/gh-release/certificates/docs-ca-install/latest}"
 
 for package in step-cli step-ca; do
     if ! dpkg -s "${package}" >/dev/null 2>&1; then
-        curl -fsSL "https://dl.smallstep.com/gh-release/certificates/docs-ca-install/latest/${package}_${arch}.deb" \
+        curl -fsSL "${packages}/${package}_${arch}.deb" \
             -o "/tmp/${package}.deb"
         apt-get install -y -q "/tmp/${package}.deb"
         rm -f "/tmp/${package}.deb"
@@ -38,5 +44,10 @@ Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 UNIT
-systemctl daemon-reload
-systemctl enable --now step-ca
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable --now step-ca
+else
+    systemctl enable step-ca
+    echo "no systemd running here: step-ca.service is enabled for the next boot, not started"
+fi

@@ -1,5 +1,8 @@
 #!/bin/sh
 # trusted_ca: trust the internal Step-CA root certificate, fetched from PHOENIX_CA_URL.
+#
+# Fetches `${PHOENIX_CA_URL}/roots.pem` (the CA's own address: no outside download to point elsewhere) and adds it
+# to the system trust store with update-ca-certificates. Needs curl and ca-certificates (base_setup installs them).
 set -eu
 
 url="${PHOENIX_CA_URL:?the trusted_ca feature needs PHOENIX_CA_URL (bootstrap_ca_url)}"

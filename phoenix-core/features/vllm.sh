@@ -1,5 +1,10 @@
 #!/bin/sh
 # vllm: a vLLM OpenAI-compatible server configured from vllm_engine_config (in /var/lib/phoenix/guest.json).
+#
+# vLLM is installed from PyPI into /opt/vllm; PHOENIX_VLLM_PACKAGE replaces what pip installs (a pinned
+# requirement such as `vllm==0.8.5`, or a local wheel for tests: any wheel that provides a `vllm` command).
+# On a node with systemd the service is started; without systemd running it is enabled for the next boot
+# only, and the script says so.
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive
@@ -7,7 +12,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends jq python3-venv
 if [ ! -x /opt/vllm/bin/vllm ]; then
     python3 -m venv /opt/vllm
-    /opt/vllm/bin/pip install --quiet vllm
+    /opt/vllm/bin/pip install --quiet "${PHOENIX_VLLM_PACKAGE:-vllm}"
 fi
 config=/var/lib/phoenix/guest.json
 model="$(jq -r '.vllm_engine_config.ModelConfig.model // empty' "${config}")"
@@ -28,5 +33,10 @@ Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 UNIT
-systemctl daemon-reload
-systemctl enable --now vllm
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable --now vllm
+else
+    systemctl enable vllm
+    echo "no systemd running here: vllm.service is enabled for the next boot, not started"
+fi

@@ -105,6 +105,17 @@ pub fn outcome<'a>(report: &'a Report, address: &str) -> &'a Outcome {
         .outcome
 }
 
+/// Fails the test, listing the entries that would change, unless `plan` changes nothing.
+#[track_caller]
+pub fn assert_unchanged(plan: &Plan) {
+    let changed: Vec<_> = plan
+        .entries()
+        .iter()
+        .filter(|entry| !entry.is_unchanged())
+        .collect();
+    assert!(changed.is_empty(), "the plan changes: {changed:#?}");
+}
+
 /// Runs a plan to its end, with nobody asking it to stop; a run that cannot start fails the test.
 pub async fn apply(plan: &Plan, managers: &Managers, options: &ExecuteOptions) -> Report {
     let (_handle, signal) = StopHandle::new();

@@ -445,7 +445,7 @@ fn free_port() -> u16 {
 }
 
 /// Writes a file, creating its directory, with a mode.
-fn write(path: &Path, bytes: &[u8], mode: u32) {
+pub fn write(path: &Path, bytes: &[u8], mode: u32) {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .unwrap_or_else(|error| panic!("creates {}: {error}", parent.display()));
@@ -455,8 +455,8 @@ fn write(path: &Path, bytes: &[u8], mode: u32) {
         .unwrap_or_else(|error| panic!("chmods {}: {error}", path.display()));
 }
 
-/// Runs a command that must succeed.
-fn run(command: &mut Command) {
+/// Runs a command that must succeed, without input; its standard output.
+pub fn run(command: &mut Command) -> String {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -467,6 +467,7 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// An exclusive `flock` on a file, held by a `flock` child process for as long as this value lives: the

@@ -12,7 +12,7 @@ pub const CATALOGUE: &[Feature] = &[
     ),
     shipped(
         "docker",
-        "Docker Engine and the compose plugin",
+        "Docker Engine and compose, from the distribution by default",
         include_str!("../../features/docker.sh"),
     ),
     shipped(
