@@ -113,6 +113,18 @@ fn value_outside_an_enum() {
 }
 
 #[test]
+fn a_host_user_name_useradd_would_refuse() {
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""domain_name": "test.internal","#,
+            r#""domain_name": "test.internal", "users": [{ "username": "Ops Admin" }],"#,
+        )],
+        &[("phoenix::schema::bad_format", "/users/0/username", 8)],
+    );
+}
+
+#[test]
 fn value_not_matching_a_pattern() {
     check(
         &[Replace(
@@ -1056,11 +1068,11 @@ fn bridges_proxmox_would_refuse_are_found_offline() {
             11,
         )],
     );
-    // A bridge name Proxmox does not take: the interfaces are one bridge or a list, so the schema says
-    // neither shape fits.
+    // A bridge name Proxmox does not take: the interfaces are one bridge or a list, and the list's own
+    // error names the bad name, not "no form matches".
     check(
         &[Replace(Hypervisor, VMBR0, r#"{ "name": "vm-br0" }"#)],
-        &[("phoenix::schema::no_variant", "/network/interfaces", 10)],
+        &[("phoenix::schema::bad_format", "/network/interfaces/0/name", 11)],
     );
 }
 

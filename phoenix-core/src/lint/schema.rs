@@ -241,7 +241,26 @@ fn to_problems(kind: FileKind, schema: &Value, error: &ValidationError<'_>) -> V
             ),
         )
         .with_label("too long"),
-        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            // One form of the right type (an array where "one object or an array" is accepted): its own
+            // errors say what is wrong, deeper down, better than "no form matches".
+            let of_the_right_type: Vec<&Vec<ValidationError<'_>>> = context
+                .iter()
+                .filter(|errors| {
+                    !errors.iter().any(|inner| {
+                        inner.instance_path().as_str() == pointer
+                            && matches!(inner.kind(), ValidationErrorKind::Type { .. })
+                    })
+                })
+                .collect();
+            if let [errors] = of_the_right_type.as_slice()
+                && !errors.is_empty()
+            {
+                return errors
+                    .iter()
+                    .flat_map(|inner| to_problems(kind, schema, inner))
+                    .collect();
+            }
             let description = keyword_schema
                 .and_then(|parent| parent.get("description"))
                 .and_then(Value::as_str);
