@@ -125,6 +125,9 @@ pub struct TargetArgs {
     /// packages would be upgraded.
     #[arg(long)]
     pub upgrade: bool,
+    /// The node whose host steps (`host/*`) are planned and applied (default: the first of `proxmox.nodes`).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 /// How a writing command waits for the run lock another run on the same target holds.

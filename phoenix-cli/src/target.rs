@@ -61,7 +61,7 @@ impl Target {
         let connection = estate.files().hypervisor.proxmox.as_ref();
         let endpoint_in_env = std::env::var_os("PHOENIX_PVE_URL").is_some_and(|value| !value.is_empty());
         if !args.demo && !args.offline && (connection.is_some() || endpoint_in_env) {
-            return Target::live(estate, config_dir, args.upgrade).await;
+            return Target::live(estate, config_dir, args).await;
         }
         let mode = if args.demo {
             Mode::Demo {
@@ -118,7 +118,7 @@ impl Target {
         Ok(target)
     }
 
-    async fn live(estate: &Estate, config_dir: &Path, upgrade: bool) -> miette::Result<Target> {
+    async fn live(estate: &Estate, config_dir: &Path, args: &TargetArgs) -> miette::Result<Target> {
         let session = Session::open(estate, config_dir, &|name| std::env::var(name).ok())
             .await
             .map_err(|error| {
@@ -127,14 +127,15 @@ impl Target {
             })?;
         if session.host().is_none() {
             eprintln!(
-                "Features, application scripts and health checks in containers, and host users, are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
+                "Features, application scripts and health checks in containers, and the host steps that need a shell on the node (users, packages, locale, AppArmor profiles, sub-IDs), are not managed: Phoenix does not run on the node and `proxmox.ssh` names no way to reach it."
             );
         }
         let scripts = guest_scripts(estate, config_dir)?;
         let mut managers = Managers::default();
         let profiles = crate::load::scripts(&config_dir.join("apparmor"), false)?;
-        let host = phoenix_host::manager(&session)
-            .with_upgrade(upgrade)
+        let node = host_node(estate, &session, args.node.as_deref())?;
+        let host = phoenix_host::manager_on(&session, node)
+            .with_upgrade(args.upgrade)
             .with_profiles(profiles);
         managers.register(Arc::new(host));
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
@@ -273,6 +274,29 @@ fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScri
     let features = crate::load::scripts(&config_dir.join("features"), true)?;
     let applications = crate::load::scripts(&config_dir.join("scripts"), false)?;
     Ok(GuestScripts::for_estate(estate, features, applications))
+}
+
+/// The node `--node` names for the host steps, which must be one of `proxmox.nodes` when those are listed;
+/// the session's default node without it.
+fn host_node<'a>(estate: &Estate, session: &'a Session, named: Option<&'a str>) -> miette::Result<&'a str> {
+    let Some(name) = named else {
+        return Ok(session.default_node());
+    };
+    let nodes = estate
+        .files()
+        .hypervisor
+        .proxmox
+        .as_ref()
+        .map(|proxmox| proxmox.nodes.as_slice())
+        .unwrap_or_default();
+    if nodes.is_empty() || nodes.iter().any(|node| node == name) {
+        return Ok(name);
+    }
+    Err(miette::miette!(
+        code = "phoenix::cli::unknown_node",
+        help = format!("the configuration's nodes are {}", nodes.join(", ")),
+        "--node {name} is not one of `proxmox.nodes`"
+    ))
 }
 
 /// The custom cloud-init user-data template of the configuration directory, when it has one.

@@ -321,3 +321,22 @@ async fn a_change_to_the_management_bridge_is_refused_without_allow_risky() {
         ]
     );
 }
+
+#[tokio::test]
+async fn setup_node_names_a_node_of_the_configuration() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    let dir = config_dir();
+    let dir = dir.to_str().expect("utf-8");
+    let unknown = phoenix(&fake, &["setup", "-c", dir, "--node", "pve9", "--yes"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("--node pve9 is not one of `proxmox.nodes`") && stderr.contains("pve1"),
+        "{stderr}"
+    );
+    assert!(fake.writes().await.is_empty(), "refused before anything");
+    let named = phoenix(&fake, &["plan", "host/*", "-c", dir, "--node", "pve1"]);
+    assert_eq!(named.status.code(), Some(0), "{}", text(&named.stderr));
+}

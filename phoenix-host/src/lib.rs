@@ -24,5 +24,5 @@ mod subids;
 mod timezone;
 mod user;
 
-pub use manager::{HostManager, manager};
+pub use manager::{HostManager, manager, manager_on};
 pub use node::Node;

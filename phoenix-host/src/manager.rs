@@ -28,7 +28,12 @@ pub struct HostManager {
 
 /// The host manager of a live session, on its default node.
 pub fn manager(session: &Session) -> HostManager {
-    HostManager::new(Node::of(session, session.default_node()))
+    manager_on(session, session.default_node())
+}
+
+/// The host manager of a live session, on the node `name`.
+pub fn manager_on(session: &Session, name: &str) -> HostManager {
+    HostManager::new(Node::of(session, name))
 }
 
 impl HostManager {

@@ -183,6 +183,7 @@ pub(crate) async fn snapshot(
             demo: args.target.demo,
             demo_state: args.target.demo_state.clone(),
             upgrade: false,
+            node: None,
         },
         lock: args.lock.clone(),
     };
