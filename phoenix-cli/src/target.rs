@@ -87,6 +87,8 @@ impl Target {
             domain: domain.clone(),
             scripts: Arc::clone(&scripts),
             inside: true,
+            // Offline, no node is read: a GPU container shows its GPUs' own device nodes.
+            gpu: Arc::default(),
         };
         let vms = VmDiff {
             domain,

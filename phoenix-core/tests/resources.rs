@@ -96,8 +96,11 @@ fn homelab_host_and_sync_fields() {
         expect![[r#"
             host/apt/packages {
               "packages": [
+                "curl",
+                "dkms",
                 "htop",
                 "locales",
+                "pciutils",
                 "sudo",
                 "tmux"
               ]

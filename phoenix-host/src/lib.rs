@@ -4,9 +4,9 @@
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
 //! `firewall`, `firewall_parts`, `network`, `repositories`, `access`); the rest go through the host channel
-//! (`packages`, `locale`, `apparmor`, `user`, `subids`), and are left unplanned when there is none.
+//! (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`), and are left unplanned when there is none.
 //!
-//! Steps not written yet (ZFS, NFS, NVIDIA) are not managed: [`HostManager::manages`] says
+//! Steps not written yet (ZFS, NFS) are not managed: [`HostManager::manages`] says
 //! so, and the plan counts them as not planned.
 
 mod access;
@@ -18,6 +18,7 @@ mod locale;
 mod manager;
 mod network;
 mod node;
+mod nvidia;
 mod packages;
 mod repositories;
 mod subids;

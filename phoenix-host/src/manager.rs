@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::node::Node;
 use crate::{
-    access, apparmor, dns, firewall, firewall_parts, locale, network, packages, repositories, subids,
+    access, apparmor, dns, firewall, firewall_parts, locale, network, nvidia, packages, repositories, subids,
     timezone, user,
 };
 
@@ -70,14 +70,13 @@ impl HostManager {
             | HostStep::Access(_)
             | HostStep::FirewallPart(_)
             | HostStep::Bridge(_) => true,
-            HostStep::User(_) | HostStep::SubIds(_) | HostStep::AptPackages(_) | HostStep::Locale(_) => {
-                self.node.has_channel()
-            }
+            HostStep::User(_)
+            | HostStep::SubIds(_)
+            | HostStep::AptPackages(_)
+            | HostStep::Locale(_)
+            | HostStep::NvidiaDriver(_) => self.node.has_channel(),
             HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
-            HostStep::ZfsPool(_)
-            | HostStep::ZfsDataset(_)
-            | HostStep::NfsExports(_)
-            | HostStep::NvidiaDriver(_) => false,
+            HostStep::ZfsPool(_) | HostStep::ZfsDataset(_) | HostStep::NfsExports(_) => false,
         }
     }
 
@@ -97,6 +96,7 @@ impl HostManager {
             HostStep::Access(step) => access::observe(&self.node, step).await,
             HostStep::FirewallPart(part) => firewall_parts::observe(&self.node, part).await,
             HostStep::Bridge(bridge) => network::observe(&self.node, &self.network, bridge).await,
+            HostStep::NvidiaDriver(_) => nvidia::observe(&self.node).await.map(Some),
             other => Err(unmanaged(other)),
         }
     }
@@ -134,6 +134,7 @@ fn desired_fields(
             .unwrap_or_default(),
         HostStep::FirewallPart(part) => firewall_parts::desired(part),
         HostStep::Bridge(bridge) => network::desired(bridge),
+        HostStep::NvidiaDriver(driver) => nvidia::desired(driver),
         _ => BTreeMap::new(),
     }
 }
@@ -224,6 +225,7 @@ impl Manager for HostManager {
             HostStep::Access(step) => access::apply(&self.node, step, change).await,
             HostStep::FirewallPart(part) => firewall_parts::apply(&self.node, part, change).await,
             HostStep::Bridge(bridge) => network::apply(&self.node, bridge, change).await,
+            HostStep::NvidiaDriver(driver) => nvidia::apply(&self.node, driver, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

@@ -111,6 +111,18 @@ impl Node {
         self.channel.is_some()
     }
 
+    /// The host channel, for code that runs its own commands ([`phoenix_pve::gpu::discover`]).
+    pub(crate) fn channel(&self) -> Result<&dyn HostChannel, ManagerError> {
+        self.channel.as_deref().ok_or_else(|| self.no_channel())
+    }
+
+    fn no_channel(&self) -> ManagerError {
+        ManagerError::failed(format!(
+            "no way to run commands on node {}: set `proxmox.ssh` to reach it",
+            self.name
+        ))
+    }
+
     /// Runs `argv` on the node and returns how it ended, whatever its exit status.
     pub(crate) async fn run(
         &self,
@@ -127,12 +139,7 @@ impl Node {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<CommandOutput, ManagerError> {
-        let channel = self.channel.as_ref().ok_or_else(|| {
-            ManagerError::failed(format!(
-                "no way to run commands on node {}: set `proxmox.ssh` to reach it",
-                self.name
-            ))
-        })?;
+        let channel = self.channel()?;
         let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
         channel.run(&argv, stdin, timeout).await.map_err(host_error)
     }
@@ -210,7 +217,8 @@ impl Node {
         }
     }
 
-    /// Writes a whole file with `install` (mode, and owner when given) from standard input.
+    /// Writes a whole file with `install` (mode, and owner when given) from standard input, making its
+    /// directory where it is missing.
     pub(crate) async fn write_file(
         &self,
         path: &str,
@@ -218,7 +226,7 @@ impl Node {
         mode: &str,
         owner: Option<&str>,
     ) -> Result<(), ManagerError> {
-        let mut argv = vec!["install", "-m", mode];
+        let mut argv = vec!["install", "-D", "-m", mode];
         if let Some(owner) = owner {
             argv.extend(["-o", owner, "-g", owner]);
         }

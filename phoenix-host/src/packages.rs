@@ -120,7 +120,8 @@ pub(crate) async fn apply(node: &Node, declared: &AptPackages, upgrade: bool) ->
     Ok(())
 }
 
-async fn apt_get(node: &Node, what: &str, arguments: &[&str]) -> Result<(), ManagerError> {
+/// Runs `apt-get` with `arguments` as every step runs it, recorded as `what`.
+pub(crate) async fn apt_get(node: &Node, what: &str, arguments: &[&str]) -> Result<(), ManagerError> {
     let mut argv = APT_GET.to_vec();
     argv.extend(arguments);
     node.change_for(what, &argv, APT_TIMEOUT).await.map(drop)

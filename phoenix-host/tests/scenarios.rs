@@ -10,6 +10,7 @@ use std::path::Path;
 
 use common::{Setup, start_dir};
 use phoenix_pve::Form;
+use phoenix_testing::gpu;
 use serde_json::Value;
 
 /// The addresses a plan would change.
@@ -43,7 +44,13 @@ async fn the_reference_host_converges_on_a_fresh_node_and_drift_is_corrected_alo
     };
     // The reference's vmbr0 replaces the fake node's address on the bridge with its gateway: risky.
     setup.allow_risky = true;
+    // Its two GPUs are stood in for (this machine has none), nouveau not bound (phoenix_testing::gpu).
+    setup.sh(&gpu::stand_ins("580.76.05", "none"));
     converge_fresh(&setup).await;
+    assert_eq!(
+        setup.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader"),
+        "580.76.05\n580.76.05\n"
+    );
     assert!(
         setup
             .sh("getent passwd phoenix_admin")
@@ -126,6 +133,7 @@ async fn the_homelab_host_converges_on_a_fresh_node_and_an_edited_sudo_file_is_p
         return;
     };
     setup.allow_risky = true;
+    setup.sh(&gpu::stand_ins("570.172.08", "none"));
     converge_fresh(&setup).await;
     for package in ["htop", "tmux"] {
         assert!(

@@ -8,6 +8,7 @@ use phoenix_core::config::ContainerConfig;
 use phoenix_core::{Consequence, FieldKey, Fields, TypedChange};
 use serde_json::{Map, Value, json};
 
+use phoenix_pve::gpu::NvidiaDevices;
 use phoenix_pve::{compare, props};
 
 pub(crate) use phoenix_pve::OWNER_TAG;
@@ -246,8 +247,13 @@ fn mount_entry(index: u32, parsed: &BTreeMap<String, String>) -> Value {
     Value::Object(entry)
 }
 
-/// The fields the configuration declares, in the shape of [`observed_fields`].
-pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) -> Fields<LxcField> {
+/// The fields the configuration declares, in the shape of [`observed_fields`]; `gpu` is what was
+/// discovered of the node's NVIDIA devices, for GPU containers' device entries.
+pub(crate) fn desired_fields(
+    container: &ContainerConfig,
+    domain: Option<&str>,
+    gpu: Option<&NvidiaDevices>,
+) -> Fields<LxcField> {
     let mut fields = BTreeMap::new();
     fields.insert(LxcField::Hostname, json!(container.name));
     if let Some(cores) = container.cores {
@@ -326,19 +332,7 @@ pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) 
     }
     let gpus = gpu_indices(container.gpu_assignment.as_deref());
     if !gpus.is_empty() {
-        let mut devices: Vec<String> = gpus.iter().map(|index| format!("/dev/nvidia{index}")).collect();
-        devices.extend(
-            [
-                "/dev/nvidiactl",
-                "/dev/nvidia-uvm",
-                "/dev/nvidia-uvm-tools",
-                "/dev/nvidia-caps/nvidia-cap1",
-                "/dev/nvidia-caps/nvidia-cap2",
-            ]
-            .map(str::to_owned),
-        );
-        devices.sort();
-        fields.insert(LxcField::Devices, json!(devices));
+        fields.insert(LxcField::Devices, json!(gpu_devices(&gpus, gpu)));
     }
     if let Some(firewall) = &container.firewall {
         fields.insert(LxcField::FirewallEnabled, json!(firewall.enabled));
@@ -355,6 +349,23 @@ pub(crate) fn desired_fields(container: &ContainerConfig, domain: Option<&str>) 
         fields.insert(LxcField::Snapshots, json!([snapshot]));
     }
     fields
+}
+
+/// The device entries of a container with the GPUs `indices`: built from the node's NVIDIA devices as
+/// discovered (each GPU's node and every driver-wide node); where nothing could be discovered (no host
+/// channel, or no driver loaded yet), the GPUs' own nodes, which apply discovers again before it writes.
+pub(crate) fn gpu_devices(indices: &[u32], discovered: Option<&NvidiaDevices>) -> Vec<String> {
+    match discovered.map(|found| found.for_container("the node", indices)) {
+        Some(Ok(paths)) => paths,
+        _ => {
+            let mut paths: Vec<String> = indices
+                .iter()
+                .map(|index| format!("/dev/nvidia{index}"))
+                .collect();
+            paths.sort();
+            paths
+        }
+    }
 }
 
 /// GPU indices of `gpu_assignment` (`none`, `0`, `0, 1`).

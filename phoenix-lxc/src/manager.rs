@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use phoenix_core::config::ContainerConfig;
 use phoenix_core::{Desired, Estate, Fields, ManagerError, Resource, TypedChange};
+use phoenix_pve::gpu::{self, NvidiaDevices};
 use phoenix_pve::guest::{self as inside, GuestScripts, Script};
 use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
 use phoenix_pve::host::HostChannel;
@@ -48,6 +49,8 @@ pub struct ContainerDiff {
     /// Whether the manager works inside containers and on their config files: then script digests and
     /// raw LXC keys are declared fields too.
     pub inside: bool,
+    /// The node's NVIDIA devices, as discovered when the plan observed (GPU containers' device entries).
+    pub gpu: Arc<Mutex<Option<NvidiaDevices>>>,
 }
 
 impl ContainerDiff {
@@ -78,7 +81,9 @@ impl GuestDiff for ContainerDiff {
     }
 
     fn wanted(&self, container: &ContainerConfig) -> Fields<LxcField> {
-        let mut wanted = fields::desired_fields(container, self.domain.as_deref());
+        let gpu = self.gpu.lock().expect("no code panics while holding this lock");
+        let mut wanted = fields::desired_fields(container, self.domain.as_deref(), gpu.as_ref());
+        drop(gpu);
         if self.inside {
             let scripts: serde_json::Map<String, Value> = self
                 .scripts_for(container)
@@ -115,6 +120,8 @@ pub struct Containers {
     guest: Option<Guest>,
     /// The snapshot each declared template is cloned from.
     template_snapshots: Mutex<BTreeMap<u32, String>>,
+    /// Where GPU devices are discovered: a host channel, and the root its paths are read under.
+    devices: Option<(Arc<dyn HostChannel>, String)>,
 }
 
 impl Containers {
@@ -128,12 +135,15 @@ impl Containers {
             }),
             guest: None,
             template_snapshots: Mutex::default(),
+            devices: None,
         }
     }
 
     /// Lets the manager work inside containers through `host`: features, application scripts and health
     /// checks. Without it, those are left alone.
+    /// Device entries of GPU containers are then discovered on the node through `host` too.
     pub fn with_guest_access(mut self, host: Arc<dyn HostChannel>, scripts: GuestScripts) -> Containers {
+        self.devices = Some((Arc::clone(&host), "/".to_owned()));
         self.guest = Some(Guest {
             host,
             pve_root: "/etc/pve".to_owned(),
@@ -149,6 +159,28 @@ impl Containers {
             guest.pve_root = root.into();
         }
         self
+    }
+
+    /// Discovers GPU containers' devices through `host`, reading `/dev` and `/proc` under `root` (`/` on a
+    /// node; a directory of fixtures in tests). Without it, a GPU container gets only its GPUs' own nodes.
+    pub fn with_device_discovery(
+        mut self,
+        host: Arc<dyn HostChannel>,
+        root: impl Into<String>,
+    ) -> Containers {
+        self.devices = Some((host, root.into()));
+        self
+    }
+
+    /// The node's NVIDIA devices now, where they can be discovered.
+    async fn discover_gpus(&self) -> Result<Option<NvidiaDevices>, ManagerError> {
+        let Some((host, root)) = &self.devices else {
+            return Ok(None);
+        };
+        let found = gpu::discover(host.as_ref(), root)
+            .await
+            .map_err(inside::host_error)?;
+        Ok(Some(found))
     }
 
     fn template_snapshots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, String>> {
@@ -225,6 +257,19 @@ impl GuestDriver for Containers {
     }
 
     async fn prepare(&self, desired: &[Resource]) -> Result<(), ManagerError> {
+        let with_gpus = desired
+            .iter()
+            .filter_map(ContainerDiff::config)
+            .any(|container| !fields::gpu_indices(container.gpu_assignment.as_deref()).is_empty());
+        if with_gpus {
+            let found = self.discover_gpus().await?;
+            *self
+                .differ
+                .0
+                .gpu
+                .lock()
+                .expect("no code panics while holding this lock") = found;
+        }
         let mut snapshots = self.template_snapshots();
         for resource in desired {
             if let (Some(id), Some(container)) =
@@ -378,7 +423,7 @@ impl GuestDriver for Containers {
                 LxcField::Features => config = config.text("features", props::render_object(new, None)),
                 LxcField::Owned => config = config.text("tags", handle.tags_with_owner().await?),
                 LxcField::Devices => {
-                    let wanted = new.as_array().cloned().unwrap_or_default();
+                    let wanted = self.devices_now(node, container, new).await?;
                     for (index, path) in wanted.iter().enumerate() {
                         config = config.text(&format!("dev{index}"), path.as_str().unwrap_or_default());
                     }
@@ -491,6 +536,31 @@ impl GuestDriver for Containers {
             )));
         };
         inside::health_check(&guest.exec(vmid), check).await
+    }
+}
+
+impl Containers {
+    /// The device entries to write: for a GPU container, built from the node's devices as they are now
+    /// (the host driver may have been installed since the plan); else the planned ones.
+    async fn devices_now(
+        &self,
+        node: &str,
+        container: &ContainerConfig,
+        planned: &Value,
+    ) -> Result<Vec<Value>, ManagerError> {
+        let indices = fields::gpu_indices(container.gpu_assignment.as_deref());
+        let found = if indices.is_empty() {
+            None
+        } else {
+            self.discover_gpus().await?
+        };
+        let Some(found) = found else {
+            return Ok(planned.as_array().cloned().unwrap_or_default());
+        };
+        let paths = found
+            .for_container(node, &indices)
+            .map_err(|error| ManagerError::failed(format!("container {}: {error}", container.name)))?;
+        Ok(paths.into_iter().map(Value::String).collect())
     }
 }
 

@@ -1,12 +1,14 @@
 //! The LXC manager converging real configurations against fakepve through the engine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use phoenix_core::{Address, CheckOptions, Outcome, Resource, SourceFile};
 use phoenix_lxc::{Containers, LxcManager};
 use phoenix_pve::Form;
+use phoenix_pve::host::LocalHost;
 use phoenix_pve::lifecycle::GuestType;
-use phoenix_testing::{FakePve, Harness, fixture};
+use phoenix_testing::{FakePve, Harness, fixture, gpu};
 use serde_json::Value;
 
 fn fixture() -> Vec<Resource> {
@@ -29,11 +31,29 @@ async fn converged_rules(harness: &Harness) -> Vec<Value> {
         .expect("reads")
 }
 
-/// [`start`] with other resources.
+/// [`start`] with other resources. GPU devices are discovered on this machine under a directory made
+/// like the `/dev` and `/proc` of a node with two GPUs and the driver loaded (`phoenix_testing::gpu`).
 async fn start_with(resources: Vec<Resource>) -> Option<Harness> {
+    static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gpu-node-{}", std::process::id()));
+        gpu::loaded_driver_root(&root).then_some(root)
+    });
+    let Some(root) = root.clone() else {
+        phoenix_testing::unavailable("device nodes cannot be made here (mknod needs root)");
+        return None;
+    };
+    start_on(resources, root).await
+}
+
+/// [`start_with`], discovering GPU devices under `root`.
+async fn start_on(resources: Vec<Resource>, root: PathBuf) -> Option<Harness> {
     let fake = FakePve::start().await?;
-    let harness = Harness::connect(fake, GuestType::Lxc, resources, |kit| {
-        LxcManager::new(Containers::new(kit, Some("test.internal".into())))
+    let harness = Harness::connect(fake, GuestType::Lxc, resources, move |kit| {
+        LxcManager::new(
+            Containers::new(kit, Some("test.internal".into()))
+                .with_device_discovery(Arc::new(LocalHost), root.display().to_string()),
+        )
     });
     Some(harness.await)
 }
@@ -96,16 +116,14 @@ async fn converges_a_template_chain_and_the_second_run_writes_nothing() {
         "{mounts:?}"
     );
 
+    // GPUs 0 and 1: their nodes and the driver-wide ones the node has, as discovered there.
     let worker = harness.config(102).await;
-    let devices: Vec<&str> = (0..8)
+    let devices: Vec<&str> = (0..10)
         .filter_map(|index| worker[format!("dev{index}")].as_str())
         .collect();
-    assert!(
-        devices.contains(&"/dev/nvidia0")
-            && devices.contains(&"/dev/nvidia1")
-            && devices.contains(&"/dev/nvidia-uvm"),
-        "{devices:?}"
-    );
+    let mut expected = gpu::GPU0_DEVICES.to_vec();
+    expected.insert(6, "/dev/nvidia1");
+    assert_eq!(devices, expected);
 
     let snapshots: Vec<Value> = harness
         .client
@@ -547,4 +565,33 @@ async fn guest_rules_jump_to_a_security_group_and_use_macros() {
         "guest rules never reach the cluster's: {cluster:?}"
     );
     assert!(!harness.plan().await.has_changes());
+}
+
+#[tokio::test]
+async fn a_gpu_container_on_a_node_without_the_driver_fails_alone_and_says_why() {
+    // A node whose kernel registered no NVIDIA device: no driver loaded, no device nodes.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("no-driver-node-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("proc")).expect("a directory");
+    std::fs::create_dir_all(root.join("dev")).expect("a directory");
+    std::fs::write(
+        root.join("proc/devices"),
+        "Character devices:\n  1 mem\n 10 misc\n\nBlock devices:\n  8 sd\n",
+    )
+    .expect("written");
+    let Some(harness) = start_on(fixture(), root).await else {
+        return;
+    };
+    let plan = harness.plan().await;
+    let report = harness.apply(&plan).await;
+    match phoenix_testing::outcome(&report, "lxc/102") {
+        Outcome::Failed { error, .. } => assert!(
+            error.contains("the NVIDIA driver is not loaded on node pve1"),
+            "{error}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        phoenix_testing::outcome(&report, "lxc/101"),
+        Outcome::Changed { .. }
+    ));
 }

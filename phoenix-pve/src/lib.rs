@@ -12,6 +12,7 @@ mod client;
 pub mod compare;
 mod error;
 pub mod firewall;
+pub mod gpu;
 pub mod guest;
 pub mod guests;
 pub mod host;

@@ -21,6 +21,7 @@ pub mod diff;
 pub mod fakepve;
 mod fakes;
 pub mod fixture;
+pub mod gpu;
 mod harness;
 pub mod node;
 

@@ -112,7 +112,8 @@ pub struct AptPackages {
 
 impl AptPackages {
     /// The packages the hypervisor file asks for, declared or needed (`sudo` for a user with
-    /// `sudo_access`, `locales` for a `locale`, `apparmor` for AppArmor profiles), when there are any.
+    /// `sudo_access`, `locales` for a `locale`, `apparmor` for AppArmor profiles, what the NVIDIA driver's install needs),
+    /// when there are any.
     pub fn declared(hypervisor: &HypervisorFile) -> Option<AptPackages> {
         let mut packages: Vec<String> = hypervisor
             .apt
@@ -127,6 +128,14 @@ impl AptPackages {
         }
         if !hypervisor.apparmor_profiles.is_empty() {
             packages.push("apparmor".to_owned());
+        }
+        if hypervisor
+            .nvidia_driver
+            .as_ref()
+            .is_some_and(|driver| driver.install)
+        {
+            // `lspci` finds the GPUs, `curl` fetches the runfile, DKMS (with its compiler) builds the module.
+            packages.extend(["curl", "dkms", "pciutils"].map(str::to_owned));
         }
         packages.sort_unstable();
         packages.dedup();
@@ -479,7 +488,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     if let Some(nvidia) = hypervisor.nvidia_driver.as_ref().filter(|driver| driver.install) {
         host.push((
             Address::Host("nvidia".into()),
-            Vec::new(),
+            after_packages(),
             HostStep::NvidiaDriver(Box::new(nvidia.clone())),
         ));
     }
