@@ -239,10 +239,13 @@ fn homelab_host_and_sync_fields() {
               "sudo_access": true,
               "username": "ops"
             }
+            host/zfs/arc {
+              "arc_max_gb": 16
+            }
             host/zfs/dataset/scratch/backups {
               "name": "backups",
               "pool": "scratch",
-              "properties": "recordsize=1M,compression=zstd",
+              "properties": "recordsize=1M,compression=zstd,mountpoint=/mnt/pve/scratch/backups",
               "proxmox_content_type": "backup",
               "proxmox_storage_type": "dir",
               "storage_class": "shared"
@@ -250,13 +253,13 @@ fn homelab_host_and_sync_fields() {
             host/zfs/dataset/scratch/hf-cache {
               "name": "hf-cache",
               "pool": "scratch",
-              "properties": "recordsize=1M,compression=lz4,quota=500G",
+              "properties": "recordsize=1M,compression=lz4,quota=500G,mountpoint=/mnt/pve/scratch/hf-cache",
               "storage_class": "shared"
             }
             host/zfs/dataset/scratch/models {
               "name": "models",
               "pool": "scratch",
-              "properties": "recordsize=1M,compression=off,quota=1T",
+              "properties": "recordsize=1M,compression=off,quota=1T,mountpoint=/mnt/pve/scratch/models",
               "proxmox_content_type": "images,rootdir",
               "proxmox_storage_type": "zfspool",
               "storage_class": "shared",
@@ -265,7 +268,7 @@ fn homelab_host_and_sync_fields() {
             host/zfs/dataset/tank/lxc-disks {
               "name": "lxc-disks",
               "pool": "tank",
-              "properties": "recordsize=16K,compression=lz4",
+              "properties": "recordsize=16K,compression=lz4,mountpoint=/mnt/pve/tank/lxc-disks",
               "proxmox_content_type": "images,rootdir",
               "proxmox_storage_type": "zfspool",
               "storage_class": "direct"
@@ -273,19 +276,19 @@ fn homelab_host_and_sync_fields() {
             host/zfs/dataset/tank/lxc-shared {
               "name": "lxc-shared",
               "pool": "tank",
-              "properties": "recordsize=128K,compression=lz4,quota=50G",
+              "properties": "recordsize=128K,compression=lz4,quota=50G,mountpoint=/mnt/pve/tank/lxc-shared",
               "storage_class": "shared"
             }
             host/zfs/dataset/tank/vm-data {
               "name": "vm-data",
               "pool": "tank",
-              "properties": "recordsize=128K,compression=lz4,quota=200G",
+              "properties": "recordsize=128K,compression=lz4,quota=200G,mountpoint=/mnt/pve/tank/vm-data",
               "storage_class": "shared"
             }
             host/zfs/dataset/tank/vm-disks {
               "name": "vm-disks",
               "pool": "tank",
-              "properties": "recordsize=64K,compression=lz4",
+              "properties": "recordsize=64K,compression=lz4,mountpoint=/mnt/pve/tank/vm-disks",
               "proxmox_content_type": "images",
               "proxmox_storage_type": "zfspool",
               "storage_class": "direct"

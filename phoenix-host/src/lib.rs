@@ -4,9 +4,10 @@
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
 //! `firewall`, `firewall_parts`, `network`, `repositories`, `access`); the rest go through the host channel
-//! (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`), and are left unplanned when there is none.
+//! (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`, `zfs`), and are left unplanned when there
+//! is none.
 //!
-//! Steps not written yet (ZFS, NFS) are not managed: [`HostManager::manages`] says
+//! Steps not written yet (NFS) are not managed: [`HostManager::manages`] says
 //! so, and the plan counts them as not planned.
 
 mod access;
@@ -24,6 +25,7 @@ mod repositories;
 mod subids;
 mod timezone;
 mod user;
+mod zfs;
 
 pub use manager::{HostManager, manager, manager_on};
 pub use node::Node;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::node::Node;
 use crate::{
     access, apparmor, dns, firewall, firewall_parts, locale, network, nvidia, packages, repositories, subids,
-    timezone, user,
+    timezone, user, zfs,
 };
 
 /// Converges the host steps it knows on one node.
@@ -74,9 +74,12 @@ impl HostManager {
             | HostStep::SubIds(_)
             | HostStep::AptPackages(_)
             | HostStep::Locale(_)
-            | HostStep::NvidiaDriver(_) => self.node.has_channel(),
+            | HostStep::NvidiaDriver(_)
+            | HostStep::ZfsPool(_)
+            | HostStep::ZfsDataset(_)
+            | HostStep::ZfsArc(_) => self.node.has_channel(),
             HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
-            HostStep::ZfsPool(_) | HostStep::ZfsDataset(_) | HostStep::NfsExports(_) => false,
+            HostStep::NfsExports(_) => false,
         }
     }
 
@@ -97,6 +100,9 @@ impl HostManager {
             HostStep::FirewallPart(part) => firewall_parts::observe(&self.node, part).await,
             HostStep::Bridge(bridge) => network::observe(&self.node, &self.network, bridge).await,
             HostStep::NvidiaDriver(_) => nvidia::observe(&self.node).await.map(Some),
+            HostStep::ZfsPool(pool) => zfs::pool_observe(&self.node, pool).await,
+            HostStep::ZfsDataset(dataset) => zfs::dataset_observe(&self.node, dataset).await,
+            HostStep::ZfsArc(_) => zfs::arc_observe(&self.node).await.map(Some),
             other => Err(unmanaged(other)),
         }
     }
@@ -135,6 +141,9 @@ fn desired_fields(
         HostStep::FirewallPart(part) => firewall_parts::desired(part),
         HostStep::Bridge(bridge) => network::desired(bridge),
         HostStep::NvidiaDriver(driver) => nvidia::desired(driver),
+        HostStep::ZfsPool(pool) => zfs::pool_desired(pool),
+        HostStep::ZfsDataset(dataset) => zfs::dataset_desired(dataset),
+        HostStep::ZfsArc(gib) => zfs::arc_desired(*gib),
         _ => BTreeMap::new(),
     }
 }
@@ -226,6 +235,9 @@ impl Manager for HostManager {
             HostStep::FirewallPart(part) => firewall_parts::apply(&self.node, part, change).await,
             HostStep::Bridge(bridge) => network::apply(&self.node, bridge, change).await,
             HostStep::NvidiaDriver(driver) => nvidia::apply(&self.node, driver, change).await,
+            HostStep::ZfsPool(pool) => zfs::pool_apply(&self.node, pool, change).await,
+            HostStep::ZfsDataset(dataset) => zfs::dataset_apply(&self.node, dataset, change).await,
+            HostStep::ZfsArc(gib) => zfs::arc_apply(&self.node, *gib).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

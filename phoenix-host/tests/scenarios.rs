@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Setup, start_dir};
+use common::{Setup, start_dir, with_zfs};
 use phoenix_pve::Form;
 use phoenix_testing::gpu;
 use serde_json::Value;
@@ -46,6 +46,7 @@ async fn the_reference_host_converges_on_a_fresh_node_and_drift_is_corrected_alo
     setup.allow_risky = true;
     // Its two GPUs are stood in for (this machine has none), nouveau not bound (phoenix_testing::gpu).
     setup.sh(&gpu::stand_ins("580.76.05", "none"));
+    with_zfs(&setup);
     converge_fresh(&setup).await;
     assert_eq!(
         setup.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader"),
@@ -134,6 +135,7 @@ async fn the_homelab_host_converges_on_a_fresh_node_and_an_edited_sudo_file_is_p
     };
     setup.allow_risky = true;
     setup.sh(&gpu::stand_ins("570.172.08", "none"));
+    with_zfs(&setup);
     converge_fresh(&setup).await;
     for package in ["htop", "tmux"] {
         assert!(

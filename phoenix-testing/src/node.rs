@@ -27,10 +27,12 @@ use phoenix_pve::host::{CommandOutput, HostChannel, SshHost};
 
 /// The version of the recipe below: changing what goes into the root filesystem means changing this, so
 /// that a cache built by the older recipe is not taken for the new one.
-const RECIPE: &str = "bookworm-1";
+const RECIPE: &str = "bookworm-2";
 
-/// Installed beyond what the Debian template brings (it has `openssh-server` and `locales`).
-const PACKAGES: &[&str] = &["sudo", "apparmor", "tzdata"];
+/// Installed beyond what the Debian template brings (it has `openssh-server` and `locales`). A Proxmox
+/// node always has ZFS's tools; here they are zfs-fuse's (the kernel has no ZFS), whose daemon a test
+/// starts with [`TestNode::start_zfs`].
+const PACKAGES: &[&str] = &["sudo", "apparmor", "tzdata", "zfs-fuse"];
 
 /// The node's init: host keys, then `sshd` in the foreground as process 1 (it reaps its children).
 const INIT: &str = "#!/bin/sh\nmkdir -p /run/sshd\nssh-keygen -A >/dev/null\nexec /usr/sbin/sshd -D -e\n";
@@ -177,6 +179,21 @@ impl TestNode {
         }
     }
 
+    /// Starts zfs-fuse's daemon in the node and waits until `zpool` reaches it: ZFS on file-backed pools,
+    /// as the tests' stand-in for a kernel with ZFS. `disks` files of `size` are made under `/srv/disks`
+    /// (`/srv/disks/d0`, ...), empty, for pools to be created on.
+    pub fn start_zfs(&self, disks: usize, size: &str) {
+        let script = format!(
+            "set -e\nmkdir -p /srv/disks\nfor i in $(seq 0 {last}); do truncate -s {size} /srv/disks/d$i; done\n\
+             zfs-fuse --pidfile /run/zfs-fuse.pid\n\
+             for _ in $(seq 50); do zpool list >/dev/null 2>&1 && exit 0; sleep 0.1; done\n\
+             echo 'zfs-fuse did not answer' >&2; exit 1\n",
+            last = disks.saturating_sub(1),
+        );
+        let output = self.exec(&["sh", "-c", &script]);
+        assert!(output.success(), "starting zfs-fuse: {}", output.tail(10));
+    }
+
     fn dir(&self) -> PathBuf {
         self.lxcpath.join(&self.name)
     }
@@ -219,6 +236,8 @@ impl TestNode {
              lxc.rootfs.path = overlay:{lower}:{upper}\n\
              lxc.init.cmd = /usr/local/sbin/phoenix-node-init\n\
              lxc.apparmor.profile = unconfined\n\
+             lxc.cgroup.devices.allow = c 10:229 rwm\n\
+             lxc.mount.entry = /dev/fuse dev/fuse none bind,create=file 0 0\n\
              lxc.console.logfile = {dir}/console.log\n",
             name = self.name,
             lower = rootfs().display(),

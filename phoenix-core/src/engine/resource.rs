@@ -60,6 +60,8 @@ pub enum HostStep {
     ZfsPool(Box<ZfsPool>),
     /// A ZFS dataset, at `host/zfs/dataset/<pool>/<name>`.
     ZfsDataset(Box<ZfsDataset>),
+    /// The ARC's upper bound in GiB (`zfs.arc_max_gb`), at `host/zfs/arc`.
+    ZfsArc(u32),
     /// The NFS exports of the host, at `host/nfs/exports`; only built when there is at least one export.
     NfsExports(Box<Nfs>),
     /// The host firewall, at `host/firewall`, from `firewall` or the legacy `shared_volumes.firewall`.
@@ -324,6 +326,7 @@ fn host_value(step: &HostStep) -> Value {
     match step {
         HostStep::ZfsPool(pool) => to_value(pool),
         HostStep::ZfsDataset(dataset) => to_value(dataset),
+        HostStep::ZfsArc(gib) => serde_json::json!({ "arc_max_gb": gib }),
         HostStep::NfsExports(nfs) => to_value(nfs),
         HostStep::Firewall(firewall) => {
             // The groups, aliases, IP sets and the node's firewall are resources of their own.
@@ -371,6 +374,30 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("configuration types serialise to JSON")
 }
 
+/// A dataset with `mountpoint=<base>/<pool>/<name>` among its properties when the hypervisor file sets
+/// `mount_point_base` and the dataset does not say otherwise.
+fn with_mountpoint(dataset: &ZfsDataset, base: Option<&str>) -> ZfsDataset {
+    let mut dataset = dataset.clone();
+    let declared = dataset.properties.as_deref().unwrap_or_default();
+    let has = declared
+        .split(',')
+        .any(|pair| pair.trim().starts_with("mountpoint="));
+    if let Some(base) = base.filter(|_| !has) {
+        let mountpoint = format!(
+            "mountpoint={}/{}/{}",
+            base.trim_end_matches('/'),
+            dataset.pool,
+            dataset.name
+        );
+        dataset.properties = Some(if declared.trim().is_empty() {
+            mountpoint
+        } else {
+            format!("{declared},{mountpoint}")
+        });
+    }
+    dataset
+}
+
 /// Every resource of an estate, in a stable order (by address).
 pub fn resources(estate: &Estate) -> Vec<Resource> {
     let files = estate.files();
@@ -389,13 +416,26 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         }
         for dataset in &zfs.datasets {
             let pool = Address::Host(format!("zfs/pool/{}", dataset.pool));
-            let depends = if zfs.pools.iter().any(|declared| declared.name == dataset.pool) {
+            let mut depends = if zfs.pools.iter().any(|declared| declared.name == dataset.pool) {
                 vec![pool]
             } else {
                 Vec::new()
             };
+            // A nested dataset after its declared parent.
+            if let Some((parent, _)) = dataset.name.rsplit_once('/')
+                && zfs
+                    .datasets
+                    .iter()
+                    .any(|other| other.pool == dataset.pool && other.name == parent)
+            {
+                depends.push(Address::Host(format!("zfs/dataset/{}/{parent}", dataset.pool)));
+            }
             let address = Address::Host(format!("zfs/dataset/{}/{}", dataset.pool, dataset.name));
-            host.push((address, depends, HostStep::ZfsDataset(Box::new(dataset.clone()))));
+            let dataset = with_mountpoint(dataset, hypervisor.mount_point_base.as_deref());
+            host.push((address, depends, HostStep::ZfsDataset(Box::new(dataset))));
+        }
+        if let Some(gib) = zfs.arc_max_gb {
+            host.push((Address::Host("zfs/arc".into()), Vec::new(), HostStep::ZfsArc(gib)));
         }
     }
     let datasets: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();

@@ -34,9 +34,21 @@ pub(crate) async fn start_with(
     start_on(start_resources(edit, options), configure).await
 }
 
-/// A node and a fake for the host resources of the configuration directory `dir`.
+/// A node and a fake for the host resources of the configuration directory `dir`, its hypervisor file
+/// made fit for the test node's ZFS ([`for_zfs_fuse`]).
 pub(crate) async fn start_dir(dir: &Path) -> Option<Setup> {
-    let mut resources = fixture::resources(fixture::sources(dir), &CheckOptions::default());
+    let sources = fixture::sources(dir)
+        .into_iter()
+        .map(|source| {
+            if source.kind() == FileKind::Hypervisor {
+                let text = for_zfs_fuse(source.text());
+                phoenix_core::SourceFile::new(source.kind(), source.path().to_owned(), text)
+            } else {
+                source
+            }
+        })
+        .collect();
+    let mut resources = fixture::resources(sources, &CheckOptions::default());
     resources.retain(|resource| resource.kind() == phoenix_core::ResourceKind::Host);
     start_on(resources, |manager| manager).await
 }
@@ -58,6 +70,63 @@ async fn start_on(
         resources,
         allow_risky: false,
     })
+}
+
+/// The ZFS of the test node is zfs-fuse's (ZFS pool version 23), and its disks are files: a hypervisor
+/// file's pools get `/srv/disks/d0`, `d1`, ... in order of declaration ([`ZFS_DISKS`] of them, made by
+/// `TestNode::start_zfs`), and dataset properties zfs-fuse does not have are mapped to what it has
+/// (`lz4`, `zstd` -> `on`; `recordsize` at most `128K`; `sync` left out). This is the one place the
+/// tests differ from a real node; the product code is the same.
+pub(crate) fn for_zfs_fuse(text: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(text).expect("the hypervisor file is JSON");
+    let Some(zfs) = value.get_mut("zfs") else {
+        return text.to_owned();
+    };
+    let mut next = 0;
+    for pool in zfs["pools"].as_array_mut().into_iter().flatten() {
+        for disk in pool["disks"].as_array_mut().into_iter().flatten() {
+            *disk = serde_json::json!(format!("/srv/disks/d{next}"));
+            next += 1;
+        }
+    }
+    assert!(next <= ZFS_DISKS, "{next} disks: make more");
+    for dataset in zfs["datasets"].as_array_mut().into_iter().flatten() {
+        let Some(properties) = dataset["properties"].as_str() else {
+            continue;
+        };
+        let mapped: Vec<String> = properties
+            .split(',')
+            .filter(|pair| !pair.starts_with("sync="))
+            .map(|pair| match pair.split_once('=') {
+                Some(("compression", "lz4" | "zstd")) => "compression=on".to_owned(),
+                Some(("recordsize", size))
+                    if !["512", "1K", "2K", "4K", "8K", "16K", "32K", "64K", "128K"].contains(&size) =>
+                {
+                    "recordsize=128K".to_owned()
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        dataset["properties"] = serde_json::json!(mapped.join(","));
+    }
+    serde_json::to_string_pretty(&value).expect("serialises")
+}
+
+/// How many file disks a test node gets for ZFS.
+pub(crate) const ZFS_DISKS: usize = 6;
+
+/// Gives the node ZFS for the tests: zfs-fuse's daemon, [`ZFS_DISKS`] empty file disks, a `zpool` that
+/// takes `status -P` (zfs-fuse's has no `-P`, and prints files' full paths without it), and an
+/// `update-initramfs` that records its calls (the node boots no kernel).
+pub(crate) fn with_zfs(setup: &Setup) {
+    setup.node.start_zfs(ZFS_DISKS, "96M");
+    setup.sh(
+        "cat > /usr/local/sbin/zpool <<'EOF'\n#!/bin/sh\n# zfs-fuse's zpool has no -P; it prints file vdevs' full paths anyway.\n\
+         if [ \"$1\" = status ] && [ \"$2\" = -P ]; then shift 2; exec /usr/sbin/zpool status \"$@\"; fi\n\
+         exec /usr/sbin/zpool \"$@\"\nEOF\n\
+         cat > /usr/local/sbin/update-initramfs <<'EOF'\n#!/bin/sh\necho \"$*\" >> /var/lib/phoenix-stand-in/update-initramfs\nEOF\n\
+         mkdir -p /var/lib/phoenix-stand-in\nchmod 755 /usr/local/sbin/zpool /usr/local/sbin/update-initramfs",
+    );
 }
 
 /// The fixture's resources, with the hypervisor file passed through `edit`. The fixture's bridge is left
