@@ -181,7 +181,7 @@ fn demo_apply_converges_and_the_second_run_changes_nothing() {
     let stdout = text(&first.stdout);
     assert!(stdout.contains("  + lxc/100 (hello): create"), "{stdout}");
     assert!(
-        stdout.contains("Apply complete: 1 changed, 0 unchanged, 0 failed, 0 skipped, 0 not started"),
+        stdout.contains("Apply complete: 3 changed, 0 unchanged, 0 failed, 0 skipped, 0 not started"),
         "{stdout}"
     );
     assert!(
@@ -199,7 +199,7 @@ fn demo_apply_converges_and_the_second_run_changes_nothing() {
         "--detailed-exitcode",
     ]);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stdout));
-    assert!(text(&second.stdout).contains("No changes: 1 resources are up to date."));
+    assert!(text(&second.stdout).contains("No changes: 3 resources are up to date."));
 }
 
 #[test]
@@ -276,7 +276,8 @@ fn demo_drift_is_corrected_and_destruction_needs_the_flag() {
         .iter()
         .map(|r| r["status"].as_str().expect("str"))
         .collect();
-    assert_eq!(statuses, ["changed", "changed"]);
+    // The two storages are as they were; the container's drift and the deletion are the changes.
+    assert_eq!(statuses, ["unchanged", "unchanged", "changed", "changed"]);
     let after = phoenix(&[
         "plan",
         "-c",

@@ -129,7 +129,7 @@ async fn apply_converges_against_proxmox_and_the_second_plan_is_empty() {
 
     let again = phoenix(&fake, &["plan", "-c", dir, "--detailed-exitcode"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
-    assert!(text(&again.stdout).contains("No changes: 1 resources are up to date."));
+    assert!(text(&again.stdout).contains("No changes: 3 resources are up to date."));
 
     let wrong = Command::new(env!("CARGO_BIN_EXE_phoenix"))
         .args(["plan", "-c", dir])

@@ -33,7 +33,7 @@ async fn the_reference_estate_converges_across_kinds() {
     };
     // The storages the reference names, as its host would have registered them.
     fake.exec(
-        "for name in ('quickOS-lxc-disks', 'quickOS-vm-disks', 'fastData-shared-bulk-data'):\n    pve.storages[name] = {'type': 'zfspool', 'active': 1, 'content': 'images,rootdir', 'files': set(), 'pool': name}\npve.storages['local']['content'] += ',import'",
+        "for name in ('quickOS-lxc-disks', 'quickOS-vm-disks', 'fastData-shared-bulk-data'):\n    pve.storages[name] = {'type': 'zfspool', 'active': 1, 'content': 'images,rootdir', 'files': set(), 'pool': name.replace('-', '/', 1)}\npve.storages['local']['content'] += ',import'",
     )
     .await;
     fake.resize_vm_disks_like_proxmox().await;
@@ -63,8 +63,8 @@ async fn the_reference_estate_converges_across_kinds() {
         .collect();
     assert_eq!(
         order.len(),
-        19,
-        "12 containers, 3 VMs, the node's DNS, timezone, firewall and bridge: {order:?}"
+        30,
+        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge: {order:?}"
     );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
@@ -103,7 +103,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (19 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (30 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

@@ -208,6 +208,62 @@ fn homelab_host_and_sync_fields() {
               "runfile_url": "https://us.download.nvidia.com/XFree86/Linux-x86_64/570.172.08/NVIDIA-Linux-x86_64-570.172.08.run",
               "version": "570.172.08"
             }
+            host/storage/local {
+              "content": [
+                "backup",
+                "import",
+                "iso",
+                "snippets",
+                "vztmpl"
+              ],
+              "id": "local"
+            }
+            host/storage/models {
+              "content": [
+                "images",
+                "rootdir"
+              ],
+              "id": "models",
+              "kind": "zfspool",
+              "settings": {
+                "mountpoint": "/mnt/pve/scratch/models",
+                "pool": "scratch/models"
+              }
+            }
+            host/storage/scratch-backups {
+              "content": [
+                "backup"
+              ],
+              "id": "scratch-backups",
+              "kind": "dir",
+              "settings": {
+                "is_mountpoint": "yes",
+                "path": "/mnt/pve/scratch/backups"
+              }
+            }
+            host/storage/tank-lxc-disks {
+              "content": [
+                "images",
+                "rootdir"
+              ],
+              "id": "tank-lxc-disks",
+              "kind": "zfspool",
+              "settings": {
+                "mountpoint": "/mnt/pve/tank/lxc-disks",
+                "pool": "tank/lxc-disks"
+              }
+            }
+            host/storage/tank-vm-disks {
+              "content": [
+                "images"
+              ],
+              "id": "tank-vm-disks",
+              "kind": "zfspool",
+              "settings": {
+                "mountpoint": "/mnt/pve/tank/vm-disks",
+                "pool": "tank/vm-disks"
+              }
+            }
             host/subids {
               "gids": [
                 [
@@ -379,6 +435,25 @@ fn fixture_host_and_sync_fields() {
               ],
               "gateway": "10.1.0.1",
               "name": "vmbr0"
+            }
+            host/storage/local {
+              "content": [
+                "import",
+                "snippets",
+                "vztmpl"
+              ],
+              "id": "local"
+            }
+            host/storage/tank-guests {
+              "content": [
+                "images",
+                "rootdir"
+              ],
+              "id": "tank-guests",
+              "kind": "zfspool",
+              "settings": {
+                "pool": "tank/guests"
+              }
             }
             host/zfs/dataset/tank/guests {
               "name": "guests",

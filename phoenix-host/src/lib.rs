@@ -3,7 +3,7 @@
 //! One [`HostManager`] owns every `host/*` resource. Each kind of host step is a module with the same three
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
-//! `firewall`, `firewall_parts`, `network`, `repositories`, `access`); the rest go through the host channel
+//! `firewall`, `firewall_parts`, `network`, `repositories`, `access`, `storage`); the rest go through the host channel
 //! (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`, `zfs`), and are left unplanned when there
 //! is none.
 //!
@@ -22,6 +22,7 @@ mod node;
 mod nvidia;
 mod packages;
 mod repositories;
+mod storage;
 mod subids;
 mod timezone;
 mod user;

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::node::Node;
 use crate::{
-    access, apparmor, dns, firewall, firewall_parts, locale, network, nvidia, packages, repositories, subids,
-    timezone, user, zfs,
+    access, apparmor, dns, firewall, firewall_parts, locale, network, nvidia, packages, repositories,
+    storage, subids, timezone, user, zfs,
 };
 
 /// Converges the host steps it knows on one node.
@@ -69,6 +69,7 @@ impl HostManager {
             | HostStep::AptRepositories(_)
             | HostStep::Access(_)
             | HostStep::FirewallPart(_)
+            | HostStep::Storage(_)
             | HostStep::Bridge(_) => true,
             HostStep::User(_)
             | HostStep::SubIds(_)
@@ -103,6 +104,7 @@ impl HostManager {
             HostStep::ZfsPool(pool) => zfs::pool_observe(&self.node, pool).await,
             HostStep::ZfsDataset(dataset) => zfs::dataset_observe(&self.node, dataset).await,
             HostStep::ZfsArc(_) => zfs::arc_observe(&self.node).await.map(Some),
+            HostStep::Storage(declared) => storage::observe(&self.node, declared).await,
             other => Err(unmanaged(other)),
         }
     }
@@ -144,6 +146,7 @@ fn desired_fields(
         HostStep::ZfsPool(pool) => zfs::pool_desired(pool),
         HostStep::ZfsDataset(dataset) => zfs::dataset_desired(dataset),
         HostStep::ZfsArc(gib) => zfs::arc_desired(*gib),
+        HostStep::Storage(declared) => storage::desired(declared),
         _ => BTreeMap::new(),
     }
 }
@@ -238,6 +241,7 @@ impl Manager for HostManager {
             HostStep::ZfsPool(pool) => zfs::pool_apply(&self.node, pool, change).await,
             HostStep::ZfsDataset(dataset) => zfs::dataset_apply(&self.node, dataset, change).await,
             HostStep::ZfsArc(gib) => zfs::arc_apply(&self.node, *gib).await,
+            HostStep::Storage(declared) => storage::apply(&self.node, declared, change).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

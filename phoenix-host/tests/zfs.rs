@@ -7,7 +7,9 @@ mod common;
 
 use common::{Setup, start, steps, with_zfs};
 use phoenix_core::Outcome;
+use phoenix_pve::Form;
 use phoenix_testing::outcome;
+use serde_json::{Value, json};
 
 /// Two pools, a dataset on each (one nested), and the ARC limit.
 const ZFS: &str = r#""mount_point_base": "/mnt/pve",
@@ -144,4 +146,126 @@ async fn a_disk_that_holds_data_is_refused_by_name_and_an_existing_pool_is_never
         outcome(&report, "host/timezone"),
         Outcome::Changed { .. }
     ));
+}
+
+#[tokio::test]
+async fn datasets_are_registered_as_storages_and_a_content_type_changed_in_the_ui_is_set_back() {
+    let zfs = ZFS
+        .replace(
+            r#""properties": "recordsize=16K,compression=on,quota=1.4T" }"#,
+            r#""properties": "recordsize=16K,compression=on,quota=1.4T", "proxmox_storage_type": "zfspool", "proxmox_content_type": "rootdir,images" }"#,
+        )
+        .replace(
+            r#""properties": "quota=2T,atime=off" }"#,
+            r#""properties": "quota=2T,atime=off", "proxmox_storage_type": "dir", "proxmox_content_type": "backup", "storage_id": "backups" }"#,
+        )
+        .replace(
+            r#""mount_point_base": "/mnt/pve","#,
+            r#""mount_point_base": "/mnt/pve", "proxmox_storages": [{ "id": "local", "content": ["vztmpl", "snippets"] }],"#,
+        );
+    let Some(setup) = zfs_node(&zfs).await else {
+        return;
+    };
+    let client = setup.fake.root_client().await;
+    let before: Vec<Value> = client.get("/storage", &[]).await.expect("lists");
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+    let shared: Value = client.get("/storage/fastData-shared", &[]).await.expect("reads");
+    assert_eq!(
+        (
+            &shared["type"],
+            &shared["pool"],
+            &shared["mountpoint"],
+            &shared["content"]
+        ),
+        (
+            &json!("zfspool"),
+            &json!("fastData/shared"),
+            &json!("/mnt/pve/fastData/shared"),
+            &json!("images,rootdir")
+        )
+    );
+    let backups: Value = client.get("/storage/backups", &[]).await.expect("reads");
+    assert_eq!(
+        (
+            &backups["type"],
+            &backups["path"],
+            &backups["is_mountpoint"],
+            &backups["content"]
+        ),
+        (
+            &json!("dir"),
+            &json!("/mnt/pve/slowData/backups"),
+            &json!("yes"),
+            &json!("backup")
+        )
+    );
+    let local: Value = client.get("/storage/local", &[]).await.expect("reads");
+    let mut content: Vec<&str> = local["content"].as_str().expect("content").split(',').collect();
+    content.sort_unstable();
+    assert_eq!(
+        content,
+        ["backup", "iso", "snippets", "vztmpl"],
+        "snippets added, what local had kept"
+    );
+    // Storages Phoenix does not declare are as they were.
+    let after: Vec<Value> = client.get("/storage", &[]).await.expect("lists");
+    for storage in before.iter().filter(|storage| storage["storage"] != "local") {
+        let id = &storage["storage"];
+        let now = after
+            .iter()
+            .find(|other| other["storage"] == *id)
+            .expect("still there");
+        assert_eq!(now["content"], storage["content"], "{id}");
+    }
+    let writes = setup.fake.writes().await;
+    setup.assert_converged().await;
+    assert_eq!(setup.fake.writes().await, writes, "the second run writes nothing");
+
+    // In the UI: rootdir taken off the dataset's storage. One PUT puts it back.
+    client
+        .put::<Value>("/storage/fastData-shared", &Form::new().text("content", "images"))
+        .await
+        .expect("set");
+    assert_eq!(
+        setup.drift("host/storage/fastData-shared").await,
+        ["content: Some(String(\"images\")) -> Some(String(\"images,rootdir\"))"]
+    );
+    let count = setup.fake.writes().await.len();
+    assert!(setup.apply().await.succeeded());
+    assert_eq!(
+        setup.fake.writes().await.split_off(count),
+        ["PUT /api2/json/storage/fastData-shared"]
+    );
+    setup.assert_converged().await;
+}
+
+#[tokio::test]
+async fn a_storage_registered_elsewhere_is_reported_and_left_as_it_is() {
+    let zfs = ZFS.replace(
+        r#""properties": "quota=2T,atime=off" }"#,
+        r#""properties": "quota=2T,atime=off", "proxmox_storage_type": "dir", "proxmox_content_type": "backup", "storage_id": "backups" }"#,
+    );
+    let Some(setup) = zfs_node(&zfs).await else {
+        return;
+    };
+    let client = setup.fake.root_client().await;
+    let made = Form::new()
+        .text("storage", "backups")
+        .text("type", "dir")
+        .text("path", "/srv/elsewhere")
+        .text("content", "iso");
+    client
+        .post::<Value>("/storage", &made)
+        .await
+        .expect("made by hand");
+    let report = setup.apply().await;
+    let error = failure(&report, "host/storage/backups");
+    assert!(
+        error.contains("storage backups: path is /srv/elsewhere") && error.contains("removes no storage"),
+        "{error}"
+    );
+    let live: Value = client.get("/storage/backups", &[]).await.expect("reads");
+    assert_eq!(live["path"], "/srv/elsewhere", "never recreated");
+    assert_eq!(live["content"], "backup", "what Proxmox lets change is converged");
 }

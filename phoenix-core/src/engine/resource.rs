@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::hypervisor::{
-    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, ZfsDataset,
-    ZfsPool,
+    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, StorageType,
+    ZfsDataset, ZfsPool,
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
@@ -60,6 +60,8 @@ pub enum HostStep {
     ZfsPool(Box<ZfsPool>),
     /// A ZFS dataset, at `host/zfs/dataset/<pool>/<name>`.
     ZfsDataset(Box<ZfsDataset>),
+    /// A Proxmox storage registered or converged, at `host/storage/<id>`.
+    Storage(Box<ProxmoxStorage>),
     /// The ARC's upper bound in GiB (`zfs.arc_max_gb`), at `host/zfs/arc`.
     ZfsArc(u32),
     /// The NFS exports of the host, at `host/nfs/exports`; only built when there is at least one export.
@@ -103,6 +105,79 @@ pub struct AptRepositories {
     /// `apt.ceph_repository`; without it every Ceph repository is turned off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceph: Option<RepositoryChannel>,
+}
+
+/// A Proxmox storage (`/storage/{id}`): one for each dataset with a `proxmox_storage_type`, and one for
+/// each of `proxmox_storages` (which exist already, and whose content types are converged).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProxmoxStorage {
+    /// The storage ID.
+    pub id: String,
+    /// The storage type (`zfspool`, `dir`); `None` for a storage that exists already, of any type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The content types, sorted; empty when not declared (then not compared).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<String>,
+    /// The type's settings, by option name: `pool` and `mountpoint` of a `zfspool`, `path` and
+    /// `is_mountpoint` of a `dir`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl ProxmoxStorage {
+    /// The storage of a dataset, when it declares a `proxmox_storage_type`.
+    fn of_dataset(dataset: &ZfsDataset) -> Option<ProxmoxStorage> {
+        let id = dataset.proxmox_storage_id()?;
+        let name = format!("{}/{}", dataset.pool, dataset.name);
+        let mountpoint = dataset
+            .properties
+            .iter()
+            .flat_map(|text| text.split(','))
+            .find_map(|pair| pair.trim().strip_prefix("mountpoint=").map(str::to_owned));
+        let mut settings = BTreeMap::new();
+        let kind = match dataset.proxmox_storage_type? {
+            StorageType::Zfspool => {
+                settings.insert("pool".to_owned(), name);
+                if let Some(mountpoint) = mountpoint {
+                    settings.insert("mountpoint".to_owned(), mountpoint);
+                }
+                "zfspool"
+            }
+            StorageType::Dir => {
+                settings.insert(
+                    "path".to_owned(),
+                    mountpoint.unwrap_or_else(|| format!("/{name}")),
+                );
+                // Proxmox writes nothing there while the dataset is not mounted.
+                settings.insert("is_mountpoint".to_owned(), "yes".to_owned());
+                "dir"
+            }
+        };
+        Some(ProxmoxStorage {
+            id,
+            kind: Some(kind.to_owned()),
+            content: content_list(
+                dataset
+                    .proxmox_content_type
+                    .iter()
+                    .flat_map(|text| text.split(',')),
+            ),
+            settings,
+        })
+    }
+}
+
+/// Content types, trimmed, sorted, without repeats.
+fn content_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut items: Vec<String> = items
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect();
+    items.sort_unstable();
+    items.dedup();
+    items
 }
 
 /// The packages the node must have: those `apt.packages` declares and those the other host steps need.
@@ -327,6 +402,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::ZfsPool(pool) => to_value(pool),
         HostStep::ZfsDataset(dataset) => to_value(dataset),
         HostStep::ZfsArc(gib) => serde_json::json!({ "arc_max_gb": gib }),
+        HostStep::Storage(storage) => to_value(storage),
         HostStep::NfsExports(nfs) => to_value(nfs),
         HostStep::Firewall(firewall) => {
             // The groups, aliases, IP sets and the node's firewall are resources of their own.
@@ -434,9 +510,32 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             let dataset = with_mountpoint(dataset, hypervisor.mount_point_base.as_deref());
             host.push((address, depends, HostStep::ZfsDataset(Box::new(dataset))));
         }
+        for dataset in &zfs.datasets {
+            let dataset = with_mountpoint(dataset, hypervisor.mount_point_base.as_deref());
+            if let Some(storage) = ProxmoxStorage::of_dataset(&dataset) {
+                let after = Address::Host(format!("zfs/dataset/{}/{}", dataset.pool, dataset.name));
+                host.push((
+                    Address::Host(format!("storage/{}", storage.id)),
+                    vec![after],
+                    HostStep::Storage(Box::new(storage)),
+                ));
+            }
+        }
         if let Some(gib) = zfs.arc_max_gb {
             host.push((Address::Host("zfs/arc".into()), Vec::new(), HostStep::ZfsArc(gib)));
         }
+    }
+    for declared in &hypervisor.proxmox_storages {
+        host.push((
+            Address::Host(format!("storage/{}", declared.id)),
+            Vec::new(),
+            HostStep::Storage(Box::new(ProxmoxStorage {
+                id: declared.id.clone(),
+                kind: None,
+                content: content_list(declared.content.iter().map(String::as_str)),
+                settings: BTreeMap::new(),
+            })),
+        ));
     }
     let datasets: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
     if let Some(nfs) = hypervisor.nfs.as_ref().filter(|nfs| !nfs.exports.is_empty()) {
