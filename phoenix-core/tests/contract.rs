@@ -78,6 +78,7 @@ fn reference_configs_validate_with_warnings_only() {
         "phoenix::config::template_path",
         "phoenix::disk::smaller_than_source",
         "phoenix::firewall::duplicate_rule",
+        "phoenix::host::export_not_mounted_there",
         "phoenix::host::samba_unsupported",
         "phoenix::shared_volume::unknown_container",
     ]);

@@ -54,8 +54,10 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
             "host/dns",
             "host/firewall",
             "host/network/vmbr0",
+            "host/storage/local",
             "host/zfs/pool/tank",
             "host/zfs/dataset/tank/guests",
+            "host/storage/tank-guests",
             "lxc/900",
             "lxc/101",
             "lxc/102",
@@ -129,7 +131,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
 
     estate.fake(ResourceKind::Lxc).heal(&Address::Lxc(900));
     let rerun = estate.plan(&resources, &[]).await;
-    assert_eq!(rerun.summary().unchanged, 6, "what succeeded is not redone");
+    assert_eq!(rerun.summary().unchanged, 8, "what succeeded is not redone");
     assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
     assert!(!estate.plan(&resources, &[]).await.has_changes());
 }
@@ -346,8 +348,10 @@ async fn a_target_brings_what_it_depends_on_and_nothing_else() {
             "host/dns",
             "host/firewall",
             "host/network/vmbr0",
+            "host/storage/local",
             "host/zfs/pool/tank",
             "host/zfs/dataset/tank/guests",
+            "host/storage/tank-guests",
             "lxc/900",
             "lxc/101",
             "lxc/102",
@@ -409,7 +413,7 @@ async fn kinds_without_a_manager_are_counted_not_planned() {
     assert_eq!(
         unmanaged,
         [
-            (ResourceKind::Host, 5),
+            (ResourceKind::Host, 7),
             (ResourceKind::Vm, 3),
             (ResourceKind::Stack, 1),
             (ResourceKind::Sync, 2)

@@ -59,7 +59,7 @@ async fn human_rendering() {
               + stack/web@1002 (web): create
                   compose_file_path = "stacks/web/docker-compose.yml"
                   environments      = {"production":{"variables":[{"name":"PORT","value":"8080"},{"name":"DB_PASSWORD","value":{"env":"WE…
-            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 10 unchanged.
+            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 12 unchanged.
         "#]],
     );
 }
@@ -122,6 +122,8 @@ async fn json_document() {
                     "host/dns",
                     "host/firewall",
                     "host/network/vmbr0",
+                    "host/storage/local",
+                    "host/storage/tank-guests",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
                     "lxc/900"
@@ -150,6 +152,8 @@ async fn json_document() {
                     "host/dns",
                     "host/firewall",
                     "host/network/vmbr0",
+                    "host/storage/local",
+                    "host/storage/tank-guests",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
                     "lxc/101",
@@ -185,6 +189,8 @@ async fn json_document() {
                     "host/dns",
                     "host/firewall",
                     "host/network/vmbr0",
+                    "host/storage/local",
+                    "host/storage/tank-guests",
                     "host/zfs/dataset/tank/guests",
                     "host/zfs/pool/tank",
                     "lxc/102",
@@ -246,7 +252,7 @@ async fn json_document() {
                 "not_planned": 0,
                 "replace": 1,
                 "restart": 1,
-                "unchanged": 10,
+                "unchanged": 12,
                 "update": 2
               }
             }"#]],
@@ -272,6 +278,8 @@ fn graph_sources() {
                 host_dns[/"host/dns"/]:::host
                 host_firewall[/"host/firewall"/]:::host
                 host_network_vmbr0[/"host/network/vmbr0"/]:::host
+                host_storage_local[/"host/storage/local"/]:::host
+                host_storage_tank_guests[/"host/storage/tank-guests"/]:::host
                 host_zfs_dataset_tank_guests[/"host/zfs/dataset/tank/guests"/]:::host
                 host_zfs_pool_tank[/"host/zfs/pool/tank"/]:::host
               end
@@ -284,6 +292,7 @@ fn graph_sources() {
               stack_web_1002{{"stack/web@1002<br/>web"}}:::stack
               sync_dns>"sync/dns"]:::sync
               sync_traefik>"sync/traefik"]:::sync
+              host_zfs_dataset_tank_guests --> host_storage_tank_guests
               host_zfs_pool_tank --> host_zfs_dataset_tank_guests
               lxc_900 == clone ==> lxc_101
               lxc_900 == clone ==> lxc_102
@@ -319,6 +328,8 @@ fn graph_sources() {
                 "host/dns" [label="host/dns", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/firewall" [label="host/firewall", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/network/vmbr0" [label="host/network/vmbr0", shape=folder, style=filled, fillcolor="#e5e7eb"];
+                "host/storage/local" [label="host/storage/local", shape=folder, style=filled, fillcolor="#e5e7eb"];
+                "host/storage/tank-guests" [label="host/storage/tank-guests", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/zfs/dataset/tank/guests" [label="host/zfs/dataset/tank/guests", shape=folder, style=filled, fillcolor="#e5e7eb"];
                 "host/zfs/pool/tank" [label="host/zfs/pool/tank", shape=folder, style=filled, fillcolor="#e5e7eb"];
               }
@@ -331,6 +342,7 @@ fn graph_sources() {
               "stack/web@1002" [label="stack/web@1002\nweb", shape=component, style=filled, fillcolor="#fef3c7"];
               "sync/dns" [label="sync/dns", shape=note, style=filled, fillcolor="#fce7f3"];
               "sync/traefik" [label="sync/traefik", shape=note, style=filled, fillcolor="#fce7f3"];
+              "host/zfs/dataset/tank/guests" -> "host/storage/tank-guests";
               "host/zfs/pool/tank" -> "host/zfs/dataset/tank/guests";
               "lxc/900" -> "lxc/101" [label="clone", style=bold];
               "lxc/900" -> "lxc/102" [label="clone", style=bold];

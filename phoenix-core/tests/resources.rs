@@ -100,6 +100,7 @@ fn homelab_host_and_sync_fields() {
                 "dkms",
                 "htop",
                 "locales",
+                "nfs-kernel-server",
                 "pciutils",
                 "sudo",
                 "tmux"
@@ -197,7 +198,7 @@ fn homelab_host_and_sync_fields() {
                     "no_subtree_check",
                     "no_root_squash"
                   ],
-                  "path": "/tank/vm-data"
+                  "path": "/mnt/pve/tank/vm-data"
                 }
               ]
             }

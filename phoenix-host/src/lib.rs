@@ -3,12 +3,9 @@
 //! One [`HostManager`] owns every `host/*` resource. Each kind of host step is a module with the same three
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
-//! `firewall`, `firewall_parts`, `network`, `repositories`, `access`, `storage`); the rest go through the host channel
-//! (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`, `zfs`), and are left unplanned when there
-//! is none.
-//!
-//! Steps not written yet (NFS) are not managed: [`HostManager::manages`] says
-//! so, and the plan counts them as not planned.
+//! `firewall`, `firewall_parts`, `network`, `repositories`, `access`, `storage`); the rest go through the
+//! host channel (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`, `zfs`, `nfs`), and are left
+//! unplanned when there is none.
 
 mod access;
 mod apparmor;
@@ -18,6 +15,7 @@ mod firewall_parts;
 mod locale;
 mod manager;
 mod network;
+mod nfs;
 mod node;
 mod nvidia;
 mod packages;

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::node::Node;
 use crate::{
-    access, apparmor, dns, firewall, firewall_parts, locale, network, nvidia, packages, repositories,
+    access, apparmor, dns, firewall, firewall_parts, locale, network, nfs, nvidia, packages, repositories,
     storage, subids, timezone, user, zfs,
 };
 
@@ -78,9 +78,9 @@ impl HostManager {
             | HostStep::NvidiaDriver(_)
             | HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
-            | HostStep::ZfsArc(_) => self.node.has_channel(),
+            | HostStep::ZfsArc(_)
+            | HostStep::NfsExports(_) => self.node.has_channel(),
             HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
-            HostStep::NfsExports(_) => false,
         }
     }
 
@@ -105,7 +105,7 @@ impl HostManager {
             HostStep::ZfsDataset(dataset) => zfs::dataset_observe(&self.node, dataset).await,
             HostStep::ZfsArc(_) => zfs::arc_observe(&self.node).await.map(Some),
             HostStep::Storage(declared) => storage::observe(&self.node, declared).await,
-            other => Err(unmanaged(other)),
+            HostStep::NfsExports(_) => nfs::observe(&self.node).await,
         }
     }
 }
@@ -115,10 +115,6 @@ fn step_of(resource: &Resource) -> Option<&HostStep> {
         Desired::Host(step) => Some(step),
         _ => None,
     }
-}
-
-fn unmanaged(step: &HostStep) -> ManagerError {
-    ManagerError::failed(format!("the host manager has no code for {step:?} yet"))
 }
 
 /// The declared fields of a step, in the vocabulary its module observes.
@@ -147,6 +143,7 @@ fn desired_fields(
         HostStep::ZfsDataset(dataset) => zfs::dataset_desired(dataset),
         HostStep::ZfsArc(gib) => zfs::arc_desired(*gib),
         HostStep::Storage(declared) => storage::desired(declared),
+        HostStep::NfsExports(declared) => nfs::desired(declared),
         _ => BTreeMap::new(),
     }
 }
@@ -242,11 +239,11 @@ impl Manager for HostManager {
             HostStep::ZfsDataset(dataset) => zfs::dataset_apply(&self.node, dataset, change).await,
             HostStep::ZfsArc(gib) => zfs::arc_apply(&self.node, *gib).await,
             HostStep::Storage(declared) => storage::apply(&self.node, declared, change).await,
+            HostStep::NfsExports(declared) => nfs::apply(&self.node, declared).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await
             }
-            other => Err(unmanaged(other)),
         }
     }
 }

@@ -269,3 +269,82 @@ async fn a_storage_registered_elsewhere_is_reported_and_left_as_it_is() {
     assert_eq!(live["path"], "/srv/elsewhere", "never recreated");
     assert_eq!(live["content"], "backup", "what Proxmox lets change is converged");
 }
+
+#[tokio::test]
+async fn exports_go_to_phoenixs_own_file_and_are_reexported_only_when_it_changed() {
+    let zfs = ZFS.replace(
+        r#""mount_point_base": "/mnt/pve","#,
+        r#""mount_point_base": "/mnt/pve", "nfs": { "exports": [
+            { "path": "/mnt/pve/fastData/shared", "clients": ["10.0.0.111", "10.0.0.0/24"], "options": ["rw", "sync", "no_subtree_check"] },
+            { "path": "/slowData/backups", "clients": ["10.0.0.13"], "options": ["ro", "no_subtree_check"] } ] },"#,
+    );
+    let Some(setup) = zfs_node(&zfs).await else {
+        return;
+    };
+    setup.sh("mkdir -p /etc/exports.d && echo '/srv 127.0.0.1(ro,no_subtree_check)' > /etc/exports.d/by-hand.exports");
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(
+        steps(&report, "host/nfs/exports"),
+        [
+            "wrote /etc/exports.d/phoenix.exports",
+            "exported the NFS exports again (exportfs -ra)"
+        ]
+    );
+    // The dataset's name is exported where the dataset is mounted.
+    assert!(
+        setup
+            .sh("cat /etc/exports.d/phoenix.exports")
+            .ends_with(
+                "/mnt/pve/fastData/shared 10.0.0.111(rw,sync,no_subtree_check) 10.0.0.0/24(rw,sync,no_subtree_check)\n\
+                 /mnt/pve/slowData/backups 10.0.0.13(ro,no_subtree_check)\n"
+            )
+    );
+    let exported = setup.sh("exportfs -v");
+    for path in ["/mnt/pve/fastData/shared", "/mnt/pve/slowData/backups", "/srv"] {
+        assert!(exported.contains(path), "{path} in {exported}");
+    }
+    setup.assert_converged().await;
+
+    // A line removed by hand is put back, and only then is exportfs run again.
+    setup.sh("sed -i '/backups/d' /etc/exports.d/phoenix.exports");
+    assert_eq!(setup.drift("host/nfs/exports").await.len(), 1);
+    assert_eq!(
+        steps(&setup.apply().await, "host/nfs/exports"),
+        [
+            "wrote /etc/exports.d/phoenix.exports",
+            "exported the NFS exports again (exportfs -ra)"
+        ]
+    );
+    setup.assert_converged().await;
+    assert!(
+        setup
+            .sh("cat /etc/exports.d/by-hand.exports")
+            .starts_with("/srv ")
+    );
+}
+
+#[tokio::test]
+async fn an_export_of_a_missing_directory_or_that_exportfs_refuses_never_goes_live() {
+    let exports = r#""nfs": { "exports": [
+        { "path": "/srv/share", "clients": ["10.0.0.0/24"], "options": ["rw", "no_such_option"] } ] },"#;
+    let Some(setup) = zfs_node(exports).await else {
+        return;
+    };
+    let report = setup.apply().await;
+    let error = failure(&report, "host/nfs/exports");
+    assert!(error.contains("has no directory /srv/share"), "{error}");
+    assert!(steps(&report, "host/nfs/exports").is_empty());
+
+    // The directory made: now exportfs itself refuses the option, and the file does not stay.
+    setup.sh("mkdir -p /srv/share");
+    let report = setup.apply().await;
+    let error = failure(&report, "host/nfs/exports");
+    assert!(error.contains("`exportfs` failed on node pve1"), "{error}");
+    assert!(error.contains("no_such_option"), "{error}");
+    assert_eq!(
+        setup.sh("ls /etc/exports.d"),
+        "",
+        "the refused file was taken back"
+    );
+}

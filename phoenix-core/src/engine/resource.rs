@@ -189,7 +189,7 @@ pub struct AptPackages {
 
 impl AptPackages {
     /// The packages the hypervisor file asks for, declared or needed (`sudo` for a user with
-    /// `sudo_access`, `locales` for a `locale`, `apparmor` for AppArmor profiles, what the NVIDIA driver's install needs),
+    /// `sudo_access`, `locales` for a `locale`, `apparmor` for AppArmor profiles, what the NVIDIA driver's install needs, the NFS server for exports),
     /// when there are any.
     pub fn declared(hypervisor: &HypervisorFile) -> Option<AptPackages> {
         let mut packages: Vec<String> = hypervisor
@@ -213,6 +213,10 @@ impl AptPackages {
         {
             // `lspci` finds the GPUs, `curl` fetches the runfile, DKMS (with its compiler) builds the module.
             packages.extend(["curl", "dkms", "pciutils"].map(str::to_owned));
+        }
+        if hypervisor.nfs.as_ref().is_some_and(|nfs| !nfs.exports.is_empty()) {
+            // `exportfs` and the NFS server.
+            packages.push("nfs-kernel-server".to_owned());
         }
         packages.sort_unstable();
         packages.dedup();
@@ -450,6 +454,25 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("configuration types serialise to JSON")
 }
 
+/// Where an export path written as a declared dataset's name (`/<pool>/<name>`, ZFS's default mount point)
+/// is mounted instead, when its mount point is elsewhere (`mount_point_base`): `None` when the path is
+/// no such name, or the dataset is mounted there.
+pub fn export_mountpoint(hypervisor: &HypervisorFile, path: &str) -> Option<String> {
+    let zfs = hypervisor.zfs.as_ref()?;
+    let name = path.trim_end_matches('/').strip_prefix('/')?;
+    let dataset = zfs
+        .datasets
+        .iter()
+        .find(|dataset| format!("{}/{}", dataset.pool, dataset.name) == name)?;
+    let dataset = with_mountpoint(dataset, hypervisor.mount_point_base.as_deref());
+    let mountpoint = dataset
+        .properties
+        .iter()
+        .flat_map(|text| text.split(','))
+        .find_map(|pair| pair.trim().strip_prefix("mountpoint=").map(str::to_owned))?;
+    (mountpoint != path).then_some(mountpoint)
+}
+
 /// A dataset with `mountpoint=<base>/<pool>/<name>` among its properties when the hypervisor file sets
 /// `mount_point_base` and the dataset does not say otherwise.
 fn with_mountpoint(dataset: &ZfsDataset, base: Option<&str>) -> ZfsDataset {
@@ -538,11 +561,21 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         ));
     }
     let datasets: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
+    let packages_address = Address::Host("apt/packages".into());
+    let packages = AptPackages::declared(hypervisor);
     if let Some(nfs) = hypervisor.nfs.as_ref().filter(|nfs| !nfs.exports.is_empty()) {
+        let mut nfs = nfs.clone();
+        for export in &mut nfs.exports {
+            if let Some(mountpoint) = export_mountpoint(hypervisor, &export.path) {
+                export.path = mountpoint;
+            }
+        }
+        let mut depends = datasets.clone();
+        depends.extend(packages.as_ref().map(|_| packages_address.clone()));
         host.push((
             Address::Host("nfs/exports".into()),
-            datasets.clone(),
-            HostStep::NfsExports(Box::new(nfs.clone())),
+            depends,
+            HostStep::NfsExports(Box::new(nfs)),
         ));
     }
     if let Some(firewall) = hypervisor
@@ -573,8 +606,6 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             HostStep::Dns(Box::new(dns)),
         ));
     }
-    let packages_address = Address::Host("apt/packages".into());
-    let packages = AptPackages::declared(hypervisor);
     let after_packages = || {
         packages
             .as_ref()

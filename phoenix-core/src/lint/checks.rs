@@ -53,7 +53,37 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_apparmor(estate, options, &mut problems);
     check_host_bridges(estate, &mut problems);
     check_unsupported_host_sections(estate, &mut problems);
+    check_nfs_exports(estate, &mut problems);
     problems
+}
+
+/// An export written as a dataset's default mount point, while the dataset is mounted elsewhere, is
+/// exported where it is mounted, and said so.
+fn check_nfs_exports(estate: &Estate, problems: &mut Vec<Problem>) {
+    let hypervisor = &estate.files().hypervisor;
+    for (index, export) in hypervisor
+        .nfs
+        .iter()
+        .flat_map(|nfs| nfs.exports.iter())
+        .enumerate()
+    {
+        if let Some(mountpoint) = crate::engine::resource::export_mountpoint(hypervisor, &export.path) {
+            problems.push(
+                Problem::warning(
+                    "phoenix::host::export_not_mounted_there",
+                    FileKind::Hypervisor,
+                    format!("/nfs/exports/{index}/path"),
+                    format!(
+                        "{} names the dataset {}, which is mounted at {mountpoint} (mount_point_base): that is \
+                         the directory exported",
+                        export.path,
+                        export.path.trim_start_matches('/')
+                    ),
+                )
+                .with_help(format!("write \"path\": \"{mountpoint}\"")),
+            );
+        }
+    }
 }
 
 /// Host sections that are read but not converged yet are said so, not dropped without a word.

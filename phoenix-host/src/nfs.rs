@@ -1,0 +1,109 @@
+//! `host/nfs/exports`: the NFS exports, in one file of Phoenix's own, on the host channel.
+//!
+//! The declared exports are rendered into `/etc/exports.d/phoenix.exports` (one line per path, each
+//! client with its options), compared line by line with what the file has, and applied with
+//! `exportfs -ra` only when the file changed. An export path that does not exist on the node fails the
+//! step, naming it, before anything is written; a file `exportfs` refuses is put back as it was and
+//! `exportfs -ra` runs again, so a bad export never stays live. Lines in `/etc/exports` and other files
+//! are someone else's, and left alone.
+
+use std::collections::BTreeMap;
+
+use phoenix_core::ManagerError;
+use phoenix_core::config::hypervisor::Nfs;
+use serde_json::{Value, json};
+
+use crate::node::Node;
+
+/// Phoenix's exports file.
+const FILE: &str = "/etc/exports.d/phoenix.exports";
+
+const HEADER: &str = "# Written by Phoenix (host/nfs/exports) from the hypervisor file's nfs.exports.\n";
+
+/// The lines of the file: `<path> <client>(<options>) ...`.
+fn lines(nfs: &Nfs) -> Vec<String> {
+    nfs.exports
+        .iter()
+        .map(|export| {
+            let clients: Vec<String> = export
+                .clients
+                .iter()
+                .map(|client| {
+                    if export.options.is_empty() {
+                        client.clone()
+                    } else {
+                        format!("{client}({})", export.options.join(","))
+                    }
+                })
+                .collect();
+            format!("{} {}", export.path, clients.join(" "))
+        })
+        .collect()
+}
+
+fn render(nfs: &Nfs) -> String {
+    let mut text = HEADER.to_owned();
+    for line in lines(nfs) {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+/// The declared fields: the file's lines.
+pub(crate) fn desired(nfs: &Nfs) -> BTreeMap<String, Value> {
+    BTreeMap::from([("exports".to_owned(), json!(lines(nfs)))])
+}
+
+/// What the node has: the file's lines, comments and blank lines aside; `None` without the file.
+pub(crate) async fn observe(node: &Node) -> Result<Option<BTreeMap<String, Value>>, ManagerError> {
+    let Some(text) = node.read_file(FILE).await? else {
+        return Ok(None);
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    Ok(Some(BTreeMap::from([("exports".to_owned(), json!(lines))])))
+}
+
+/// Writes the file and re-exports, once every path exists; puts the old file back if `exportfs` fails.
+pub(crate) async fn apply(node: &Node, nfs: &Nfs) -> Result<(), ManagerError> {
+    let mut missing = Vec::new();
+    for export in &nfs.exports {
+        if !node.run(&["test", "-d", &export.path], None).await?.success() {
+            missing.push(export.path.as_str());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ManagerError::failed(format!(
+            "node {} has no directory {}: declare the dataset mounted there, or make the directory, then run \
+             again; nothing was exported",
+            node.name(),
+            missing.join(", ")
+        )));
+    }
+    let before = node.read_file(FILE).await?;
+    node.write_file(FILE, &render(nfs), "0644", None).await?;
+    let argv = ["exportfs", "-ra"];
+    let output = node.run(&argv, None).await?;
+    if output.success() {
+        journal_done("exported the NFS exports again (exportfs -ra)");
+        return Ok(());
+    }
+    let failure = node.failure(&argv, &output);
+    match before {
+        Some(text) => node.write_file(FILE, &text, "0644", None).await?,
+        None => {
+            node.change(&format!("removed {FILE}"), &["rm", "-f", "--", FILE], None)
+                .await?;
+        }
+    }
+    node.run(&argv, None).await?;
+    Err(failure)
+}
+
+fn journal_done(what: &str) {
+    phoenix_core::engine::journal::done(what);
+}
