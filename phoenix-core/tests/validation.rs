@@ -1205,3 +1205,60 @@ fn firewall_group_rule_names_a_group_and_other_rules_a_verdict() {
         )],
     );
 }
+
+#[test]
+fn snapshot_policies_are_named_and_replication_needs_one() {
+    const GUESTS: &str = r#"{ "name": "guests", "pool": "tank", "proxmox_storage_type": "zfspool", "proxmox_content_type": "images,rootdir" }"#;
+    // A policy no one declared, and a replica without a policy.
+    check(
+        &[Replace(
+            Hypervisor,
+            GUESTS,
+            r#"{ "name": "guests", "pool": "tank", "proxmox_storage_type": "zfspool", "snapshot_policy": "prod" }, { "name": "media", "pool": "tank", "replicate_to": "slow" }"#,
+        )],
+        &[
+            (
+                "phoenix::zfs::unknown_snapshot_policy",
+                "/zfs/datasets/0/snapshot_policy",
+                17,
+            ),
+            (
+                "phoenix::zfs::replica_without_policy",
+                "/zfs/datasets/1/replicate_to",
+                17,
+            ),
+        ],
+    );
+    // A policy whose name cannot name a timer; a retention count that is not a count.
+    check(
+        &[
+            Replace(
+                Hypervisor,
+                GUESTS,
+                r#"{ "name": "guests", "pool": "tank", "proxmox_storage_type": "zfspool", "snapshot_policy": "prod daily" }"#,
+            ),
+            Replace(
+                Hypervisor,
+                r#""pools": ["#,
+                r#""snapshot_policies": { "prod daily": { "hourly": 24 } }, "pools": ["#,
+            ),
+        ],
+        &[(
+            "phoenix::zfs::policy_name",
+            "/zfs/snapshot_policies/prod daily",
+            15,
+        )],
+    );
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""pools": ["#,
+            r#""snapshot_policies": { "prod": { "hourly": -1 } }, "pools": ["#,
+        )],
+        &[(
+            "phoenix::schema::out_of_range",
+            "/zfs/snapshot_policies/prod/hourly",
+            15,
+        )],
+    );
+}

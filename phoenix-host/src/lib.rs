@@ -4,7 +4,7 @@
 //! parts: what the configuration declares (`desired`, a map of fields), what the node has (`observe`), and
 //! how to change it (`apply`). Steps Proxmox has an API for go through the API (`timezone`, `dns`,
 //! `firewall`, `firewall_parts`, `network`, `repositories`, `access`, `storage`); the rest go through the
-//! host channel (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`, `zfs`, `nfs`), and are left
+//! host channel (`packages`, `locale`, `apparmor`, `user`, `subids`, `nvidia`, `zfs`, `snapshots`, `nfs`), and are left
 //! unplanned when there is none.
 
 mod access;
@@ -20,6 +20,7 @@ mod node;
 mod nvidia;
 mod packages;
 mod repositories;
+mod snapshots;
 mod storage;
 mod subids;
 mod timezone;

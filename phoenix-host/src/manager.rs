@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::node::Node;
 use crate::{
     access, apparmor, dns, firewall, firewall_parts, locale, network, nfs, nvidia, packages, repositories,
-    storage, subids, timezone, user, zfs,
+    snapshots, storage, subids, timezone, user, zfs,
 };
 
 /// Converges the host steps it knows on one node.
@@ -79,6 +79,7 @@ impl HostManager {
             | HostStep::ZfsPool(_)
             | HostStep::ZfsDataset(_)
             | HostStep::ZfsArc(_)
+            | HostStep::Snapshots(_)
             | HostStep::NfsExports(_) => self.node.has_channel(),
             HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
         }
@@ -106,6 +107,7 @@ impl HostManager {
             HostStep::ZfsArc(_) => zfs::arc_observe(&self.node).await.map(Some),
             HostStep::Storage(declared) => storage::observe(&self.node, declared).await,
             HostStep::NfsExports(_) => nfs::observe(&self.node).await,
+            HostStep::Snapshots(plan) => snapshots::observe(&self.node, plan).await.map(Some),
         }
     }
 }
@@ -144,6 +146,7 @@ fn desired_fields(
         HostStep::ZfsArc(gib) => zfs::arc_desired(*gib),
         HostStep::Storage(declared) => storage::desired(declared),
         HostStep::NfsExports(declared) => nfs::desired(declared),
+        HostStep::Snapshots(plan) => snapshots::desired(plan),
         _ => BTreeMap::new(),
     }
 }
@@ -240,6 +243,7 @@ impl Manager for HostManager {
             HostStep::ZfsArc(gib) => zfs::arc_apply(&self.node, *gib).await,
             HostStep::Storage(declared) => storage::apply(&self.node, declared, change).await,
             HostStep::NfsExports(declared) => nfs::apply(&self.node, declared).await,
+            HostStep::Snapshots(plan) => snapshots::apply(&self.node, plan).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
                 firewall::apply(self.node.client(), declared, &fields).await

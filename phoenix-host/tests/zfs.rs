@@ -348,3 +348,137 @@ async fn an_export_of_a_missing_directory_or_that_exportfs_refuses_never_goes_li
         "the refused file was taken back"
     );
 }
+
+#[tokio::test]
+async fn snapshots_follow_the_policy_and_the_second_replication_sends_only_the_increment() {
+    let zfs = ZFS
+        .replace(
+            r#""arc_max_gb": 4,"#,
+            r#""arc_max_gb": 4, "snapshot_policies": { "prod": { "hourly": 2, "daily": 1, "replica": { "hourly": 4, "daily": 3 } } },"#,
+        )
+        .replace(
+            r#""properties": "recordsize=16K,compression=on,quota=1.4T" }"#,
+            r#""properties": "recordsize=16K,compression=on,quota=1.4T", "snapshot_policy": "prod", "replicate_to": "slowData" }"#,
+        );
+    let Some(setup) = zfs_node(&zfs).await else {
+        return;
+    };
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(
+        steps(&report, "host/zfs/snapshots"),
+        [
+            "wrote /etc/sanoid/sanoid.conf",
+            "wrote /etc/phoenix/replication/prod",
+            "wrote /etc/systemd/system/phoenix-replicate-prod.service",
+            "wrote /etc/systemd/system/phoenix-replicate-prod.timer",
+            "enabled phoenix-replicate-prod.timer",
+            "wrote /usr/local/lib/phoenix/replicate",
+        ]
+    );
+    setup.assert_converged().await;
+
+    // As sanoid's timer would, then as the replication timer would: a full send the first time.
+    setup.sh("sanoid --take-snapshots >/dev/null 2>&1");
+    let taken = setup.sh("zfs list -H -t snapshot -o name -r fastData/shared");
+    assert!(
+        taken.contains("fastData/shared@autosnap_") && taken.contains("_hourly"),
+        "{taken}"
+    );
+    let replicate = "/usr/local/lib/phoenix/replicate /etc/phoenix/replication/prod 2>&1";
+    let first = setup.sh(replicate);
+    assert!(first.contains("full snapshot"), "{first}");
+    // New data and a snapshot taken by hand: the second run sends only what is new. (syncoid names its
+    // sync snapshots to the second: a run within the same second as the last would collide.)
+    setup.sh("echo more > /mnt/pve/fastData/shared/file && zfs snapshot fastData/shared@by-hand && sleep 1");
+    let second = setup.sh(replicate);
+    assert!(
+        second.contains("incremental") && !second.contains("full snapshot"),
+        "{second}"
+    );
+    let replica = setup.sh("zfs list -H -t snapshot -o name -r slowData/fastData/shared");
+    assert!(replica.contains("slowData/fastData/shared@by-hand"), "{replica}");
+    assert_eq!(setup.sh("cat /mnt/pve/fastData/shared/file"), "more\n");
+
+    // The plan shows the replica's newest snapshot, as a fact.
+    let plan = setup.plan().await;
+    let entry = plan
+        .entries()
+        .iter()
+        .find(|entry| entry.address.to_string() == "host/zfs/snapshots")
+        .expect("planned");
+    let fields = &entry.observed.as_ref().expect("observed").fields;
+    assert!(
+        fields["replicas"]["fastData/shared"]["snapshot"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("slowData/fastData/shared@")),
+        "{fields:?}"
+    );
+    assert!(
+        fields["status"]
+            .as_str()
+            .is_some_and(|status| status.starts_with("replicated ") && status.ends_with(" ago")),
+        "what `phoenix status` shows: {fields:?}"
+    );
+    assert!(entry.changes.is_empty());
+
+    // A snapshot taken on the replica is never pruned nor rolled back over, and nothing of the source's
+    // that is not the policy's is pruned.
+    setup.sh("zfs snapshot slowData/fastData/shared@kept-on-replica");
+    setup.sh("sanoid --prune-snapshots >/dev/null 2>&1");
+    setup.node.exec(&["sh", "-c", replicate]);
+    let replica = setup.sh("zfs list -H -t snapshot -o name -r slowData/fastData/shared");
+    assert!(replica.contains("@kept-on-replica"), "{replica}");
+    assert!(
+        setup
+            .sh("zfs list -H -t snapshot -o name -r fastData/shared")
+            .contains("@by-hand")
+    );
+
+    // sanoid.conf edited by someone else is refused, not replaced.
+    setup.sh("echo '[tank]' > /etc/sanoid/sanoid.conf");
+    let report = setup.apply().await;
+    let error = failure(&report, "host/zfs/snapshots");
+    assert!(error.contains("was not written by Phoenix"), "{error}");
+    assert_eq!(setup.sh("cat /etc/sanoid/sanoid.conf"), "[tank]\n");
+}
+
+#[tokio::test]
+async fn a_replication_cut_off_half_way_is_completed_by_the_next_run() {
+    let zfs = ZFS
+        .replace(
+            r#""arc_max_gb": 4,"#,
+            r#""arc_max_gb": 4, "snapshot_policies": { "prod": { "hourly": 2 } },"#,
+        )
+        .replace(
+            r#""properties": "recordsize=16K,compression=on,quota=1.4T" }"#,
+            r#""properties": "recordsize=128K,compression=off", "snapshot_policy": "prod", "replicate_to": "slowData" }"#,
+        );
+    let Some(setup) = zfs_node(&zfs).await else {
+        return;
+    };
+    assert!(setup.apply().await.succeeded());
+    // Enough data that the stream is still running when it is cut.
+    setup.sh(
+        "head -c 40M /dev/urandom > /mnt/pve/fastData/shared/blob && sha256sum /mnt/pve/fastData/shared/blob \
+         > /root/blob.sum && sanoid --take-snapshots >/dev/null 2>&1",
+    );
+    let replicate = "/usr/local/lib/phoenix/replicate /etc/phoenix/replication/prod";
+    // Cut the receiving side as soon as it runs, as a crash or a lost connection would (`[z]fs` keeps the
+    // pattern from matching this shell's own command line).
+    let cut = setup.node.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "{replicate} >/root/first.log 2>&1 & for _ in $(seq 400); do ps -eo args | grep -q '[z]fs rec' && \
+             {{ pkill -9 -f '[z]fs rec' && exit 0; }}; \
+             sleep 0.05; done; cat /root/first.log; exit 1"
+        ),
+    ]);
+    assert!(cut.success(), "the receive was cut: {}", cut.tail(5));
+    setup.sh("sleep 1; while pgrep -f '[s]yncoid' >/dev/null; do sleep 0.2; done");
+    let second = setup.node.exec(&["sh", "-c", &format!("{replicate} 2>&1")]);
+    assert!(second.success(), "{}", second.tail(10));
+    setup.sh("zfs set mountpoint=/srv/replica slowData/fastData/shared && { zfs mount slowData/fastData/shared || true; } && \
+         cd /srv/replica && sed 's|/mnt/pve/fastData/shared|/srv/replica|' /root/blob.sum | sha256sum -c -");
+}

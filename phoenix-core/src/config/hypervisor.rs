@@ -337,6 +337,82 @@ pub struct Zfs {
     /// Datasets, each optionally registered as a Proxmox storage.
     #[serde(default)]
     pub datasets: Vec<ZfsDataset>,
+    /// Snapshot policies by name, which datasets name in `snapshot_policy`.
+    #[serde(default)]
+    pub snapshot_policies: BTreeMap<String, SnapshotPolicy>,
+}
+
+/// How many snapshots of each period are kept (sanoid's retention counts); 0 takes none of that period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// 15-minute snapshots.
+    #[serde(default)]
+    pub frequently: u32,
+    /// Hourly snapshots.
+    #[serde(default)]
+    pub hourly: u32,
+    /// Daily snapshots.
+    #[serde(default)]
+    pub daily: u32,
+    /// Weekly snapshots.
+    #[serde(default)]
+    pub weekly: u32,
+    /// Monthly snapshots.
+    #[serde(default)]
+    pub monthly: u32,
+    /// Yearly snapshots.
+    #[serde(default)]
+    pub yearly: u32,
+}
+
+/// A snapshot policy: retention on the source, on the replica, and how often replication runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotPolicy {
+    /// 15-minute snapshots kept on the dataset.
+    #[serde(default)]
+    pub frequently: u32,
+    /// Hourly snapshots kept on the dataset.
+    #[serde(default)]
+    pub hourly: u32,
+    /// Daily snapshots kept on the dataset.
+    #[serde(default)]
+    pub daily: u32,
+    /// Weekly snapshots kept on the dataset.
+    #[serde(default)]
+    pub weekly: u32,
+    /// Monthly snapshots kept on the dataset.
+    #[serde(default)]
+    pub monthly: u32,
+    /// Yearly snapshots kept on the dataset.
+    #[serde(default)]
+    pub yearly: u32,
+    /// Retention on the replica (default: the same).
+    #[serde(default)]
+    pub replica: Option<Retention>,
+    /// How often replication runs, as a systemd calendar event (default `hourly`).
+    #[serde(default)]
+    pub replicate_every: Option<String>,
+}
+
+impl SnapshotPolicy {
+    /// Retention on the dataset itself.
+    pub fn source(&self) -> Retention {
+        Retention {
+            frequently: self.frequently,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+        }
+    }
+
+    /// Retention on the replica.
+    pub fn replica(&self) -> Retention {
+        self.replica.unwrap_or_else(|| self.source())
+    }
 }
 
 /// A ZFS pool.
@@ -394,6 +470,12 @@ pub struct ZfsDataset {
     /// Proxmox storage ID (default `<pool>-<name>`).
     #[serde(default)]
     pub storage_id: Option<String>,
+    /// The snapshot policy (of `zfs.snapshot_policies`) the dataset follows.
+    #[serde(default)]
+    pub snapshot_policy: Option<String>,
+    /// The pool the dataset is replicated to, as `<pool>/<this pool>/<name>`.
+    #[serde(default)]
+    pub replicate_to: Option<String>,
 }
 
 impl ZfsDataset {

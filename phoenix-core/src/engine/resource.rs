@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::hypervisor::{
-    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, StorageType,
-    ZfsDataset, ZfsPool,
+    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, Retention,
+    StorageType, Zfs, ZfsDataset, ZfsPool,
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
@@ -62,6 +62,8 @@ pub enum HostStep {
     ZfsDataset(Box<ZfsDataset>),
     /// A Proxmox storage registered or converged, at `host/storage/<id>`.
     Storage(Box<ProxmoxStorage>),
+    /// The snapshot policies (sanoid) and replication (syncoid) of the datasets, at `host/zfs/snapshots`.
+    Snapshots(Box<SnapshotPlan>),
     /// The ARC's upper bound in GiB (`zfs.arc_max_gb`), at `host/zfs/arc`.
     ZfsArc(u32),
     /// The NFS exports of the host, at `host/nfs/exports`; only built when there is at least one export.
@@ -168,6 +170,66 @@ impl ProxmoxStorage {
     }
 }
 
+/// The datasets that follow a snapshot policy, with their replicas.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotPlan {
+    /// One per dataset with a `snapshot_policy`, by full name.
+    pub datasets: Vec<SnapshotDataset>,
+}
+
+/// A dataset under a snapshot policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotDataset {
+    /// `<pool>/<name>`.
+    pub dataset: String,
+    /// The policy's name.
+    pub policy: String,
+    /// Snapshots kept of it.
+    pub retention: Retention,
+    /// Where it is replicated to, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Replica>,
+}
+
+/// A dataset's replica on another pool.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replica {
+    /// `<target pool>/<source pool>/<name>`.
+    pub dataset: String,
+    /// Snapshots kept of the replica.
+    pub retention: Retention,
+    /// How often replication runs (a systemd calendar event).
+    pub every: String,
+}
+
+impl SnapshotPlan {
+    /// The datasets of `zfs` that name a declared policy; `None` when there are none.
+    fn declared(zfs: &Zfs) -> Option<SnapshotPlan> {
+        let datasets: Vec<SnapshotDataset> = zfs
+            .datasets
+            .iter()
+            .filter_map(|dataset| {
+                let name = dataset.snapshot_policy.as_ref()?;
+                let policy = zfs.snapshot_policies.get(name)?;
+                Some(SnapshotDataset {
+                    dataset: format!("{}/{}", dataset.pool, dataset.name),
+                    policy: name.clone(),
+                    retention: policy.source(),
+                    replica: dataset.replicate_to.as_ref().map(|target| Replica {
+                        dataset: format!("{target}/{}/{}", dataset.pool, dataset.name),
+                        retention: policy.replica(),
+                        every: policy
+                            .replicate_every
+                            .clone()
+                            .unwrap_or_else(|| "hourly".to_owned()),
+                    }),
+                })
+            })
+            .collect();
+        (!datasets.is_empty()).then_some(SnapshotPlan { datasets })
+    }
+}
+
 /// Content types, trimmed, sorted, without repeats.
 fn content_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut items: Vec<String> = items
@@ -213,6 +275,14 @@ impl AptPackages {
         {
             // `lspci` finds the GPUs, `curl` fetches the runfile, DKMS (with its compiler) builds the module.
             packages.extend(["curl", "dkms", "pciutils"].map(str::to_owned));
+        }
+        if hypervisor
+            .zfs
+            .as_ref()
+            .is_some_and(|zfs| SnapshotPlan::declared(zfs).is_some())
+        {
+            // sanoid takes and prunes the snapshots; its syncoid replicates them.
+            packages.push("sanoid".to_owned());
         }
         if hypervisor.nfs.as_ref().is_some_and(|nfs| !nfs.exports.is_empty()) {
             // `exportfs` and the NFS server.
@@ -406,6 +476,7 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::ZfsPool(pool) => to_value(pool),
         HostStep::ZfsDataset(dataset) => to_value(dataset),
         HostStep::ZfsArc(gib) => serde_json::json!({ "arc_max_gb": gib }),
+        HostStep::Snapshots(plan) => to_value(plan),
         HostStep::Storage(storage) => to_value(storage),
         HostStep::NfsExports(nfs) => to_value(nfs),
         HostStep::Firewall(firewall) => {
@@ -543,6 +614,15 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
                     HostStep::Storage(Box::new(storage)),
                 ));
             }
+        }
+        if let Some(plan) = SnapshotPlan::declared(zfs) {
+            // After every dataset and pool (a replica's parent lives on its target pool).
+            let after: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
+            host.push((
+                Address::Host("zfs/snapshots".into()),
+                after,
+                HostStep::Snapshots(Box::new(plan)),
+            ));
         }
         if let Some(gib) = zfs.arc_max_gb {
             host.push((Address::Host("zfs/arc".into()), Vec::new(), HostStep::ZfsArc(gib)));

@@ -54,7 +54,69 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_host_bridges(estate, &mut problems);
     check_unsupported_host_sections(estate, &mut problems);
     check_nfs_exports(estate, &mut problems);
+    check_snapshot_policies(estate, &mut problems);
     problems
+}
+
+/// A dataset's `snapshot_policy` is declared, `replicate_to` comes with one, and a policy's name can
+/// name a systemd unit.
+fn check_snapshot_policies(estate: &Estate, problems: &mut Vec<Problem>) {
+    let Some(zfs) = &estate.files().hypervisor.zfs else {
+        return;
+    };
+    for name in zfs.snapshot_policies.keys() {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(
+                Problem::error(
+                    "phoenix::zfs::policy_name",
+                    FileKind::Hypervisor,
+                    format!("/zfs/snapshot_policies/{}", pointer_token(name)),
+                    format!("the snapshot policy name {name:?} cannot name a systemd timer"),
+                )
+                .with_help("use letters, digits, `-` and `_` only"),
+            );
+        }
+    }
+    for (index, dataset) in zfs.datasets.iter().enumerate() {
+        if let Some(policy) = &dataset.snapshot_policy
+            && !zfs.snapshot_policies.contains_key(policy)
+        {
+            let declared: Vec<&str> = zfs.snapshot_policies.keys().map(String::as_str).collect();
+            problems.push(
+                Problem::error(
+                    "phoenix::zfs::unknown_snapshot_policy",
+                    FileKind::Hypervisor,
+                    format!("/zfs/datasets/{index}/snapshot_policy"),
+                    format!("no snapshot policy {policy:?} in zfs.snapshot_policies"),
+                )
+                .with_help(if declared.is_empty() {
+                    "declare it under zfs.snapshot_policies".to_owned()
+                } else {
+                    format!("declared: {}", declared.join(", "))
+                }),
+            );
+        }
+        if dataset.replicate_to.is_some() && dataset.snapshot_policy.is_none() {
+            problems.push(
+                Problem::error(
+                    "phoenix::zfs::replica_without_policy",
+                    FileKind::Hypervisor,
+                    format!("/zfs/datasets/{index}/replicate_to"),
+                    "replication sends the snapshots a policy takes, and this dataset has none".to_owned(),
+                )
+                .with_help("add \"snapshot_policy\": \"<name of zfs.snapshot_policies>\""),
+            );
+        }
+    }
+}
+
+/// A key as a JSON pointer token (`~` and `/` escaped).
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// An export written as a dataset's default mount point, while the dataset is mounted elsewhere, is
