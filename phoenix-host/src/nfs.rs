@@ -8,6 +8,7 @@
 //! are someone else's, and left alone.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use phoenix_core::ManagerError;
 use phoenix_core::config::hypervisor::Nfs;
@@ -17,6 +18,9 @@ use crate::node::Node;
 
 /// Phoenix's exports file.
 const FILE: &str = "/etc/exports.d/phoenix.exports";
+
+/// How long `exportfs -ra` may take: it looks every client up, and a slow resolver makes that minutes.
+const EXPORTFS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 const HEADER: &str = "# Written by Phoenix (host/nfs/exports) from the hypervisor file's nfs.exports.\n";
 
@@ -87,7 +91,7 @@ pub(crate) async fn apply(node: &Node, nfs: &Nfs) -> Result<(), ManagerError> {
     let before = node.read_file(FILE).await?;
     node.write_file(FILE, &render(nfs), "0644", None).await?;
     let argv = ["exportfs", "-ra"];
-    let output = node.run(&argv, None).await?;
+    let output = node.run_for(&argv, None, EXPORTFS_TIMEOUT).await?;
     if output.success() {
         journal_done("exported the NFS exports again (exportfs -ra)");
         return Ok(());
@@ -100,7 +104,7 @@ pub(crate) async fn apply(node: &Node, nfs: &Nfs) -> Result<(), ManagerError> {
                 .await?;
         }
     }
-    node.run(&argv, None).await?;
+    node.run_for(&argv, None, EXPORTFS_TIMEOUT).await?;
     Err(failure)
 }
 

@@ -117,7 +117,8 @@ pub(crate) const ZFS_DISKS: usize = 6;
 
 /// Gives the node ZFS for the tests: zfs-fuse's daemon, [`ZFS_DISKS`] empty file disks, a `zpool` that
 /// takes `status -P` (zfs-fuse's has no `-P`, and prints files' full paths without it), and an
-/// `update-initramfs` that records its calls (the node boots no kernel).
+/// `update-initramfs` that records its calls (the node boots no kernel); and a resolver that gives up after a
+/// second, since `exportfs` looks every client up and the test machine's resolver is sometimes slow.
 pub(crate) fn with_zfs(setup: &Setup) {
     setup.node.start_zfs(ZFS_DISKS, "96M");
     setup.sh(
@@ -125,7 +126,8 @@ pub(crate) fn with_zfs(setup: &Setup) {
          if [ \"$1\" = status ] && [ \"$2\" = -P ]; then shift 2; exec /usr/sbin/zpool status \"$@\"; fi\n\
          exec /usr/sbin/zpool \"$@\"\nEOF\n\
          cat > /usr/local/sbin/update-initramfs <<'EOF'\n#!/bin/sh\necho \"$*\" >> /var/lib/phoenix-stand-in/update-initramfs\nEOF\n\
-         mkdir -p /var/lib/phoenix-stand-in\nchmod 755 /usr/local/sbin/zpool /usr/local/sbin/update-initramfs",
+         mkdir -p /var/lib/phoenix-stand-in\nchmod 755 /usr/local/sbin/zpool /usr/local/sbin/update-initramfs\n\
+         grep -q '^options' /etc/resolv.conf 2>/dev/null || echo 'options timeout:1 attempts:1' >> /etc/resolv.conf",
     );
 }
 
