@@ -79,7 +79,7 @@ fn reference_configs_validate_with_warnings_only() {
         "phoenix::disk::smaller_than_source",
         "phoenix::firewall::duplicate_rule",
         "phoenix::host::export_not_mounted_there",
-        "phoenix::host::samba_unsupported",
+        "phoenix::samba::no_password",
         "phoenix::shared_volume::unknown_container",
     ]);
     assert_eq!(codes, expected);

@@ -1077,14 +1077,26 @@ fn bridges_proxmox_would_refuse_are_found_offline() {
 }
 
 #[test]
-fn samba_is_said_to_be_ignored_with_what_it_declares() {
+fn samba_shares_have_names_of_their_own_and_a_user_without_password_is_named() {
     check(
         &[Replace(
             Hypervisor,
             r#""portainer_api": {"#,
-            r#""samba": { "user": "heads", "shares": [{ "name": "media", "path": "tank/media" }] }, "portainer_api": {"#,
+            r#""samba": { "user": "heads", "shares": [{ "name": "media", "path": "tank/media" }, { "name": "Media", "path": "/srv/b" }, { "name": "global", "path": "/srv/c" }] }, "portainer_api": {"#,
         )],
-        &[("phoenix::host::samba_unsupported", "/samba", 28)],
+        &[
+            ("phoenix::samba::no_password", "/samba/user", 28),
+            ("phoenix::samba::duplicate_share", "/samba/shares/1/name", 28),
+            ("phoenix::samba::reserved_share", "/samba/shares/2/name", 28),
+        ],
+    );
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""portainer_api": {"#,
+            r#""samba": { "user": "heads", "password": { "env": "SMB_PASSWORD" }, "shares": [{ "name": "media", "path": "tank/media" }] }, "portainer_api": {"#,
+        )],
+        &[],
     );
 }
 
@@ -1202,6 +1214,40 @@ fn firewall_group_rule_names_a_group_and_other_rules_a_verdict() {
             "phoenix::schema::bad_format",
             "/lxc_configs/101/firewall/rules/1/action",
             23,
+        )],
+    );
+}
+
+#[test]
+fn an_nfs_storage_needs_a_server_and_storage_ids_are_unique() {
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""proxmox_storages": ["#,
+            r#""nfs": { "exports": [{ "path": "/srv/share", "clients": ["10.1.0.0/24"], "proxmox_storage": { "id": "local" } }] },
+  "proxmox_storages": ["#,
+        )],
+        &[
+            (
+                "phoenix::nfs::storage_without_server",
+                "/nfs/exports/0/proxmox_storage",
+                20,
+            ),
+            ("phoenix::storage::duplicate_id", "/proxmox_storages/0/id", 21),
+        ],
+    );
+    // With the server declared, only the duplicate is left.
+    check(
+        &[Replace(
+            Hypervisor,
+            r#""proxmox_storages": ["#,
+            r#""nfs": { "exports": [{ "path": "/srv/share", "clients": ["10.1.0.0/24"], "proxmox_storage": { "id": "tank-guests", "server": "10.1.0.2" } }] },
+  "proxmox_storages": ["#,
+        )],
+        &[(
+            "phoenix::storage::duplicate_id",
+            "/nfs/exports/0/proxmox_storage/id",
+            20,
         )],
     );
 }

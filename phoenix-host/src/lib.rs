@@ -20,6 +20,7 @@ mod node;
 mod nvidia;
 mod packages;
 mod repositories;
+mod samba;
 mod snapshots;
 mod storage;
 mod subids;

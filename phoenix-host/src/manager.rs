@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::node::Node;
 use crate::{
     access, apparmor, dns, firewall, firewall_parts, locale, network, nfs, nvidia, packages, repositories,
-    snapshots, storage, subids, timezone, user, zfs,
+    samba, snapshots, storage, subids, timezone, user, zfs,
 };
 
 /// Converges the host steps it knows on one node.
@@ -80,7 +80,8 @@ impl HostManager {
             | HostStep::ZfsDataset(_)
             | HostStep::ZfsArc(_)
             | HostStep::Snapshots(_)
-            | HostStep::NfsExports(_) => self.node.has_channel(),
+            | HostStep::NfsExports(_)
+            | HostStep::Samba(_) => self.node.has_channel(),
             HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
         }
     }
@@ -107,6 +108,7 @@ impl HostManager {
             HostStep::ZfsArc(_) => zfs::arc_observe(&self.node).await.map(Some),
             HostStep::Storage(declared) => storage::observe(&self.node, declared).await,
             HostStep::NfsExports(_) => nfs::observe(&self.node).await,
+            HostStep::Samba(declared) => samba::observe(&self.node, declared).await,
             HostStep::Snapshots(plan) => snapshots::observe(&self.node, plan).await.map(Some),
         }
     }
@@ -146,6 +148,7 @@ fn desired_fields(
         HostStep::ZfsArc(gib) => zfs::arc_desired(*gib),
         HostStep::Storage(declared) => storage::desired(declared),
         HostStep::NfsExports(declared) => nfs::desired(declared),
+        HostStep::Samba(declared) => samba::desired(declared),
         HostStep::Snapshots(plan) => snapshots::desired(plan),
         _ => BTreeMap::new(),
     }
@@ -173,6 +176,20 @@ impl Manager for HostManager {
             };
             if let Some(fields) = self.observe_one(step).await? {
                 observed.insert(resource.address.clone(), Observed { fields });
+            }
+        }
+        // The datasets Phoenix made that are no longer declared, which the plan destroys.
+        if self.node.has_channel() && desired.iter().any(|resource| self.manages(resource)) {
+            for (name, used) in zfs::owned_datasets(&self.node).await? {
+                let address = Address::Host(format!("zfs/dataset/{name}"));
+                if desired.iter().any(|resource| resource.address == address) {
+                    continue;
+                }
+                let fields = BTreeMap::from([
+                    ("owner".to_owned(), Value::from("phoenix")),
+                    ("used".to_owned(), used),
+                ]);
+                observed.insert(address, Observed { fields });
             }
         }
         Ok(observed)
@@ -213,13 +230,19 @@ impl Manager for HostManager {
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
-        let step = desired.and_then(step_of).ok_or_else(|| {
-            // Phoenix deletes no host resource: it observes only what is declared.
-            ManagerError::failed(format!(
-                "{} is not declared; the host manager removes nothing",
+        let Some(step) = desired.and_then(step_of) else {
+            // The one host resource Phoenix removes: a dataset it made.
+            if let Address::Host(path) = &change.address
+                && let Some(name) = path.strip_prefix("zfs/dataset/")
+                && change.action == phoenix_core::Action::Delete
+            {
+                return zfs::dataset_destroy(&self.node, name).await;
+            }
+            return Err(ManagerError::failed(format!(
+                "{} is not declared; the host manager removes only datasets it made",
                 change.address
-            ))
-        })?;
+            )));
+        };
         match step {
             HostStep::Timezone(zone) => timezone::apply(&self.node, zone).await,
             HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
@@ -243,6 +266,7 @@ impl Manager for HostManager {
             HostStep::ZfsArc(gib) => zfs::arc_apply(&self.node, *gib).await,
             HostStep::Storage(declared) => storage::apply(&self.node, declared, change).await,
             HostStep::NfsExports(declared) => nfs::apply(&self.node, declared).await,
+            HostStep::Samba(declared) => samba::apply(&self.node, declared, change).await,
             HostStep::Snapshots(plan) => snapshots::apply(&self.node, plan).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();

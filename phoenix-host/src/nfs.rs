@@ -61,33 +61,16 @@ pub(crate) fn desired(nfs: &Nfs) -> BTreeMap<String, Value> {
 
 /// What the node has: the file's lines, comments and blank lines aside; `None` without the file.
 pub(crate) async fn observe(node: &Node) -> Result<Option<BTreeMap<String, Value>>, ManagerError> {
-    let Some(text) = node.read_file(FILE).await? else {
+    let Some(lines) = node.read_setting_lines(FILE).await? else {
         return Ok(None);
     };
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .collect();
     Ok(Some(BTreeMap::from([("exports".to_owned(), json!(lines))])))
 }
 
 /// Writes the file and re-exports, once every path exists; puts the old file back if `exportfs` fails.
 pub(crate) async fn apply(node: &Node, nfs: &Nfs) -> Result<(), ManagerError> {
-    let mut missing = Vec::new();
-    for export in &nfs.exports {
-        if !node.run(&["test", "-d", &export.path], None).await?.success() {
-            missing.push(export.path.as_str());
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ManagerError::failed(format!(
-            "node {} has no directory {}: declare the dataset mounted there, or make the directory, then run \
-             again; nothing was exported",
-            node.name(),
-            missing.join(", ")
-        )));
-    }
+    let paths: Vec<&str> = nfs.exports.iter().map(|export| export.path.as_str()).collect();
+    node.require_directories(&paths, "nothing was exported").await?;
     let before = node.read_file(FILE).await?;
     node.write_file(FILE, &render(nfs), "0644", None).await?;
     let argv = ["exportfs", "-ra"];
@@ -97,13 +80,7 @@ pub(crate) async fn apply(node: &Node, nfs: &Nfs) -> Result<(), ManagerError> {
         return Ok(());
     }
     let failure = node.failure(&argv, &output);
-    match before {
-        Some(text) => node.write_file(FILE, &text, "0644", None).await?,
-        None => {
-            node.change(&format!("removed {FILE}"), &["rm", "-f", "--", FILE], None)
-                .await?;
-        }
-    }
+    node.restore_file(FILE, before.as_deref()).await?;
     node.run_for(&argv, None, EXPORTFS_TIMEOUT).await?;
     Err(failure)
 }

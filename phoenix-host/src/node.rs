@@ -235,4 +235,47 @@ impl Node {
             .await
             .map(drop)
     }
+
+    /// Fails naming every one of `paths` that is not a directory on the node; `undone` says what was
+    /// left undone (`nothing was exported`).
+    pub(crate) async fn require_directories(&self, paths: &[&str], undone: &str) -> Result<(), ManagerError> {
+        let mut missing = Vec::new();
+        for &path in paths {
+            if !self.run(&["test", "-d", path], None).await?.success() {
+                missing.push(path);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ManagerError::failed(format!(
+            "node {} has no directory {}: declare the dataset mounted there, or make the directory, then run \
+             again; {undone}",
+            self.name,
+            missing.join(", ")
+        )))
+    }
+
+    /// Puts a file back as it was before Phoenix wrote it: its old text, or no file.
+    pub(crate) async fn restore_file(&self, path: &str, before: Option<&str>) -> Result<(), ManagerError> {
+        match before {
+            Some(text) => self.write_file(path, text, "0644", None).await,
+            None => self
+                .change(&format!("removed {path}"), &["rm", "-f", "--", path], None)
+                .await
+                .map(drop),
+        }
+    }
+
+    /// The lines of a configuration file that say something (blank lines and `#` comments aside, each
+    /// trimmed); `None` without the file.
+    pub(crate) async fn read_setting_lines(&self, path: &str) -> Result<Option<Vec<String>>, ManagerError> {
+        Ok(self.read_file(path).await?.map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        }))
+    }
 }

@@ -1,11 +1,12 @@
 //! `host/storage/<id>`: Proxmox storages, through `/storage`.
 //!
-//! A dataset's storage is registered when missing (`POST /storage`) with its type, settings (`pool` and
-//! `mountpoint` of a `zfspool`; `path` and `is_mountpoint` of a `dir`) and declared content types. An
-//! existing storage gets only its content types set when they differ (`PUT`): the type and the settings
-//! are fixed once Proxmox has a storage, so a difference there is reported and left alone. Storages
-//! declared in `proxmox_storages` exist already: their declared content types are added where missing,
-//! and the others they have are kept. Phoenix removes no storage, and touches none it does not declare.
+//! A dataset's or an export's storage is registered when missing (`POST /storage`) with its type, its
+//! settings (`pool` and `mountpoint` of a `zfspool`; `path` and `is_mountpoint` of a `dir`; `server`,
+//! `export`, `path` and `options` of an `nfs`) and its declared content types. An existing storage gets one
+//! `PUT` of what differs and Proxmox lets change (content, `mountpoint`, `options`); its type and location
+//! are fixed once Proxmox has it, so a difference there is reported and left alone. Storages declared in
+//! `proxmox_storages` exist already: their declared content types are added where missing, and the others
+//! they have are kept. Phoenix removes no storage, and touches none it does not declare.
 
 use std::collections::BTreeMap;
 

@@ -8,7 +8,10 @@
 //!   rebuilt.
 //! - A dataset is compared by the properties it declares (`zfs get -Hp all`; sizes as numbers, so
 //!   `quota=1.4T` matches what ZFS stores); a missing one is created with them, an existing one gets
-//!   `zfs set` for each property that differs, and nothing else. Phoenix destroys no pool and no dataset.
+//!   `zfs set` for each property that differs, and nothing else. A dataset Phoenix creates carries the
+//!   user property `phoenix:owner=phoenix` (set on it, not inherited): one taken out of the configuration
+//!   is planned as destroyed (destructive, so only with `--allow-destroy`), and only when nothing is under
+//!   it and no Proxmox storage uses it. Phoenix destroys no pool, and no dataset it did not create.
 //! - The ARC limit is `zfs_arc_max` in `/etc/modprobe.d/zfs.conf` (other lines of the file are kept) and,
 //!   where the kernel module is loaded, its live value in `/sys/module/zfs/parameters`; the initramfs is
 //!   rebuilt only when the file changed.
@@ -27,6 +30,10 @@ const MODPROBE: &str = "/etc/modprobe.d/zfs.conf";
 
 /// The live ARC limit, where the module is loaded.
 const LIVE_ARC: &str = "/sys/module/zfs/parameters/zfs_arc_max";
+
+/// The user property that marks a dataset Phoenix created, and its value.
+const OWNER: &str = "phoenix:owner";
+const OWNER_VALUE: &str = "phoenix";
 
 /// How long `update-initramfs` may take.
 const INITRAMFS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -286,6 +293,80 @@ async fn zfs_get(
     ))
 }
 
+/// The datasets Phoenix created on the node (`phoenix:owner` set on them), by name (`pool/name`), each with
+/// the space it uses. None where ZFS cannot list them (no ZFS, or its module not loaded): then nothing is
+/// planned to go, which is the safe side.
+pub(crate) async fn owned_datasets(node: &Node) -> Result<BTreeMap<String, Value>, ManagerError> {
+    let argv = ["zfs", "get", "-H", "-s", "local", "-o", "name,value", OWNER];
+    let output = node.run(&argv, None).await?;
+    if !output.success() {
+        return Ok(BTreeMap::new());
+    }
+    let mut owned = BTreeMap::new();
+    for (name, value) in output.stdout.lines().filter_map(|line| line.split_once('\t')) {
+        if value != OWNER_VALUE || name.contains('@') {
+            continue;
+        }
+        let used = node
+            .check(&["zfs", "get", "-H", "-o", "value", "used", name], None)
+            .await?;
+        owned.insert(name.to_owned(), json!(used.trim()));
+    }
+    Ok(owned)
+}
+
+/// Destroys a dataset Phoenix created that the configuration no longer declares, with its snapshots; refused
+/// while a dataset is under it, a Proxmox storage uses it, or it is not Phoenix's (any more).
+pub(crate) async fn dataset_destroy(node: &Node, name: &str) -> Result<(), ManagerError> {
+    let owner = node
+        .check(
+            &["zfs", "get", "-H", "-s", "local", "-o", "value", OWNER, name],
+            None,
+        )
+        .await?;
+    if owner.trim() != OWNER_VALUE {
+        return Err(ManagerError::failed(format!(
+            "the dataset {name} is not marked as Phoenix's ({OWNER}), so it is left as it is"
+        )));
+    }
+    let listed = node
+        .check(&["zfs", "list", "-H", "-r", "-o", "name", name], None)
+        .await?;
+    let under: Vec<&str> = listed.lines().filter(|line| *line != name).collect();
+    if !under.is_empty() {
+        return Err(ManagerError::failed(format!(
+            "the dataset {name} has {} under it: declare what should stay, or destroy it by hand; nothing \
+             was destroyed",
+            under.join(", ")
+        )));
+    }
+    let mountpoint = node
+        .check(&["zfs", "get", "-H", "-o", "value", "mountpoint", name], None)
+        .await?;
+    let storages: Vec<Value> = node.client().get("/storage", &[]).await?;
+    let users: Vec<&str> = storages
+        .iter()
+        .filter(|storage| {
+            storage["pool"].as_str() == Some(name) || storage["path"].as_str() == Some(mountpoint.trim())
+        })
+        .filter_map(|storage| storage["storage"].as_str())
+        .collect();
+    if !users.is_empty() {
+        return Err(ManagerError::failed(format!(
+            "the dataset {name} is the Proxmox storage {}: remove the storage in Proxmox first (Phoenix \
+             removes no storage); nothing was destroyed",
+            users.join(", ")
+        )));
+    }
+    node.change(
+        &format!("destroyed the dataset {name} and its snapshots"),
+        &["zfs", "destroy", "-r", name],
+        None,
+    )
+    .await
+    .map(drop)
+}
+
 /// Creates a missing dataset with its properties, or sets each property that differs.
 pub(crate) async fn dataset_apply(
     node: &Node,
@@ -299,7 +380,8 @@ pub(crate) async fn dataset_apply(
             .iter()
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
-        let mut argv = vec!["zfs", "create"];
+        let owner = format!("{OWNER}={OWNER_VALUE}");
+        let mut argv = vec!["zfs", "create", "-o", owner.as_str()];
         for option in &options {
             argv.extend(["-o", option.as_str()]);
         }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Setup, start, steps, with_zfs};
+use common::{Setup, failure, start, steps, with_zfs};
 use phoenix_core::Outcome;
 use phoenix_pve::Form;
 use phoenix_testing::outcome;
@@ -37,13 +37,6 @@ async fn zfs_node(zfs: &str) -> Option<Setup> {
     .await?;
     with_zfs(&setup);
     Some(setup)
-}
-
-fn failure<'a>(report: &'a phoenix_core::Report, address: &str) -> &'a str {
-    match outcome(report, address) {
-        Outcome::Failed { error, .. } => error,
-        other => panic!("{address}: {other:?} in {report:#?}"),
-    }
 }
 
 #[tokio::test]
@@ -101,6 +94,90 @@ async fn pools_datasets_and_the_arc_limit_converge_and_a_property_changed_by_han
             "set quota=1.4T on fastData/shared"
         ]
     );
+    setup.assert_converged().await;
+}
+
+#[tokio::test]
+async fn only_a_dataset_phoenix_made_is_destroyed_when_taken_out_and_only_with_allow_destroy() {
+    let Some(mut setup) = zfs_node(ZFS).await else {
+        return;
+    };
+    assert!(setup.apply().await.succeeded());
+    // Someone else's dataset, under one of Phoenix's and beside them; a snapshot of Phoenix's.
+    setup.sh("zfs create fastData/byhand && zfs create slowData/backups/mine && zfs snapshot fastData/shared/models@keep");
+    // The configuration without the models and the backups.
+    let edited = ZFS
+        .replace(
+            r#",
+      { "name": "backups", "pool": "slowData", "properties": "quota=2T,atime=off" }"#,
+            "",
+        )
+        .replace(
+            r#",
+      { "name": "shared/models", "pool": "fastData", "properties": "recordsize=128K" }"#,
+            "",
+        );
+    assert!(
+        !edited.contains("backups") && !edited.contains("models"),
+        "{edited}"
+    );
+    setup.resources = common::start_resources(
+        |text| {
+            text.replace(
+                r#""timezone": "Europe/Berlin","#,
+                &format!(r#""timezone": "Europe/Berlin", {edited}"#),
+            )
+        },
+        &phoenix_core::CheckOptions::default(),
+    );
+    let plan = setup.plan().await;
+    let deleted: Vec<String> = plan
+        .entries()
+        .iter()
+        .filter(|entry| entry.resource.is_none())
+        .map(|entry| format!("{} {:?}", entry.address, entry.consequence()))
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "host/zfs/dataset/fastData/shared/models Some(Destructive)",
+            "host/zfs/dataset/slowData/backups Some(Destructive)"
+        ]
+    );
+    // Without --allow-destroy the run does not start.
+    let (_handle, signal) = phoenix_core::StopHandle::new();
+    let refused = phoenix_core::execute(
+        &plan,
+        &setup.managers,
+        &phoenix_core::ExecuteOptions::default(),
+        signal,
+        None,
+    )
+    .await;
+    assert!(refused.is_err(), "a destructive plan runs only when allowed");
+
+    let allowed = phoenix_core::ExecuteOptions {
+        allow_destroy: true,
+        ..phoenix_core::ExecuteOptions::default()
+    };
+    let report = phoenix_testing::apply(&plan, &setup.managers, &allowed).await;
+    assert_eq!(
+        steps(&report, "host/zfs/dataset/fastData/shared/models"),
+        ["destroyed the dataset fastData/shared/models and its snapshots"],
+        "{report:#?}"
+    );
+    // The backups hold someone else's dataset: refused, named, kept.
+    let error = failure(&report, "host/zfs/dataset/slowData/backups");
+    assert!(error.contains("slowData/backups/mine under it"), "{error}");
+    assert_eq!(
+        setup.sh("zfs list -H -o name -r fastData slowData"),
+        "fastData\nfastData/byhand\nfastData/shared\nslowData\nslowData/backups\nslowData/backups/mine\n"
+    );
+    // Once the other dataset is gone, the next run destroys the backups, and then nothing is left to do.
+    setup.sh("zfs destroy slowData/backups/mine");
+    let report = phoenix_testing::apply(&setup.plan().await, &setup.managers, &allowed).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(setup.sh("zfs list -H -o name -r slowData"), "slowData\n");
     setup.assert_converged().await;
 }
 
@@ -275,7 +352,8 @@ async fn exports_go_to_phoenixs_own_file_and_are_reexported_only_when_it_changed
     let zfs = ZFS.replace(
         r#""mount_point_base": "/mnt/pve","#,
         r#""mount_point_base": "/mnt/pve", "nfs": { "exports": [
-            { "path": "/mnt/pve/fastData/shared", "clients": ["10.0.0.111", "10.0.0.0/24"], "options": ["rw", "sync", "no_subtree_check"] },
+            { "path": "/mnt/pve/fastData/shared", "clients": ["10.0.0.111", "10.0.0.0/24"], "options": ["rw", "sync", "no_subtree_check"],
+              "proxmox_storage": { "id": "shared-nfs", "content": ["images", "backup"], "server": "127.0.0.1", "options": "vers=4.2" } },
             { "path": "/slowData/backups", "clients": ["10.0.0.13"], "options": ["ro", "no_subtree_check"] } ] },"#,
     );
     let Some(setup) = zfs_node(&zfs).await else {
@@ -304,6 +382,33 @@ async fn exports_go_to_phoenixs_own_file_and_are_reexported_only_when_it_changed
     for path in ["/mnt/pve/fastData/shared", "/mnt/pve/slowData/backups", "/srv"] {
         assert!(exported.contains(path), "{path} in {exported}");
     }
+    // Proxmox mounts the first export as an nfs storage, made after the export.
+    let client = setup.fake.root_client().await;
+    let storage: Value = client.get("/storage/shared-nfs", &[]).await.expect("reads");
+    for (key, value) in [
+        ("type", "nfs"),
+        ("server", "127.0.0.1"),
+        ("export", "/mnt/pve/fastData/shared"),
+        ("path", "/mnt/pve/shared-nfs"),
+        ("options", "vers=4.2"),
+        ("content", "backup,images"),
+    ] {
+        assert_eq!(storage[key], value, "{key} in {storage}");
+    }
+    setup.assert_converged().await;
+    // Its mount options changed in the UI are set back by one PUT.
+    client
+        .put::<Value>("/storage/shared-nfs", &Form::new().text("options", "vers=3"))
+        .await
+        .expect("changes");
+    assert_eq!(
+        setup.drift("host/storage/shared-nfs").await,
+        [r#"options: Some(String("vers=3")) -> Some(String("vers=4.2"))"#]
+    );
+    let report = setup.apply().await;
+    assert!(report.succeeded(), "{report:#?}");
+    let storage: Value = client.get("/storage/shared-nfs", &[]).await.expect("reads");
+    assert_eq!(storage["options"], "vers=4.2");
     setup.assert_converged().await;
 
     // A line removed by hand is put back, and only then is exportfs run again.

@@ -122,6 +122,17 @@ impl SshHost {
     }
 }
 
+/// A command for messages: its program and first arguments, past `env` and its assignments.
+fn remote_summary(argv: &[String]) -> String {
+    let words: Vec<&str> = argv
+        .iter()
+        .map(String::as_str)
+        .skip_while(|arg| *arg == "env" || arg.contains('='))
+        .take(3)
+        .collect();
+    words.join(" ")
+}
+
 /// Quotes one argument for a POSIX shell: single quotes, with embedded single quotes spliced in.
 pub fn shell_quote(arg: &str) -> String {
     if !arg.is_empty()
@@ -154,7 +165,16 @@ impl HostChannel for SshHost {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<CommandOutput, HostError> {
-        run_process(&self.command_line(argv), stdin, timeout).await
+        // A timeout names the command that ran on the node, not `ssh`.
+        run_process(&self.command_line(argv), stdin, timeout)
+            .await
+            .map_err(|error| match error {
+                HostError::Timeout { seconds, .. } => HostError::Timeout {
+                    program: format!("`{}` on {}", remote_summary(argv), self.destination),
+                    seconds,
+                },
+                other => other,
+            })
     }
 }
 

@@ -295,14 +295,37 @@ pub struct NfsExport {
     /// Export options (`rw`, `sync`, `no_subtree_check`, ...).
     #[serde(default)]
     pub options: Vec<String>,
+    /// The Proxmox storage (type `nfs`) that mounts this export on the node, when Proxmox should use it.
+    #[serde(default)]
+    pub proxmox_storage: Option<NfsStorage>,
+}
+
+/// A Proxmox `nfs` storage for an export of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NfsStorage {
+    /// Proxmox storage ID.
+    pub id: String,
+    /// Content types it holds (`images`, `rootdir`, `backup`, `iso`, `vztmpl`, `snippets`, `import`).
+    #[serde(default)]
+    pub content: Vec<String>,
+    /// The NFS server's address as Proxmox reaches it (default `network.nfs_server`).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// NFS mount options (`vers=4.2`).
+    #[serde(default)]
+    pub options: Option<String>,
 }
 
 /// Samba service of the host.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Samba {
-    /// Samba user.
+    /// Samba user: a Linux user of the node, added to Samba's user database when `password` is set.
     pub user: String,
+    /// The Samba password of `user`, set when Samba does not know the user yet.
+    #[serde(default)]
+    pub password: Option<Secret>,
     /// Shares.
     #[serde(default)]
     pub shares: Vec<SambaShare>,

@@ -399,6 +399,16 @@ fn link_deletions(entries: &mut BTreeMap<Address, PlanEntry>) {
         {
             vm.depends_on.push(address.clone());
         }
+        // A dataset goes after the datasets under it.
+        if let Address::Host(path) = address
+            && let Some((parent, _)) = path
+                .strip_prefix("zfs/dataset/")
+                .and_then(|name| name.rsplit_once('/'))
+            && let Some(entry) = entries.get_mut(&Address::Host(format!("zfs/dataset/{parent}")))
+            && entry.resource.is_none()
+        {
+            entry.depends_on.push(address.clone());
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::hypervisor::{
-    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NvidiaDriver, RepositoryChannel, Retention,
-    StorageType, Zfs, ZfsDataset, ZfsPool,
+    HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NfsExport, NvidiaDriver, RepositoryChannel,
+    Retention, Samba, StorageType, Zfs, ZfsDataset, ZfsPool,
 };
 use crate::config::stacks::Stack;
 use crate::config::{ContainerConfig, TraefikService, VmConfig};
@@ -68,6 +68,9 @@ pub enum HostStep {
     ZfsArc(u32),
     /// The NFS exports of the host, at `host/nfs/exports`; only built when there is at least one export.
     NfsExports(Box<Nfs>),
+    /// The Samba shares of the host and its Samba user, at `host/samba`; each share's path is the
+    /// directory shared (a dataset's name resolved to where it is mounted).
+    Samba(Box<Samba>),
     /// The host firewall, at `host/firewall`, from `firewall` or the legacy `shared_volumes.firewall`.
     Firewall(Box<HostFirewall>),
     /// A Linux user on the host, at `host/user/<username>`.
@@ -165,6 +168,38 @@ impl ProxmoxStorage {
                     .iter()
                     .flat_map(|text| text.split(',')),
             ),
+            settings,
+        })
+    }
+}
+
+impl ProxmoxStorage {
+    /// The `nfs` storage of an export (its path already the directory exported), when it declares one
+    /// and a server is known.
+    fn of_export(hypervisor: &HypervisorFile, export: &NfsExport) -> Option<ProxmoxStorage> {
+        let declared = export.proxmox_storage.as_ref()?;
+        let server = declared.server.clone().or_else(|| {
+            hypervisor
+                .network
+                .as_ref()
+                .and_then(|network| network.nfs_server.clone())
+        })?;
+        let base = hypervisor.mount_point_base.as_deref().unwrap_or("/mnt/pve");
+        let mut settings = BTreeMap::from([
+            ("server".to_owned(), server),
+            ("export".to_owned(), export.path.clone()),
+            (
+                "path".to_owned(),
+                format!("{}/{}", base.trim_end_matches('/'), declared.id),
+            ),
+        ]);
+        if let Some(options) = &declared.options {
+            settings.insert("options".to_owned(), options.clone());
+        }
+        Some(ProxmoxStorage {
+            id: declared.id.clone(),
+            kind: Some("nfs".to_owned()),
+            content: content_list(declared.content.iter().map(String::as_str)),
             settings,
         })
     }
@@ -287,6 +322,10 @@ impl AptPackages {
         if hypervisor.nfs.as_ref().is_some_and(|nfs| !nfs.exports.is_empty()) {
             // `exportfs` and the NFS server.
             packages.push("nfs-kernel-server".to_owned());
+        }
+        if hypervisor.samba.is_some() {
+            // smbd, `testparm`, `smbcontrol`, `pdbedit` and `smbpasswd`.
+            packages.push("samba".to_owned());
         }
         packages.sort_unstable();
         packages.dedup();
@@ -430,6 +469,7 @@ fn redact(desired: &Desired, mut value: Value) -> Value {
     match desired {
         Desired::Vm(_) => mask(value.pointer_mut("/user_config/password")),
         Desired::Host(HostStep::User(_)) => mask(value.pointer_mut("/password_hash")),
+        Desired::Host(HostStep::Samba(_)) => mask(value.pointer_mut("/password")),
         Desired::Host(HostStep::Access(_)) => mask(value.pointer_mut("/password")),
         Desired::Stack(_) => {
             let environments = value.get_mut("environments").and_then(Value::as_object_mut);
@@ -491,6 +531,7 @@ fn host_value(step: &HostStep) -> Value {
             to_value(&cluster)
         }
         HostStep::User(user) => to_value(user),
+        HostStep::Samba(samba) => to_value(samba),
         HostStep::NvidiaDriver(driver) => to_value(driver),
         HostStep::Timezone(timezone) => serde_json::json!({ "timezone": timezone }),
         HostStep::Dns(dns) => to_value(dns),
@@ -542,6 +583,17 @@ pub fn export_mountpoint(hypervisor: &HypervisorFile, path: &str) -> Option<Stri
         .flat_map(|text| text.split(','))
         .find_map(|pair| pair.trim().strip_prefix("mountpoint=").map(str::to_owned))?;
     (mountpoint != path).then_some(mountpoint)
+}
+
+/// The directory a Samba share's `path` names: an absolute path as written, unless it is a declared
+/// dataset's default mount point; a dataset's name (`pool/name`) where the dataset is mounted.
+fn shared_directory(hypervisor: &HypervisorFile, path: &str) -> String {
+    let absolute = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    export_mountpoint(hypervisor, &absolute).unwrap_or(absolute)
 }
 
 /// A dataset with `mountpoint=<base>/<pool>/<name>` among its properties when the hypervisor file sets
@@ -652,10 +704,35 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         }
         let mut depends = datasets.clone();
         depends.extend(packages.as_ref().map(|_| packages_address.clone()));
+        for export in &nfs.exports {
+            if let Some(storage) = ProxmoxStorage::of_export(hypervisor, export) {
+                host.push((
+                    Address::Host(format!("storage/{}", storage.id)),
+                    vec![Address::Host("nfs/exports".into())],
+                    HostStep::Storage(Box::new(storage)),
+                ));
+            }
+        }
         host.push((
             Address::Host("nfs/exports".into()),
             depends,
             HostStep::NfsExports(Box::new(nfs)),
+        ));
+    }
+    if let Some(samba) = &hypervisor.samba {
+        let mut samba = samba.clone();
+        for share in &mut samba.shares {
+            share.path = shared_directory(hypervisor, &share.path);
+        }
+        let mut depends = datasets.clone();
+        depends.extend(packages.as_ref().map(|_| packages_address.clone()));
+        if hypervisor.users.iter().any(|user| user.username == samba.user) {
+            depends.push(Address::Host(format!("user/{}", samba.user)));
+        }
+        host.push((
+            Address::Host("samba".into()),
+            depends,
+            HostStep::Samba(Box::new(samba)),
         ));
     }
     if let Some(firewall) = hypervisor

@@ -11,6 +11,7 @@ pub(crate) mod network;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use crate::config::hypervisor::{HypervisorFile, NfsStorage};
 use crate::config::{FileKind, PortainerRole};
 use crate::lint::diagnostic::Problem;
 use crate::lint::features;
@@ -52,7 +53,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_host_dns(estate, &mut problems);
     check_apparmor(estate, options, &mut problems);
     check_host_bridges(estate, &mut problems);
-    check_unsupported_host_sections(estate, &mut problems);
+    check_samba(estate, &mut problems);
     check_nfs_exports(estate, &mut problems);
     check_snapshot_policies(estate, &mut problems);
     problems
@@ -129,6 +130,29 @@ fn check_nfs_exports(estate: &Estate, problems: &mut Vec<Problem>) {
         .flat_map(|nfs| nfs.exports.iter())
         .enumerate()
     {
+        let nfs_server = hypervisor
+            .network
+            .as_ref()
+            .and_then(|network| network.nfs_server.as_ref());
+        if let Some(storage) = &export.proxmox_storage
+            && storage.server.is_none()
+            && nfs_server.is_none()
+        {
+            problems.push(
+                Problem::error(
+                    "phoenix::nfs::storage_without_server",
+                    FileKind::Hypervisor,
+                    format!("/nfs/exports/{index}/proxmox_storage"),
+                    format!(
+                        "the storage {} mounts this export, but no server address says where from",
+                        storage.id
+                    ),
+                )
+                .with_help(
+                    "set \"server\" here, or network.nfs_server, to the address Proxmox reaches the host at",
+                ),
+            );
+        }
         if let Some(mountpoint) = crate::engine::resource::export_mountpoint(hypervisor, &export.path) {
             problems.push(
                 Problem::warning(
@@ -148,27 +172,54 @@ fn check_nfs_exports(estate: &Estate, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Host sections that are read but not converged yet are said so, not dropped without a word.
-fn check_unsupported_host_sections(estate: &Estate, problems: &mut Vec<Problem>) {
-    let hypervisor = &estate.files().hypervisor;
-    if let Some(samba) = &hypervisor.samba {
-        let shares: Vec<&str> = samba.shares.iter().map(|share| share.name.as_str()).collect();
+/// Samba's shares: one section per name, none Samba reserves; a user without a password is said to be
+/// left to set by hand.
+fn check_samba(estate: &Estate, problems: &mut Vec<Problem>) {
+    let Some(samba) = &estate.files().hypervisor.samba else {
+        return;
+    };
+    let mut seen = BTreeSet::new();
+    for (index, share) in samba.shares.iter().enumerate() {
+        let name = share.name.to_ascii_lowercase();
+        let pointer = format!("/samba/shares/{index}/name");
+        if ["global", "homes", "printers"].contains(&name.as_str()) {
+            problems.push(
+                Problem::error(
+                    "phoenix::samba::reserved_share",
+                    FileKind::Hypervisor,
+                    pointer,
+                    format!("[{}] is a section Samba reserves, not a share name", share.name),
+                )
+                .with_help("name the share otherwise"),
+            );
+        } else if !seen.insert(name) {
+            problems.push(
+                Problem::error(
+                    "phoenix::samba::duplicate_share",
+                    FileKind::Hypervisor,
+                    pointer,
+                    format!(
+                        "the share {} is declared twice (Samba's names ignore case)",
+                        share.name
+                    ),
+                )
+                .with_help("give each share its own name"),
+            );
+        }
+    }
+    if samba.password.is_none() {
         problems.push(
             Problem::warning(
-                "phoenix::host::samba_unsupported",
+                "phoenix::samba::no_password",
                 FileKind::Hypervisor,
-                "/samba".to_owned(),
+                "/samba/user".to_owned(),
                 format!(
-                    "Samba is not converged yet: the user {} and the shares {} are ignored",
-                    samba.user,
-                    if shares.is_empty() {
-                        "(none)".to_owned()
-                    } else {
-                        shares.join(", ")
-                    }
+                    "no Samba password is declared for {0}: Phoenix does not add it to Samba's users, so it can \
+                     connect once its password is set by hand (smbpasswd -a {0})",
+                    samba.user
                 ),
             )
-            .with_help("set the shares up by hand for now; Phoenix will converge them in a later version"),
+            .with_help(r#"declare "password": {"env": "NAME"} or {"file": "path"} under samba"#),
         );
     }
 }
@@ -1039,7 +1090,9 @@ fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
                 .iter()
                 .map(|storage| storage.id.clone()),
         )
+        .chain(nfs_storages(hypervisor).map(|(_, storage)| storage.id.clone()))
         .collect();
+    check_storage_ids(hypervisor, problems);
     let mut report = |file: FileKind, pointer: String, storage: Option<&str>| {
         let Some(storage) = storage.filter(|storage| !declared.contains(*storage)) else {
             return;
@@ -1101,6 +1154,67 @@ fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
             format!("/vms/{index}/storage_pool"),
             vm.storage_pool.as_deref(),
         );
+    }
+}
+
+/// The `nfs` storages of the exports, with each one's export index.
+fn nfs_storages(hypervisor: &HypervisorFile) -> impl Iterator<Item = (usize, &NfsStorage)> {
+    hypervisor
+        .nfs
+        .iter()
+        .flat_map(|nfs| nfs.exports.iter())
+        .enumerate()
+        .filter_map(|(index, export)| Some((index, export.proxmox_storage.as_ref()?)))
+}
+
+/// A storage ID that two declarations register is an error at the second: Proxmox has one storage per ID.
+fn check_storage_ids(hypervisor: &HypervisorFile, problems: &mut Vec<Problem>) {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    let datasets = hypervisor
+        .zfs
+        .iter()
+        .flat_map(|zfs| zfs.datasets.iter().enumerate());
+    let mut registered: Vec<(String, String)> = datasets
+        .filter_map(|(index, dataset)| {
+            let key = if dataset.storage_id.is_some() {
+                "/storage_id"
+            } else {
+                ""
+            };
+            Some((
+                dataset.proxmox_storage_id()?,
+                format!("/zfs/datasets/{index}{key}"),
+            ))
+        })
+        .collect();
+    registered.extend(nfs_storages(hypervisor).map(|(index, storage)| {
+        (
+            storage.id.clone(),
+            format!("/nfs/exports/{index}/proxmox_storage/id"),
+        )
+    }));
+    registered.extend(
+        hypervisor
+            .proxmox_storages
+            .iter()
+            .enumerate()
+            .map(|(index, storage)| (storage.id.clone(), format!("/proxmox_storages/{index}/id"))),
+    );
+    for (id, pointer) in &registered {
+        if let Some(first) = seen.get(id.as_str()) {
+            problems.push(
+                Problem::error(
+                    "phoenix::storage::duplicate_id",
+                    FileKind::Hypervisor,
+                    pointer.clone(),
+                    format!("the storage ID {id} is declared already, at {first}"),
+                )
+                .with_label("second declaration")
+                .with_help("give each storage its own ID (a dataset's default is `<pool>-<name>`)"),
+            );
+        } else {
+            seen.insert(id, pointer.clone());
+        }
     }
 }
 

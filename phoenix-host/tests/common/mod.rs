@@ -116,7 +116,8 @@ pub(crate) fn for_zfs_fuse(text: &str) -> String {
 pub(crate) const ZFS_DISKS: usize = 6;
 
 /// Gives the node ZFS for the tests: zfs-fuse's daemon, [`ZFS_DISKS`] empty file disks, a `zpool` that
-/// takes `status -P` (zfs-fuse's has no `-P`, and prints files' full paths without it), and an
+/// takes `status -P` (zfs-fuse's has no `-P`, and prints files' full paths without it), a
+/// `zfs destroy` that waits out zfs-fuse's moment of "dataset is busy" after a mount, an
 /// `update-initramfs` that records its calls (the node boots no kernel); and a resolver that gives up after a
 /// second, since `exportfs` looks every client up and the test machine's resolver is sometimes slow.
 pub(crate) fn with_zfs(setup: &Setup) {
@@ -125,8 +126,13 @@ pub(crate) fn with_zfs(setup: &Setup) {
         "cat > /usr/local/sbin/zpool <<'EOF'\n#!/bin/sh\n# zfs-fuse's zpool has no -P; it prints file vdevs' full paths anyway.\n\
          if [ \"$1\" = status ] && [ \"$2\" = -P ]; then shift 2; exec /usr/sbin/zpool status \"$@\"; fi\n\
          exec /usr/sbin/zpool \"$@\"\nEOF\n\
+         cat > /usr/local/sbin/zfs <<'EOF'\n#!/bin/sh\n# zfs-fuse calls a dataset busy for a moment after it was mounted; OpenZFS does not.\n\
+         if [ \"$1\" = destroy ]; then for i in 1 2 3 4 5 6 7 8 9 10; do\n\
+         if out=$(/usr/sbin/zfs \"$@\" 2>&1); then printf '%s' \"$out\"; exit 0; fi\n\
+         case \"$out\" in *'dataset is busy'*) sleep 0.5 ;; *) break ;; esac\ndone\n\
+         printf '%s\\n' \"$out\" >&2; exit 1; fi\nexec /usr/sbin/zfs \"$@\"\nEOF\n\
          cat > /usr/local/sbin/update-initramfs <<'EOF'\n#!/bin/sh\necho \"$*\" >> /var/lib/phoenix-stand-in/update-initramfs\nEOF\n\
-         mkdir -p /var/lib/phoenix-stand-in\nchmod 755 /usr/local/sbin/zpool /usr/local/sbin/update-initramfs\n\
+         mkdir -p /var/lib/phoenix-stand-in\nchmod 755 /usr/local/sbin/zpool /usr/local/sbin/zfs /usr/local/sbin/update-initramfs\n\
          grep -q '^options' /etc/resolv.conf 2>/dev/null || echo 'options timeout:1 attempts:1' >> /etc/resolv.conf",
     );
 }
@@ -206,4 +212,12 @@ pub(crate) fn steps(report: &Report, address: &str) -> Vec<String> {
         .flat_map(|line| &line.steps)
         .map(|step| step.what.clone())
         .collect()
+}
+
+/// The error a report records for `address`, which must have failed.
+pub(crate) fn failure<'a>(report: &'a Report, address: &str) -> &'a str {
+    match phoenix_testing::outcome(report, address) {
+        phoenix_core::Outcome::Failed { error, .. } => error,
+        other => panic!("{address}: {other:?} in {report:#?}"),
+    }
 }
