@@ -144,6 +144,11 @@ async fn only_a_dataset_phoenix_made_is_destroyed_when_taken_out_and_only_with_a
             "host/zfs/dataset/slowData/backups Some(Destructive)"
         ]
     );
+    // The plan shows the space each one holds.
+    for entry in plan.entries().iter().filter(|entry| entry.resource.is_none()) {
+        let used = &entry.observed.as_ref().expect("observed").fields["used"];
+        assert!(used.as_str().is_some_and(|used| used.ends_with('K')), "{used}");
+    }
     // Without --allow-destroy the run does not start.
     let (_handle, signal) = phoenix_core::StopHandle::new();
     let refused = phoenix_core::execute(
