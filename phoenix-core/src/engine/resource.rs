@@ -171,9 +171,7 @@ impl ProxmoxStorage {
             settings,
         })
     }
-}
 
-impl ProxmoxStorage {
     /// The `nfs` storage of an export (its path already the directory exported), when it declares one
     /// and a server is known.
     fn of_export(hypervisor: &HypervisorFile, export: &NfsExport) -> Option<ProxmoxStorage> {
