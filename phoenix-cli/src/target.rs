@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use miette::{IntoDiagnostic, WrapErr};
 use phoenix_core::engine::fake::FakeManager;
-use phoenix_core::{Address, Estate, Managers, Observed, PlanOptions, ResourceKind, Target as PlanTarget};
+use phoenix_core::{
+    Address, Estate, Managers, Observed, OwnedDiffer, PlanOptions, ResourceKind, Target as PlanTarget,
+};
 use phoenix_lxc::{ContainerDiff, GuestScripts};
 use phoenix_pve::Session;
 use phoenix_pve::guests::GuestDiffer;
@@ -103,7 +105,9 @@ impl Target {
                     FakeManager::new(kind).with_differ(Arc::new(GuestDiffer(containers.clone())))
                 }
                 ResourceKind::Vm => FakeManager::new(kind).with_differ(Arc::new(GuestDiffer(vms.clone()))),
-                ResourceKind::Host | ResourceKind::Stack | ResourceKind::Sync => FakeManager::new(kind),
+                // Sync steps own what they write whole: a route taken out of the configuration is a change.
+                ResourceKind::Sync => FakeManager::new(kind).with_differ(Arc::new(OwnedDiffer)),
+                ResourceKind::Host | ResourceKind::Stack => FakeManager::new(kind),
             };
             if matches!(mode, Mode::Demo { .. }) {
                 fake.set_latency(demo_latency(kind));
@@ -140,6 +144,9 @@ impl Target {
             .with_upgrade(args.upgrade)
             .with_profiles(profiles);
         managers.register(Arc::new(host));
+        if let Some(channel) = session.host() {
+            managers.register(Arc::new(phoenix_edge::TraefikManager::new(Arc::clone(channel))));
+        }
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(
             &session,

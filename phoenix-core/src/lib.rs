@@ -16,11 +16,15 @@ pub mod config;
 pub mod engine;
 pub mod lint;
 pub mod model;
+pub mod traefik;
 
 pub use config::FileKind;
 pub use engine::access::{AccessStep, AclEntries};
 pub use engine::address::{Address, ResourceKind};
-pub use engine::change::{Action, Change, Consequence, FieldChange, FieldKey, Fields, Observed, TypedChange};
+pub use engine::change::{
+    Action, Change, Consequence, FieldChange, FieldKey, Fields, Observed, OwnedDiffer, TypedChange,
+    diff_owned,
+};
 pub use engine::executor::{
     Event, ExecuteOptions, Outcome, Report, StopHandle, StopSignal, execute, operate,
 };
@@ -29,8 +33,8 @@ pub use engine::journal::{Journal, Step, StepState};
 pub use engine::manager::{Differ, Manager, ManagerError, Managers, Operation, Round};
 pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, dependents, plan};
 pub use engine::resource::{
-    AptPackages, AptRepositories, Desired, HostDns, HostStep, ProxmoxStorage, Replica, Resource, Route,
-    SnapshotDataset, SnapshotPlan, SubIds, SyncStep, resources,
+    AptPackages, AptRepositories, Desired, HostDns, HostStep, ProxmoxStorage, Replica, Resource,
+    SnapshotDataset, SnapshotPlan, SubIds, SyncStep, TraefikSync, resources,
 };
 pub use engine::retry::{Dispatched, RetryPolicy, Retryable};
 pub use lint::checks::CheckOptions;

@@ -81,6 +81,8 @@ fn reference_configs_validate_with_warnings_only() {
         "phoenix::host::export_not_mounted_there",
         "phoenix::samba::no_password",
         "phoenix::shared_volume::unknown_container",
+        // VM 1001's `traefik_service` `portainer` and its stack's labels for router `portainer`.
+        "phoenix::traefik::route_replaced",
     ]);
     assert_eq!(codes, expected);
     let legacy_firewall = validation

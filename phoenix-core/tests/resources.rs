@@ -3,6 +3,7 @@
 use expect_test::{Expect, expect};
 use phoenix_core::config::hypervisor::RaidLevel;
 use phoenix_core::engine::resource::SENSITIVE;
+use phoenix_core::traefik::labels::Section;
 use phoenix_core::{Address, CheckOptions, Desired, HostStep, Resource, ResourceKind, SyncStep};
 use phoenix_testing::fixture;
 
@@ -67,19 +68,33 @@ fn homelab_host_and_sync_steps_are_typed() {
     assert_eq!(ops.password_hash.as_deref(), Some("NOT_SET"));
     assert_eq!(user.declared_fields()["password_hash"], SENSITIVE);
 
-    let Desired::Sync(SyncStep::Traefik { routes }) = &find(&resources, "sync/traefik").desired else {
+    let traefik = find(&resources, "sync/traefik");
+    let Desired::Sync(SyncStep::Traefik(step)) = &traefik.desired else {
         panic!("sync/traefik is not a Traefik step");
     };
-    let routes: Vec<(&str, String, u16)> = routes
-        .iter()
-        .map(|(name, route)| (name.as_str(), route.guest.to_string(), route.service.port))
+    // Written into the Traefik container, after it and after every guest it routes to.
+    assert_eq!(step.proxy, 102);
+    let after: Vec<String> = traefik.depends_on.iter().map(ToString::to_string).collect();
+    assert_eq!(after, ["lxc/102", "lxc/103", "lxc/950", "vm/1001", "vm/1002"]);
+    let servers: Vec<(&str, &str)> = step
+        .config
+        .names(Section::Service)
+        .map(|name| {
+            let service = step.config.get(Section::Service, name).expect("listed");
+            let url = service["loadBalancer"]["servers"][0]["url"]
+                .as_str()
+                .expect("a URL");
+            (name, url)
+        })
         .collect();
     assert_eq!(
-        routes,
+        servers,
         [
-            ("ca", "lxc/103".to_owned(), 9000),
-            ("llm", "lxc/950".to_owned(), 8000),
-            ("portainer", "vm/1001".to_owned(), 9443),
+            ("ca", "https://10.42.0.10:9000"),
+            ("llm", "http://10.42.0.50:8000"),
+            ("portainer", "https://10.42.0.21:9443"),
+            ("qdrant", "http://10.42.0.22:6333"),
+            ("search", "http://10.42.0.22:8080"),
         ]
     );
 
@@ -376,30 +391,79 @@ fn homelab_host_and_sync_fields() {
               "traefik": "10.42.0.11/24"
             }
             sync/traefik {
-              "ca": [
-                "lxc/103",
-                {
-                  "name": "ca",
-                  "port": 9000,
-                  "scheme": "https"
+              "router/ca": {
+                "rule": "Host(`ca.lab.example.org`)",
+                "service": "ca"
+              },
+              "router/llm": {
+                "rule": "Host(`llm.lab.example.org`)",
+                "service": "llm"
+              },
+              "router/portainer": {
+                "rule": "Host(`portainer.lab.example.org`)",
+                "service": "portainer"
+              },
+              "router/qdrant": {
+                "entryPoints": [
+                  "websecure"
+                ],
+                "rule": "Host(`qdrant.lab.example.org`)",
+                "service": "qdrant",
+                "tls": {}
+              },
+              "router/search": {
+                "entryPoints": [
+                  "websecure"
+                ],
+                "rule": "Host(`search.lab.example.org`)",
+                "service": "search",
+                "tls": {}
+              },
+              "service/ca": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "https://10.42.0.10:9000"
+                    }
+                  ]
                 }
-              ],
-              "llm": [
-                "lxc/950",
-                {
-                  "name": "llm",
-                  "port": 8000,
-                  "scheme": "http"
+              },
+              "service/llm": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.42.0.50:8000"
+                    }
+                  ]
                 }
-              ],
-              "portainer": [
-                "vm/1001",
-                {
-                  "name": "portainer",
-                  "port": 9443,
-                  "scheme": "https"
+              },
+              "service/portainer": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "https://10.42.0.21:9443"
+                    }
+                  ]
                 }
-              ]
+              },
+              "service/qdrant": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.42.0.22:6333"
+                    }
+                  ]
+                }
+              },
+              "service/search": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.42.0.22:8080"
+                    }
+                  ]
+                }
+              }
             }
         "#]],
     );
@@ -478,20 +542,32 @@ fn fixture_host_and_sync_fields() {
               "proxy": "10.1.0.12/24"
             }
             sync/traefik {
-              "gateway": [
-                "lxc/101",
-                {
-                  "name": "gateway",
-                  "port": 443
+              "router/gateway": {
+                "rule": "Host(`gateway.test.internal`)",
+                "service": "gateway"
+              },
+              "router/proxy": {
+                "rule": "Host(`proxy.test.internal`)",
+                "service": "proxy"
+              },
+              "service/gateway": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.1.0.11:443"
+                    }
+                  ]
                 }
-              ],
-              "proxy": [
-                "lxc/102",
-                {
-                  "name": "proxy",
-                  "port": 8080
+              },
+              "service/proxy": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.1.0.12:8080"
+                    }
+                  ]
                 }
-              ]
+              }
             }
         "#]],
     );

@@ -611,10 +611,10 @@ fn unknown_feature() {
     check(
         &[Replace(
             Lxc,
-            r#"["base_setup", "traefik"]"#,
-            r#"["base_setup", "trafeik"]"#,
+            r#""features": ["base_setup"],"#,
+            r#""features": ["base_setup", "trafeik"],"#,
         )],
-        &[("phoenix::feature::unknown", "/lxc_configs/102/features/1", 34)],
+        &[("phoenix::feature::unknown", "/lxc_configs/900/features/1", 8)],
     );
 }
 
@@ -622,8 +622,8 @@ fn unknown_feature() {
 fn user_features_extend_the_catalogue() {
     let sources = load(&[Replace(
         Lxc,
-        r#"["base_setup", "traefik"]"#,
-        r#"["base_setup", "hardening"]"#,
+        r#""features": ["base_setup"],"#,
+        r#""features": ["base_setup", "hardening"],"#,
     )]);
     let options = CheckOptions {
         extra_features: vec!["hardening".to_owned()],
@@ -1306,5 +1306,56 @@ fn snapshot_policies_are_named_and_replication_needs_one() {
             "/zfs/snapshot_policies/prod/hourly",
             15,
         )],
+    );
+}
+
+/// The stacks fixture with these Traefik labels on the `web` service of stack `web` (on VM 1002).
+fn web_labels(labels: &[&str]) -> Edit {
+    let labels: Vec<String> = labels.iter().map(|label| format!("{label:?}")).collect();
+    Replace(
+        Stacks,
+        r#"{ "name": "DB_PASSWORD", "value": { "env": "WEB_DB_PASSWORD" } }
+          ]"#,
+        Box::leak(
+            format!(
+                r#"{{ "name": "DB_PASSWORD", "value": {{ "env": "WEB_DB_PASSWORD" }} }}
+          ],
+          "services": {{ "web": {{ "traefik_labels": [{}] }} }}"#,
+                labels.join(", ")
+            )
+            .into_boxed_str(),
+        ),
+    )
+}
+
+#[test]
+fn traefik_labels_are_read_and_their_routes_checked() {
+    let labels = "/docker_stacks/web/environments/production/services/web/traefik_labels";
+    // A misspelt setting, with the label it most likely meant.
+    check(
+        &[web_labels(&[
+            "traefik.http.routers.web.entrypoint=websecure",
+            "traefik.http.services.web.loadbalancer.server.port=8080",
+        ])],
+        &[("phoenix::traefik::label", &format!("{labels}/0"), 11)],
+    );
+    // A router of a name a guest's route already has, with other settings.
+    check(
+        &[web_labels(&[
+            "traefik.http.routers.proxy.rule=Host(`web.example.org`)",
+            "traefik.http.services.web.loadbalancer.server.port=8080",
+        ])],
+        &[("phoenix::traefik::duplicate_name", labels, 11)],
+    );
+    // A service without a port; a router using a middleware nothing declares.
+    check(
+        &[web_labels(&[
+            "traefik.http.routers.web.middlewares=auth",
+            "traefik.http.services.web.loadbalancer.passhostheader=true",
+        ])],
+        &[
+            ("phoenix::traefik::no_port", labels, 11),
+            ("phoenix::traefik::unknown_reference", labels, 11),
+        ],
     );
 }

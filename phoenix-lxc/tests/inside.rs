@@ -17,6 +17,7 @@ use phoenix_lxc::{GuestScripts, LxcManager};
 use phoenix_pve::Client;
 use phoenix_pve::host::LocalHost;
 use phoenix_pve::lifecycle::GuestType;
+use phoenix_testing::lxc::BusyboxContainer;
 use phoenix_testing::{FakePve, fixture};
 
 /// The tests share CTIDs (real containers are named after them), so they run one at a time.
@@ -38,51 +39,16 @@ fn fixture() -> Vec<Resource> {
 
 /// Real LXC containers, destroyed when the test ends, and the Proxmox config files a node would hold
 /// for them (under a temporary `/etc/pve`).
-struct RealContainers(Vec<u32>, std::path::PathBuf);
+struct RealContainers {
+    _containers: Vec<BusyboxContainer>,
+    pve_root: std::path::PathBuf,
+}
 
 impl RealContainers {
     fn start(ids: &[u32]) -> Option<RealContainers> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|output| output.stdout == b"0\n");
-        let lxc = Command::new("lxc-create")
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if !(root && lxc) {
-            phoenix_testing::unavailable(
-                "real LXC is not available (needs root and `apt-get install lxc busybox-static`)",
-            );
-            return None;
-        }
-        let config = std::env::temp_dir().join("phoenix-lxc-empty-network.conf");
-        std::fs::write(&config, "lxc.net.0.type = empty\n").expect("writes");
+        let mut containers = Vec::new();
         for id in ids {
-            let name = id.to_string();
-            let _ = Command::new("lxc-destroy").args(["-f", "-n", &name]).output();
-            let created = Command::new("lxc-create")
-                .args(["-n", &name, "-t", "busybox", "-f"])
-                .arg(&config)
-                .output()
-                .expect("runs");
-            assert!(
-                created.status.success(),
-                "lxc-create {name}: {}",
-                String::from_utf8_lossy(&created.stderr)
-            );
-            let started = Command::new("lxc-start")
-                .args(["-n", &name])
-                .output()
-                .expect("runs");
-            assert!(
-                started.status.success(),
-                "lxc-start {name}: {}",
-                String::from_utf8_lossy(&started.stderr)
-            );
-            let _ = Command::new("lxc-wait")
-                .args(["-n", &name, "-s", "RUNNING", "-t", "10"])
-                .output();
+            containers.push(BusyboxContainer::start(*id)?);
         }
         let pve_root = std::env::temp_dir().join(format!("phoenix-pve-root-{}", std::process::id()));
         let configs = pve_root.join("nodes/pve1/lxc");
@@ -94,11 +60,14 @@ impl RealContainers {
             )
             .expect("writes");
         }
-        Some(RealContainers(ids.to_vec(), pve_root))
+        Some(RealContainers {
+            _containers: containers,
+            pve_root,
+        })
     }
 
     fn pve_config(&self, id: u32) -> String {
-        std::fs::read_to_string(self.1.join(format!("nodes/pve1/lxc/{id}.conf"))).expect("reads")
+        std::fs::read_to_string(self.pve_root.join(format!("nodes/pve1/lxc/{id}.conf"))).expect("reads")
     }
 
     fn read(&self, id: u32, path: &str) -> String {
@@ -107,16 +76,6 @@ impl RealContainers {
             .output()
             .expect("runs");
         String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for RealContainers {
-    fn drop(&mut self) {
-        for id in &self.0 {
-            let _ = Command::new("lxc-destroy")
-                .args(["-f", "-n", &id.to_string()])
-                .output();
-        }
     }
 }
 
@@ -138,7 +97,7 @@ async fn managers_with_app(
     };
     let containers = Containers::new(phoenix_testing::fakepve::kit(&client, GuestType::Lxc), None)
         .with_guest_access(Arc::new(LocalHost), scripts)
-        .with_pve_root(real.1.display().to_string());
+        .with_pve_root(real.pve_root.display().to_string());
     let manager = LxcManager::new(containers);
     let mut managers = Managers::default();
     managers.register(Arc::new(manager));
@@ -213,7 +172,7 @@ async fn features_run_once_rerun_when_changed_and_health_checks_pass() {
     assert_eq!(real.read(932, "/tmp/counter-runs"), "run\n");
 
     // A raw key changed by hand on the node is drift, put back in place.
-    let path = real.1.join("nodes/pve1/lxc/932.conf");
+    let path = real.pve_root.join("nodes/pve1/lxc/932.conf");
     std::fs::write(
         &path,
         "arch: amd64\nhostname: ct\nlxc.apparmor.profile: generated\n\n[golden]\narch: amd64\n",

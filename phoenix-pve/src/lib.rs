@@ -41,8 +41,11 @@ pub fn split_tags(tags: &str) -> impl Iterator<Item = &str> {
 pub fn has_owner_tag(tags: &str) -> bool {
     split_tags(tags).any(|tag| tag == OWNER_TAG)
 }
-pub use settings::{Auth, SecretString, Settings, SettingsError, TlsTrust, resolve_secret};
+pub use settings::{
+    Auth, SecretString, Settings, SettingsError, TlsTrust, parse_fingerprint, resolve_secret,
+};
 pub use task::{TaskOutcome, Upid};
+pub use tls::client_config as tls_client_config;
 
 /// Makes ring the process's rustls crypto provider, for any other rustls user in the process (reqwest
 /// clients built without a preconfigured TLS setup need one). Idempotent.

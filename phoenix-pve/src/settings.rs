@@ -240,7 +240,7 @@ pub fn resolve_secret(
 }
 
 /// Parses `AA:BB:...` (colons optional, either case) into 32 bytes.
-pub(crate) fn parse_fingerprint(text: &str) -> Result<[u8; 32], SettingsError> {
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], SettingsError> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     let invalid = || SettingsError::BadFingerprint(text.to_owned());
     if hex.len() != 64 {

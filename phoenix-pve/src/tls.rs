@@ -11,8 +11,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use crate::error::PveError;
 use crate::settings::TlsTrust;
 
-/// The client configuration for a trust setting.
-pub(crate) fn client_config(trust: &TlsTrust, endpoint: &str) -> Result<ClientConfig, PveError> {
+/// The client configuration for a trust setting (`endpoint` names the server in errors).
+pub fn client_config(trust: &TlsTrust, endpoint: &str) -> Result<ClientConfig, PveError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_error = |detail: String| PveError::Tls {
         endpoint: endpoint.to_owned(),

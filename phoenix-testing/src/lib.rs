@@ -1,7 +1,7 @@
 //! Test scaffolding shared by every crate's tests: a fakepve server per test ([`FakePve`]), the fixture
 //! loader ([`fixture`]), the harness of the manager tests against fakepve ([`Harness`]), in-memory fake
 //! managers of every kind ([`Fakes`]), data-driven diff helpers ([`diff`]), a real Debian node reached over
-//! SSH ([`TestNode`]) and the reference configuration of the earlier version ([`reference_dir`]).
+//! SSH ([`TestNode`]), busybox LXC containers ([`lxc`]), a real Traefik ([`traefik`]) and the reference configuration of the earlier version ([`reference_dir`]).
 //!
 //! It is a dev-dependency of the crates' integration tests and never a dependency of a library; unit tests
 //! inside a crate's `src/` do not use it (for phoenix-core they would see two copies of its types).
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use phoenix_core::{
     Address, ExecuteOptions, Managers, Outcome, Plan, PlanOptions, Report, Resource, StopHandle,
 };
+pub use phoenix_pve::install_crypto_provider;
 
 pub mod diff;
 pub mod fakepve;
@@ -23,7 +24,10 @@ mod fakes;
 pub mod fixture;
 pub mod gpu;
 mod harness;
+pub mod lxc;
 pub mod node;
+pub mod portainer;
+pub mod traefik;
 
 pub use fakepve::FakePve;
 pub use fakes::Fakes;

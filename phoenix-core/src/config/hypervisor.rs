@@ -757,6 +757,18 @@ pub struct PortainerApi {
     /// Host name the Portainer API is reached at.
     #[serde(default)]
     pub portainer_hostname: Option<String>,
+    /// Base URL of the API (default from `network.portainer_server_ip` and `portainer_server_port`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// An access token to use instead of logging in.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// CA certificate (PEM) that signed Portainer's certificate.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// SHA-256 fingerprint of Portainer's certificate.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// Host-wide VM settings.

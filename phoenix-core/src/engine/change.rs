@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::address::Address;
+use crate::engine::manager::Differ;
+use crate::engine::resource::Resource;
 
 /// What applying a change does to a running guest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -233,6 +235,67 @@ pub fn diff_fields(
             }
         })
         .collect()
+}
+
+/// The changes that take a resource Phoenix owns whole (a file it writes, say) from `observed` (`None`:
+/// absent) to `desired`. Unlike [`diff_fields`], a live field the configuration does not declare is a
+/// change too, a removal (`new` is `None`).
+pub fn diff_owned(
+    address: &Address,
+    desired: &BTreeMap<String, Value>,
+    observed: Option<&Observed>,
+) -> Vec<Change> {
+    let Some(observed) = observed else {
+        return vec![Change::create(address.clone(), desired)];
+    };
+    let mut fields: Vec<FieldChange> = desired
+        .iter()
+        .filter(|(field, value)| observed.fields.get(*field) != Some(*value))
+        .map(|(field, value)| FieldChange {
+            field: field.clone(),
+            old: observed.fields.get(field).cloned(),
+            new: Some(value.clone()),
+            consequence: Consequence::Live,
+        })
+        .collect();
+    fields.extend(
+        observed
+            .fields
+            .iter()
+            .filter(|(field, _)| !desired.contains_key(*field))
+            .map(|(field, value)| FieldChange {
+                field: field.clone(),
+                old: Some(value.clone()),
+                new: None,
+                consequence: Consequence::Live,
+            }),
+    );
+    fields.sort_by(|left, right| left.field.cmp(&right.field));
+    if fields.is_empty() {
+        return Vec::new();
+    }
+    vec![Change {
+        address: address.clone(),
+        action: Action::Update,
+        fields,
+    }]
+}
+
+/// The [`Differ`] of resources Phoenix owns whole ([`diff_owned`]): the sync steps, for plans that have no
+/// live target (offline, demo). What it creates reads back as declared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OwnedDiffer;
+
+impl Differ for OwnedDiffer {
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        diff_owned(&desired.address, &desired.declared_fields(), observed)
+    }
+
+    fn created(&self, desired: &Resource) -> Observed {
+        Observed {
+            fields: desired.declared_fields(),
+        }
+    }
 }
 
 #[cfg(test)]

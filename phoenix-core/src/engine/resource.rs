@@ -14,12 +14,13 @@ use crate::config::hypervisor::{
     Retention, Samba, StorageType, Zfs, ZfsDataset, ZfsPool,
 };
 use crate::config::stacks::Stack;
-use crate::config::{ContainerConfig, TraefikService, VmConfig};
+use crate::config::{ContainerConfig, VmConfig};
 use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::host_firewall::{self, FirewallPart};
 use crate::lint::checks::legacy::is_sensitive_name;
 use crate::model::{Estate, GuestSpec};
+use crate::traefik::{self, DynamicConfig};
 
 /// One thing Phoenix converges.
 #[derive(Debug, Clone)]
@@ -405,13 +406,10 @@ impl HostDns {
 }
 
 /// A sync step: what it publishes about the guests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SyncStep {
-    /// The Traefik routes, at `sync/traefik`.
-    Traefik {
-        /// Routes by service name (`traefik_service.name`).
-        routes: BTreeMap<String, Route>,
-    },
+    /// Traefik's dynamic configuration, at `sync/traefik`.
+    Traefik(Box<TraefikSync>),
     /// The DNS records, at `sync/dns`.
     Dns {
         /// Guest name to its static address as the guest declares it (`10.42.0.22/24`).
@@ -419,13 +417,13 @@ pub enum SyncStep {
     },
 }
 
-/// A Traefik route: a guest and the service it declares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// The guest that serves it (`lxc/103`).
-    pub guest: Address,
-    /// The service as the guest declares it.
-    pub service: TraefikService,
+/// What the Traefik sync step writes, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraefikSync {
+    /// The container that runs Traefik (the one with the `traefik` feature).
+    pub proxy: u32,
+    /// Its dynamic configuration: the routes of guests and stacks.
+    pub config: DynamicConfig,
 }
 
 impl Resource {
@@ -439,7 +437,10 @@ impl Resource {
     pub fn declared_fields(&self) -> BTreeMap<String, Value> {
         let value = match &self.desired {
             Desired::Host(step) => host_value(step),
-            Desired::Sync(step) => sync_value(step),
+            // Traefik's definitions by name (`router/qdrant`), as the file will say them: an empty object
+            // means something there (`tls: {}`), so nothing is pruned.
+            Desired::Sync(SyncStep::Traefik(traefik)) => return traefik.config.fields(),
+            Desired::Sync(SyncStep::Dns { records }) => to_value(records),
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
@@ -541,22 +542,6 @@ fn host_value(step: &HostStep) -> Value {
         HostStep::Access(step) => step.declared_value(),
         HostStep::FirewallPart(part) => part.declared_value(),
         HostStep::Bridge(bridge) => to_value(bridge),
-    }
-}
-
-/// The data of a sync step. A route shows as the pair `[guest address, service]`, as plans always showed it.
-fn sync_value(step: &SyncStep) -> Value {
-    match step {
-        SyncStep::Traefik { routes } => Value::Object(
-            routes
-                .iter()
-                .map(|(name, route)| {
-                    let pair = (route.guest.to_string(), &route.service);
-                    (name.clone(), to_value(&pair))
-                })
-                .collect(),
-        ),
-        SyncStep::Dns { records } => to_value(records),
     }
 }
 
@@ -905,41 +890,33 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         }
     }
 
-    // Sync steps after the guests they publish.
-    let mut routes = BTreeMap::new();
-    let mut routed = Vec::new();
+    // Sync steps after the guests they publish. Traefik's also after its own container, which it writes to.
+    let (traefik, _) = traefik::declared(estate);
+    if let Some(proxy) = traefik.proxy {
+        let mut depends_on: Vec<Address> = traefik.routed.iter().copied().filter_map(address_of).collect();
+        depends_on.extend(address_of(proxy));
+        depends_on.sort();
+        depends_on.dedup();
+        let step = SyncStep::Traefik(Box::new(TraefikSync {
+            proxy,
+            config: traefik.config,
+        }));
+        resources.push(sync_step("traefik", depends_on, step));
+    }
     let mut records = BTreeMap::new();
     let mut named = Vec::new();
     for guest in estate.guests().values() {
-        let (service, address) = match &guest.spec {
-            GuestSpec::Container(container) => (
-                container.traefik_service.as_ref(),
-                container
-                    .network_config
-                    .as_ref()
-                    .map(|network| network.ip.clone()),
-            ),
-            GuestSpec::Vm(vm) => (
-                vm.traefik_service.as_ref(),
-                vm.network_config.as_ref().map(|network| network.ip.clone()),
-            ),
+        let address = match &guest.spec {
+            GuestSpec::Container(container) => container
+                .network_config
+                .as_ref()
+                .map(|network| network.ip.clone()),
+            GuestSpec::Vm(vm) => vm.network_config.as_ref().map(|network| network.ip.clone()),
         };
-        let guest_address = address_of(guest.id).expect("the guest is declared");
-        if let Some(service) = service {
-            let route = Route {
-                guest: guest_address.clone(),
-                service: service.clone(),
-            };
-            routes.insert(service.name.clone(), route);
-            routed.push(guest_address.clone());
-        }
         if let Some(ip) = address.filter(|ip| ip != "dhcp") {
             records.insert(guest.name().to_owned(), ip);
-            named.push(guest_address);
+            named.extend(address_of(guest.id));
         }
-    }
-    if !routes.is_empty() {
-        resources.push(sync_step("traefik", routed, SyncStep::Traefik { routes }));
     }
     if !records.is_empty() {
         resources.push(sync_step("dns", named, SyncStep::Dns { records }));

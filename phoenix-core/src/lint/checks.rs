@@ -42,6 +42,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     connection::check(&estate.files().hypervisor, &mut problems);
     access::check(&estate.files().hypervisor, &mut problems);
     check_traefik_names(estate, &mut problems);
+    problems.extend(crate::traefik::declared(estate).1);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);

@@ -1,0 +1,156 @@
+//! `sync/traefik`: `dynamic_conf.yml` in the directory the Traefik container's file provider watches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use phoenix_core::traefik::{self, DYNAMIC_DIRECTORY, DYNAMIC_FILE};
+use phoenix_core::{
+    Address, Change, Desired, Manager, ManagerError, Observed, Resource, ResourceKind, Round, SyncStep,
+    TraefikSync, diff_owned,
+};
+use phoenix_pve::guest::{GuestExec, LxcAttach, failure, host_error};
+use phoenix_pve::host::HostChannel;
+
+/// Reading or writing one small file in a container.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The exit status of the read when the file is not there.
+const ABSENT: i32 = 100;
+
+/// Reads `$1/$2`; exits 100 when it is not there.
+const READ: &str = "test -e \"$1/$2\" || exit 100; cat \"$1/$2\"";
+
+/// Writes standard input to `$1/$2` atomically: a temporary file in the same directory, then a rename.
+/// The temporary name ends in neither `.yml`, `.yaml` nor `.toml`, so Traefik, which watches the
+/// directory, never reads a half-written file.
+const WRITE: &str =
+    "umask 022 && mkdir -p \"$1\" && cat > \"$1/.$2.phoenix-new\" && mv -f \"$1/.$2.phoenix-new\" \"$1/$2\"";
+
+/// The manager of `sync/traefik`: reads the live dynamic configuration in the Traefik container and
+/// replaces it when a definition differs. Other sync steps (DNS) are not managed, so unplanned.
+pub struct TraefikManager {
+    host: Arc<dyn HostChannel>,
+}
+
+impl TraefikManager {
+    /// Writes through this channel to the node that runs the Traefik container.
+    pub fn new(host: Arc<dyn HostChannel>) -> TraefikManager {
+        TraefikManager { host }
+    }
+
+    fn container(&self, ctid: u32) -> LxcAttach {
+        LxcAttach {
+            host: Arc::clone(&self.host),
+            ctid,
+        }
+    }
+
+    /// Whether the container runs: a file can be read or written only then.
+    async fn running(&self, ctid: u32) -> Result<bool, ManagerError> {
+        let argv = ["lxc-info", "-n", &ctid.to_string(), "-s"].map(str::to_owned);
+        let output = self.host.run(&argv, None, TIMEOUT).await.map_err(host_error)?;
+        Ok(output.success() && output.stdout.contains("RUNNING"))
+    }
+
+    /// The live file, `None` when it is absent or the container does not run (yet).
+    async fn read(&self, ctid: u32) -> Result<Option<Observed>, ManagerError> {
+        if !self.running(ctid).await? {
+            return Ok(None);
+        }
+        let container = self.container(ctid);
+        let output = container
+            .exec(&script(READ), None, &BTreeMap::new(), TIMEOUT)
+            .await?;
+        match output.status {
+            Some(0) => Ok(Some(traefik::observed(&output.stdout))),
+            Some(ABSENT) => Ok(None),
+            _ => Err(failure(
+                &container,
+                &format!("reading {DYNAMIC_DIRECTORY}/{DYNAMIC_FILE}"),
+                &output,
+            )),
+        }
+    }
+}
+
+fn step(desired: &Resource) -> Option<&TraefikSync> {
+    match &desired.desired {
+        Desired::Sync(SyncStep::Traefik(step)) => Some(step),
+        _ => None,
+    }
+}
+
+/// `sh -c SCRIPT sh DIRECTORY FILE`: the paths are arguments, never part of the script.
+fn script(body: &str) -> Vec<String> {
+    ["/bin/sh", "-c", body, "sh", DYNAMIC_DIRECTORY, DYNAMIC_FILE]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+#[async_trait]
+impl Manager for TraefikManager {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Sync
+    }
+
+    fn manages(&self, desired: &Resource) -> bool {
+        step(desired).is_some()
+    }
+
+    async fn observe(
+        &self,
+        desired: &[Resource],
+        _round: Round,
+    ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+        let mut observed = BTreeMap::new();
+        let proxies: BTreeSet<(Address, u32)> = desired
+            .iter()
+            .filter_map(|resource| Some((resource.address.clone(), step(resource)?.proxy)))
+            .collect();
+        for (address, proxy) in proxies {
+            if let Some(live) = self.read(proxy).await? {
+                observed.insert(address, live);
+            }
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        diff_owned(&desired.address, &desired.declared_fields(), observed)
+    }
+
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        let Some(step) = desired.and_then(step) else {
+            return Err(ManagerError::failed(format!(
+                "{} is not a sync step Phoenix writes",
+                change.address
+            )));
+        };
+        let container = self.container(step.proxy);
+        if !self.running(step.proxy).await? {
+            return Err(ManagerError::failed(format!(
+                "{} does not run, so {DYNAMIC_DIRECTORY}/{DYNAMIC_FILE} cannot be written there",
+                container.describe()
+            )));
+        }
+        let text = step.config.to_yaml();
+        let output = container
+            .exec(&script(WRITE), Some(text.as_bytes()), &BTreeMap::new(), TIMEOUT)
+            .await?;
+        if !output.success() {
+            return Err(failure(
+                &container,
+                &format!("writing {DYNAMIC_DIRECTORY}/{DYNAMIC_FILE}"),
+                &output,
+            ));
+        }
+        tracing::info!(
+            container = step.proxy,
+            bytes = text.len(),
+            "wrote Traefik's dynamic configuration"
+        );
+        Ok(())
+    }
+}
