@@ -147,6 +147,9 @@ impl Target {
         if let Some(channel) = session.host() {
             managers.register(Arc::new(phoenix_edge::TraefikManager::new(Arc::clone(channel))));
         }
+        if let Some(portainer) = portainer_manager(estate, config_dir) {
+            managers.register(Arc::new(portainer));
+        }
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(
             &session,
@@ -339,4 +342,29 @@ fn demo_latency(kind: ResourceKind) -> Duration {
         ResourceKind::Stack => 300,
         ResourceKind::Sync => 100,
     })
+}
+
+/// The Portainer manager, when the hypervisor file configures Portainer and its settings resolve; a
+/// note says why not otherwise, and stacks are then not planned.
+fn portainer_manager(estate: &Estate, config_dir: &Path) -> Option<phoenix_portainer::PortainerManager> {
+    estate.files().hypervisor.portainer_api.as_ref()?;
+    let env = |name: &str| std::env::var(name).ok();
+    let settings =
+        phoenix_portainer::PortainerSettings::resolve(&estate.files().hypervisor, &env, config_dir)
+            .map_err(|error| error.to_string())
+            .and_then(|settings| {
+                phoenix_portainer::Portainer::new(&settings).map_err(|error| error.to_string())
+            });
+    match settings {
+        Ok(client) => Some(phoenix_portainer::PortainerManager::new(
+            client,
+            estate,
+            config_dir,
+            Box::new(|name| std::env::var(name).ok()),
+        )),
+        Err(error) => {
+            eprintln!("Stacks and Portainer are not managed: {error}.");
+            None
+        }
+    }
 }

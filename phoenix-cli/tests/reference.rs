@@ -4,11 +4,13 @@
 
 use std::process::{Command, Output, Stdio};
 
+use phoenix_testing::portainer::FakePortainer;
 use phoenix_testing::{FakePve, reference_dir};
 
-fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
+fn phoenix(fake: &FakePve, portainer: &FakePortainer, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_phoenix"))
         .args(args)
+        .env("PHOENIX_PORTAINER_URL", portainer.url())
         .env("PHOENIX_PVE_URL", &fake.info.url)
         .env("PHOENIX_PVE_USER", &fake.info.user)
         .env("PHOENIX_PVE_PASSWORD", &fake.info.password)
@@ -31,6 +33,10 @@ async fn the_reference_estate_converges_across_kinds() {
     let Some(fake) = FakePve::start().await else {
         return;
     };
+    // A fresh Portainer for the stacks of the agent VM 1002 (its requests checked by Prism).
+    let Some(portainer) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
     // The storages the reference names, as its host would have registered them.
     fake.exec(
         "for name in ('quickOS-lxc-disks', 'quickOS-vm-disks', 'fastData-shared-bulk-data'):\n    pve.storages[name] = {'type': 'zfspool', 'active': 1, 'content': 'images,rootdir', 'files': set(), 'pool': name.replace('-', '/', 1)}\npve.storages['local']['content'] += ',import'",
@@ -45,6 +51,7 @@ async fn the_reference_estate_converges_across_kinds() {
     // gateway: a risky change, as it would be on a real node.
     let apply = phoenix(
         &fake,
+        &portainer,
         &["apply", "-c", dir, "--yes", "--allow-risky", "--output", "json"],
     );
     assert!(
@@ -63,8 +70,8 @@ async fn the_reference_estate_converges_across_kinds() {
         .collect();
     assert_eq!(
         order.len(),
-        30,
-        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge: {order:?}"
+        34,
+        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge, Portainer's administrator, VM 1002's environment and its two stacks: {order:?}"
     );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
@@ -77,6 +84,9 @@ async fn the_reference_estate_converges_across_kinds() {
         ("lxc/901", "vm/1002"),
         ("lxc/911", "lxc/901"),
         ("lxc/801", "lxc/911"),
+        ("portainer/server", "vm/1001"),
+        ("portainer/endpoint/1002", "vm/1002"),
+        ("stack/qdrant_service@1002", "portainer/endpoint/1002"),
     ] {
         assert!(
             position(earlier) < position(later),
@@ -84,11 +94,24 @@ async fn the_reference_estate_converges_across_kinds() {
         );
     }
 
+    // The stacks of the agent VM went through Portainer's API as its description says they must.
+    let state = portainer.state().await;
+    let mut stacks: Vec<&str> = state["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .map(|stack| stack["Name"].as_str().expect("a name"))
+        .collect();
+    // Deployed in parallel: in either order.
+    stacks.sort_unstable();
+    assert_eq!(stacks, ["qdrant_service", "thinkheads_ai_app"]);
+    portainer.assert_requests_valid().await;
+
     // Every guest and the node's DNS, timezone and firewall are converged, but the reference also declares host
     // steps, stacks and sync steps that have no manager against a live Proxmox yet: the plan says so, and --detailed-exitcode does not
     // promise "no changes" (0) for what it did not read.
     let before = fake.requests().await.len();
-    let again = phoenix(&fake, &["plan", "-c", dir, "--detailed-exitcode"]);
+    let again = phoenix(&fake, &portainer, &["plan", "-c", dir, "--detailed-exitcode"]);
     // The container and VM managers share one cluster listing per plan.
     let listings = fake.requests().await[before..]
         .iter()
@@ -103,7 +126,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (30 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (34 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

@@ -64,6 +64,8 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
             "vm/9000",
             "vm/1001",
             "vm/1002",
+            "portainer/server",
+            "portainer/endpoint/1002",
             "stack/web@1002",
             "sync/dns",
             "sync/traefik",
@@ -415,7 +417,7 @@ async fn kinds_without_a_manager_are_counted_not_planned() {
         [
             (ResourceKind::Host, 7),
             (ResourceKind::Vm, 3),
-            (ResourceKind::Stack, 1),
+            (ResourceKind::Stack, 3),
             (ResourceKind::Sync, 2)
         ]
     );

@@ -56,10 +56,15 @@ async fn human_rendering() {
                   clone_from_ctid   "555" -> "900"  (destroys data)
               ~ vm/1001 (portainer): update in place  [needs restart]
                   network_config   {"gw":"10.1.0.1","ip":"10.1.0.30/24"} -> {"gw":"10.1.0.1","ip":"10.1.0.31/24"}  (restart)
+              + portainer/server: create
+                  administrator = "admin"
+              + portainer/endpoint/1002 (apps): create
+                  name = "apps"
+                  url  = "tcp://10.1.0.32:9001"
               + stack/web@1002 (web): create
                   compose_file_path = "stacks/web/docker-compose.yml"
                   environments      = {"production":{"variables":[{"name":"PORT","value":"8080"},{"name":"DB_PASSWORD","value":{"env":"WE…
-            Plan: 1 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 12 unchanged.
+            Plan: 3 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 12 unchanged.
         "#]],
     );
 }
@@ -200,6 +205,59 @@ async fn json_document() {
                 },
                 {
                   "action": "create",
+                  "address": "portainer/server",
+                  "changes": [
+                    {
+                      "action": "create",
+                      "address": "portainer/server",
+                      "fields": [
+                        {
+                          "consequence": "live",
+                          "field": "administrator",
+                          "new": "admin",
+                          "old": null
+                        }
+                      ]
+                    }
+                  ],
+                  "consequence": "live",
+                  "depends_on": [
+                    "vm/1001"
+                  ],
+                  "name": null
+                },
+                {
+                  "action": "create",
+                  "address": "portainer/endpoint/1002",
+                  "changes": [
+                    {
+                      "action": "create",
+                      "address": "portainer/endpoint/1002",
+                      "fields": [
+                        {
+                          "consequence": "live",
+                          "field": "name",
+                          "new": "apps",
+                          "old": null
+                        },
+                        {
+                          "consequence": "live",
+                          "field": "url",
+                          "new": "tcp://10.1.0.32:9001",
+                          "old": null
+                        }
+                      ]
+                    }
+                  ],
+                  "consequence": "live",
+                  "depends_on": [
+                    "vm/1002",
+                    "portainer/server"
+                  ],
+                  "name": "apps"
+                },
+                {
+                  "action": "create",
                   "address": "stack/web@1002",
                   "changes": [
                     {
@@ -238,7 +296,8 @@ async fn json_document() {
                   ],
                   "consequence": "live",
                   "depends_on": [
-                    "vm/1002"
+                    "vm/1002",
+                    "portainer/endpoint/1002"
                   ],
                   "name": "web"
                 }
@@ -246,7 +305,7 @@ async fn json_document() {
               "format_version": 1,
               "offline": null,
               "summary": {
-                "create": 1,
+                "create": 3,
                 "delete": 1,
                 "destructive": 2,
                 "not_planned": 0,
@@ -289,6 +348,8 @@ fn graph_sources() {
               vm_1001[["vm/1001<br/>portainer"]]:::vm
               vm_1002[["vm/1002<br/>apps"]]:::vm
               vm_9000[["vm/9000<br/>cloud-template"]]:::vm
+              portainer_endpoint_1002{{"portainer/endpoint/1002<br/>apps"}}:::stack
+              portainer_server{{"portainer/server"}}:::stack
               stack_web_1002{{"stack/web@1002<br/>web"}}:::stack
               sync_dns>"sync/dns"]:::sync
               sync_traefik>"sync/traefik"]:::sync
@@ -301,7 +362,11 @@ fn graph_sources() {
               lxc_102 --> vm_1001
               vm_9000 == clone ==> vm_1002
               vm_1001 --> vm_1002
+              portainer_server --> portainer_endpoint_1002
+              vm_1002 --> portainer_endpoint_1002
+              vm_1001 --> portainer_server
               vm_1002 --> stack_web_1002
+              portainer_endpoint_1002 --> stack_web_1002
               lxc_101 --> sync_dns
               lxc_102 --> sync_dns
               lxc_900 --> sync_dns
@@ -339,6 +404,8 @@ fn graph_sources() {
               "vm/1001" [label="vm/1001\nportainer", shape=box3d, style=filled, fillcolor="#dcfce7"];
               "vm/1002" [label="vm/1002\napps", shape=box3d, style=filled, fillcolor="#dcfce7"];
               "vm/9000" [label="vm/9000\ncloud-template", shape=box3d, style=filled, fillcolor="#dcfce7"];
+              "portainer/endpoint/1002" [label="portainer/endpoint/1002\napps", shape=component, style=filled, fillcolor="#fef3c7"];
+              "portainer/server" [label="portainer/server", shape=component, style=filled, fillcolor="#fef3c7"];
               "stack/web@1002" [label="stack/web@1002\nweb", shape=component, style=filled, fillcolor="#fef3c7"];
               "sync/dns" [label="sync/dns", shape=note, style=filled, fillcolor="#fce7f3"];
               "sync/traefik" [label="sync/traefik", shape=note, style=filled, fillcolor="#fce7f3"];
@@ -351,7 +418,11 @@ fn graph_sources() {
               "lxc/102" -> "vm/1001";
               "vm/9000" -> "vm/1002" [label="clone", style=bold];
               "vm/1001" -> "vm/1002";
+              "portainer/server" -> "portainer/endpoint/1002";
+              "vm/1002" -> "portainer/endpoint/1002";
+              "vm/1001" -> "portainer/server";
               "vm/1002" -> "stack/web@1002";
+              "portainer/endpoint/1002" -> "stack/web@1002";
               "lxc/101" -> "sync/dns";
               "lxc/102" -> "sync/dns";
               "lxc/900" -> "sync/dns";
@@ -369,7 +440,7 @@ fn inline_secrets_never_reach_the_plan() {
     let mut resources = fixture_resources();
     let stack = resources
         .iter_mut()
-        .find(|resource| resource.kind() == ResourceKind::Stack)
+        .find(|resource| matches!(resource.desired, phoenix_core::Desired::Stack(_)))
         .expect("a stack");
     let phoenix_core::Desired::Stack(desired) = &mut stack.desired else {
         panic!("a stack resource holds a stack")

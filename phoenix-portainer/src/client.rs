@@ -278,6 +278,13 @@ impl Portainer {
         let (status, bytes) = self
             .send(Method::GET, "/api/system/status", &[], &Body::None, None)
             .await?;
+        if status.is_server_error() {
+            // A proxy in front, or Portainer starting: not there yet.
+            return Err(PortainerError::Unreachable {
+                url: self.url.clone(),
+                detail: format!("HTTP {} ({})", status.as_u16(), error_message(&bytes)),
+            });
+        }
         let bytes = answer("GET /api/system/status", status, bytes)?;
         let status: Value = parse("GET /api/system/status", &bytes)?;
         Ok(status["Version"].as_str().unwrap_or("unknown").to_owned())

@@ -16,7 +16,7 @@ pub enum ResourceKind {
     Lxc,
     /// QEMU/KVM virtual machines.
     Vm,
-    /// Docker stacks deployed through Portainer.
+    /// Docker stacks, and the Portainer server and environments that deploy them.
     Stack,
     /// Sync steps that publish the estate to Traefik, DNS, ...
     Sync,
@@ -59,6 +59,9 @@ pub enum Address {
     Lxc(u32),
     /// A VM by VMID.
     Vm(u32),
+    /// The Portainer that deploys stacks, owned by the stack manager; the path after `portainer/`
+    /// (`server`, `endpoint/1002`).
+    Portainer(String),
     /// A stack deployed on a VM.
     Stack {
         /// Stack name from the stacks file.
@@ -79,6 +82,7 @@ impl Address {
             Address::Vm(_) => ResourceKind::Vm,
             Address::Stack { .. } => ResourceKind::Stack,
             Address::Sync(_) => ResourceKind::Sync,
+            Address::Portainer(_) => ResourceKind::Stack,
         }
     }
 
@@ -99,13 +103,16 @@ impl fmt::Display for Address {
             Address::Vm(id) => write!(f, "vm/{id}"),
             Address::Stack { name, vmid } => write!(f, "stack/{name}@{vmid}"),
             Address::Sync(name) => write!(f, "sync/{name}"),
+            Address::Portainer(path) => write!(f, "portainer/{path}"),
         }
     }
 }
 
 /// Why a string is not an address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a resource address (lxc/ID, vm/ID, host/..., stack/NAME@VMID, sync/NAME)")]
+#[error(
+    "`{0}` is not a resource address (lxc/ID, vm/ID, host/..., stack/NAME@VMID, sync/NAME, portainer/...)"
+)]
 pub struct AddressParseError(pub String);
 
 impl FromStr for Address {
@@ -133,6 +140,7 @@ impl FromStr for Address {
                 })
             }
             "sync" => Ok(Address::Sync(rest.to_owned())),
+            "portainer" => Ok(Address::Portainer(rest.to_owned())),
             _ => Err(invalid()),
         }
     }
@@ -163,6 +171,7 @@ mod tests {
             "host/zfs/pool/quickOS",
             "stack/qdrant_service@1002",
             "sync/traefik",
+            "portainer/endpoint/1002",
         ] {
             let address: Address = text.parse().expect("valid address");
             assert_eq!(address.to_string(), text);

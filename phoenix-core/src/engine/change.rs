@@ -98,6 +98,18 @@ impl Change {
         }
     }
 
+    /// An update of these fields, or nothing when there are none.
+    pub fn updates(address: &Address, fields: Vec<FieldChange>) -> Vec<Change> {
+        if fields.is_empty() {
+            return Vec::new();
+        }
+        vec![Change {
+            address: address.clone(),
+            action: Action::Update,
+            fields,
+        }]
+    }
+
     /// A deletion of a resource Phoenix owns but the configuration no longer declares.
     pub fn delete(address: Address) -> Change {
         Change {
@@ -248,16 +260,7 @@ pub fn diff_owned(
     let Some(observed) = observed else {
         return vec![Change::create(address.clone(), desired)];
     };
-    let mut fields: Vec<FieldChange> = desired
-        .iter()
-        .filter(|(field, value)| observed.fields.get(*field) != Some(*value))
-        .map(|(field, value)| FieldChange {
-            field: field.clone(),
-            old: observed.fields.get(field).cloned(),
-            new: Some(value.clone()),
-            consequence: Consequence::Live,
-        })
-        .collect();
+    let mut fields = diff_fields(desired, &observed.fields, |_, _, _| Consequence::Live);
     fields.extend(
         observed
             .fields
@@ -271,14 +274,23 @@ pub fn diff_owned(
             }),
     );
     fields.sort_by(|left, right| left.field.cmp(&right.field));
-    if fields.is_empty() {
-        return Vec::new();
-    }
-    vec![Change {
-        address: address.clone(),
-        action: Action::Update,
-        fields,
-    }]
+    Change::updates(address, fields)
+}
+
+/// The changes that take `observed` (`None`: absent) to `desired`, comparing declared fields only
+/// ([`diff_fields`]), each applied live.
+pub fn diff_declared(
+    address: &Address,
+    desired: &BTreeMap<String, Value>,
+    observed: Option<&Observed>,
+) -> Vec<Change> {
+    let Some(observed) = observed else {
+        return vec![Change::create(address.clone(), desired)];
+    };
+    Change::updates(
+        address,
+        diff_fields(desired, &observed.fields, |_, _, _| Consequence::Live),
+    )
 }
 
 /// The [`Differ`] of resources Phoenix owns whole ([`diff_owned`]): the sync steps, for plans that have no

@@ -95,7 +95,7 @@ fn describe_count(kind: ResourceKind, count: usize) -> String {
         ResourceKind::Host => "host step",
         ResourceKind::Lxc => "container",
         ResourceKind::Vm => "VM",
-        ResourceKind::Stack => "stack",
+        ResourceKind::Stack => "stack or Portainer step",
         ResourceKind::Sync => "sync step",
     };
     format!("{count} {noun}{}", if count == 1 { "" } else { "s" })

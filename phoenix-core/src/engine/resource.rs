@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::config::PortainerRole;
 use crate::config::hypervisor::{
     HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NfsExport, NvidiaDriver, RepositoryChannel,
     Retention, Samba, StorageType, Zfs, ZfsDataset, ZfsPool,
@@ -18,8 +19,8 @@ use crate::config::{ContainerConfig, VmConfig};
 use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::host_firewall::{self, FirewallPart};
-use crate::lint::checks::legacy::is_sensitive_name;
-use crate::model::{Estate, GuestSpec};
+pub use crate::lint::checks::legacy::is_sensitive_name;
+use crate::model::{Estate, GuestKind, GuestSpec};
 use crate::traefik::{self, DynamicConfig};
 
 /// One thing Phoenix converges.
@@ -50,8 +51,29 @@ pub enum Desired {
     Vm(Box<VmConfig>),
     /// A stack on a VM.
     Stack(Box<Stack>),
+    /// The Portainer server or one of its environments.
+    Portainer(PortainerStep),
     /// A sync step, with the data it publishes.
     Sync(SyncStep),
+}
+
+/// The Portainer that stacks are deployed through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortainerStep {
+    /// `portainer/server`: the server answers, and has its administrator.
+    Server {
+        /// The administrator's user name.
+        admin_user: String,
+    },
+    /// `portainer/endpoint/<vmid>`: the environment of an agent VM.
+    Endpoint {
+        /// The VM.
+        vmid: u32,
+        /// Its name in Portainer (`portainer_environment_name`, else the VM's name).
+        name: String,
+        /// `tcp://<VM address>:<agent port>`.
+        url: String,
+    },
 }
 
 /// A host step: the piece of the hypervisor file it converges, as declared there.
@@ -444,6 +466,12 @@ impl Resource {
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
+            Desired::Portainer(PortainerStep::Server { admin_user }) => {
+                serde_json::json!({ "administrator": admin_user })
+            }
+            Desired::Portainer(PortainerStep::Endpoint { name, url, .. }) => {
+                serde_json::json!({ "name": name, "url": url })
+            }
         };
         match prune(redact(&self.desired, value)) {
             Some(Value::Object(map)) => map.into_iter().collect(),
@@ -485,7 +513,7 @@ fn redact(desired: &Desired, mut value: Value) -> Value {
                 }
             }
         }
-        Desired::Host(_) | Desired::Container(_) | Desired::Sync(_) => {}
+        Desired::Host(_) | Desired::Container(_) | Desired::Sync(_) | Desired::Portainer(_) => {}
     }
     value
 }
@@ -869,20 +897,34 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         });
     }
 
-    // Stacks after their VM, in the order the VM lists them.
+    // The Portainer server after its VM; an agent's environment after the server and the agent's VM;
+    // stacks after their VM and its environment, in the order the VM lists them.
+    let portainer = portainer_steps(estate);
+    let environments: Vec<u32> = portainer
+        .iter()
+        .filter_map(|resource| match &resource.desired {
+            Desired::Portainer(PortainerStep::Endpoint { vmid, .. }) => Some(*vmid),
+            _ => None,
+        })
+        .collect();
+    resources.extend(portainer);
     for guest in estate.guests().values() {
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
         for name in &vm.docker_stacks {
             let Some(stack) = files.stacks.docker_stacks.get(name) else {
                 continue;
             };
+            let mut depends_on = vec![Address::Vm(guest.id)];
+            if environments.contains(&guest.id) {
+                depends_on.push(Address::Portainer(format!("endpoint/{}", guest.id)));
+            }
             resources.push(Resource {
                 address: Address::Stack {
                     name: name.clone(),
                     vmid: guest.id,
                 },
                 name: Some(name.clone()),
-                depends_on: vec![Address::Vm(guest.id)],
+                depends_on,
                 node: guest.node.clone(),
                 storage: None,
                 desired: Desired::Stack(Box::new(stack.clone())),
@@ -925,6 +967,84 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     resources.sort_by(|left, right| left.address.cmp(&right.address));
     resources
 }
+
+/// `portainer/server` when a VM is the Portainer primary and `portainer_api` is configured, and an
+/// environment per agent VM with a static address.
+fn portainer_steps(estate: &Estate) -> Vec<Resource> {
+    let files = estate.files();
+    let Some(api) = &files.hypervisor.portainer_api else {
+        return Vec::new();
+    };
+    let role = |guest: &crate::model::Guest| match &guest.spec {
+        GuestSpec::Vm(vm) => vm.portainer_role,
+        GuestSpec::Container(container) => container.portainer_role,
+    };
+    let Some(primary) = estate
+        .guests()
+        .values()
+        .find(|guest| role(guest) == Some(PortainerRole::Primary))
+    else {
+        return Vec::new();
+    };
+    let server = Address::Portainer("server".to_owned());
+    let mut steps = vec![Resource {
+        address: server.clone(),
+        name: None,
+        depends_on: address_of_guest(primary),
+        node: primary.node.clone(),
+        storage: None,
+        desired: Desired::Portainer(PortainerStep::Server {
+            admin_user: api.admin_user.clone(),
+        }),
+    }];
+    let port = files
+        .hypervisor
+        .network
+        .as_ref()
+        .and_then(|network| network.portainer_agent_port)
+        .unwrap_or(DEFAULT_AGENT_PORT);
+    for guest in estate.guests().values() {
+        let GuestSpec::Vm(vm) = &guest.spec else { continue };
+        if vm.portainer_role != Some(PortainerRole::Agent) {
+            continue;
+        }
+        let Some(ip) = vm
+            .network_config
+            .as_ref()
+            .map(|network| network.ip.as_str())
+            .filter(|ip| *ip != "dhcp")
+        else {
+            continue;
+        };
+        let address = ip.split('/').next().unwrap_or(ip);
+        steps.push(Resource {
+            address: Address::Portainer(format!("endpoint/{}", guest.id)),
+            name: Some(guest.name().to_owned()),
+            depends_on: vec![server.clone(), Address::Vm(guest.id)],
+            node: guest.node.clone(),
+            storage: None,
+            desired: Desired::Portainer(PortainerStep::Endpoint {
+                vmid: guest.id,
+                name: vm
+                    .portainer_environment_name
+                    .clone()
+                    .unwrap_or_else(|| guest.name().to_owned()),
+                url: format!("tcp://{address}:{port}"),
+            }),
+        });
+    }
+    steps
+}
+
+fn address_of_guest(guest: &crate::model::Guest) -> Vec<Address> {
+    vec![match guest.kind() {
+        GuestKind::Vm => Address::Vm(guest.id),
+        GuestKind::Container => Address::Lxc(guest.id),
+    }]
+}
+
+/// The port the Portainer agent listens on unless `network.portainer_agent_port` says otherwise.
+pub const DEFAULT_AGENT_PORT: u16 = 9001;
 
 fn sync_step(name: &str, depends_on: Vec<Address>, step: SyncStep) -> Resource {
     Resource {

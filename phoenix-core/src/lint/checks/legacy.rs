@@ -8,7 +8,7 @@ use crate::lint::schema::escape_pointer_token;
 const SENSITIVE_NAMES: &[&str] = &["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];
 
 /// Whether a variable of this name likely holds a secret.
-pub(crate) fn is_sensitive_name(name: &str) -> bool {
+pub fn is_sensitive_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SENSITIVE_NAMES.iter().any(|marker| upper.contains(marker))
 }

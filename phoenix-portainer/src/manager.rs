@@ -1,0 +1,495 @@
+//! `PortainerManager`: the server (`portainer/server`), the agents' environments
+//! (`portainer/endpoint/<vmid>`) and the stacks deployed through them (`stack/<name>@<vmid>`).
+//!
+//! Observe is one status check, then (when Portainer answers and has its administrator) one list of
+//! environments, one list of stacks and one compose file per declared stack found. A stack is compared
+//! by the digest of its compose file and by its variables; a secret variable shows as `(sensitive)`, or
+//! `(sensitive, differs)` when the live value is not the one configured, so no plan holds a secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use phoenix_core::config::stacks::Stack as StackConfig;
+use phoenix_core::config::{PortainerRole, Secret};
+use phoenix_core::engine::change::diff_declared;
+use phoenix_core::engine::resource::{SENSITIVE, is_sensitive_name};
+use phoenix_core::traefik::DEFAULT_ENVIRONMENT;
+use phoenix_core::{
+    Action, Address, Change, Desired, Estate, GuestSpec, Manager, ManagerError, Observed, PortainerStep,
+    Resource, ResourceKind, Round,
+};
+use phoenix_pve::host::sha256_hex;
+use phoenix_pve::resolve_secret;
+use serde_json::{Value, json};
+
+use crate::client::{Pair, Portainer, PortainerError};
+
+/// The variable that marks a stack as deployed by Phoenix: only such stacks are ever removed.
+pub const OWNER_VARIABLE: &str = "PHOENIX_OWNER";
+const OWNER_VALUE: &str = "phoenix";
+
+/// A live sensitive variable whose value is not the configured one.
+const SENSITIVE_DIFFERS: &str = "(sensitive, differs)";
+
+/// Looks up an environment variable (secret references name them).
+pub type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The manager of everything Phoenix does through Portainer.
+pub struct PortainerManager {
+    portainer: Portainer,
+    config_dir: PathBuf,
+    env: Lookup,
+    /// Compose files by stack name: the text, or why it cannot be read.
+    compose: BTreeMap<String, Result<String, String>>,
+    /// The Portainer name of each agent VM's environment.
+    environments: BTreeMap<u32, String>,
+    /// How long apply waits for a server that does not answer yet (it may be starting).
+    ready_timeout: Duration,
+}
+
+impl PortainerManager {
+    /// The manager for `estate`, reading each stack's compose file from `config_dir` now; `env` looks up
+    /// the environment variables that secret references name (at observe and apply, never kept).
+    pub fn new(portainer: Portainer, estate: &Estate, config_dir: &Path, env: Lookup) -> PortainerManager {
+        let compose = estate
+            .files()
+            .stacks
+            .docker_stacks
+            .iter()
+            .map(|(name, stack)| (name.clone(), read_compose(config_dir, name, stack)))
+            .collect();
+        let environments = estate
+            .guests()
+            .values()
+            .filter_map(|guest| match &guest.spec {
+                GuestSpec::Vm(vm) if vm.portainer_role == Some(PortainerRole::Agent) => Some((
+                    guest.id,
+                    vm.portainer_environment_name
+                        .clone()
+                        .unwrap_or_else(|| guest.name().to_owned()),
+                )),
+                _ => None,
+            })
+            .collect();
+        PortainerManager {
+            portainer,
+            config_dir: config_dir.to_owned(),
+            env,
+            compose,
+            environments,
+            ready_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Waits at most this long for the server at apply (default five minutes).
+    pub fn with_ready_timeout(mut self, timeout: Duration) -> PortainerManager {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// The compose text and variables to deploy, secrets resolved.
+    fn deployment(&self, name: &str, stack: &StackConfig) -> Result<(String, Vec<Pair>), ManagerError> {
+        let content = match self.compose.get(name) {
+            Some(Ok(content)) => content.clone(),
+            Some(Err(why)) => return Err(ManagerError::failed(why.clone())),
+            None => return Err(ManagerError::failed(format!("stack `{name}` is not declared"))),
+        };
+        let mut env = Vec::new();
+        let lookup = |variable: &str| (self.env)(variable);
+        for variable in variables(stack) {
+            let value = resolve_secret(&variable.value, &lookup, &self.config_dir).map_err(|error| {
+                ManagerError::failed(format!("variable {} of stack {name}: {error}", variable.name))
+            })?;
+            env.push(Pair {
+                name: variable.name.clone(),
+                value: value.expose().to_owned(),
+            });
+        }
+        env.push(Pair {
+            name: OWNER_VARIABLE.to_owned(),
+            value: OWNER_VALUE.to_owned(),
+        });
+        Ok((content, env))
+    }
+
+    /// The fields a stack is compared by: `compose` (a digest), `env` (secrets masked).
+    fn stack_fields(&self, name: &str, stack: &StackConfig) -> BTreeMap<String, Value> {
+        let compose = match self.compose.get(name) {
+            Some(Ok(content)) => Value::String(digest(content)),
+            Some(Err(why)) => Value::String(format!("unreadable: {why}")),
+            None => Value::Null,
+        };
+        let mut env: serde_json::Map<String, Value> = variables(stack)
+            .map(|variable| {
+                let value = match &variable.value {
+                    Secret::Plain(value) if !is_sensitive_name(&variable.name) => value.clone(),
+                    _ => SENSITIVE.to_owned(),
+                };
+                (variable.name.clone(), Value::String(value))
+            })
+            .collect();
+        env.insert(OWNER_VARIABLE.to_owned(), Value::String(OWNER_VALUE.to_owned()));
+        BTreeMap::from([
+            ("compose".to_owned(), compose),
+            ("env".to_owned(), Value::Object(env)),
+        ])
+    }
+
+    /// A live stack's fields, its sensitive values masked as the desired ones are, or marked as differing.
+    fn live_stack_fields(
+        &self,
+        desired: Option<(&str, &StackConfig)>,
+        stack: &crate::client::Stack,
+        content: &str,
+    ) -> BTreeMap<String, Value> {
+        let lookup = |variable: &str| (self.env)(variable);
+        let declared: BTreeMap<&str, &Secret> = desired
+            .map(|(_, config)| {
+                variables(config)
+                    .map(|variable| (variable.name.as_str(), &variable.value))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let env: serde_json::Map<String, Value> = stack
+            .env
+            .iter()
+            .map(|pair| {
+                let masked = match declared.get(pair.name.as_str()) {
+                    Some(Secret::Plain(_)) | None if !is_sensitive_name(&pair.name) => pair.value.clone(),
+                    Some(secret) => match resolve_secret(secret, &lookup, &self.config_dir) {
+                        Ok(value) if value.expose() == pair.value => SENSITIVE.to_owned(),
+                        _ => SENSITIVE_DIFFERS.to_owned(),
+                    },
+                    None => SENSITIVE.to_owned(),
+                };
+                (pair.name.clone(), Value::String(masked))
+            })
+            .collect();
+        BTreeMap::from([
+            ("compose".to_owned(), Value::String(digest(content))),
+            ("env".to_owned(), Value::Object(env)),
+            ("id".to_owned(), json!(stack.id)),
+        ])
+    }
+
+    async fn wait_until_ready(&self) -> Result<(), ManagerError> {
+        let deadline = Instant::now() + self.ready_timeout;
+        loop {
+            match self.portainer.version().await {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() >= deadline => return Err(portainer_error(error)),
+                Err(error) => tracing::debug!(%error, "waiting for Portainer"),
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn endpoint_id(&self, vmid: u32, name: &str) -> Result<u64, ManagerError> {
+        let endpoints = self.portainer.endpoints().await.map_err(portainer_error)?;
+        endpoints
+            .iter()
+            .find(|endpoint| endpoint.name == name)
+            .map(|endpoint| endpoint.id)
+            .ok_or_else(|| {
+                ManagerError::failed(format!(
+                    "Portainer has no environment `{name}` for VM {vmid} (portainer/endpoint/{vmid} makes it)"
+                ))
+            })
+    }
+}
+
+/// The variables of the environment VMs deploy.
+fn variables(stack: &StackConfig) -> impl Iterator<Item = &phoenix_core::config::stacks::StackVariable> {
+    stack
+        .environments
+        .get(DEFAULT_ENVIRONMENT)
+        .into_iter()
+        .flat_map(|environment| &environment.variables)
+}
+
+fn digest(content: &str) -> String {
+    format!("sha256:{}", sha256_hex(content.as_bytes()))
+}
+
+/// The compose file of a stack: `compose_file_path` under the configuration directory, else
+/// `stacks/<name>/docker-compose.yml` there, else beside it (the earlier version kept `stacks/` next to its
+/// `etc/`).
+fn read_compose(config_dir: &Path, name: &str, stack: &StackConfig) -> Result<String, String> {
+    let mut candidates = vec![
+        config_dir.join(&stack.compose_file_path),
+        config_dir.join("stacks").join(name).join("docker-compose.yml"),
+    ];
+    if let Some(parent) = config_dir.parent() {
+        candidates.push(parent.join("stacks").join(name).join("docker-compose.yml"));
+    }
+    candidates.dedup();
+    for path in &candidates {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(text);
+        }
+    }
+    let tried: Vec<String> = candidates.iter().map(|path| path.display().to_string()).collect();
+    Err(format!(
+        "stack `{name}` has no compose file: none of {} exists",
+        tried.join(", ")
+    ))
+}
+
+fn portainer_error(error: PortainerError) -> ManagerError {
+    match error {
+        PortainerError::Unreachable { .. } => ManagerError::Failed {
+            message: error.to_string(),
+            details: Some("the readiness check failed: what depends on Portainer is skipped".to_owned()),
+        },
+        other => ManagerError::failed(other.to_string()),
+    }
+}
+
+/// The environment name and the VM of a stack resource, from the endpoint resources of the same round.
+fn environment_of(desired: &[Resource], vmid: u32) -> Option<&str> {
+    desired.iter().find_map(|resource| match &resource.desired {
+        Desired::Portainer(PortainerStep::Endpoint { vmid: of, name, .. }) if *of == vmid => {
+            Some(name.as_str())
+        }
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl Manager for PortainerManager {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Stack
+    }
+
+    /// The server, the environments, and stacks on agent VMs; a stack on the server's own VM is deployed
+    /// by the bootstrap, which is not built yet.
+    fn manages(&self, desired: &Resource) -> bool {
+        match (&desired.desired, &desired.address) {
+            (Desired::Portainer(_), _) => true,
+            (Desired::Stack(_), Address::Stack { vmid, .. }) => desired
+                .depends_on
+                .contains(&Address::Portainer(format!("endpoint/{vmid}"))),
+            _ => false,
+        }
+    }
+
+    async fn observe(
+        &self,
+        desired: &[Resource],
+        _round: Round,
+    ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
+        let mut observed = BTreeMap::new();
+        let server = Address::Portainer("server".to_owned());
+        let mut status = BTreeMap::from([("reachable".to_owned(), json!(false))]);
+        let reachable = self.portainer.version().await.is_ok();
+        let admin = if reachable {
+            status.insert("reachable".to_owned(), json!(true));
+            self.portainer.admin_exists().await.unwrap_or(false)
+        } else {
+            false
+        };
+        let listed = if admin {
+            match (self.portainer.endpoints().await, self.portainer.stacks().await) {
+                (Ok(endpoints), Ok(stacks)) => {
+                    status.insert("login".to_owned(), json!("ok"));
+                    Some((endpoints, stacks))
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    status.insert("login".to_owned(), Value::String(error.to_string()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for resource in desired {
+            if let Desired::Portainer(PortainerStep::Server { admin_user }) = &resource.desired {
+                let mut fields = status.clone();
+                if admin {
+                    fields.insert("administrator".to_owned(), Value::String(admin_user.clone()));
+                }
+                observed.insert(server.clone(), Observed { fields });
+            }
+        }
+        let Some((endpoints, stacks)) = listed else {
+            return Ok(observed);
+        };
+        for resource in desired {
+            match (&resource.desired, &resource.address) {
+                (Desired::Portainer(PortainerStep::Endpoint { name, .. }), address) => {
+                    if let Some(endpoint) = endpoints.iter().find(|endpoint| endpoint.name == *name) {
+                        let fields = BTreeMap::from([
+                            ("name".to_owned(), Value::String(endpoint.name.clone())),
+                            ("url".to_owned(), Value::String(endpoint.url.clone())),
+                        ]);
+                        observed.insert(address.clone(), Observed { fields });
+                    }
+                }
+                (Desired::Stack(config), Address::Stack { name, vmid }) => {
+                    let Some(environment) = environment_of(desired, *vmid) else {
+                        continue;
+                    };
+                    let Some(endpoint) = endpoints.iter().find(|endpoint| endpoint.name == environment)
+                    else {
+                        continue;
+                    };
+                    let Some(stack) = stacks
+                        .iter()
+                        .find(|stack| stack.name == *name && stack.endpoint_id == endpoint.id)
+                    else {
+                        continue;
+                    };
+                    let content = self
+                        .portainer
+                        .stack_file(stack.id)
+                        .await
+                        .map_err(portainer_error)?;
+                    let fields = self.live_stack_fields(Some((name, config)), stack, &content);
+                    observed.insert(resource.address.clone(), Observed { fields });
+                }
+                _ => {}
+            }
+        }
+        // Stacks Phoenix deployed on a declared environment that the configuration no longer lists.
+        for resource in desired {
+            let Desired::Portainer(PortainerStep::Endpoint { vmid, name, .. }) = &resource.desired else {
+                continue;
+            };
+            let Some(endpoint) = endpoints.iter().find(|endpoint| endpoint.name == *name) else {
+                continue;
+            };
+            for stack in stacks.iter().filter(|stack| stack.endpoint_id == endpoint.id) {
+                let owned = stack
+                    .env
+                    .iter()
+                    .any(|pair| pair.name == OWNER_VARIABLE && pair.value == OWNER_VALUE);
+                let address = Address::Stack {
+                    name: stack.name.clone(),
+                    vmid: *vmid,
+                };
+                if owned && !observed.contains_key(&address) && !desired.iter().any(|r| r.address == address)
+                {
+                    let fields = BTreeMap::from([("id".to_owned(), json!(stack.id))]);
+                    observed.insert(address, Observed { fields });
+                }
+            }
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        match (&desired.desired, &desired.address) {
+            (Desired::Portainer(PortainerStep::Server { admin_user }), address) => {
+                let wanted = BTreeMap::from([
+                    ("reachable".to_owned(), json!(true)),
+                    ("administrator".to_owned(), Value::String(admin_user.clone())),
+                    // Refused credentials show here, and fail this step before any environment or stack.
+                    ("login".to_owned(), json!("ok")),
+                ]);
+                let live = observed.cloned().unwrap_or_default();
+                diff_declared(address, &wanted, Some(&live))
+            }
+            (Desired::Portainer(PortainerStep::Endpoint { .. }), address) => {
+                diff_declared(address, &desired.declared_fields(), observed)
+            }
+            (Desired::Stack(config), Address::Stack { name, .. }) => {
+                diff_declared(&desired.address, &self.stack_fields(name, config), observed)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        match (desired.map(|resource| &resource.desired), &change.address) {
+            (Some(Desired::Portainer(PortainerStep::Server { .. })), _) => {
+                self.wait_until_ready().await?;
+                if !self.portainer.admin_exists().await.map_err(portainer_error)? {
+                    self.portainer.init_admin().await.map_err(portainer_error)?;
+                    tracing::info!("created Portainer's administrator");
+                }
+                // Logs in, so that refused credentials fail here, before any environment or stack.
+                self.portainer.endpoints().await.map_err(portainer_error)?;
+                Ok(())
+            }
+            (Some(Desired::Portainer(PortainerStep::Endpoint { name, url, .. })), _) => {
+                let endpoints = self.portainer.endpoints().await.map_err(portainer_error)?;
+                match endpoints.iter().find(|endpoint| endpoint.name == *name) {
+                    Some(endpoint) if endpoint.url == *url => Ok(()),
+                    Some(endpoint) => self
+                        .portainer
+                        .update_endpoint_url(endpoint.id, url)
+                        .await
+                        .map_err(portainer_error),
+                    None => self
+                        .portainer
+                        .create_endpoint(name, Some(url))
+                        .await
+                        .map(|_| ())
+                        .map_err(portainer_error),
+                }
+            }
+            (Some(Desired::Stack(config)), Address::Stack { name, vmid }) => {
+                let environment_name = self.environment_name(*vmid)?;
+                let endpoint_id = self.endpoint_id(*vmid, &environment_name).await?;
+                let (content, env) = self.deployment(name, config)?;
+                let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
+                let existing = stacks
+                    .iter()
+                    .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id);
+                match existing {
+                    Some(stack) => self
+                        .portainer
+                        .update_stack(stack.id, endpoint_id, &content, &env)
+                        .await
+                        .map_err(portainer_error),
+                    None => self
+                        .portainer
+                        .create_stack(endpoint_id, name, &content, &env)
+                        .await
+                        .map(|_| ())
+                        .map_err(portainer_error),
+                }
+            }
+            (None, Address::Stack { name, vmid }) if change.action == Action::Delete => {
+                let environment_name = self.environment_name(*vmid)?;
+                let endpoint_id = self.endpoint_id(*vmid, &environment_name).await?;
+                let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
+                let Some(stack) = stacks
+                    .iter()
+                    .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id)
+                else {
+                    return Ok(());
+                };
+                let owned = stack
+                    .env
+                    .iter()
+                    .any(|pair| pair.name == OWNER_VARIABLE && pair.value == OWNER_VALUE);
+                if !owned {
+                    return Err(ManagerError::failed(format!(
+                        "stack {name} on VM {vmid} was not deployed by Phoenix (no {OWNER_VARIABLE}); it is left alone"
+                    )));
+                }
+                self.portainer
+                    .delete_stack(stack.id, endpoint_id)
+                    .await
+                    .map_err(portainer_error)
+            }
+            _ => Err(ManagerError::failed(format!(
+                "{} is not something Phoenix does through Portainer",
+                change.address
+            ))),
+        }
+    }
+}
+
+impl PortainerManager {
+    /// The Portainer name of an agent VM's environment, as the manager's estate declares it.
+    fn environment_name(&self, vmid: u32) -> Result<String, ManagerError> {
+        self.environments
+            .get(&vmid)
+            .cloned()
+            .ok_or_else(|| ManagerError::failed(format!("VM {vmid} is not a Portainer agent")))
+    }
+}

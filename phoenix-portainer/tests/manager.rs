@@ -1,0 +1,220 @@
+//! The homelab's stacks deployed through a fresh (fake) Portainer, every request checked by Prism against
+//! Portainer's OpenAPI description: first run, a second run that writes nothing, drift made in
+//! Portainer, a changed variable, a stack taken out, and Portainer down.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use phoenix_core::engine::render::plan_document;
+use phoenix_core::{
+    Action, CheckOptions, ExecuteOptions, Managers, Outcome, Plan, PlanOptions, Resource, ResourceKind,
+    SourceFile,
+};
+use phoenix_portainer::{OWNER_VARIABLE, Portainer, PortainerAuth, PortainerManager, PortainerSettings};
+use phoenix_pve::{SecretString, TlsTrust};
+use phoenix_testing::portainer::FakePortainer;
+use phoenix_testing::{fixture, outcome, workspace};
+use serde_json::Value;
+
+const PASSWORD: &str = "a-long-enough-password";
+
+fn homelab(edit: impl Fn(&str) -> String) -> (phoenix_core::Estate, Vec<Resource>) {
+    let dir = workspace().join("examples/homelab");
+    let sources: Vec<SourceFile> = fixture::sources(&dir)
+        .into_iter()
+        .map(|source| SourceFile::new(source.kind(), source.path().to_owned(), edit(source.text())))
+        .collect();
+    let estate = fixture::estate(sources, &CheckOptions::default());
+    let resources = phoenix_core::resources(&estate)
+        .into_iter()
+        .filter(|resource| resource.kind() == ResourceKind::Stack)
+        .collect();
+    (estate, resources)
+}
+
+fn managers_for(fake: &FakePortainer, estate: &phoenix_core::Estate, qdrant_key: &str) -> Managers {
+    let settings = PortainerSettings {
+        url: fake.url().to_owned(),
+        auth: PortainerAuth::Admin {
+            user: "admin".to_owned(),
+            password: SecretString::new(PASSWORD),
+        },
+        admin: Some(("admin".to_owned(), SecretString::new(PASSWORD))),
+        tls: TlsTrust::WebPki,
+        request_timeout: Duration::from_secs(30),
+    };
+    let env = BTreeMap::from([
+        ("QDRANT_API_KEY".to_owned(), qdrant_key.to_owned()),
+        ("SEARXNG_SECRET".to_owned(), "searx-secret-value".to_owned()),
+    ]);
+    let manager = PortainerManager::new(
+        Portainer::new(&settings).expect("a client"),
+        estate,
+        &workspace().join("examples/homelab"),
+        Box::new(move |name| env.get(name).cloned()),
+    )
+    .with_ready_timeout(Duration::from_secs(3));
+    let mut managers = Managers::default();
+    managers.register(std::sync::Arc::new(manager));
+    managers
+}
+
+/// The address and action of every change of a plan.
+fn changes(plan: &Plan) -> Vec<(String, Action)> {
+    plan.entries()
+        .iter()
+        .flat_map(|entry| {
+            entry
+                .changes
+                .iter()
+                .map(|change| (change.address.to_string(), change.action))
+        })
+        .collect()
+}
+
+async fn plan(resources: &[Resource], managers: &Managers) -> Plan {
+    phoenix_testing::plan(resources.to_vec(), managers, &PlanOptions::default()).await
+}
+
+async fn apply(plan: &Plan, managers: &Managers, allow_destroy: bool) -> phoenix_core::Report {
+    let options = ExecuteOptions {
+        allow_destroy,
+        ..ExecuteOptions::default()
+    };
+    phoenix_testing::apply(plan, managers, &options).await
+}
+
+fn stack<'a>(state: &'a Value, name: &str) -> &'a Value {
+    state["stacks"]
+        .as_array()
+        .and_then(|stacks| stacks.iter().find(|stack| stack["Name"] == name))
+        .unwrap_or_else(|| panic!("no stack {name} in {state}"))
+}
+
+#[tokio::test]
+async fn the_homelab_stacks_converge_and_only_what_changed_is_redeployed() {
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    let (estate, resources) = homelab(str::to_owned);
+    let managers = managers_for(&fake, &estate, "qdrant-key-1");
+
+    // First run on a fresh Portainer: its administrator, the agent's environment, both stacks.
+    let first = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&first),
+        [
+            ("portainer/server".to_owned(), Action::Update),
+            ("portainer/endpoint/1002".to_owned(), Action::Create),
+            ("stack/qdrant@1002".to_owned(), Action::Create),
+            ("stack/searxng@1002".to_owned(), Action::Create),
+        ]
+    );
+    let json = serde_json::to_string(&plan_document(&first)).expect("serialises");
+    assert!(
+        !json.contains("qdrant-key-1") && !json.contains("searx-secret-value"),
+        "{json}"
+    );
+    let report = apply(&first, &managers, false).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let state = fake.state().await;
+    assert_eq!(state["endpoints"][0]["Name"], "apps");
+    assert_eq!(state["endpoints"][0]["URL"], "tcp://10.42.0.22:9001");
+    let qdrant = stack(&state, "qdrant");
+    let compose =
+        std::fs::read_to_string(workspace().join("examples/homelab/stacks/qdrant/docker-compose.yml"))
+            .expect("reads");
+    assert_eq!(qdrant["content"], compose);
+    let env: BTreeMap<&str, &str> = qdrant["Env"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .map(|pair| (pair["name"].as_str().unwrap(), pair["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(env["QDRANT_API_KEY"], "qdrant-key-1");
+    assert_eq!(env["API_PORT"], "6333");
+    assert_eq!(env[OWNER_VARIABLE], "phoenix");
+
+    // Second run: nothing to do, and nothing written.
+    let writes = fake.writes().await.len();
+    let second = plan(&resources, &managers).await;
+    assert_eq!(changes(&second), []);
+    apply(&second, &managers, false).await;
+    assert_eq!(fake.writes().await.len(), writes);
+
+    // A compose file edited in Portainer is drift: that stack is redeployed, with the configured file.
+    let id = qdrant["Id"].as_u64().expect("an id");
+    fake.edit_stack_file(id, "services:\n  qdrant:\n    image: qdrant/qdrant:edited\n")
+        .await;
+    let drift = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&drift),
+        [("stack/qdrant@1002".to_owned(), Action::Update)]
+    );
+    assert!(apply(&drift, &managers, false).await.succeeded());
+    assert_eq!(stack(&fake.state().await, "qdrant")["content"], compose);
+
+    // A secret changed in its source redeploys that stack only; the plan shows that it differs, not it.
+    let managers = managers_for(&fake, &estate, "qdrant-key-2");
+    let changed = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&changed),
+        [("stack/qdrant@1002".to_owned(), Action::Update)]
+    );
+    let json = serde_json::to_string(&plan_document(&changed)).expect("serialises");
+    assert!(json.contains("(sensitive, differs)"), "{json}");
+    assert!(!json.contains("qdrant-key"), "{json}");
+    let before = fake.writes().await.len();
+    assert!(apply(&changed, &managers, false).await.succeeded());
+    let writes = fake.writes().await;
+    assert_eq!(writes[before..], [format!("PUT /api/stacks/{id}")]);
+
+    // A stack taken out of the VM's list is removed, since Phoenix deployed it, and only when allowed.
+    let (estate, resources) = homelab(|text| text.replace(r#"["qdrant", "searxng"]"#, r#"["qdrant"]"#));
+    let managers = managers_for(&fake, &estate, "qdrant-key-2");
+    let removal = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&removal),
+        [("stack/searxng@1002".to_owned(), Action::Delete)]
+    );
+    let (_stop, signal) = phoenix_core::StopHandle::new();
+    let refused = phoenix_core::execute(&removal, &managers, &ExecuteOptions::default(), signal, None).await;
+    assert!(refused.is_err(), "a destructive plan needs --allow-destroy");
+    assert!(apply(&removal, &managers, true).await.succeeded());
+    let state = fake.state().await;
+    let names: Vec<&str> = state["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["qdrant"]);
+    fake.assert_requests_valid().await;
+}
+
+#[tokio::test]
+async fn portainer_down_fails_its_readiness_check_and_skips_the_stacks() {
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    let (estate, resources) = homelab(str::to_owned);
+    let managers = managers_for(&fake, &estate, "key");
+    fake.go_down().await;
+    let plan = plan(&resources, &managers).await;
+    let report = apply(&plan, &managers, false).await;
+    let Outcome::Failed { error, .. } = outcome(&report, "portainer/server") else {
+        panic!("{report:#?}");
+    };
+    assert!(error.contains("does not answer"), "{error}");
+    for address in [
+        "portainer/endpoint/1002",
+        "stack/qdrant@1002",
+        "stack/searxng@1002",
+    ] {
+        assert!(
+            matches!(outcome(&report, address), Outcome::Skipped { .. }),
+            "{address}: {report:#?}"
+        );
+    }
+    fake.assert_requests_valid().await;
+}
