@@ -9,6 +9,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, WrapErr};
+use phoenix_core::config::stacks::StacksFile;
+use phoenix_core::lint::checks::compose::ComposeFile;
 use phoenix_core::{CheckOptions, FileKind, Problem, SourceFile};
 
 use crate::files::{self, CONFIG_LIMIT, Links, SCRIPT_LIMIT};
@@ -42,13 +44,44 @@ pub(crate) fn read(dir: &Path) -> miette::Result<ConfigDir> {
     }
     let extra_features = scripts(&dir.join("features"), true)?.into_keys().collect();
     let apparmor_files = scripts(&dir.join("apparmor"), false)?;
+    let compose_files = Some(compose_files(dir, &sources)?);
     Ok(ConfigDir {
         sources,
         options: CheckOptions {
             extra_features,
             apparmor_files,
+            compose_files,
         },
     })
+}
+
+/// The compose file of each stack the stacks file declares, where Phoenix looks for it
+/// (`Stack::compose_candidates`); a stacks file that is not yet valid yields none, for validation to report.
+fn compose_files(
+    dir: &Path,
+    sources: &[SourceFile],
+) -> miette::Result<BTreeMap<String, Option<ComposeFile>>> {
+    let mut found = BTreeMap::new();
+    let Some(stacks) = sources.iter().find(|source| source.kind() == FileKind::Stacks) else {
+        return Ok(found);
+    };
+    let Ok(stacks) = serde_json::from_str::<StacksFile>(stacks.text()) else {
+        return Ok(found);
+    };
+    for (name, stack) in &stacks.docker_stacks {
+        let mut file = None;
+        for path in stack.compose_candidates(name, dir) {
+            if let Some(text) = files::read_text(&path, CONFIG_LIMIT, Links::Follow)? {
+                file = Some(ComposeFile {
+                    path: path.display().to_string(),
+                    text,
+                });
+                break;
+            }
+        }
+        found.insert(name.clone(), file);
+    }
+    Ok(found)
 }
 
 /// The user's own scripts in a folder of the configuration directory (`features/*.sh`, `scripts/*`), by

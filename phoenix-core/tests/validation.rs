@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use phoenix_core::lint::checks::compose::ComposeFile;
 use phoenix_core::{CheckOptions, FileKind, SourceFile, validate};
 use phoenix_testing::fixture;
 
@@ -48,7 +49,11 @@ fn load(edits: &[Edit]) -> Vec<SourceFile> {
 
 #[track_caller]
 fn check(edits: &[Edit], expected: &[(&str, &str, usize)]) {
-    let validation = validate(load(edits), &CheckOptions::default());
+    check_with(edits, &CheckOptions::default(), expected);
+}
+
+fn check_with(edits: &[Edit], options: &CheckOptions, expected: &[(&str, &str, usize)]) {
+    let validation = validate(load(edits), options);
     let actual: Vec<(&str, &str, usize)> = validation
         .problems()
         .iter()
@@ -1356,6 +1361,87 @@ fn traefik_labels_are_read_and_their_routes_checked() {
         &[
             ("phoenix::traefik::no_port", labels, 11),
             ("phoenix::traefik::unknown_reference", labels, 11),
+        ],
+    );
+}
+
+/// Options that hand validation this compose file for stack `web` (or none, when `text` is `None`).
+fn with_compose(text: Option<&str>) -> CheckOptions {
+    let file = text.map(|text| ComposeFile {
+        path: "stacks/web/docker-compose.yml".to_owned(),
+        text: text.to_owned(),
+    });
+    CheckOptions {
+        compose_files: Some(std::collections::BTreeMap::from([("web".to_owned(), file)])),
+        ..CheckOptions::default()
+    }
+}
+
+#[test]
+fn compose_files_parse_name_the_labelled_services_and_use_the_variables() {
+    let production = "/docker_stacks/web/environments/production";
+    // Both variables used as ${NAME}: nothing to say.
+    let good = "services:\n  web:\n    image: web:1\n    ports: [\"${PORT}:80\"]\n    environment:\n      DB: ${DB_PASSWORD}\n";
+    check_with(&[], &with_compose(Some(good)), &[]);
+    // `env_file: stack.env` hands them all to the containers.
+    let env_file = "services:\n  web:\n    image: web:1\n    env_file: stack.env\n";
+    check_with(&[], &with_compose(Some(env_file)), &[]);
+    // Neither: each variable reaches nothing.
+    let neither = "services:\n  web:\n    image: web:1\n";
+    check_with(
+        &[],
+        &with_compose(Some(neither)),
+        &[
+            (
+                "phoenix::stack::variable_unused",
+                &format!("{production}/variables/0/name"),
+                8,
+            ),
+            (
+                "phoenix::stack::variable_unused",
+                &format!("{production}/variables/1/name"),
+                9,
+            ),
+        ],
+    );
+    // Not YAML; no compose file at all.
+    check_with(
+        &[],
+        &with_compose(Some("services: [")),
+        &[(
+            "phoenix::stack::compose_invalid",
+            "/docker_stacks/web/compose_file_path",
+            4,
+        )],
+    );
+    check_with(
+        &[],
+        &with_compose(None),
+        &[(
+            "phoenix::stack::no_compose_file",
+            "/docker_stacks/web/compose_file_path",
+            4,
+        )],
+    );
+    // Labels on a service the compose file does not have.
+    check_with(
+        &[web_labels(&[
+            "traefik.http.routers.web.rule=Host(`web.example.org`)",
+        ])],
+        &with_compose(Some(
+            "services:\n  app:\n    image: web:1\n    env_file: [stack.env]\n",
+        )),
+        &[
+            (
+                "phoenix::stack::unknown_service",
+                &format!("{production}/services/web"),
+                11,
+            ),
+            (
+                "phoenix::traefik::router_without_service",
+                &format!("{production}/services/web/traefik_labels"),
+                11,
+            ),
         ],
     );
 }

@@ -213,18 +213,9 @@ fn digest(content: &str) -> String {
     format!("sha256:{}", sha256_hex(content.as_bytes()))
 }
 
-/// The compose file of a stack: `compose_file_path` under the configuration directory, else
-/// `stacks/<name>/docker-compose.yml` there, else beside it (the earlier version kept `stacks/` next to its
-/// `etc/`).
+/// The compose file of a stack, where [`StackConfig::compose_candidates`] finds it first.
 fn read_compose(config_dir: &Path, name: &str, stack: &StackConfig) -> Result<String, String> {
-    let mut candidates = vec![
-        config_dir.join(&stack.compose_file_path),
-        config_dir.join("stacks").join(name).join("docker-compose.yml"),
-    ];
-    if let Some(parent) = config_dir.parent() {
-        candidates.push(parent.join("stacks").join(name).join("docker-compose.yml"));
-    }
-    candidates.dedup();
+    let candidates = stack.compose_candidates(name, config_dir);
     for path in &candidates {
         if let Ok(text) = std::fs::read_to_string(path) {
             return Ok(text);

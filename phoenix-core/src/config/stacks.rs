@@ -1,6 +1,7 @@
 //! `phoenix_stacks_config.json`: Docker stacks deployed through Portainer, with per-environment settings.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,23 @@ pub struct Stack {
     /// Settings per environment (`production`, `testing`, ...).
     #[serde(default)]
     pub environments: BTreeMap<String, StackEnvironment>,
+}
+
+impl Stack {
+    /// Where the compose file of stack `name` may be, in the order Phoenix looks: `compose_file_path`
+    /// under `config_dir`, `stacks/<name>/docker-compose.yml` there, and the same beside it (the earlier
+    /// version kept `stacks/` next to its `etc/`). Paths only; nothing is read.
+    pub fn compose_candidates(&self, name: &str, config_dir: &Path) -> Vec<PathBuf> {
+        let mut candidates = vec![
+            config_dir.join(&self.compose_file_path),
+            config_dir.join("stacks").join(name).join("docker-compose.yml"),
+        ];
+        if let Some(parent) = config_dir.parent() {
+            candidates.push(parent.join("stacks").join(name).join("docker-compose.yml"));
+        }
+        candidates.dedup();
+        candidates
+    }
 }
 
 /// The settings of a stack in one environment.

@@ -3,6 +3,7 @@
 //! Every check reads the resolved [`Estate`] and reports [`Problem`]s at JSON pointers; none stops the others.
 
 mod access;
+pub mod compose;
 mod connection;
 mod firewall;
 pub(crate) mod legacy;
@@ -28,6 +29,9 @@ pub struct CheckOptions {
     pub extra_features: Vec<String>,
     /// The AppArmor profile files of the configuration directory (its `apparmor/` folder), by file name.
     pub apparmor_files: BTreeMap<String, String>,
+    /// The compose file of each stack, by stack name (`None`: none was found); `None` as a whole when the
+    /// caller did not look, and compose files are not checked.
+    pub compose_files: Option<BTreeMap<String, Option<compose::ComposeFile>>>,
 }
 
 /// Runs every semantic check.
@@ -43,6 +47,9 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     access::check(&estate.files().hypervisor, &mut problems);
     check_traefik_names(estate, &mut problems);
     problems.extend(crate::traefik::declared(estate).1);
+    if let Some(compose_files) = &options.compose_files {
+        compose::check(estate, compose_files, &mut problems);
+    }
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);
