@@ -52,6 +52,10 @@ pub enum Command {
     /// Converge the given guests and everything they depend on: create, correct drift, rerun changed
     /// features (the same run as `create`, named for guests that already exist).
     Converge(CreateArgs),
+    /// Publish the estate: Portainer and its stacks, then Traefik's dynamic configuration and DNS
+    /// (apply limited to `stack/*` and `sync/*`, with what they need).
+    #[command(subcommand)]
+    Sync(SyncScope),
     /// Show each resource's live state and drift.
     Status(StatusArgs),
     /// Start guests, in dependency order.
@@ -85,6 +89,7 @@ impl Command {
             Command::Apply(args) => args.run.output,
             Command::Create(args) | Command::Converge(args) => args.run.output,
             Command::Setup(args) => args.run.output,
+            Command::Sync(scope) => scope.options().run.output,
             Command::Status(args) => args.output,
             Command::Start(_)
             | Command::Stop(_)
@@ -231,6 +236,54 @@ pub struct CreateArgs {
     pub targets: Vec<String>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// What `sync` publishes.
+#[derive(Debug, Subcommand)]
+pub enum SyncScope {
+    /// Every stack, the Portainer server and environments, Traefik and DNS.
+    All(SyncArgs),
+    /// One stack on one VM, with what it needs: `phoenix sync stack qdrant to 1002`.
+    Stack(SyncStackArgs),
+}
+
+impl SyncScope {
+    /// How the sync runs.
+    pub fn options(&self) -> &SyncArgs {
+        match self {
+            SyncScope::All(options) => options,
+            SyncScope::Stack(stack) => &stack.options,
+        }
+    }
+}
+
+/// How a sync runs: `apply`'s options, or `--plan` with `plan`'s.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only show what the sync would change, as `phoenix plan` does; nothing is written.
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long, requires = "plan")]
+    pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `sync stack`.
+#[derive(Debug, Args)]
+pub struct SyncStackArgs {
+    /// The stack's name in `phoenix_stacks_config.json`.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The word `to`.
+    #[arg(value_name = "to", value_parser = ["to"], hide_possible_values = true)]
+    pub to: String,
+    /// The VM that lists the stack in its `docker_stacks`.
+    #[arg(value_name = "VMID")]
+    pub vmid: u32,
+    #[command(flatten)]
+    pub options: SyncArgs,
 }
 
 /// Arguments of `status`.

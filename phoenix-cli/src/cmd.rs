@@ -6,6 +6,7 @@ mod graph;
 mod operate;
 mod plan;
 mod schema;
+mod sync;
 mod validate;
 
 use crate::exit::Exit;
@@ -24,6 +25,7 @@ pub(crate) async fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Create(args) | Command::Converge(args) => {
             apply::run(&args.targets, &args.run, &cli.global).await
         }
+        Command::Sync(scope) => sync::run(scope, &cli.global).await,
         Command::Status(args) => operate::status(args, &cli.global).await,
         Command::Start(args) => operate::run(args, Operation::Start, false, &cli.global).await,
         Command::Stop(args) => operate::run(args, Operation::Stop, false, &cli.global).await,

@@ -326,6 +326,109 @@ fn create_limits_the_run_to_a_guest_and_its_prerequisites() {
     );
 }
 
+/// The addresses of a JSON report's resources that ended `status`, in report order.
+fn ended(report: &serde_json::Value, status: &str) -> Vec<String> {
+    report["report"]["resources"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|line| line["status"] == status)
+        .map(|line| line["address"].as_str().expect("str").to_owned())
+        .collect()
+}
+
+#[test]
+fn sync_all_runs_the_pipeline_and_a_second_sync_has_nothing_to_do() {
+    let state = state("sync-all");
+    let output = homelab_demo(&state, &["sync", "all", "-y", "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let changed = ended(&report, "changed");
+    let at = |address: &str| {
+        changed
+            .iter()
+            .position(|done| done == address)
+            .unwrap_or_else(|| panic!("{address} was not changed: {changed:?}"))
+    };
+    // The seed's order: DNS, the Portainer server, its environments and stacks, Traefik last.
+    assert!(at("sync/dns") < at("portainer/server"), "{changed:?}");
+    assert!(
+        at("portainer/server") < at("portainer/endpoint/1002"),
+        "{changed:?}"
+    );
+    assert!(
+        at("portainer/endpoint/1002") < at("stack/qdrant@1002"),
+        "{changed:?}"
+    );
+    assert!(at("stack/qdrant@1002") < at("sync/traefik"), "{changed:?}");
+    assert!(at("stack/searxng@1002") < at("sync/traefik"), "{changed:?}");
+
+    let again = homelab_demo(&state, &["sync", "all", "--plan", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+}
+
+#[test]
+fn sync_stack_deploys_one_stack_and_refuses_what_the_configuration_does_not_say() {
+    let state = state("sync-stack");
+    let output = homelab_demo(
+        &state,
+        &["sync", "stack", "qdrant", "to", "1002", "-y", "--output", "json"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let changed = ended(&report, "changed");
+    for address in [
+        "stack/qdrant@1002",
+        "portainer/endpoint/1002",
+        "vm/1002",
+        "sync/traefik",
+    ] {
+        assert!(
+            changed.iter().any(|done| done == address),
+            "{address}: {changed:?}"
+        );
+    }
+    assert!(
+        !changed.iter().any(|done| done == "stack/searxng@1002"),
+        "{changed:?}"
+    );
+    let plan = homelab_demo(&state, &["sync", "all", "--plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "searxng is still to deploy");
+
+    for (args, code, says) in [
+        (
+            ["sync", "stack", "qdrnt", "to", "1002"],
+            "phoenix::sync::unknown_stack",
+            "did you mean `qdrant`?",
+        ),
+        (
+            ["sync", "stack", "qdrant", "to", "1001"],
+            "phoenix::sync::stack_not_on_vm",
+            "add \"qdrant\" to docker_stacks of VM 1001",
+        ),
+        (
+            ["sync", "stack", "qdrant", "to", "101"],
+            "phoenix::sync::not_a_vm",
+            "101 (gateway) is a container",
+        ),
+        (
+            ["sync", "stack", "qdrant", "to", "4242"],
+            "phoenix::sync::unknown_vm",
+            "no VM 4242",
+        ),
+    ] {
+        let output = homelab_demo(&state, &[&args[..], &["--plan"]].concat());
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(code) && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+    let output = homelab_demo(&state, &["sync", "stack", "qdrant", "onto", "1002"]);
+    assert_eq!(output.status.code(), Some(2), "clap's usage error");
+}
+
 #[test]
 fn graph_prints_dot_and_mermaid() {
     let dot = phoenix(&["graph", "-c", "examples/homelab"]);

@@ -56,6 +56,7 @@ fn container(id: u32, dependency: Option<u32>) -> Resource {
         address: Address::Lxc(id),
         name: Some(config.name.clone()),
         depends_on: dependency.map(Address::Lxc).into_iter().collect(),
+        after: Vec::new(),
         node: Some("pve1".into()),
         storage: config.storage_pool.clone(),
         desired: Desired::Container(Box::new(config)),

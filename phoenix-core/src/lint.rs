@@ -12,5 +12,5 @@ pub mod features;
 pub mod graph;
 pub mod schema;
 pub mod source;
-pub(crate) mod suggest;
+pub mod suggest;
 pub(crate) mod validate;

@@ -47,7 +47,8 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
     let summary = first.summary();
     assert_eq!(summary.create, resources.len());
     assert_eq!(summary.unchanged, 0);
-    // Host steps before guests, clones after their source, stacks after their VM, sync last.
+    // Host steps before guests, clones after their source, then `phoenix sync`'s pipeline: DNS, Portainer
+    // and its stacks, and Traefik last, after the stack it routes to.
     assert_eq!(
         addresses(&first),
         [
@@ -64,10 +65,10 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
             "vm/9000",
             "vm/1001",
             "vm/1002",
+            "sync/dns",
             "portainer/server",
             "portainer/endpoint/1002",
             "stack/web@1002",
-            "sync/dns",
             "sync/traefik",
         ]
     );
@@ -136,6 +137,44 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
     assert_eq!(rerun.summary().unchanged, 8, "what succeeded is not redone");
     assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
     assert!(!estate.plan(&resources, &[]).await.has_changes());
+}
+
+#[tokio::test]
+async fn what_only_comes_after_a_failure_still_runs() {
+    let estate = Fakes::new();
+    let resources = fixture_resources();
+    let traefik = resources
+        .iter()
+        .find(|resource| resource.address.to_string() == "sync/traefik")
+        .expect("declared");
+    assert_eq!(traefik.after, ["stack/web@1002".parse::<Address>().unwrap()]);
+    let web: Address = "stack/web@1002".parse().unwrap();
+    estate
+        .fake(ResourceKind::Stack)
+        .fail(web.clone(), "compose: no such image");
+    let plan = estate.plan(&resources, &[]).await;
+    let report = estate.apply(&plan, &ExecuteOptions::default()).await;
+    assert!(matches!(
+        outcome(&report, "stack/web@1002"),
+        Outcome::Failed { .. }
+    ));
+    // Traefik waited for the stack, and its routes are published all the same.
+    assert!(matches!(
+        outcome(&report, "sync/traefik"),
+        Outcome::Changed { .. }
+    ));
+    let position = |address: &str| {
+        report
+            .resources
+            .iter()
+            .position(|line| line.address.to_string() == address)
+            .expect("reported")
+    };
+    assert!(position("sync/dns") < position("portainer/server"));
+
+    // The order brings nothing into scope: Traefik alone plans its prerequisites, not the stack.
+    let alone = estate.plan(&resources, &["sync/traefik"]).await;
+    assert!(!addresses(&alone).contains(&"stack/web@1002".to_owned()));
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ fn resources() -> Vec<Resource> {
         address: Address::Lxc(id),
         name: Some(format!("ct{id}")),
         depends_on: depends_on.iter().map(|id| Address::Lxc(*id)).collect(),
+        after: Vec::new(),
         node: None,
         storage: None,
         desired: Desired::Container(Box::new(ContainerConfig {

@@ -63,7 +63,7 @@ async fn human_rendering() {
                   url  = "tcp://10.1.0.32:9001"
               + stack/web@1002 (web): create
                   compose_file_path = "stacks/web/docker-compose.yml"
-                  environments      = {"production":{"variables":[{"name":"PORT","value":"8080"},{"name":"DB_PASSWORD","value":{"env":"WE…
+                  environments      = {"production":{"services":{"web":{"traefik_labels":["traefik.http.services.web.loadbalancer.server.…
             Plan: 3 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 12 unchanged.
         "#]],
     );
@@ -275,6 +275,13 @@ async fn json_document() {
                           "field": "environments",
                           "new": {
                             "production": {
+                              "services": {
+                                "web": {
+                                  "traefik_labels": [
+                                    "traefik.http.services.web.loadbalancer.server.port=8080"
+                                  ]
+                                }
+                              },
                               "variables": [
                                 {
                                   "name": "PORT",
@@ -364,9 +371,12 @@ fn graph_sources() {
               vm_1001 --> vm_1002
               portainer_server --> portainer_endpoint_1002
               vm_1002 --> portainer_endpoint_1002
+              sync_dns -.-> portainer_endpoint_1002
               vm_1001 --> portainer_server
+              sync_dns -.-> portainer_server
               vm_1002 --> stack_web_1002
               portainer_endpoint_1002 --> stack_web_1002
+              sync_dns -.-> stack_web_1002
               lxc_101 --> sync_dns
               lxc_102 --> sync_dns
               lxc_900 --> sync_dns
@@ -374,6 +384,8 @@ fn graph_sources() {
               vm_1002 --> sync_dns
               lxc_101 --> sync_traefik
               lxc_102 --> sync_traefik
+              vm_1002 --> sync_traefik
+              stack_web_1002 -.-> sync_traefik
               classDef host fill:#e5e7eb,stroke:#6b7280
               classDef lxc fill:#dbeafe,stroke:#2563eb
               classDef vm fill:#dcfce7,stroke:#16a34a
@@ -420,9 +432,12 @@ fn graph_sources() {
               "vm/1001" -> "vm/1002";
               "portainer/server" -> "portainer/endpoint/1002";
               "vm/1002" -> "portainer/endpoint/1002";
+              "sync/dns" -> "portainer/endpoint/1002" [style=dashed];
               "vm/1001" -> "portainer/server";
+              "sync/dns" -> "portainer/server" [style=dashed];
               "vm/1002" -> "stack/web@1002";
               "portainer/endpoint/1002" -> "stack/web@1002";
+              "sync/dns" -> "stack/web@1002" [style=dashed];
               "lxc/101" -> "sync/dns";
               "lxc/102" -> "sync/dns";
               "lxc/900" -> "sync/dns";
@@ -430,6 +445,8 @@ fn graph_sources() {
               "vm/1002" -> "sync/dns";
               "lxc/101" -> "sync/traefik";
               "lxc/102" -> "sync/traefik";
+              "vm/1002" -> "sync/traefik";
+              "stack/web@1002" -> "sync/traefik" [style=dashed];
             }
         "##]],
     );

@@ -567,6 +567,15 @@ fn fixture_host_and_sync_fields() {
                     }
                   ]
                 }
+              },
+              "service/web": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.1.0.32:8080"
+                    }
+                  ]
+                }
               }
             }
         "#]],

@@ -133,6 +133,7 @@ async fn the_subordinate_ids_that_id_maps_need_are_appended_and_other_entries_ke
         address: "host/subids".parse().expect("an address"),
         name: None,
         depends_on: Vec::new(),
+        after: Vec::new(),
         node: None,
         storage: None,
         desired: phoenix_core::Desired::Host(phoenix_core::HostStep::SubIds(Box::new(ids))),

@@ -34,6 +34,7 @@ fn resource(config: &str) -> Resource {
         address: Address::Lxc(101),
         name: Some(container.name.clone()),
         depends_on: Vec::new(),
+        after: Vec::new(),
         node: None,
         storage: None,
         desired: Desired::Container(Box::new(container)),

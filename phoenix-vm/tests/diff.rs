@@ -36,6 +36,7 @@ fn resource(config: &str) -> Resource {
         address: Address::Vm(vm.vmid),
         name: Some(vm.name.clone()),
         depends_on: Vec::new(),
+        after: Vec::new(),
         node: None,
         storage: None,
         desired: Desired::Vm(Box::new(vm)),

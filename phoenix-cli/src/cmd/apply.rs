@@ -24,11 +24,21 @@ struct ReportDocument<'a> {
 
 pub(crate) async fn run(targets: &[String], args: &RunArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let estate = load::estate(&global.config)?;
-    let target = Target::open(&args.target, &estate, &global.config).await?;
+    run_on(&estate, targets, args, global).await
+}
+
+/// Applies to a loaded estate.
+pub(crate) async fn run_on(
+    estate: &phoenix_core::Estate,
+    targets: &[String],
+    args: &RunArgs,
+    global: &GlobalArgs,
+) -> miette::Result<Exit> {
+    let target = Target::open(&args.target, estate, &global.config).await?;
     target.ensure_writable()?;
     // Planned and applied under the run lock, so that no other run changes the target in between.
     let lock = RunLock::acquire(&target, &args.lock).await?;
-    let result = converge(targets, args, &estate, &target).await;
+    let result = converge(targets, args, estate, &target).await;
     lock.release().await;
     result
 }

@@ -4,15 +4,38 @@ use crate::exit::Exit;
 
 use phoenix_core::engine::render::{self, Colour};
 
-use crate::args::{GlobalArgs, OutputFormat, PlanArgs};
+use crate::args::{GlobalArgs, OutputFormat, PlanArgs, TargetArgs};
 use crate::target::Target;
 use crate::{load, render as output};
 
 pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<Exit> {
     let estate = load::estate(&global.config)?;
-    let target = Target::open(&args.target, &estate, &global.config).await?;
-    let options = target.plan_options(&args.targets)?;
-    let plan = phoenix_core::plan(phoenix_core::resources(&estate), target.managers(), &options).await?;
+    let request = Request {
+        targets: &args.targets,
+        target: &args.target,
+        output: args.output,
+        detailed_exitcode: args.detailed_exitcode,
+    };
+    show(&estate, &request, global).await
+}
+
+/// What to plan and how to print it.
+pub(crate) struct Request<'a> {
+    pub(crate) targets: &'a [String],
+    pub(crate) target: &'a TargetArgs,
+    pub(crate) output: OutputFormat,
+    pub(crate) detailed_exitcode: bool,
+}
+
+/// Plans a loaded estate and prints the plan.
+pub(crate) async fn show(
+    estate: &phoenix_core::Estate,
+    args: &Request<'_>,
+    global: &GlobalArgs,
+) -> miette::Result<Exit> {
+    let target = Target::open(args.target, estate, &global.config).await?;
+    let options = target.plan_options(args.targets)?;
+    let plan = phoenix_core::plan(phoenix_core::resources(estate), target.managers(), &options).await?;
     match args.output {
         OutputFormat::Json => {
             let document = render::plan_document(&plan);

@@ -284,6 +284,8 @@ pub async fn operate(
         .collect();
     for entry in &mut entries {
         entry.depends_on.retain(|address| chosen.contains(address));
+        // Orders are for converging; an operation follows prerequisites only.
+        entry.after.clear();
         if let Some(kind) = entries_kind_without_manager(entry, managers) {
             return Err(ExecuteError::NoManager { kind });
         }
@@ -345,11 +347,13 @@ async fn run(
         .map(|(position, entry)| (entry.address.clone(), position))
         .collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
+    let mut followers: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
     let mut waiting: Vec<usize> = vec![0; entries.len()];
     for (position, entry) in entries.iter().enumerate() {
-        for prerequisite in &entry.depends_on {
-            if let Some(&before) = index.get(prerequisite) {
-                dependents[before].push(position);
+        for (edges, after) in [(&entry.depends_on, false), (&entry.after, true)] {
+            for before in edges.iter().filter_map(|address| index.get(address)) {
+                let list = if after { &mut followers } else { &mut dependents };
+                list[*before].push(position);
                 waiting[position] += 1;
             }
         }
@@ -363,6 +367,7 @@ async fn run(
             .collect(),
         waiting,
         dependents,
+        followers,
         running_per_node: BTreeMap::new(),
         creating_per_storage: BTreeMap::new(),
     };
@@ -534,6 +539,7 @@ struct Run {
     ready: BTreeSet<usize>,
     waiting: Vec<usize>,
     dependents: Vec<Vec<usize>>,
+    followers: Vec<Vec<usize>>,
     running_per_node: BTreeMap<String, usize>,
     creating_per_storage: BTreeMap<String, usize>,
 }
@@ -574,7 +580,8 @@ impl Run {
         }
     }
 
-    /// Records an outcome; a success releases dependents, a failure skips them all, transitively.
+    /// Records an outcome; a success releases dependents, a failure skips them all, transitively. Either
+    /// way, what only had to come after it (and after what is skipped) is released.
     fn finish(
         &mut self,
         position: usize,
@@ -592,14 +599,10 @@ impl Run {
             steps: steps.clone(),
         }));
         self.outcomes[position] = Some((outcome, duration, steps));
+        self.unblock(self.followers[position].clone());
         let dependents = self.dependents[position].clone();
         if succeeded {
-            for dependent in dependents {
-                self.waiting[dependent] -= 1;
-                if self.waiting[dependent] == 0 && self.outcomes[dependent].is_none() {
-                    self.ready.insert(dependent);
-                }
-            }
+            self.unblock(dependents);
             return;
         }
         let cause = &entries[position].address;
@@ -620,6 +623,17 @@ impl Run {
             }));
             self.outcomes[dependent] = Some((Outcome::Skipped { reason }, Duration::ZERO, Vec::new()));
             stack.extend(self.dependents[dependent].iter().copied());
+            self.unblock(self.followers[dependent].clone());
+        }
+    }
+
+    /// One thing fewer to wait for, for each of `positions`.
+    fn unblock(&mut self, positions: Vec<usize>) {
+        for position in positions {
+            self.waiting[position] -= 1;
+            if self.waiting[position] == 0 && self.outcomes[position].is_none() {
+                self.ready.insert(position);
+            }
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct PlanEntry {
     pub resource: Option<Resource>,
     /// Resources in the plan that must be converged first.
     pub depends_on: Vec<Address>,
+    /// Resources in the plan worked on first, whatever their outcome (see [`Resource::after`]).
+    pub after: Vec<Address>,
     /// What converging it takes; empty when it is up to date.
     pub changes: Vec<Change>,
     /// Its live state, when it exists (and the plan is not offline).
@@ -292,6 +294,7 @@ pub async fn plan(
                 PlanEntry {
                     address: resource.address.clone(),
                     depends_on: resource.depends_on.clone(),
+                    after: resource.after.clone(),
                     observed: observed.get(&resource.address).cloned(),
                     resource: Some(resource),
                     changes,
@@ -312,24 +315,26 @@ pub async fn plan(
                 address: address.clone(),
                 resource: None,
                 depends_on: Vec::new(),
+                after: Vec::new(),
                 observed: observed.get(&address).cloned(),
                 changes: vec![Change::delete(address)],
             },
         );
     }
     link_deletions(&mut entries);
-    for entry in entries.values_mut() {
-        let depends_on: Vec<Address> = entry.depends_on.drain(..).collect();
-        entry.depends_on = depends_on
-            .into_iter()
-            .filter(|address| address != &entry.address)
-            .collect();
-    }
     let known: BTreeSet<Address> = entries.keys().cloned().collect();
     for entry in entries.values_mut() {
-        entry.depends_on.retain(|address| known.contains(address));
-        entry.depends_on.sort();
-        entry.depends_on.dedup();
+        let own = entry.address.clone();
+        for edges in [&mut entry.depends_on, &mut entry.after] {
+            edges.retain(|address| address != &own && known.contains(address));
+            edges.sort();
+            edges.dedup();
+        }
+        // An order is moot where there is a prerequisite.
+        let PlanEntry {
+            depends_on, after, ..
+        } = entry;
+        after.retain(|address| !depends_on.contains(address));
     }
 
     let targets = resolve_targets(&options.targets, &entries)?;
@@ -337,6 +342,9 @@ pub async fn plan(
     if !options.targets.is_empty() {
         let scope = closure(&targets, &entries);
         entries.retain(|address, _| scope.contains(address));
+        for entry in entries.values_mut() {
+            entry.after.retain(|address| scope.contains(address));
+        }
     }
     let entries = order(entries)?;
     Ok(Plan {
@@ -466,11 +474,11 @@ fn closure(targets: &[Address], entries: &BTreeMap<Address, PlanEntry>) -> BTree
 fn order(mut entries: BTreeMap<Address, PlanEntry>) -> Result<Vec<PlanEntry>, PlanError> {
     let mut waiting: BTreeMap<Address, usize> = entries
         .iter()
-        .map(|(address, entry)| (address.clone(), entry.depends_on.len()))
+        .map(|(address, entry)| (address.clone(), entry.depends_on.len() + entry.after.len()))
         .collect();
     let mut dependents: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
     for entry in entries.values() {
-        for prerequisite in &entry.depends_on {
+        for prerequisite in entry.depends_on.iter().chain(&entry.after) {
             dependents
                 .entry(prerequisite.clone())
                 .or_default()

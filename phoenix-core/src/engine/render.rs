@@ -367,6 +367,9 @@ pub fn graph_source(resources: &[Resource], format: GraphFormat) -> String {
     }
 }
 
+/// The label of an order that is not a prerequisite ([`Resource::after`]), drawn dashed.
+const AFTER: &str = "after";
+
 /// (from, to, label) with host edges into guests left out: the host group stands for them.
 fn picture_edges(resources: &[Resource]) -> Vec<(&Address, &Address, &'static str)> {
     let mut edges = Vec::new();
@@ -381,6 +384,9 @@ fn picture_edges(resources: &[Resource]) -> Vec<(&Address, &Address, &'static st
                 ""
             };
             edges.push((prerequisite, &resource.address, label));
+        }
+        for before in &resource.after {
+            edges.push((before, &resource.address, AFTER));
         }
     }
     edges
@@ -451,6 +457,8 @@ fn dot(resources: &[Resource], edges: &[(&Address, &Address, &str)]) -> String {
     for (from, to, edge_label) in edges {
         if edge_label.is_empty() {
             let _ = writeln!(out, "  \"{from}\" -> \"{to}\";");
+        } else if *edge_label == AFTER {
+            let _ = writeln!(out, "  \"{from}\" -> \"{to}\" [style=dashed];");
         } else {
             let _ = writeln!(
                 out,
@@ -503,6 +511,8 @@ fn mermaid(resources: &[Resource], edges: &[(&Address, &Address, &str)]) -> Stri
     for (from, to, edge_label) in edges {
         let arrow = if edge_label.is_empty() {
             "-->".to_owned()
+        } else if *edge_label == AFTER {
+            "-.->".to_owned()
         } else {
             format!("== {edge_label} ==>")
         };

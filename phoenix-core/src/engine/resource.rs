@@ -32,6 +32,9 @@ pub struct Resource {
     pub name: Option<String>,
     /// Resources that must be converged first.
     pub depends_on: Vec<Address>,
+    /// Resources worked on first when they are in the same run, whether they succeed or not: an order,
+    /// not a prerequisite (a target does not bring them into scope, and their failure skips nothing).
+    pub after: Vec<Address>,
     /// The Proxmox node it lives on, for per-node limits.
     pub node: Option<String>,
     /// The storage its disks are created on, for per-storage limits.
@@ -853,6 +856,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             address,
             name: None,
             depends_on,
+            after: Vec::new(),
             node: None,
             storage: None,
             desired: Desired::Host(step),
@@ -891,6 +895,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             address,
             name: Some(guest.name().to_owned()),
             depends_on,
+            after: Vec::new(),
             node: guest.node.clone(),
             storage,
             desired,
@@ -925,6 +930,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
                 },
                 name: Some(name.clone()),
                 depends_on,
+                after: Vec::new(),
                 node: guest.node.clone(),
                 storage: None,
                 desired: Desired::Stack(Box::new(stack.clone())),
@@ -943,7 +949,17 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             proxy,
             config: traefik.config,
         }));
-        resources.push(sync_step("traefik", depends_on, step));
+        let mut step = sync_step("traefik", depends_on, step);
+        // After the stacks whose routes it publishes, so that a route appears once its backend is
+        // deployed; a stack that fails holds back no route.
+        step.after = resources
+            .iter()
+            .filter(|resource| {
+                matches!(resource.address, Address::Stack { vmid, .. } if traefik.routed.contains(&vmid))
+            })
+            .map(|resource| resource.address.clone())
+            .collect();
+        resources.push(step);
     }
     let mut records = BTreeMap::new();
     let mut named = Vec::new();
@@ -964,8 +980,22 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         resources.push(sync_step("dns", named, SyncStep::Dns { records }));
     }
 
+    pipeline_order(&mut resources);
     resources.sort_by(|left, right| left.address.cmp(&right.address));
     resources
+}
+
+/// `phoenix sync`'s order where nothing requires it: Portainer and the stacks after DNS.
+fn pipeline_order(resources: &mut [Resource]) {
+    let dns = Address::Sync("dns".to_owned());
+    if !resources.iter().any(|resource| resource.address == dns) {
+        return;
+    }
+    for resource in resources {
+        if matches!(resource.desired, Desired::Stack(_) | Desired::Portainer(_)) {
+            resource.after.push(dns.clone());
+        }
+    }
 }
 
 /// `portainer/server` when a VM is the Portainer primary and `portainer_api` is configured, and an
@@ -991,6 +1021,7 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
         address: server.clone(),
         name: None,
         depends_on: address_of_guest(primary),
+        after: Vec::new(),
         node: primary.node.clone(),
         storage: None,
         desired: Desired::Portainer(PortainerStep::Server {
@@ -1021,6 +1052,7 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
             address: Address::Portainer(format!("endpoint/{}", guest.id)),
             name: Some(guest.name().to_owned()),
             depends_on: vec![server.clone(), Address::Vm(guest.id)],
+            after: Vec::new(),
             node: guest.node.clone(),
             storage: None,
             desired: Desired::Portainer(PortainerStep::Endpoint {
@@ -1051,6 +1083,7 @@ fn sync_step(name: &str, depends_on: Vec<Address>, step: SyncStep) -> Resource {
         address: Address::Sync(name.to_owned()),
         name: None,
         depends_on,
+        after: Vec::new(),
         node: None,
         storage: None,
         desired: Desired::Sync(step),

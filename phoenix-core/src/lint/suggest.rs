@@ -1,10 +1,7 @@
 //! "Did you mean" suggestions for near misses (`memroy_mb` for `memory_mb`).
 
 /// The closest candidate to `typed`, if one is close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a>(
-    typed: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(typed, candidate), candidate))
