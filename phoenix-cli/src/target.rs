@@ -148,7 +148,17 @@ impl Target {
             managers.register(Arc::new(phoenix_edge::TraefikManager::new(Arc::clone(channel))));
         }
         if let Some(portainer) = portainer_manager(estate, config_dir) {
-            managers.register(Arc::new(portainer));
+            // The server's and agents' own containers, through each VM's guest agent.
+            let client = Arc::clone(session.client());
+            let default_node = session.default_node().to_owned();
+            let hosts: phoenix_portainer::DockerHosts = Arc::new(move |vmid, node| {
+                Arc::new(phoenix_pve::guest::QemuAgent {
+                    client: Arc::clone(&client),
+                    node: node.unwrap_or(&default_node).to_owned(),
+                    vmid,
+                })
+            });
+            managers.register(Arc::new(portainer.with_docker(hosts)));
         }
         managers.register(Arc::new(phoenix_lxc::manager(&session, estate, scripts.clone())));
         managers.register(Arc::new(phoenix_vm::manager(

@@ -4,6 +4,7 @@
 
 use std::process::{Command, Output, Stdio};
 
+use phoenix_testing::docker::Dockerd;
 use phoenix_testing::portainer::FakePortainer;
 use phoenix_testing::{FakePve, reference_dir};
 
@@ -43,8 +44,13 @@ async fn the_reference_estate_converges_across_kinds() {
     )
     .await;
     fake.resize_vm_disks_like_proxmox().await;
-    // The VMs' cloud images would run the guest agent, through which their features run.
-    fake.emulate_guest_agents(&[]).await;
+    // The VMs' cloud images would run the guest agent, through which their features run, and Docker,
+    // here a real engine of the test's own with a stand-in for the agent's image.
+    let Some(engine) = Dockerd::start("reference") else {
+        return;
+    };
+    engine.import_busybox("portainer/agent:latest");
+    fake.emulate_guest_agents_with(&[], Some(&engine.host())).await;
     let dir = dir.to_str().expect("UTF-8 path");
 
     // The reference's vmbr0 (10.0.0.13/24) replaces fakepve's address on the bridge with the node's
@@ -70,8 +76,8 @@ async fn the_reference_estate_converges_across_kinds() {
         .collect();
     assert_eq!(
         order.len(),
-        34,
-        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge, Portainer's administrator, VM 1002's environment and its two stacks: {order:?}"
+        35,
+        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge, VM 1002's Portainer agent, Portainer's administrator, VM 1002's environment and its two stacks: {order:?}"
     );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
@@ -86,6 +92,8 @@ async fn the_reference_estate_converges_across_kinds() {
         ("lxc/801", "lxc/911"),
         ("portainer/server", "vm/1001"),
         ("portainer/endpoint/1002", "vm/1002"),
+        ("portainer/docker/1002", "vm/1002"),
+        ("portainer/endpoint/1002", "portainer/docker/1002"),
         ("stack/qdrant_service@1002", "portainer/endpoint/1002"),
     ] {
         assert!(
@@ -106,6 +114,17 @@ async fn the_reference_estate_converges_across_kinds() {
     stacks.sort_unstable();
     assert_eq!(stacks, ["qdrant_service", "thinkheads_ai_app"]);
     portainer.assert_requests_valid().await;
+    // The agent runs in the VM's Docker, recorded as Phoenix ran it.
+    let agent = engine.cli(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Config.Image}}",
+        "portainer_agent",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&agent.stdout).trim(),
+        "true portainer/agent:latest"
+    );
 
     // Every guest and the node's DNS, timezone and firewall are converged, but the reference also declares host
     // steps, stacks and sync steps that have no manager against a live Proxmox yet: the plan says so, and --detailed-exitcode does not
@@ -126,7 +145,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (34 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (35 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

@@ -33,8 +33,8 @@ pub use engine::journal::{Journal, Step, StepState};
 pub use engine::manager::{Differ, Manager, ManagerError, Managers, Operation, Round};
 pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, dependents, plan};
 pub use engine::resource::{
-    AptPackages, AptRepositories, Desired, HostDns, HostStep, PortainerStep, ProxmoxStorage, Replica,
-    Resource, SnapshotDataset, SnapshotPlan, SubIds, SyncStep, TraefikSync, resources,
+    AptPackages, AptRepositories, Desired, DockerRun, HostDns, HostStep, PortainerStep, ProxmoxStorage,
+    Replica, Resource, SnapshotDataset, SnapshotPlan, SubIds, SyncStep, TraefikSync, resources,
 };
 pub use engine::retry::{Dispatched, RetryPolicy, Retryable};
 pub use lint::checks::CheckOptions;

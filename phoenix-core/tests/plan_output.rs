@@ -63,7 +63,7 @@ async fn human_rendering() {
                   url  = "tcp://10.1.0.32:9001"
               + stack/web@1002 (web): create
                   compose_file_path = "stacks/web/docker-compose.yml"
-                  environments      = {"production":{"services":{"web":{"traefik_labels":["traefik.http.services.web.loadbalancer.server.…
+                  environments      = {"production":{"variables":[{"name":"PORT","value":"8080"},{"name":"DB_PASSWORD","value":{"env":"WE…
             Plan: 3 to create, 2 to update, 1 to replace, 1 to delete, 1 need a restart, 2 destructive, 12 unchanged.
         "#]],
     );
@@ -275,13 +275,6 @@ async fn json_document() {
                           "field": "environments",
                           "new": {
                             "production": {
-                              "services": {
-                                "web": {
-                                  "traefik_labels": [
-                                    "traefik.http.services.web.loadbalancer.server.port=8080"
-                                  ]
-                                }
-                              },
                               "variables": [
                                 {
                                   "name": "PORT",

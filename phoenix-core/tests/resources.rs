@@ -542,6 +542,10 @@ fn fixture_host_and_sync_fields() {
               "proxy": "10.1.0.12/24"
             }
             sync/traefik {
+              "router/apps-ui": {
+                "rule": "Host(`apps-ui.test.internal`)",
+                "service": "apps-ui"
+              },
               "router/gateway": {
                 "rule": "Host(`gateway.test.internal`)",
                 "service": "gateway"
@@ -549,6 +553,15 @@ fn fixture_host_and_sync_fields() {
               "router/proxy": {
                 "rule": "Host(`proxy.test.internal`)",
                 "service": "proxy"
+              },
+              "service/apps-ui": {
+                "loadBalancer": {
+                  "servers": [
+                    {
+                      "url": "http://10.1.0.32:3000"
+                    }
+                  ]
+                }
               },
               "service/gateway": {
                 "loadBalancer": {
@@ -564,15 +577,6 @@ fn fixture_host_and_sync_fields() {
                   "servers": [
                     {
                       "url": "http://10.1.0.12:8080"
-                    }
-                  ]
-                }
-              },
-              "service/web": {
-                "loadBalancer": {
-                  "servers": [
-                    {
-                      "url": "http://10.1.0.32:8080"
                     }
                   ]
                 }

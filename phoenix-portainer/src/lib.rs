@@ -5,9 +5,11 @@
 //! converges `portainer/server`, `portainer/endpoint/<vmid>` and `stack/<name>@<vmid>` through it.
 
 mod client;
+pub mod docker;
 mod manager;
 mod settings;
 
+pub use docker::DockerHosts;
 pub use manager::{Lookup, OWNER_VARIABLE, PortainerManager};
 
 pub use client::{Endpoint, Pair, Portainer, PortainerError, Stack};

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,14 +18,16 @@ use phoenix_core::engine::change::diff_declared;
 use phoenix_core::engine::resource::{SENSITIVE, is_sensitive_name};
 use phoenix_core::traefik::DEFAULT_ENVIRONMENT;
 use phoenix_core::{
-    Action, Address, Change, Desired, Estate, GuestSpec, Manager, ManagerError, Observed, PortainerStep,
-    Resource, ResourceKind, Round,
+    Action, Address, Change, Consequence, Desired, Estate, GuestSpec, Manager, ManagerError, Observed,
+    PortainerStep, Resource, ResourceKind, Round,
 };
+use phoenix_pve::guest::GuestExec;
 use phoenix_pve::host::sha256_hex;
 use phoenix_pve::resolve_secret;
 use serde_json::{Value, json};
 
 use crate::client::{Pair, Portainer, PortainerError};
+use crate::docker::{self, DockerHosts, FOREIGN};
 
 /// The variable that marks a stack as deployed by Phoenix: only such stacks are ever removed.
 pub const OWNER_VARIABLE: &str = "PHOENIX_OWNER";
@@ -47,6 +50,8 @@ pub struct PortainerManager {
     environments: BTreeMap<u32, String>,
     /// How long apply waits for a server that does not answer yet (it may be starting).
     ready_timeout: Duration,
+    /// Commands inside VMs, for the server's and agents' own containers; without it those are not planned.
+    docker: Option<DockerHosts>,
 }
 
 impl PortainerManager {
@@ -80,7 +85,23 @@ impl PortainerManager {
             compose,
             environments,
             ready_timeout: Duration::from_secs(300),
+            docker: None,
         }
+    }
+
+    /// Runs the Portainer server's and agents' containers (`portainer/docker/<vmid>`) through `hosts`.
+    pub fn with_docker(mut self, hosts: DockerHosts) -> PortainerManager {
+        self.docker = Some(hosts);
+        self
+    }
+
+    /// The channel into a VM for its Portainer container.
+    fn docker_host(&self, resource: &Resource, vmid: u32) -> Result<Arc<dyn GuestExec>, ManagerError> {
+        let hosts = self
+            .docker
+            .as_ref()
+            .ok_or_else(|| ManagerError::failed(format!("no channel into VM {vmid} to run Docker")))?;
+        Ok(hosts(vmid, resource.node.as_deref()))
     }
 
     /// Waits at most this long for the server at apply (default five minutes).
@@ -254,10 +275,11 @@ impl Manager for PortainerManager {
         ResourceKind::Stack
     }
 
-    /// The server, the environments, and stacks on agent VMs; a stack on the server's own VM is deployed
-    /// by the bootstrap, which is not built yet.
+    /// The server, the environments, and stacks on agent VMs; the server's and agents' containers when
+    /// there is a channel into VMs. A stack on the server's own VM is not deployed yet.
     fn manages(&self, desired: &Resource) -> bool {
         match (&desired.desired, &desired.address) {
+            (Desired::Portainer(PortainerStep::Container { .. }), _) => self.docker.is_some(),
             (Desired::Portainer(_), _) => true,
             (Desired::Stack(_), Address::Stack { vmid, .. }) => desired
                 .depends_on
@@ -272,6 +294,14 @@ impl Manager for PortainerManager {
         _round: Round,
     ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
         let mut observed = BTreeMap::new();
+        for resource in desired {
+            if let Desired::Portainer(PortainerStep::Container { vmid, run }) = &resource.desired {
+                let host = self.docker_host(resource, *vmid)?;
+                if let Some(fields) = docker::observe(host.as_ref(), run).await {
+                    observed.insert(resource.address.clone(), Observed { fields });
+                }
+            }
+        }
         let server = Address::Portainer("server".to_owned());
         let mut status = BTreeMap::from([("reachable".to_owned(), json!(false))]);
         let reachable = self.portainer.version().await.is_ok();
@@ -385,6 +415,22 @@ impl Manager for PortainerManager {
             (Desired::Portainer(PortainerStep::Endpoint { .. }), address) => {
                 diff_declared(address, &desired.declared_fields(), observed)
             }
+            (Desired::Portainer(PortainerStep::Container { .. }), address) => {
+                let mut changes = diff_declared(address, &desired.declared_fields(), observed);
+                // Replacing a container Phoenix did not run destroys someone else's.
+                for field in changes.iter_mut().flat_map(|change| &mut change.fields) {
+                    if field.field == "container"
+                        && field
+                            .old
+                            .as_ref()
+                            .and_then(Value::as_str)
+                            .is_some_and(|old| old.ends_with(FOREIGN))
+                    {
+                        field.consequence = Consequence::Destructive;
+                    }
+                }
+                changes
+            }
             (Desired::Stack(config), Address::Stack { name, .. }) => {
                 diff_declared(&desired.address, &self.stack_fields(name, config), observed)
             }
@@ -394,6 +440,12 @@ impl Manager for PortainerManager {
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
         match (desired.map(|resource| &resource.desired), &change.address) {
+            (Some(Desired::Portainer(PortainerStep::Container { vmid, run })), _) => {
+                let resource = desired.expect("matched on it");
+                let host = self.docker_host(resource, *vmid)?;
+                let replace_foreign = change.consequence() == Consequence::Destructive;
+                docker::apply(host.as_ref(), run, replace_foreign).await
+            }
             (Some(Desired::Portainer(PortainerStep::Server { .. })), _) => {
                 self.wait_until_ready().await?;
                 if !self.portainer.admin_exists().await.map_err(portainer_error)? {

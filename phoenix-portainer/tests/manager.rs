@@ -3,6 +3,7 @@
 //! Portainer, a changed variable, a stack taken out, and Portainer down.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use phoenix_core::engine::render::plan_document;
@@ -12,6 +13,7 @@ use phoenix_core::{
 };
 use phoenix_portainer::{OWNER_VARIABLE, Portainer, PortainerAuth, PortainerManager, PortainerSettings};
 use phoenix_pve::{SecretString, TlsTrust};
+use phoenix_testing::docker::{Dockerd, LocalDocker};
 use phoenix_testing::portainer::FakePortainer;
 use phoenix_testing::{fixture, outcome, workspace};
 use serde_json::Value;
@@ -33,6 +35,16 @@ fn homelab(edit: impl Fn(&str) -> String) -> (phoenix_core::Estate, Vec<Resource
 }
 
 fn managers_for(fake: &FakePortainer, estate: &phoenix_core::Estate, qdrant_key: &str) -> Managers {
+    managers_with(fake, estate, qdrant_key, None)
+}
+
+/// The manager, running the server's and agents' containers on `docker` when given.
+fn managers_with(
+    fake: &FakePortainer,
+    estate: &phoenix_core::Estate,
+    qdrant_key: &str,
+    docker: Option<&Dockerd>,
+) -> Managers {
     let settings = PortainerSettings {
         url: fake.url().to_owned(),
         auth: PortainerAuth::Admin {
@@ -54,8 +66,18 @@ fn managers_for(fake: &FakePortainer, estate: &phoenix_core::Estate, qdrant_key:
         Box::new(move |name| env.get(name).cloned()),
     )
     .with_ready_timeout(Duration::from_secs(3));
+    let manager = match docker {
+        Some(engine) => {
+            let guests: BTreeMap<u32, LocalDocker> =
+                [1001, 1002].map(|vmid| (vmid, engine.guest(vmid))).into();
+            manager.with_docker(Arc::new(move |vmid, _node| {
+                Arc::new(guests.get(&vmid).expect("a VM of the homelab").clone())
+            }))
+        }
+        None => manager,
+    };
     let mut managers = Managers::default();
-    managers.register(std::sync::Arc::new(manager));
+    managers.register(Arc::new(manager));
     managers
 }
 
@@ -217,4 +239,122 @@ async fn portainer_down_fails_its_readiness_check_and_skips_the_stacks() {
         );
     }
     fake.assert_requests_valid().await;
+}
+
+/// `docker inspect --format FORMAT NAME` on the engine, trimmed.
+fn inspect(engine: &Dockerd, name: &str, format: &str) -> String {
+    let output = engine.cli(&["inspect", "--format", format, name]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_server_and_agent_containers_run_on_docker_and_are_recreated_only_when_they_differ() {
+    let Some(engine) = Dockerd::start("bootstrap") else {
+        return;
+    };
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    // Stand-ins for the configured images (no registry here): busybox, sleeping.
+    engine.import_busybox("portainer/portainer-ce:lts");
+    engine.import_busybox("portainer/agent:lts");
+    let (estate, resources) = homelab(str::to_owned);
+    let managers = managers_with(&fake, &estate, "key", Some(&engine));
+
+    let first = plan(&resources, &managers).await;
+    let planned = changes(&first);
+    assert_eq!(
+        planned[..2],
+        [
+            ("portainer/docker/1001".to_owned(), Action::Create),
+            ("portainer/docker/1002".to_owned(), Action::Create),
+        ]
+    );
+    let report = apply(&first, &managers, false).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(
+        inspect(&engine, "portainer", "{{.State.Running}} {{.Config.Image}}"),
+        "true portainer/portainer-ce:lts"
+    );
+    assert_eq!(
+        inspect(&engine, "portainer_agent", "{{json .HostConfig.PortBindings}}"),
+        r#"{"9001/tcp":[{"HostIp":"","HostPort":"9001"}]}"#
+    );
+    assert_eq!(
+        inspect(&engine, "portainer", "{{.HostConfig.RestartPolicy.Name}}"),
+        "always"
+    );
+    let started = inspect(&engine, "portainer_agent", "{{.Id}} {{.State.StartedAt}}");
+
+    // Second run: nothing to do, and the containers are neither recreated nor restarted.
+    let second = plan(&resources, &managers).await;
+    assert_eq!(changes(&second), []);
+    assert!(apply(&second, &managers, false).await.succeeded());
+    assert_eq!(
+        inspect(&engine, "portainer_agent", "{{.Id}} {{.State.StartedAt}}"),
+        started
+    );
+
+    // Stopped by hand: started again, the same container.
+    assert!(
+        engine
+            .cli(&["stop", "--time", "0", "portainer_agent"])
+            .status
+            .success()
+    );
+    let stopped = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&stopped),
+        [("portainer/docker/1002".to_owned(), Action::Update)]
+    );
+    assert!(apply(&stopped, &managers, false).await.succeeded());
+    let id = |engine: &Dockerd| inspect(engine, "portainer_agent", "{{.Id}}");
+    assert_eq!(id(&engine), started.split(' ').next().unwrap());
+    assert_eq!(inspect(&engine, "portainer_agent", "{{.State.Running}}"), "true");
+
+    // Another agent port: the agent is recreated on it, and its environment follows.
+    let (moved, moved_resources) =
+        homelab(|text| text.replace("\"portainer_agent_port\": 9001", "\"portainer_agent_port\": 9101"));
+    let managers = managers_with(&fake, &moved, "key", Some(&engine));
+    let port = plan(&moved_resources, &managers).await;
+    assert_eq!(
+        changes(&port),
+        [
+            ("portainer/docker/1002".to_owned(), Action::Update),
+            ("portainer/endpoint/1002".to_owned(), Action::Update),
+        ]
+    );
+    assert!(apply(&port, &managers, false).await.succeeded());
+    assert_ne!(id(&engine), started.split(' ').next().unwrap());
+    assert!(inspect(&engine, "portainer_agent", "{{json .HostConfig.PortBindings}}").contains("9101"));
+
+    // A container of the server's name that Phoenix did not run is someone else's: replaced only when allowed.
+    assert!(engine.cli(&["rm", "--force", "portainer"]).status.success());
+    let foreign = engine.cli(&["run", "--detach", "--name", "portainer", "portainer/agent:lts"]);
+    assert!(foreign.status.success());
+    let replace = plan(&moved_resources, &managers).await;
+    assert_eq!(
+        replace
+            .destructive()
+            .map(|entry| entry.address.to_string())
+            .collect::<Vec<_>>(),
+        ["portainer/docker/1001"]
+    );
+    let (_stop, signal) = phoenix_core::StopHandle::new();
+    let refused = phoenix_core::execute(&replace, &managers, &ExecuteOptions::default(), signal, None).await;
+    assert!(
+        refused.is_err(),
+        "replacing a foreign container needs --allow-destroy"
+    );
+    assert!(apply(&replace, &managers, true).await.succeeded());
+    assert_eq!(
+        inspect(&engine, "portainer", "{{.Config.Image}}"),
+        "portainer/portainer-ce:lts"
+    );
+    assert_eq!(changes(&plan(&moved_resources, &managers).await), []);
 }

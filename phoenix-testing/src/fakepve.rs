@@ -51,9 +51,11 @@ pve.answer = answer
 "#;
 
 const GUEST_AGENT: &str = r#"
+import os, subprocess
 import fakepve.model as model
 import fakepve.agent as guest_agent
 hanging = set(HANGING)
+docker_host = DOCKER_ENGINE
 original_init = model.FakeVm.__init__
 def init(self, *args, **kwargs):
     original_init(self, *args, **kwargs)
@@ -71,7 +73,12 @@ def result(vm, command, values):
         data = values.get('input-data') or ''
         core = argv[argv.index('/bin/sh'):] if '/bin/sh' in argv else argv
         out, err, code = '', '', 0
-        if len(core) == 2 and core[1].startswith('/var/lib/phoenix/scripts/'):
+        if argv[0] == 'docker' and docker_host:
+            done = subprocess.run(argv, input=data.encode(), capture_output=True, env=dict(os.environ, DOCKER_HOST=docker_host))
+            out, err, code = done.stdout.decode(), done.stderr.decode(), done.returncode
+        elif argv[0] == 'docker':
+            err, code = 'sh: docker: not found', 127
+        elif len(core) == 2 and core[1].startswith('/var/lib/phoenix/scripts/'):
             text = vm.phoenix_scripts.get(core[1], '')
             vm.phoenix_runs.append(text)
             if 'PHOENIX_TEST_FAIL' in text:
@@ -182,8 +189,22 @@ impl FakePve {
     /// "boom" on stderr) and a health check containing `false`. VMs whose ID is in `hanging` get an
     /// agent that never answers.
     pub async fn emulate_guest_agents(&self, hanging: &[u32]) {
-        self.exec(&GUEST_AGENT.replace("HANGING", &format!("{hanging:?}")))
-            .await;
+        self.emulate_guest_agents_with(hanging, None).await;
+    }
+
+    /// [`Self::emulate_guest_agents`], with `docker` commands run for real against the engine at
+    /// `docker_host` (`unix:///...`, a [`crate::docker::Dockerd`]); without one, VMs have no Docker.
+    pub async fn emulate_guest_agents_with(&self, hanging: &[u32], docker_host: Option<&str>) {
+        let docker_host = match docker_host {
+            Some(host) => format!("{host:?}"),
+            None => "None".to_owned(),
+        };
+        self.exec(
+            &GUEST_AGENT
+                .replace("HANGING", &format!("{hanging:?}"))
+                .replace("DOCKER_ENGINE", &docker_host),
+        )
+        .await;
     }
 
     /// Every request fakepve answered: (method, path, body).

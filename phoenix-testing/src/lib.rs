@@ -19,6 +19,7 @@ use phoenix_core::{
 pub use phoenix_pve::install_crypto_provider;
 
 pub mod diff;
+pub mod docker;
 pub mod fakepve;
 mod fakes;
 pub mod fixture;

@@ -68,6 +68,14 @@ pub enum PortainerStep {
         /// The administrator's user name.
         admin_user: String,
     },
+    /// `portainer/docker/<vmid>`: the server's or an agent's container, run with Docker on the VM
+    /// before Portainer can deploy anything.
+    Container {
+        /// The VM.
+        vmid: u32,
+        /// What runs.
+        run: DockerRun,
+    },
     /// `portainer/endpoint/<vmid>`: the environment of an agent VM.
     Endpoint {
         /// The VM.
@@ -77,6 +85,67 @@ pub enum PortainerStep {
         /// `tcp://<VM address>:<agent port>`.
         url: String,
     },
+}
+
+/// A container Phoenix runs itself (`docker run`), where Portainer cannot: Portainer's server and agents.
+/// It is compared by what it was run with, which Phoenix records on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DockerRun {
+    /// The container's name.
+    pub container: String,
+    /// The image, as configured (`portainer/agent:lts`).
+    pub image: String,
+    /// Published ports, `host:container`.
+    pub ports: Vec<String>,
+    /// Mounts, `source:target`.
+    pub volumes: Vec<String>,
+    /// Arguments after the image.
+    pub args: Vec<String>,
+}
+
+/// The Portainer server's container name, and its agents'.
+pub const SERVER_CONTAINER: &str = "portainer";
+/// The Portainer agent's container name.
+pub const AGENT_CONTAINER: &str = "portainer_agent";
+
+impl DockerRun {
+    /// The Portainer server from `image`, its HTTPS port published on `port`.
+    pub fn server(image: &str, port: u16) -> DockerRun {
+        DockerRun {
+            container: SERVER_CONTAINER.to_owned(),
+            image: image.to_owned(),
+            ports: vec![format!("{port}:9443")],
+            volumes: vec![
+                "/var/run/docker.sock:/var/run/docker.sock".to_owned(),
+                "portainer_data:/data".to_owned(),
+            ],
+            args: Vec::new(),
+        }
+    }
+
+    /// A Portainer agent from `image`, listening on `port`.
+    pub fn agent(image: &str, port: u16) -> DockerRun {
+        DockerRun {
+            container: AGENT_CONTAINER.to_owned(),
+            image: image.to_owned(),
+            ports: vec![format!("{port}:9001")],
+            volumes: vec![
+                "/var/run/docker.sock:/var/run/docker.sock".to_owned(),
+                "/var/lib/docker/volumes:/var/lib/docker/volumes".to_owned(),
+            ],
+            args: Vec::new(),
+        }
+    }
+
+    /// The fields it is compared by: what it runs with, and that it runs.
+    pub fn fields(&self) -> BTreeMap<String, Value> {
+        let mut fields: BTreeMap<String, Value> = match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        fields.insert("running".to_owned(), Value::Bool(true));
+        fields
+    }
 }
 
 /// A host step: the piece of the hypervisor file it converges, as declared there.
@@ -475,6 +544,7 @@ impl Resource {
             Desired::Portainer(PortainerStep::Endpoint { name, url, .. }) => {
                 serde_json::json!({ "name": name, "url": url })
             }
+            Desired::Portainer(PortainerStep::Container { run, .. }) => return run.fields(),
         };
         match prune(redact(&self.desired, value)) {
             Some(Value::Object(map)) => map.into_iter().collect(),
@@ -1017,23 +1087,38 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
         return Vec::new();
     };
     let server = Address::Portainer("server".to_owned());
-    let mut steps = vec![Resource {
+    let images = files.hypervisor.docker.as_ref();
+    let network = files.hypervisor.network.as_ref();
+    let mut steps = Vec::new();
+    let mut server_needs = address_of_guest(primary);
+    // The server's own container, unless the primary VM runs stacks: then one of them is the server, which
+    // Phoenix does not deploy yet.
+    if let GuestSpec::Vm(vm) = &primary.spec
+        && vm.docker_stacks.is_empty()
+        && let Some(image) = images.and_then(|images| images.portainer_server_image.as_deref())
+    {
+        let port = network
+            .and_then(|network| network.portainer_server_port)
+            .unwrap_or(DEFAULT_SERVER_PORT);
+        let step = docker_step(primary, DockerRun::server(image, port));
+        server_needs.push(step.address.clone());
+        steps.push(step);
+    }
+    steps.push(Resource {
         address: server.clone(),
         name: None,
-        depends_on: address_of_guest(primary),
+        depends_on: server_needs,
         after: Vec::new(),
         node: primary.node.clone(),
         storage: None,
         desired: Desired::Portainer(PortainerStep::Server {
             admin_user: api.admin_user.clone(),
         }),
-    }];
-    let port = files
-        .hypervisor
-        .network
-        .as_ref()
+    });
+    let port = network
         .and_then(|network| network.portainer_agent_port)
         .unwrap_or(DEFAULT_AGENT_PORT);
+    let agent_image = images.and_then(|images| images.portainer_agent_image.as_deref());
     for guest in estate.guests().values() {
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
         if vm.portainer_role != Some(PortainerRole::Agent) {
@@ -1048,10 +1133,16 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
             continue;
         };
         let address = ip.split('/').next().unwrap_or(ip);
+        let mut depends_on = vec![server.clone(), Address::Vm(guest.id)];
+        if let Some(image) = agent_image {
+            let step = docker_step(guest, DockerRun::agent(image, port));
+            depends_on.push(step.address.clone());
+            steps.push(step);
+        }
         steps.push(Resource {
             address: Address::Portainer(format!("endpoint/{}", guest.id)),
             name: Some(guest.name().to_owned()),
-            depends_on: vec![server.clone(), Address::Vm(guest.id)],
+            depends_on,
             after: Vec::new(),
             node: guest.node.clone(),
             storage: None,
@@ -1077,6 +1168,22 @@ fn address_of_guest(guest: &crate::model::Guest) -> Vec<Address> {
 
 /// The port the Portainer agent listens on unless `network.portainer_agent_port` says otherwise.
 pub const DEFAULT_AGENT_PORT: u16 = 9001;
+/// The port the Portainer server's HTTPS is published on unless `network.portainer_server_port` says
+/// otherwise.
+pub const DEFAULT_SERVER_PORT: u16 = 9443;
+
+/// `portainer/docker/<vmid>`: `run` on a VM, after the VM.
+fn docker_step(guest: &crate::model::Guest, run: DockerRun) -> Resource {
+    Resource {
+        address: Address::Portainer(format!("docker/{}", guest.id)),
+        name: Some(guest.name().to_owned()),
+        depends_on: vec![Address::Vm(guest.id)],
+        after: Vec::new(),
+        node: guest.node.clone(),
+        storage: None,
+        desired: Desired::Portainer(PortainerStep::Container { vmid: guest.id, run }),
+    }
+}
 
 fn sync_step(name: &str, depends_on: Vec<Address>, step: SyncStep) -> Resource {
     Resource {
