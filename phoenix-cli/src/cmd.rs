@@ -22,9 +22,7 @@ pub(crate) async fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Plan(args) => plan::run(args, &cli.global).await,
         Command::Apply(args) => apply::run(&args.targets, &args.run, &cli.global).await,
         Command::Setup(args) => apply::run(&["host/*".to_owned()], &args.run, &cli.global).await,
-        Command::Create(args) | Command::Converge(args) => {
-            apply::run(&args.targets, &args.run, &cli.global).await
-        }
+        Command::Create(args) | Command::Converge(args) => sync::create(args, &cli.global).await,
         Command::Sync(scope) => sync::run(scope, &cli.global).await,
         Command::Status(args) => operate::status(args, &cli.global).await,
         Command::Start(args) => operate::run(args, Operation::Start, false, &cli.global).await,

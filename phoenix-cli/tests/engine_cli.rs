@@ -293,36 +293,48 @@ fn demo_drift_is_corrected_and_destruction_needs_the_flag() {
 #[test]
 fn create_limits_the_run_to_a_guest_and_its_prerequisites() {
     let state = state("create");
-    let output = phoenix(&[
-        "create",
-        "950",
-        "-c",
-        "examples/homelab",
-        "--demo",
-        "--demo-state",
-        &state,
-        "-y",
-        "--output",
-        "json",
-    ]);
+    let output = homelab_demo(&state, &["create", "103", "-y", "--output", "json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    let changed: Vec<&str> = report["report"]["resources"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|line| line["status"] == "changed")
-        .map(|line| line["address"].as_str().expect("str"))
-        .collect();
+    let changed = ended(&report, "changed");
     assert!(
-        changed.contains(&"lxc/950") && changed.contains(&"lxc/901") && changed.contains(&"lxc/900"),
+        changed.iter().any(|address| address == "lxc/103")
+            && changed.iter().any(|address| address == "lxc/900"),
         "{changed:?}"
     );
     assert!(
-        !changed
-            .iter()
-            .any(|address| address.starts_with("vm/") || *address == "lxc/101"),
+        !changed.iter().any(|address| address.starts_with("vm/")
+            || address.starts_with("stack/")
+            || *address == "lxc/101"),
         "{changed:?}"
+    );
+}
+
+#[test]
+fn a_guest_that_triggers_a_sync_brings_the_stacks_and_sync_steps() {
+    let path = state("create-trigger");
+    // lxc/950 says `trigger_sync_on_completion`.
+    let output = homelab_demo(&path, &["create", "950", "-y", "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let changed = ended(&report, "changed");
+    for address in [
+        "lxc/950",
+        "stack/qdrant@1002",
+        "stack/searxng@1002",
+        "sync/traefik",
+        "sync/dns",
+    ] {
+        assert!(
+            changed.iter().any(|done| done == address),
+            "{address}: {changed:?}"
+        );
+    }
+    let human = homelab_demo(&state("create-trigger-human"), &["create", "950", "-y"]);
+    assert!(
+        text(&human.stderr).contains("950 (llm-qwen) asks for `sync all` on completion"),
+        "{}",
+        text(&human.stderr)
     );
 }
 

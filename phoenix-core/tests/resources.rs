@@ -102,6 +102,29 @@ fn homelab_host_and_sync_steps_are_typed() {
         panic!("sync/dns is not a DNS step");
     };
     assert_eq!(records["portainer"], "10.42.0.21/24");
+
+    // The stacks' firewall rules join their VM's own, after them, in the order the VM lists its stacks.
+    let Desired::Vm(apps) = &find(&resources, "vm/1002").desired else {
+        panic!("vm/1002 is not a VM");
+    };
+    let comments: Vec<&str> = apps
+        .firewall
+        .as_ref()
+        .expect("declared")
+        .rules
+        .iter()
+        .filter_map(|rule| rule.comment.as_deref())
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            "Portainer server to this agent",
+            "Stack services reached through Traefik",
+            "SSH from the lab network",
+            "Qdrant HTTP API through Traefik",
+            "SearXNG web UI through Traefik",
+        ]
+    );
 }
 
 #[test]

@@ -513,6 +513,21 @@ fn unknown_stack() {
 }
 
 #[test]
+fn stack_firewall_rules_need_a_managed_firewall() {
+    check(
+        &[Replace(
+            Stacks,
+            r#"{ "name": "DB_PASSWORD", "value": { "env": "WEB_DB_PASSWORD" } }
+          ]"#,
+            r#"{ "name": "DB_PASSWORD", "value": { "env": "WEB_DB_PASSWORD" } }
+          ],
+          "firewall_rules": [{ "type": "in", "action": "ACCEPT", "proto": "tcp", "port": "8080" }]"#,
+        )],
+        &[("phoenix::stack::firewall_unmanaged", "/vms/2/docker_stacks/0", 29)],
+    );
+}
+
+#[test]
 fn two_portainer_primaries() {
     check(
         &[Replace(

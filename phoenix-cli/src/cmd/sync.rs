@@ -3,9 +3,9 @@
 
 use phoenix_core::config::PortainerRole;
 use phoenix_core::lint::suggest::did_you_mean;
-use phoenix_core::{Estate, GuestSpec};
+use phoenix_core::{Address, Estate, GuestSpec, Target};
 
-use crate::args::{GlobalArgs, SyncArgs, SyncScope, SyncStackArgs};
+use crate::args::{CreateArgs, GlobalArgs, OutputFormat, SyncArgs, SyncScope, SyncStackArgs};
 use crate::cmd::{apply, plan};
 use crate::exit::Exit;
 use crate::load;
@@ -13,7 +13,7 @@ use crate::load;
 pub(crate) async fn run(scope: &SyncScope, global: &GlobalArgs) -> miette::Result<Exit> {
     let estate = load::estate(&global.config)?;
     let targets = match scope {
-        SyncScope::All(_) => vec!["stack/*".to_owned(), "sync/*".to_owned()],
+        SyncScope::All(_) => SYNC_ALL.map(str::to_owned).to_vec(),
         SyncScope::Stack(stack) => stack_targets(&estate, stack)?,
     };
     let options: &SyncArgs = scope.options();
@@ -28,6 +28,39 @@ pub(crate) async fn run(scope: &SyncScope, global: &GlobalArgs) -> miette::Resul
     }
     apply::run_on(&estate, &targets, &options.run, global).await
 }
+
+/// `phoenix create` and `converge`: the guests, and `sync all` with them when one of them says
+/// `trigger_sync_on_completion` (stacks and sync steps come after the guests they need).
+pub(crate) async fn create(args: &CreateArgs, global: &GlobalArgs) -> miette::Result<Exit> {
+    let estate = load::estate(&global.config)?;
+    let mut targets = args.targets.clone();
+    let triggering: Vec<String> = args
+        .targets
+        .iter()
+        .filter_map(|target| match target.parse::<Target>().ok()? {
+            Target::Guest(id) | Target::Address(Address::Lxc(id) | Address::Vm(id)) => estate.guest(id),
+            Target::Address(_) | Target::Kind(_) => None,
+        })
+        .filter(|guest| match &guest.spec {
+            GuestSpec::Container(container) => container.trigger_sync_on_completion,
+            GuestSpec::Vm(vm) => vm.trigger_sync_on_completion,
+        })
+        .map(|guest| format!("{} ({})", guest.id, guest.name()))
+        .collect();
+    if !triggering.is_empty() {
+        targets.extend(SYNC_ALL.map(str::to_owned));
+        if args.run.output == OutputFormat::Human {
+            eprintln!(
+                "{} asks for `sync all` on completion (trigger_sync_on_completion): stacks and sync steps are in this run.\n",
+                triggering.join(", ")
+            );
+        }
+    }
+    apply::run_on(&estate, &targets, &args.run, global).await
+}
+
+/// The targets of `sync all`.
+const SYNC_ALL: [&str; 2] = ["stack/*", "sync/*"];
 
 /// `stack/<name>@<vmid>`, and Traefik's configuration when it routes to the VM; refuses a stack the VM
 /// does not run, saying what to change.

@@ -14,7 +14,7 @@ use crate::config::hypervisor::{
     HostFirewall, HostInterface, HostUser, HypervisorFile, Nfs, NfsExport, NvidiaDriver, RepositoryChannel,
     Retention, Samba, StorageType, Zfs, ZfsDataset, ZfsPool,
 };
-use crate::config::stacks::Stack;
+use crate::config::stacks::{Stack, StacksFile};
 use crate::config::{ContainerConfig, VmConfig};
 use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
@@ -958,7 +958,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             GuestSpec::Vm(vm) => (
                 Address::Vm(guest.id),
                 vm.storage_pool.clone(),
-                Desired::Vm(vm.clone()),
+                Desired::Vm(Box::new(with_stack_rules(vm, &files.stacks))),
             ),
         };
         resources.push(Resource {
@@ -1053,6 +1053,27 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     pipeline_order(&mut resources);
     resources.sort_by(|left, right| left.address.cmp(&right.address));
     resources
+}
+
+/// `vm` with the firewall rules its stacks declare (their `production` environment) after its own, each
+/// once; only for a VM whose firewall Phoenix manages (validation warns about the others).
+fn with_stack_rules(vm: &VmConfig, stacks: &StacksFile) -> VmConfig {
+    let mut vm = vm.clone();
+    let Some(firewall) = vm.firewall.as_mut() else {
+        return vm;
+    };
+    let declared = vm
+        .docker_stacks
+        .iter()
+        .filter_map(|name| stacks.docker_stacks.get(name))
+        .filter_map(|stack| stack.environments.get(traefik::DEFAULT_ENVIRONMENT))
+        .flat_map(|environment| &environment.firewall_rules);
+    for rule in declared {
+        if !firewall.rules.contains(rule) {
+            firewall.rules.push(rule.clone());
+        }
+    }
+    vm
 }
 
 /// `phoenix sync`'s order where nothing requires it: Portainer and the stacks after DNS.

@@ -892,7 +892,26 @@ fn check_stacks(estate: &Estate, problems: &mut Vec<Problem>) {
     for guest in estate.guests().values() {
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
         for (index, name) in vm.docker_stacks.iter().enumerate() {
-            if stacks.contains_key(name) {
+            if let Some(stack) = stacks.get(name) {
+                let rules = stack
+                    .environments
+                    .get(crate::traefik::DEFAULT_ENVIRONMENT)
+                    .is_some_and(|environment| !environment.firewall_rules.is_empty());
+                if rules && vm.firewall.is_none() {
+                    problems.push(
+                        Problem::warning(
+                            "phoenix::stack::firewall_unmanaged",
+                            guest.file,
+                            guest.pointer_to(&format!("docker_stacks/{index}")),
+                            format!(
+                                "stack `{name}` declares firewall rules, but {} has no `firewall`: they are not applied",
+                                guest.describe()
+                            ),
+                        )
+                        .with_label("its rules are left out")
+                        .with_help("give the VM a `firewall` section (its rules and the stacks' are then Phoenix's)"),
+                    );
+                }
                 continue;
             }
             let problem = Problem::error(
