@@ -50,6 +50,14 @@ async fn the_reference_estate_converges_across_kinds() {
         return;
     };
     engine.import_busybox("portainer/agent:latest");
+    // The server is the primary VM's stack `portainer_service`, whose data volume is external.
+    engine.import_busybox("portainer/portainer-ce:latest");
+    assert!(
+        engine
+            .cli(&["volume", "create", "portainer_data_nfs"])
+            .status
+            .success()
+    );
     fake.emulate_guest_agents_with(&[], Some(&engine.host())).await;
     let dir = dir.to_str().expect("UTF-8 path");
 
@@ -76,8 +84,8 @@ async fn the_reference_estate_converges_across_kinds() {
         .collect();
     assert_eq!(
         order.len(),
-        35,
-        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge, VM 1002's Portainer agent, Portainer's administrator, VM 1002's environment and its two stacks: {order:?}"
+        36,
+        "12 containers, 3 VMs, 11 dataset storages, the node's DNS, timezone, firewall and bridge, VM 1002's Portainer agent, the server's stack on VM 1001, Portainer's administrator, VM 1002's environment and its two stacks: {order:?}"
     );
     let position = |address: &str| order.iter().position(|each| *each == address).expect("applied");
     // Edges of the reference README, across kinds.
@@ -91,6 +99,8 @@ async fn the_reference_estate_converges_across_kinds() {
         ("lxc/911", "lxc/901"),
         ("lxc/801", "lxc/911"),
         ("portainer/server", "vm/1001"),
+        ("stack/portainer_service@1001", "vm/1001"),
+        ("portainer/server", "stack/portainer_service@1001"),
         ("portainer/endpoint/1002", "vm/1002"),
         ("portainer/docker/1002", "vm/1002"),
         ("portainer/endpoint/1002", "portainer/docker/1002"),
@@ -145,7 +155,7 @@ async fn the_reference_estate_converges_across_kinds() {
         text(&again.stderr)
     );
     assert!(
-        text(&again.stdout).contains("No changes in what was read (35 resources up to date), but "),
+        text(&again.stdout).contains("No changes in what was read (36 resources up to date), but "),
         "{}",
         text(&again.stdout)
     );

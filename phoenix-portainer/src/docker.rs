@@ -171,6 +171,94 @@ fn failed(guest: &dyn GuestExec, doing: &str, output: &CommandOutput) -> Manager
     ManagerError::failed(format!("{}: {doing}: {said}", guest.describe()))
 }
 
+/// The label Phoenix puts on every service of a stack it deploys with Compose directly: the digest of the
+/// compose file and variables it was deployed with.
+pub const STACK_LABEL: &str = "phoenix.stack";
+
+/// What a stack deployed with Compose directly holds: the digest every one of its containers carries (or
+/// `mixed`), and whether all of them run; `None` when the project has no container.
+pub async fn observe_stack(guest: &dyn GuestExec, name: &str) -> Option<(String, bool)> {
+    let filter = format!("label=com.docker.compose.project={name}");
+    let format = format!("{{{{.Label \"{STACK_LABEL}\"}}}} {{{{.State}}}}");
+    let output = docker(guest, &["ps", "--all", "--filter", &filter, "--format", &format])
+        .await
+        .ok()
+        .filter(CommandOutput::success)?;
+    let mut digests = std::collections::BTreeSet::new();
+    let mut running = true;
+    for line in output.stdout.lines().filter(|line| !line.trim().is_empty()) {
+        let (digest, state) = line.rsplit_once(' ').unwrap_or((line, ""));
+        digests.insert(digest.trim().to_owned());
+        running &= state.trim() == "running";
+    }
+    match digests.len() {
+        0 => None,
+        1 => digests.pop_first().map(|digest| (digest, running)),
+        _ => Some(("mixed".to_owned(), running)),
+    }
+}
+
+/// Deploys `content` as Compose project `name` (`docker compose`, else `docker-compose`), every service
+/// labelled with `digest`, the variables in Compose's environment for `${NAME}`; reads it back.
+pub async fn deploy_stack(
+    guest: &dyn GuestExec,
+    name: &str,
+    content: &str,
+    variables: &BTreeMap<String, String>,
+    digest: &str,
+) -> Result<(), ManagerError> {
+    let labelled = labelled(content, digest)
+        .map_err(|error| ManagerError::failed(format!("the compose file of stack {name}: {error}")))?;
+    let plugin = docker(guest, &["compose", "version"]).await?;
+    let mut argv: Vec<String> = if plugin.success() {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    };
+    argv.extend(["-p", name, "-f", "-", "up", "--detach", "--remove-orphans"].map(str::to_owned));
+    let output = guest
+        .exec(&argv, Some(labelled.as_bytes()), variables, DOCKER_TIMEOUT)
+        .await?;
+    check(guest, &format!("deploying stack {name}"), &output)?;
+    match observe_stack(guest, name).await {
+        Some((deployed, true)) if deployed == digest => Ok(()),
+        _ => Err(ManagerError::failed(format!(
+            "{}: stack {name} does not run as deployed after `up` ({})",
+            guest.describe(),
+            output.stderr.trim()
+        ))),
+    }
+}
+
+/// The compose file with `STACK_LABEL=digest` on every service, as JSON (which Compose reads as YAML).
+fn labelled(content: &str, digest: &str) -> Result<String, String> {
+    let mut document: Value = serde_saphyr::from_str(content).map_err(|error| error.to_string())?;
+    let services = document
+        .get_mut("services")
+        .and_then(Value::as_object_mut)
+        .ok_or("it has no `services`")?;
+    for (service, definition) in services.iter_mut() {
+        let definition = definition
+            .as_object_mut()
+            .ok_or_else(|| format!("service `{service}` is not a mapping"))?;
+        let labels = definition
+            .entry("labels")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        match labels {
+            Value::Object(map) => {
+                map.insert(STACK_LABEL.to_owned(), Value::String(digest.to_owned()));
+            }
+            Value::Array(list) => list.push(Value::String(format!("{STACK_LABEL}={digest}"))),
+            _ => {
+                return Err(format!(
+                    "the labels of service `{service}` are neither a list nor a mapping"
+                ));
+            }
+        }
+    }
+    serde_json::to_string(&document).map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +275,16 @@ mod tests {
         let text = argv.join(" ");
         assert!(text.contains("--publish 9101:9001"), "{text}");
         assert!(text.ends_with("portainer/agent:lts"), "{text}");
+    }
+
+    #[test]
+    fn every_service_is_labelled_whatever_its_labels_look_like() {
+        let content = "services:\n  a:\n    image: x\n  b:\n    image: y\n    labels: [\"k=v\"]\n  c:\n    image: z\n    labels:\n      k: v\n";
+        let json: Value = serde_json::from_str(&labelled(content, "sha256:1").unwrap()).unwrap();
+        assert_eq!(json["services"]["a"]["labels"]["phoenix.stack"], "sha256:1");
+        assert_eq!(json["services"]["b"]["labels"][1], "phoenix.stack=sha256:1");
+        assert_eq!(json["services"]["c"]["labels"]["k"], "v");
+        assert_eq!(json["services"]["c"]["labels"]["phoenix.stack"], "sha256:1");
+        assert!(labelled("volumes: {}\n", "d").is_err());
     }
 }

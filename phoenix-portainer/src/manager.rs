@@ -50,8 +50,11 @@ pub struct PortainerManager {
     environments: BTreeMap<u32, String>,
     /// How long apply waits for a server that does not answer yet (it may be starting).
     ready_timeout: Duration,
-    /// Commands inside VMs, for the server's and agents' own containers; without it those are not planned.
+    /// Commands inside VMs, for the server's and agents' own containers and the server VM's stacks;
+    /// without it those are not planned.
     docker: Option<DockerHosts>,
+    /// The VM of the Portainer server, whose stacks are deployed with Compose directly.
+    primary: Option<u32>,
 }
 
 impl PortainerManager {
@@ -86,6 +89,10 @@ impl PortainerManager {
             environments,
             ready_timeout: Duration::from_secs(300),
             docker: None,
+            primary: estate.guests().values().find_map(|guest| match &guest.spec {
+                GuestSpec::Vm(vm) if vm.portainer_role == Some(PortainerRole::Primary) => Some(guest.id),
+                _ => None,
+            }),
         }
     }
 
@@ -156,6 +163,40 @@ impl PortainerManager {
             ("compose".to_owned(), compose),
             ("env".to_owned(), Value::Object(env)),
         ])
+    }
+
+    /// The fields of a stack on the server's VM, deployed with Compose directly: the digest of its compose
+    /// file and variables (secrets resolved, so a changed secret is a change; never shown), and that it runs.
+    fn direct_fields(&self, name: &str, stack: &StackConfig) -> BTreeMap<String, Value> {
+        let deployed = match self.direct_deployment(name, stack) {
+            Ok((_, _, digest)) => digest,
+            Err(error) => format!("(cannot be deployed: {error})"),
+        };
+        BTreeMap::from([
+            ("deployed".to_owned(), Value::String(deployed)),
+            ("running".to_owned(), Value::Bool(true)),
+        ])
+    }
+
+    /// The compose text, variables and digest of a stack deployed with Compose directly.
+    fn direct_deployment(
+        &self,
+        name: &str,
+        stack: &StackConfig,
+    ) -> Result<(String, BTreeMap<String, String>, String), ManagerError> {
+        let (content, env) = self.deployment(name, stack)?;
+        let variables: BTreeMap<String, String> =
+            env.into_iter().map(|pair| (pair.name, pair.value)).collect();
+        let mut material = content.clone();
+        for (variable, value) in &variables {
+            material.push_str(&format!("\n{variable}={value}"));
+        }
+        Ok((content, variables, digest(&material)))
+    }
+
+    /// Whether a stack resource is on the server's VM (deployed with Compose directly).
+    fn is_direct(&self, desired: &Resource) -> bool {
+        matches!(desired.address, Address::Stack { vmid, .. } if Some(vmid) == self.primary)
     }
 
     /// A live stack's fields, its sensitive values masked as the desired ones are, or marked as differing.
@@ -281,6 +322,7 @@ impl Manager for PortainerManager {
         match (&desired.desired, &desired.address) {
             (Desired::Portainer(PortainerStep::Container { .. }), _) => self.docker.is_some(),
             (Desired::Portainer(_), _) => true,
+            (Desired::Stack(_), _) if self.is_direct(desired) => self.docker.is_some(),
             (Desired::Stack(_), Address::Stack { vmid, .. }) => desired
                 .depends_on
                 .contains(&Address::Portainer(format!("endpoint/{vmid}"))),
@@ -298,6 +340,18 @@ impl Manager for PortainerManager {
             if let Desired::Portainer(PortainerStep::Container { vmid, run }) = &resource.desired {
                 let host = self.docker_host(resource, *vmid)?;
                 if let Some(fields) = docker::observe(host.as_ref(), run).await {
+                    observed.insert(resource.address.clone(), Observed { fields });
+                }
+            }
+            if let Address::Stack { name, vmid } = &resource.address
+                && self.is_direct(resource)
+            {
+                let host = self.docker_host(resource, *vmid)?;
+                if let Some((deployed, running)) = docker::observe_stack(host.as_ref(), name).await {
+                    let fields = BTreeMap::from([
+                        ("deployed".to_owned(), Value::String(deployed)),
+                        ("running".to_owned(), Value::Bool(running)),
+                    ]);
                     observed.insert(resource.address.clone(), Observed { fields });
                 }
             }
@@ -431,6 +485,9 @@ impl Manager for PortainerManager {
                 }
                 changes
             }
+            (Desired::Stack(config), Address::Stack { name, .. }) if self.is_direct(desired) => {
+                diff_declared(&desired.address, &self.direct_fields(name, config), observed)
+            }
             (Desired::Stack(config), Address::Stack { name, .. }) => {
                 diff_declared(&desired.address, &self.stack_fields(name, config), observed)
             }
@@ -472,6 +529,13 @@ impl Manager for PortainerManager {
                         .map(|_| ())
                         .map_err(portainer_error),
                 }
+            }
+            (Some(Desired::Stack(config)), Address::Stack { name, vmid })
+                if desired.is_some_and(|resource| self.is_direct(resource)) =>
+            {
+                let host = self.docker_host(desired.expect("matched on it"), *vmid)?;
+                let (content, variables, digest) = self.direct_deployment(name, config)?;
+                docker::deploy_stack(host.as_ref(), name, &content, &variables, &digest).await
             }
             (Some(Desired::Stack(config)), Address::Stack { name, vmid }) => {
                 let environment_name = self.environment_name(*vmid)?;

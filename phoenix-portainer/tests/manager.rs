@@ -358,3 +358,126 @@ async fn the_server_and_agent_containers_run_on_docker_and_are_recreated_only_wh
     );
     assert_eq!(changes(&plan(&moved_resources, &managers).await), []);
 }
+
+#[tokio::test]
+async fn the_server_vm_s_stacks_are_deployed_with_compose_directly() {
+    let Some(engine) = Dockerd::start("compose") else {
+        return;
+    };
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    engine.import_busybox("searxng/searxng:latest");
+    engine.import_busybox("portainer/agent:lts");
+    // The primary VM runs searxng itself (so the server is its stack, not a container of Phoenix's), on a
+    // port nothing else here listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let edit = move |secret_env: &'static str| {
+        move |text: &str| {
+            text.replace(
+                r#""portainer_role": "primary","#,
+                r#""portainer_role": "primary", "docker_stacks": ["searxng"],"#,
+            )
+            .replace(
+                r#"{ "name": "API_PORT", "value": "8080" }"#,
+                &format!(r#"{{ "name": "API_PORT", "value": "{port}" }}"#),
+            )
+            .replace(
+                r#"{ "env": "SEARXNG_SECRET" }"#,
+                &format!(r#"{{ "env": "{secret_env}" }}"#),
+            )
+        }
+    };
+    let (estate, resources) = homelab(edit("SEARXNG_SECRET"));
+    let managers = managers_with(&fake, &estate, "key", Some(&engine));
+    let server = resources
+        .iter()
+        .find(|resource| resource.address.to_string() == "portainer/server")
+        .expect("declared");
+    assert!(
+        server.depends_on.contains(&"stack/searxng@1001".parse().unwrap()),
+        "the server comes after the stacks of its VM: {:?}",
+        server.depends_on
+    );
+    assert!(
+        !resources
+            .iter()
+            .any(|resource| resource.address.to_string() == "portainer/docker/1001"),
+        "no server container of Phoenix's when the VM runs stacks"
+    );
+
+    let first = plan(&resources, &managers).await;
+    assert!(
+        changes(&first).contains(&("stack/searxng@1001".to_owned(), Action::Create)),
+        "{:?}",
+        changes(&first)
+    );
+    let json = serde_json::to_string(&plan_document(&first)).expect("serialises");
+    assert!(!json.contains("searx-secret-value"), "{json}");
+    let report = apply(&first, &managers, false).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let filter = "label=com.docker.compose.project=searxng";
+    let listed = |engine: &Dockerd| {
+        let output = engine.cli(&[
+            "ps",
+            "--filter",
+            filter,
+            "--format",
+            "{{.ID}} {{.State}} {{.Ports}}",
+        ]);
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let running = listed(&engine);
+    assert!(
+        running.contains(" running ") && running.contains(&format!("{port}->8080")),
+        "{running}"
+    );
+    let secret = engine.cli(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        running.split(' ').next().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&secret.stdout).contains("SEARXNG_SECRET=searx-secret-value"));
+
+    // Second run: nothing to do, the container untouched.
+    let second = plan(&resources, &managers).await;
+    assert_eq!(changes(&second), []);
+    assert!(apply(&second, &managers, false).await.succeeded());
+    assert_eq!(listed(&engine), running);
+
+    // Stopped by hand: brought back by the next run.
+    let id = running.split(' ').next().unwrap().to_owned();
+    assert!(engine.cli(&["stop", "--time", "0", &id]).status.success());
+    let stopped = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&stopped),
+        [("stack/searxng@1001".to_owned(), Action::Update)]
+    );
+    assert!(apply(&stopped, &managers, false).await.succeeded());
+    assert!(listed(&engine).contains(" running "), "{}", listed(&engine));
+
+    // Another secret: redeployed with it, and the plan does not show it.
+    let (estate, resources) = homelab(edit("QDRANT_API_KEY"));
+    let managers = managers_with(&fake, &estate, "the-new-secret", Some(&engine));
+    let changed = plan(&resources, &managers).await;
+    assert!(changes(&changed).contains(&("stack/searxng@1001".to_owned(), Action::Update)));
+    let json = serde_json::to_string(&plan_document(&changed)).expect("serialises");
+    assert!(!json.contains("the-new-secret"), "{json}");
+    assert!(apply(&changed, &managers, false).await.succeeded());
+    let now = listed(&engine);
+    let env = engine.cli(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        now.split(' ').next().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&env.stdout).contains("SEARXNG_SECRET=the-new-secret"));
+    assert!(
+        !changes(&plan(&resources, &managers).await)
+            .contains(&("stack/searxng@1001".to_owned(), Action::Update))
+    );
+}

@@ -44,7 +44,10 @@ impl Dockerd {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("creates the engine's directory");
         let log = std::fs::File::create(root.join("dockerd.log")).expect("creates the log");
-        let child = Command::new(dockerd)
+        // In a network namespace of its own: the "VMs" it plays publish ports this machine may be using.
+        let child = Command::new("unshare")
+            .arg("--net")
+            .arg(dockerd)
             .arg("--data-root")
             .arg(root.join("data"))
             .arg("--exec-root")
@@ -53,7 +56,7 @@ impl Dockerd {
             .arg(format!("unix://{}", root.join("d.sock").display()))
             .arg("--pidfile")
             .arg(root.join("d.pid"))
-            .args(["--bridge=none", "--iptables=false"])
+            .args(["--bridge=none", "--iptables=false", "--userland-proxy=false"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -163,14 +166,24 @@ impl GuestExec for LocalDocker {
         environment: &BTreeMap<String, String>,
         timeout: Duration,
     ) -> Result<CommandOutput, ManagerError> {
-        assert!(stdin.is_none(), "no input is fed to Docker commands");
+        use tokio::io::AsyncWriteExt;
         let (program, args) = argv.split_first().expect("a command");
-        let run = tokio::process::Command::new(program)
+        let mut child = tokio::process::Command::new(program)
             .args(args)
             .envs(environment)
             .env("DOCKER_HOST", &self.host)
-            .output();
-        let output = tokio::time::timeout(timeout, run)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| ManagerError::failed(format!("{program}: {error}")))?;
+        let mut input = child.stdin.take().expect("piped");
+        input
+            .write_all(stdin.unwrap_or_default())
+            .await
+            .map_err(|error| ManagerError::failed(error.to_string()))?;
+        drop(input);
+        let output = tokio::time::timeout(timeout, child.wait_with_output())
             .await
             .map_err(|_| ManagerError::failed(format!("{} timed out", argv.join(" "))))?
             .map_err(|error| ManagerError::failed(error.to_string()))?;

@@ -73,11 +73,18 @@ def result(vm, command, values):
         data = values.get('input-data') or ''
         core = argv[argv.index('/bin/sh'):] if '/bin/sh' in argv else argv
         out, err, code = '', '', 0
-        if argv[0] == 'docker' and docker_host:
-            done = subprocess.run(argv, input=data.encode(), capture_output=True, env=dict(os.environ, DOCKER_HOST=docker_host))
+        run, extra = argv, {}
+        if run[0] == '/usr/bin/env':
+            run = run[1:]
+            while run and '=' in run[0]:
+                name, value = run[0].split('=', 1)
+                extra[name] = value
+                run = run[1:]
+        if run and run[0] in ('docker', 'docker-compose') and docker_host:
+            done = subprocess.run(run, input=data.encode(), capture_output=True, env=dict(os.environ, DOCKER_HOST=docker_host, **extra))
             out, err, code = done.stdout.decode(), done.stderr.decode(), done.returncode
-        elif argv[0] == 'docker':
-            err, code = 'sh: docker: not found', 127
+        elif run and run[0] in ('docker', 'docker-compose'):
+            err, code = 'sh: ' + run[0] + ': not found', 127
         elif len(core) == 2 and core[1].startswith('/var/lib/phoenix/scripts/'):
             text = vm.phoenix_scripts.get(core[1], '')
             vm.phoenix_runs.append(text)

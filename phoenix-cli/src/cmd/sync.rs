@@ -108,15 +108,8 @@ fn stack_targets(estate: &Estate, args: &SyncStackArgs) -> miette::Result<Vec<St
         ));
     }
     match vm.portainer_role {
-        Some(PortainerRole::Agent) => {}
-        Some(PortainerRole::Primary) => {
-            return Err(miette::miette!(
-                code = "phoenix::sync::server_vm",
-                help = "stacks are deployed through Portainer on agent VMs; the server VM's own stacks are not deployed by Phoenix yet",
-                "VM {vmid} ({}) runs the Portainer server",
-                guest.name()
-            ));
-        }
+        // An agent's through Portainer; the server VM's with Compose directly, before Portainer.
+        Some(PortainerRole::Agent | PortainerRole::Primary) => {}
         None | Some(PortainerRole::None | PortainerRole::Infrastructure) => {
             return Err(miette::miette!(
                 code = "phoenix::sync::no_agent",

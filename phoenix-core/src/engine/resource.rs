@@ -1112,8 +1112,14 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
     let network = files.hypervisor.network.as_ref();
     let mut steps = Vec::new();
     let mut server_needs = address_of_guest(primary);
-    // The server's own container, unless the primary VM runs stacks: then one of them is the server, which
-    // Phoenix does not deploy yet.
+    // The server's own container, unless the primary VM runs stacks: then one of them is the server, and
+    // the server comes after them.
+    if let GuestSpec::Vm(vm) = &primary.spec {
+        server_needs.extend(vm.docker_stacks.iter().map(|name| Address::Stack {
+            name: name.clone(),
+            vmid: primary.id,
+        }));
+    }
     if let GuestSpec::Vm(vm) = &primary.spec
         && vm.docker_stacks.is_empty()
         && let Some(image) = images.and_then(|images| images.portainer_server_image.as_deref())
