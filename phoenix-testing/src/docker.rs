@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use phoenix_core::ManagerError;
 use phoenix_pve::guest::GuestExec;
-use phoenix_pve::host::CommandOutput;
+use phoenix_pve::host::{CommandOutput, HostChannel, LocalHost};
 
 use crate::{unavailable, workspace};
 
@@ -166,31 +166,13 @@ impl GuestExec for LocalDocker {
         environment: &BTreeMap<String, String>,
         timeout: Duration,
     ) -> Result<CommandOutput, ManagerError> {
-        use tokio::io::AsyncWriteExt;
-        let (program, args) = argv.split_first().expect("a command");
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .envs(environment)
-            .env("DOCKER_HOST", &self.host)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| ManagerError::failed(format!("{program}: {error}")))?;
-        let mut input = child.stdin.take().expect("piped");
-        input
-            .write_all(stdin.unwrap_or_default())
+        // `env` sets the engine and the variables, as the guest agent's `/usr/bin/env` does in a VM.
+        let mut command = vec!["env".to_owned(), format!("DOCKER_HOST={}", self.host)];
+        command.extend(environment.iter().map(|(name, value)| format!("{name}={value}")));
+        command.extend(argv.iter().cloned());
+        LocalHost
+            .run(&command, stdin, timeout)
             .await
-            .map_err(|error| ManagerError::failed(error.to_string()))?;
-        drop(input);
-        let output = tokio::time::timeout(timeout, child.wait_with_output())
-            .await
-            .map_err(|_| ManagerError::failed(format!("{} timed out", argv.join(" "))))?
-            .map_err(|error| ManagerError::failed(error.to_string()))?;
-        Ok(CommandOutput {
-            status: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+            .map_err(|error| ManagerError::failed(error.to_string()))
     }
 }
