@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use miette::{IntoDiagnostic, WrapErr};
 use phoenix_core::config::stacks::StacksFile;
 use phoenix_core::lint::checks::compose::ComposeFile;
+use phoenix_core::traefik::DEFAULT_ENVIRONMENT;
 use phoenix_core::{CheckOptions, FileKind, Problem, SourceFile};
 
 use crate::files::{self, CONFIG_LIMIT, Links, SCRIPT_LIMIT};
@@ -72,9 +73,26 @@ fn compose_files(
         let mut file = None;
         for path in stack.compose_candidates(name, dir) {
             if let Some(text) = files::read_text(&path, CONFIG_LIMIT, Links::Follow)? {
+                let stack_dir = path.parent();
+                let missing_files = stack
+                    .environments
+                    .get(DEFAULT_ENVIRONMENT)
+                    .map(|environment| environment.files.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, file)| {
+                        let candidates = file.source_candidates(dir, stack_dir);
+                        (!candidates.iter().any(|candidate| candidate.is_file())).then(|| {
+                            let tried = candidates.iter().map(|path| path.display().to_string()).collect();
+                            (index, tried)
+                        })
+                    })
+                    .collect();
                 file = Some(ComposeFile {
                     path: path.display().to_string(),
                     text,
+                    missing_files,
                 });
                 break;
             }

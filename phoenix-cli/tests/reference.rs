@@ -124,6 +124,18 @@ async fn the_reference_estate_converges_across_kinds() {
     stacks.sort_unstable();
     assert_eq!(stacks, ["qdrant_service", "thinkheads_ai_app"]);
     portainer.assert_requests_valid().await;
+    // The app's `files` entry (the earlier version's mount path, found in the stack's own `configs/`) is
+    // placed on the VM and mounted read-only where the configuration says.
+    let app = state["stacks"]
+        .as_array()
+        .and_then(|stacks| stacks.iter().find(|stack| stack["Name"] == "thinkheads_ai_app"))
+        .expect("deployed");
+    let content = app["content"].as_str().expect("a compose file");
+    assert!(
+        content.contains("/var/lib/phoenix/stacks/thinkheads_ai_app/")
+            && content.contains("/prod.env:/app/.env:ro"),
+        "{content}"
+    );
     // The agent runs in the VM's Docker, recorded as Phoenix ran it.
     let agent = engine.cli(&[
         "inspect",

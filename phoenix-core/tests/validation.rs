@@ -1385,6 +1385,7 @@ fn with_compose(text: Option<&str>) -> CheckOptions {
     let file = text.map(|text| ComposeFile {
         path: "stacks/web/docker-compose.yml".to_owned(),
         text: text.to_owned(),
+        missing_files: Vec::new(),
     });
     CheckOptions {
         compose_files: Some(std::collections::BTreeMap::from([("web".to_owned(), file)])),
@@ -1456,6 +1457,47 @@ fn compose_files_parse_name_the_labelled_services_and_use_the_variables() {
                 "phoenix::traefik::router_without_service",
                 &format!("{production}/services/web/traefik_labels"),
                 11,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn stack_files_must_be_found_and_land_at_an_absolute_path() {
+    let production = "/docker_stacks/web/environments/production";
+    let files = Replace(
+        Stacks,
+        r#"{ "name": "DB_PASSWORD", "value": { "env": "WEB_DB_PASSWORD" } }
+          ]"#,
+        r#"{ "name": "DB_PASSWORD", "value": { "env": "WEB_DB_PASSWORD" } }
+          ],
+          "files": [
+            { "source": "stacks/web/app.env", "destination_in_container": "/app/.env" },
+            { "source": "stacks/web/nginx.conf", "destination_in_container": "etc/nginx.conf" }
+          ]"#,
+    );
+    let compose = "services:\n  web:\n    image: web:1\n    env_file: stack.env\n";
+    let mut options = with_compose(Some(compose));
+    if let Some(Some(file)) = options
+        .compose_files
+        .as_mut()
+        .and_then(|files| files.get_mut("web"))
+    {
+        file.missing_files = vec![(0, vec!["/etc/phoenix/stacks/web/app.env".to_owned()])];
+    }
+    check_with(
+        &[files],
+        &options,
+        &[
+            (
+                "phoenix::stack::file_missing",
+                &format!("{production}/files/0/source"),
+                12,
+            ),
+            (
+                "phoenix::stack::file_destination",
+                &format!("{production}/files/1/destination_in_container"),
+                13,
             ),
         ],
     );

@@ -4,11 +4,13 @@
 //! [`Portainer`] is the API client ([`PortainerSettings`] says how to reach it); [`PortainerManager`]
 //! converges `portainer/server`, `portainer/endpoint/<vmid>` and `stack/<name>@<vmid>` through it.
 
+mod assets;
 mod client;
 pub mod docker;
 mod manager;
 mod settings;
 
+pub use assets::{BUILD_LABEL, DEFAULT_FILES_ROOT, MISSING};
 pub use docker::DockerHosts;
 pub use manager::{Lookup, OWNER_VARIABLE, PortainerManager};
 

@@ -26,6 +26,7 @@ use phoenix_pve::host::sha256_hex;
 use phoenix_pve::resolve_secret;
 use serde_json::{Value, json};
 
+use crate::assets::{self, DEFAULT_FILES_ROOT, Prepared};
 use crate::client::{Pair, Portainer, PortainerError};
 use crate::docker::{self, DockerHosts, FOREIGN};
 
@@ -44,8 +45,13 @@ pub struct PortainerManager {
     portainer: Portainer,
     config_dir: PathBuf,
     env: Lookup,
-    /// Compose files by stack name: the text, or why it cannot be read.
-    compose: BTreeMap<String, Result<String, String>>,
+    /// Compose files by stack name: where each was found and its text, or why it cannot be read.
+    sources: BTreeMap<String, Result<(PathBuf, String), String>>,
+    /// Each stack as deployed (its compose file rewritten for what it builds and places), or why it
+    /// cannot be.
+    compose: BTreeMap<String, Result<Prepared, String>>,
+    /// Where stacks' files go on a VM.
+    files_root: String,
     /// The Portainer name of each agent VM's environment.
     environments: BTreeMap<u32, String>,
     /// How long apply waits for a server that does not answer yet (it may be starting).
@@ -55,13 +61,15 @@ pub struct PortainerManager {
     docker: Option<DockerHosts>,
     /// The VM of the Portainer server, whose stacks are deployed with Compose directly.
     primary: Option<u32>,
+    /// The declared stacks.
+    stacks: BTreeMap<String, StackConfig>,
 }
 
 impl PortainerManager {
     /// The manager for `estate`, reading each stack's compose file from `config_dir` now; `env` looks up
     /// the environment variables that secret references name (at observe and apply, never kept).
     pub fn new(portainer: Portainer, estate: &Estate, config_dir: &Path, env: Lookup) -> PortainerManager {
-        let compose = estate
+        let sources = estate
             .files()
             .stacks
             .docker_stacks
@@ -81,11 +89,13 @@ impl PortainerManager {
                 _ => None,
             })
             .collect();
-        PortainerManager {
+        let mut manager = PortainerManager {
             portainer,
             config_dir: config_dir.to_owned(),
             env,
-            compose,
+            sources,
+            compose: BTreeMap::new(),
+            files_root: DEFAULT_FILES_ROOT.to_owned(),
             environments,
             ready_timeout: Duration::from_secs(300),
             docker: None,
@@ -93,6 +103,60 @@ impl PortainerManager {
                 GuestSpec::Vm(vm) if vm.portainer_role == Some(PortainerRole::Primary) => Some(guest.id),
                 _ => None,
             }),
+            stacks: estate.files().stacks.docker_stacks.clone(),
+        };
+        manager.prepare();
+        manager
+    }
+
+    /// Keeps stacks' files under `root` on their VMs instead of [`DEFAULT_FILES_ROOT`].
+    pub fn with_files_root(mut self, root: &str) -> PortainerManager {
+        self.files_root = root.to_owned();
+        self.prepare();
+        self
+    }
+
+    fn prepare(&mut self) {
+        self.compose = self
+            .sources
+            .iter()
+            .map(|(name, source)| {
+                let prepared = source.clone().and_then(|(path, text)| {
+                    let stack = self.stacks.get(name).ok_or("not declared")?;
+                    assets::prepare(name, stack, &path, &text, &self.config_dir, &self.files_root)
+                });
+                (name.clone(), prepared)
+            })
+            .collect();
+    }
+
+    /// The prepared stack `name`, or why it cannot be deployed.
+    fn prepared(&self, name: &str) -> Result<&Prepared, ManagerError> {
+        match self.compose.get(name) {
+            Some(Ok(prepared)) => Ok(prepared),
+            Some(Err(why)) => Err(ManagerError::failed(why.clone())),
+            None => Err(ManagerError::failed(format!("stack `{name}` is not declared"))),
+        }
+    }
+
+    /// Puts a stack's files and images on its VM before it is deployed.
+    async fn ensure_assets(
+        &self,
+        resource: &Resource,
+        vmid: u32,
+        prepared: &Prepared,
+    ) -> Result<(), ManagerError> {
+        if prepared.has_assets() {
+            let host = self.docker_host(resource, vmid)?;
+            assets::ensure(host.as_ref(), prepared).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes what earlier versions of a stack left on its VM, where there is a channel into it.
+    async fn prune_assets(&self, resource: &Resource, vmid: u32, name: &str, prepared: &Prepared) {
+        if let Ok(host) = self.docker_host(resource, vmid) {
+            assets::prune(host.as_ref(), name, prepared).await;
         }
     }
 
@@ -119,11 +183,7 @@ impl PortainerManager {
 
     /// The compose text and variables to deploy, secrets resolved.
     fn deployment(&self, name: &str, stack: &StackConfig) -> Result<(String, Vec<Pair>), ManagerError> {
-        let content = match self.compose.get(name) {
-            Some(Ok(content)) => content.clone(),
-            Some(Err(why)) => return Err(ManagerError::failed(why.clone())),
-            None => return Err(ManagerError::failed(format!("stack `{name}` is not declared"))),
-        };
+        let content = self.prepared(name)?.compose.clone();
         let mut env = Vec::new();
         let lookup = |variable: &str| (self.env)(variable);
         for variable in variables(stack) {
@@ -144,10 +204,10 @@ impl PortainerManager {
 
     /// The fields a stack is compared by: `compose` (a digest), `env` (secrets masked).
     fn stack_fields(&self, name: &str, stack: &StackConfig) -> BTreeMap<String, Value> {
-        let compose = match self.compose.get(name) {
-            Some(Ok(content)) => Value::String(digest(content)),
-            Some(Err(why)) => Value::String(format!("unreadable: {why}")),
-            None => Value::Null,
+        let (compose, assets) = match self.compose.get(name) {
+            Some(Ok(prepared)) => (Value::String(digest(&prepared.compose)), prepared.fields()),
+            Some(Err(why)) => (Value::String(format!("unreadable: {why}")), BTreeMap::new()),
+            None => (Value::Null, BTreeMap::new()),
         };
         let mut env: serde_json::Map<String, Value> = variables(stack)
             .map(|variable| {
@@ -159,10 +219,10 @@ impl PortainerManager {
             })
             .collect();
         env.insert(OWNER_VARIABLE.to_owned(), Value::String(OWNER_VALUE.to_owned()));
-        BTreeMap::from([
-            ("compose".to_owned(), compose),
-            ("env".to_owned(), Value::Object(env)),
-        ])
+        let mut fields = assets;
+        fields.insert("compose".to_owned(), compose);
+        fields.insert("env".to_owned(), Value::Object(env));
+        fields
     }
 
     /// The fields of a stack on the server's VM, deployed with Compose directly: the digest of its compose
@@ -172,10 +232,10 @@ impl PortainerManager {
             Ok((_, _, digest)) => digest,
             Err(error) => format!("(cannot be deployed: {error})"),
         };
-        BTreeMap::from([
-            ("deployed".to_owned(), Value::String(deployed)),
-            ("running".to_owned(), Value::Bool(true)),
-        ])
+        let mut fields = self.prepared(name).map(Prepared::fields).unwrap_or_default();
+        fields.insert("deployed".to_owned(), Value::String(deployed));
+        fields.insert("running".to_owned(), Value::Bool(true));
+        fields
     }
 
     /// The compose text, variables and digest of a stack deployed with Compose directly.
@@ -262,6 +322,16 @@ impl PortainerManager {
     }
 }
 
+/// Whether a change to a stack needs it deployed again: anything but its images and files alone (which
+/// [`assets::ensure`] puts back without touching the containers).
+fn redeploys(change: &Change) -> bool {
+    change.action == Action::Create
+        || change
+            .fields
+            .iter()
+            .any(|field| field.field != "images" && field.field != "files")
+}
+
 /// The variables of the environment VMs deploy.
 fn variables(stack: &StackConfig) -> impl Iterator<Item = &phoenix_core::config::stacks::StackVariable> {
     stack
@@ -276,11 +346,11 @@ fn digest(content: &str) -> String {
 }
 
 /// The compose file of a stack, where [`StackConfig::compose_candidates`] finds it first.
-fn read_compose(config_dir: &Path, name: &str, stack: &StackConfig) -> Result<String, String> {
+fn read_compose(config_dir: &Path, name: &str, stack: &StackConfig) -> Result<(PathBuf, String), String> {
     let candidates = stack.compose_candidates(name, config_dir);
     for path in &candidates {
         if let Ok(text) = std::fs::read_to_string(path) {
-            return Ok(text);
+            return Ok((path.clone(), text));
         }
     }
     let tried: Vec<String> = candidates.iter().map(|path| path.display().to_string()).collect();
@@ -323,9 +393,12 @@ impl Manager for PortainerManager {
             (Desired::Portainer(PortainerStep::Container { .. }), _) => self.docker.is_some(),
             (Desired::Portainer(_), _) => true,
             (Desired::Stack(_), _) if self.is_direct(desired) => self.docker.is_some(),
-            (Desired::Stack(_), Address::Stack { vmid, .. }) => desired
-                .depends_on
-                .contains(&Address::Portainer(format!("endpoint/{vmid}"))),
+            (Desired::Stack(_), Address::Stack { name, vmid }) => {
+                desired
+                    .depends_on
+                    .contains(&Address::Portainer(format!("endpoint/{vmid}")))
+                    && (self.docker.is_some() || !self.prepared(name).is_ok_and(Prepared::has_assets))
+            }
             _ => false,
         }
     }
@@ -348,10 +421,12 @@ impl Manager for PortainerManager {
             {
                 let host = self.docker_host(resource, *vmid)?;
                 if let Some((deployed, running)) = docker::observe_stack(host.as_ref(), name).await {
-                    let fields = BTreeMap::from([
-                        ("deployed".to_owned(), Value::String(deployed)),
-                        ("running".to_owned(), Value::Bool(running)),
-                    ]);
+                    let mut fields = match self.prepared(name) {
+                        Ok(prepared) => assets::observe(host.as_ref(), prepared).await?,
+                        Err(_) => BTreeMap::new(),
+                    };
+                    fields.insert("deployed".to_owned(), Value::String(deployed));
+                    fields.insert("running".to_owned(), Value::Bool(running));
                     observed.insert(resource.address.clone(), Observed { fields });
                 }
             }
@@ -421,7 +496,13 @@ impl Manager for PortainerManager {
                         .stack_file(stack.id)
                         .await
                         .map_err(portainer_error)?;
-                    let fields = self.live_stack_fields(Some((name, config)), stack, &content);
+                    let mut fields = self.live_stack_fields(Some((name, config)), stack, &content);
+                    if let Ok(prepared) = self.prepared(name)
+                        && prepared.has_assets()
+                    {
+                        let host = self.docker_host(resource, *vmid)?;
+                        fields.extend(assets::observe(host.as_ref(), prepared).await?);
+                    }
                     observed.insert(resource.address.clone(), Observed { fields });
                 }
                 _ => {}
@@ -533,11 +614,24 @@ impl Manager for PortainerManager {
             (Some(Desired::Stack(config)), Address::Stack { name, vmid })
                 if desired.is_some_and(|resource| self.is_direct(resource)) =>
             {
-                let host = self.docker_host(desired.expect("matched on it"), *vmid)?;
-                let (content, variables, digest) = self.direct_deployment(name, config)?;
-                docker::deploy_stack(host.as_ref(), name, &content, &variables, &digest).await
+                let resource = desired.expect("matched on it");
+                let host = self.docker_host(resource, *vmid)?;
+                let prepared = self.prepared(name)?;
+                assets::ensure(host.as_ref(), prepared).await?;
+                if redeploys(change) {
+                    let (content, variables, digest) = self.direct_deployment(name, config)?;
+                    docker::deploy_stack(host.as_ref(), name, &content, &variables, &digest).await?;
+                }
+                assets::prune(host.as_ref(), name, prepared).await;
+                Ok(())
             }
             (Some(Desired::Stack(config)), Address::Stack { name, vmid }) => {
+                let resource = desired.expect("matched on it");
+                let prepared = self.prepared(name)?;
+                self.ensure_assets(resource, *vmid, prepared).await?;
+                if !redeploys(change) {
+                    return Ok(());
+                }
                 let environment_name = self.environment_name(*vmid)?;
                 let endpoint_id = self.endpoint_id(*vmid, &environment_name).await?;
                 let (content, env) = self.deployment(name, config)?;
@@ -550,14 +644,18 @@ impl Manager for PortainerManager {
                         .portainer
                         .update_stack(stack.id, endpoint_id, &content, &env)
                         .await
-                        .map_err(portainer_error),
+                        .map_err(portainer_error)?,
                     None => self
                         .portainer
                         .create_stack(endpoint_id, name, &content, &env)
                         .await
                         .map(|_| ())
-                        .map_err(portainer_error),
+                        .map_err(portainer_error)?,
                 }
+                if prepared.has_assets() {
+                    self.prune_assets(resource, *vmid, name, prepared).await;
+                }
+                Ok(())
             }
             (None, Address::Stack { name, vmid }) if change.action == Action::Delete => {
                 let environment_name = self.environment_name(*vmid)?;

@@ -38,14 +38,9 @@ fn managers_for(fake: &FakePortainer, estate: &phoenix_core::Estate, qdrant_key:
     managers_with(fake, estate, qdrant_key, None)
 }
 
-/// The manager, running the server's and agents' containers on `docker` when given.
-fn managers_with(
-    fake: &FakePortainer,
-    estate: &phoenix_core::Estate,
-    qdrant_key: &str,
-    docker: Option<&Dockerd>,
-) -> Managers {
-    let settings = PortainerSettings {
+/// How the tests reach the fake, as its administrator.
+fn settings(fake: &FakePortainer) -> PortainerSettings {
+    PortainerSettings {
         url: fake.url().to_owned(),
         auth: PortainerAuth::Admin {
             user: "admin".to_owned(),
@@ -54,7 +49,17 @@ fn managers_with(
         admin: Some(("admin".to_owned(), SecretString::new(PASSWORD))),
         tls: TlsTrust::WebPki,
         request_timeout: Duration::from_secs(30),
-    };
+    }
+}
+
+/// The manager, running the server's and agents' containers on `docker` when given.
+fn managers_with(
+    fake: &FakePortainer,
+    estate: &phoenix_core::Estate,
+    qdrant_key: &str,
+    docker: Option<&Dockerd>,
+) -> Managers {
+    let settings = settings(fake);
     let env = BTreeMap::from([
         ("QDRANT_API_KEY".to_owned(), qdrant_key.to_owned()),
         ("SEARXNG_SECRET".to_owned(), "searx-secret-value".to_owned()),
@@ -480,4 +485,242 @@ async fn the_server_vm_s_stacks_are_deployed_with_compose_directly() {
         !changes(&plan(&resources, &managers).await)
             .contains(&("stack/searxng@1001".to_owned(), Action::Update))
     );
+}
+
+/// A copy of the homelab under `target/tmp/<name>` with a stack `shop` whose service builds from a
+/// Dockerfile and gets a file, deployed on both VMs (the server's, with Compose directly, and the agent's,
+/// through Portainer); `page` is what its build context serves.
+fn shop_homelab(name: &str, page: &str) -> (std::path::PathBuf, phoenix_core::Estate, Vec<Resource>) {
+    let dir = workspace().join("target/tmp").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&workspace().join("examples/homelab"), &dir);
+    let shop = dir.join("stacks/shop");
+    std::fs::create_dir_all(shop.join("web")).unwrap();
+    std::fs::write(
+        shop.join("docker-compose.yml"),
+        "services:\n  web:\n    build:\n      context: web\n      network: none\n    restart: unless-stopped\n",
+    )
+    .unwrap();
+    std::fs::write(
+        shop.join("web/Dockerfile"),
+        "FROM phoenix/busybox:test\nCOPY index.html /www/index.html\nRUN test -s /www/index.html\n",
+    )
+    .unwrap();
+    std::fs::write(shop.join("web/index.html"), page).unwrap();
+    std::fs::write(shop.join("shop.env"), "GREETING=hello\n").unwrap();
+    let edit = |text: &str| {
+        text.replace(
+            r#""portainer_role": "primary","#,
+            r#""portainer_role": "primary", "docker_stacks": ["shop"],"#,
+        )
+        .replace(
+            r#""docker_stacks": ["qdrant", "searxng"],"#,
+            r#""docker_stacks": ["qdrant", "searxng", "shop"],"#,
+        )
+        .replace(
+            r#""docker_stacks": {"#,
+            r#""docker_stacks": {
+    "shop": {
+      "compose_file_path": "stacks/shop/docker-compose.yml",
+      "environments": {
+        "production": {
+          "files": [{ "source": "stacks/shop/shop.env", "destination_in_container": "/etc/shop.env" }]
+        }
+      }
+    },"#,
+        )
+    };
+    for file in ["phoenix_vm_configs.json", "phoenix_stacks_config.json"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(&text)).unwrap();
+    }
+    let estate = fixture::estate(fixture::sources(&dir), &CheckOptions::default());
+    let resources = phoenix_core::resources(&estate)
+        .into_iter()
+        .filter(|resource| resource.kind() == ResourceKind::Stack)
+        .collect();
+    (dir, estate, resources)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn built_images_and_files_reach_the_vm_and_change_only_with_their_content() {
+    let Some(engine) = Dockerd::start("assets") else {
+        return;
+    };
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    for image in [
+        "phoenix/busybox:test",
+        "qdrant/qdrant:latest",
+        "searxng/searxng:latest",
+        "portainer/agent:lts",
+    ] {
+        engine.import_busybox(image);
+    }
+    let files_root = workspace().join("target/tmp/assets-files");
+    let _ = std::fs::remove_dir_all(&files_root);
+    let files_root = files_root.display().to_string();
+    let managers_of = |dir: &std::path::Path, estate: &phoenix_core::Estate| {
+        let settings = settings(&fake);
+        let guests: BTreeMap<u32, LocalDocker> = [1001, 1002].map(|vmid| (vmid, engine.guest(vmid))).into();
+        let manager = PortainerManager::new(
+            Portainer::new(&settings).expect("a client"),
+            estate,
+            dir,
+            Box::new(|name| (name == "QDRANT_API_KEY" || name == "SEARXNG_SECRET").then(|| "k".to_owned())),
+        )
+        .with_ready_timeout(Duration::from_secs(3))
+        .with_files_root(&files_root)
+        .with_docker(Arc::new(move |vmid, _node| {
+            Arc::new(guests.get(&vmid).expect("a VM of the homelab").clone())
+        }));
+        let mut managers = Managers::default();
+        managers.register(Arc::new(manager));
+        managers
+    };
+    let (dir, estate, resources) = shop_homelab("assets-config", "<h1>one</h1>");
+    let managers = managers_of(&dir, &estate);
+
+    let first = plan(&resources, &managers).await;
+    for stack in ["stack/shop@1001", "stack/shop@1002"] {
+        assert!(
+            changes(&first).contains(&(stack.to_owned(), Action::Create)),
+            "{:?}",
+            changes(&first)
+        );
+    }
+    let report = apply(&first, &managers, false).await;
+    assert!(report.succeeded(), "{report:#?}");
+
+    // The image was built from the context, labelled, and runs on the server's VM with the file mounted.
+    let images = engine.cli(&[
+        "image",
+        "ls",
+        "--filter",
+        "label=phoenix.build=shop/web",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    let tag = String::from_utf8_lossy(&images.stdout).trim().to_owned();
+    assert!(tag.starts_with("phoenix/shop-web:"), "{tag:?}");
+    let container = engine.cli(&[
+        "ps",
+        "--filter",
+        "label=com.docker.compose.project=shop",
+        "--format",
+        "{{.ID}}",
+    ]);
+    let id = String::from_utf8_lossy(&container.stdout).trim().to_owned();
+    assert!(!id.is_empty(), "the stack runs on VM 1001");
+    let read = |path: &str| {
+        let output = engine.cli(&["exec", &id, "/bin/busybox", "cat", path]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(read("/www/index.html"), "<h1>one</h1>");
+    assert_eq!(read("/etc/shop.env"), "GREETING=hello\n");
+    // Through Portainer, the agent's copy names the same image and mounts the same file.
+    let state = fake.state().await;
+    let content = stack(&state, "shop")["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content.contains(&tag), "{content}");
+    assert!(content.contains(":/etc/shop.env:ro"), "{content}");
+    assert!(!content.contains("build"), "{content}");
+
+    // Second run: nothing to do, nothing rebuilt.
+    assert_eq!(changes(&plan(&resources, &managers).await), []);
+
+    // The file deleted on the VM by hand: put back, without deploying the stack again.
+    let placed: Vec<std::path::PathBuf> = walk_files(std::path::Path::new(&files_root));
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    std::fs::remove_file(&placed[0]).unwrap();
+    let writes_before = fake.writes().await.len();
+    let repaired = plan(&resources, &managers).await;
+    let fields: Vec<String> = repaired
+        .entries()
+        .iter()
+        .flat_map(|entry| &entry.changes)
+        .flat_map(|change| {
+            change
+                .fields
+                .iter()
+                .map(|field| format!("{} {}", change.address, field.field))
+        })
+        .collect();
+    assert_eq!(fields, ["stack/shop@1001 files", "stack/shop@1002 files"]);
+    assert!(apply(&repaired, &managers, false).await.succeeded());
+    assert_eq!(std::fs::read_to_string(&placed[0]).unwrap(), "GREETING=hello\n");
+    assert_eq!(
+        fake.writes().await.len(),
+        writes_before,
+        "Portainer was not asked again"
+    );
+    assert_eq!(changes(&plan(&resources, &managers).await), []);
+
+    // A changed page: a new image, deployed on both VMs; the old one removed.
+    let (dir, estate, resources) = shop_homelab("assets-config", "<h1>two</h1>");
+    let managers = managers_of(&dir, &estate);
+    let changed = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&changed),
+        [
+            ("stack/shop@1001".to_owned(), Action::Update),
+            ("stack/shop@1002".to_owned(), Action::Update),
+        ]
+    );
+    assert!(apply(&changed, &managers, false).await.succeeded());
+    let images = engine.cli(&[
+        "image",
+        "ls",
+        "--filter",
+        "label=phoenix.build=shop/web",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    let now = String::from_utf8_lossy(&images.stdout).trim().to_owned();
+    assert!(
+        now.starts_with("phoenix/shop-web:") && now != tag,
+        "{now:?} after {tag:?}"
+    );
+    let container = engine.cli(&[
+        "ps",
+        "--filter",
+        "label=com.docker.compose.project=shop",
+        "--format",
+        "{{.ID}}",
+    ]);
+    let id = String::from_utf8_lossy(&container.stdout).trim().to_owned();
+    let output = engine.cli(&["exec", &id, "/bin/busybox", "cat", "/www/index.html"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "<h1>two</h1>");
+    assert_eq!(changes(&plan(&resources, &managers).await), []);
+    fake.assert_requests_valid().await;
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }

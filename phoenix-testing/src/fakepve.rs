@@ -51,7 +51,7 @@ pve.answer = answer
 "#;
 
 const GUEST_AGENT: &str = r#"
-import os, subprocess
+import hashlib, os, subprocess
 import fakepve.model as model
 import fakepve.agent as guest_agent
 hanging = set(HANGING)
@@ -64,6 +64,7 @@ def init(self, *args, **kwargs):
     self.phoenix_records = {}
     self.phoenix_runs = []
     self.phoenix_scripts = {}
+    self.phoenix_files = {}
 model.FakeVm.__init__ = init
 original_result = guest_agent.result
 def result(vm, command, values):
@@ -85,6 +86,20 @@ def result(vm, command, values):
             out, err, code = done.stdout.decode(), done.stderr.decode(), done.returncode
         elif run and run[0] in ('docker', 'docker-compose'):
             err, code = 'sh: ' + run[0] + ': not found', 127
+        elif core[1:2] == ['-c'] and core[2].startswith('set -e; umask 077; mkdir -p') and len(core) == 5:
+            vm.phoenix_files[core[4]] = data
+        elif run and run[0] == 'sha256sum':
+            for path in run[2:]:
+                if path in vm.phoenix_files:
+                    out += hashlib.sha256(vm.phoenix_files[path].encode()).hexdigest() + '  ' + path + '\n'
+                else:
+                    err, code = err + 'sha256sum: ' + path + ': No such file or directory\n', 1
+        elif run and run[0] == 'find' and '-exec' in run:
+            top = run[1].rstrip('/') + '/'
+            keep = {run[i + 2] for i, arg in enumerate(run) if arg == '!' and run[i + 1] == '-name'}
+            for path in list(vm.phoenix_files):
+                if path.startswith(top) and path[len(top):].split('/')[0] not in keep:
+                    del vm.phoenix_files[path]
         elif len(core) == 2 and core[1].startswith('/var/lib/phoenix/scripts/'):
             text = vm.phoenix_scripts.get(core[1], '')
             vm.phoenix_runs.append(text)

@@ -88,6 +88,29 @@ pub struct StackFile {
     pub destination_in_container: String,
 }
 
+impl StackFile {
+    /// Where the source may be, in the order Phoenix looks: `source` under `config_dir`, then in the
+    /// stack's own directory (`stack_dir`, where its compose file is) by ever shorter trailing parts of
+    /// `source`. The earlier version named sources by where its host mounted them
+    /// (`persistent-storage/thinkheads_ai/configs/prod.env` is the stack's `configs/prod.env`). Paths
+    /// only; nothing is read.
+    pub fn source_candidates(&self, config_dir: &Path, stack_dir: Option<&Path>) -> Vec<PathBuf> {
+        let mut candidates = vec![config_dir.join(&self.source)];
+        if let Some(stack_dir) = stack_dir {
+            let parts: Vec<&str> = self.source.split('/').filter(|part| !part.is_empty()).collect();
+            for start in 0..parts.len() {
+                let tail = &parts[start..];
+                if tail.contains(&"..") {
+                    continue;
+                }
+                candidates.push(stack_dir.join(tail.join("/")));
+            }
+        }
+        candidates.dedup();
+        candidates
+    }
+}
+
 /// Settings of one compose service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -21,6 +21,9 @@ pub struct ComposeFile {
     pub path: String,
     /// Its text.
     pub text: String,
+    /// The production environment's `files` whose source is nowhere Phoenix looks
+    /// (`StackFile::source_candidates`): their index, and the paths tried.
+    pub missing_files: Vec<(usize, Vec<String>)>,
 }
 
 pub(super) fn check(
@@ -77,6 +80,36 @@ pub(super) fn check(
             continue;
         };
         let environment_pointer = format!("{stack_pointer}/environments/{DEFAULT_ENVIRONMENT}");
+        for (index, tried) in &file.missing_files {
+            let Some(declared) = environment.files.get(*index) else {
+                continue;
+            };
+            problems.push(
+                Problem::error(
+                    "phoenix::stack::file_missing",
+                    FileKind::Stacks,
+                    format!("{environment_pointer}/files/{index}/source"),
+                    format!("file `{}` of stack `{name}` is not there", declared.source),
+                )
+                .with_help(format!("Phoenix looked at {}", tried.join(", "))),
+            );
+        }
+        for (index, declared) in environment.files.iter().enumerate() {
+            if !declared.destination_in_container.starts_with('/') {
+                problems.push(
+                    Problem::error(
+                        "phoenix::stack::file_destination",
+                        FileKind::Stacks,
+                        format!("{environment_pointer}/files/{index}/destination_in_container"),
+                        format!(
+                            "`{}` is not an absolute path in the container",
+                            declared.destination_in_container
+                        ),
+                    )
+                    .with_help("start it with `/`, e.g. `/app/.env`"),
+                );
+            }
+        }
         for service in environment.services.keys() {
             if services.contains_key(service) {
                 continue;
