@@ -70,6 +70,10 @@ fn compose_files(
         return Ok(found);
     };
     for (name, stack) in &stacks.docker_stacks {
+        if stack.git.is_some() {
+            // Its compose file is in its repository, which Portainer reads, not Phoenix.
+            continue;
+        }
         let mut file = None;
         for path in stack.compose_candidates(name, dir) {
             if let Some(text) = files::read_text(&path, CONFIG_LIMIT, Links::Follow)? {

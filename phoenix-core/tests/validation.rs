@@ -1502,3 +1502,48 @@ fn stack_files_must_be_found_and_land_at_an_absolute_path() {
         ],
     );
 }
+
+#[test]
+fn a_git_stack_has_no_compose_file_of_its_own_and_runs_only_through_portainer() {
+    let git = Replace(
+        Stacks,
+        r#""compose_file_path": "stacks/web/docker-compose.yml","#,
+        r#""compose_file_path": "stacks/web/docker-compose.yml",
+      "git": { "repository_url": "https://git.example.org/web.git", "password": "hunter2", "username": "ci" },"#,
+    );
+    check(
+        &[git],
+        &[
+            (
+                "phoenix::stack::git_and_compose_file",
+                "/docker_stacks/web/compose_file_path",
+                4,
+            ),
+            (
+                "phoenix::config::plaintext_secret",
+                "/docker_stacks/web/git/password",
+                5,
+            ),
+        ],
+    );
+    let only_git = Replace(
+        Stacks,
+        r#""compose_file_path": "stacks/web/docker-compose.yml","#,
+        r#""git": { "repository_url": "https://git.example.org/web.git" },"#,
+    );
+    check(&[only_git], &[]);
+    let on_server = Replace(
+        Vm,
+        r#""portainer_role": "primary","#,
+        r#""portainer_role": "primary", "docker_stacks": ["web"],"#,
+    );
+    let only_git = Replace(
+        Stacks,
+        r#""compose_file_path": "stacks/web/docker-compose.yml","#,
+        r#""git": { "repository_url": "https://git.example.org/web.git" },"#,
+    );
+    check(
+        &[only_git, on_server],
+        &[("phoenix::stack::git_on_server", "/vms/1/docker_stacks/0", 17)],
+    );
+}

@@ -114,6 +114,55 @@ pub struct Stack {
     /// Its variables.
     #[serde(rename = "Env", default, deserialize_with = "null_is_empty")]
     pub env: Vec<Pair>,
+    /// Where its compose file comes from, for a stack deployed from a Git repository.
+    #[serde(rename = "GitConfig", default)]
+    pub git: Option<StackGitConfig>,
+}
+
+/// The Git settings of a stack, as Portainer reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct StackGitConfig {
+    /// The repository.
+    #[serde(rename = "URL", default)]
+    pub url: String,
+    /// The branch or tag.
+    #[serde(rename = "ReferenceName", default)]
+    pub reference: String,
+    /// The compose file's path in the repository.
+    #[serde(rename = "ConfigFilePath", default)]
+    pub compose_file: String,
+    /// The commit deployed.
+    #[serde(rename = "ConfigHash", default)]
+    pub commit: String,
+}
+
+/// A Git repository to deploy a stack from.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    /// The repository.
+    pub url: String,
+    /// The branch or tag, as a Git reference.
+    pub reference: String,
+    /// The compose file's path in it.
+    pub compose_file: String,
+    /// User and password (or token) for a private repository.
+    pub credentials: Option<(String, SecretString)>,
+}
+
+impl GitSource {
+    /// The authentication fields of a payload.
+    fn authentication(&self) -> serde_json::Map<String, Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "RepositoryAuthentication".to_owned(),
+            json!(self.credentials.is_some()),
+        );
+        if let Some((user, password)) = &self.credentials {
+            fields.insert("RepositoryUsername".to_owned(), json!(user));
+            fields.insert("RepositoryPassword".to_owned(), json!(password.expose()));
+        }
+        fields
+    }
 }
 
 fn null_is_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Pair>, D::Error> {
@@ -399,6 +448,56 @@ impl Portainer {
             )
             .await?;
         parse(&format!("POST {path}"), &bytes)
+    }
+
+    /// Creates a standalone stack from the compose file of a Git repository.
+    pub async fn create_git_stack(
+        &self,
+        endpoint_id: u64,
+        name: &str,
+        source: &GitSource,
+        env: &[Pair],
+    ) -> Result<Stack, PortainerError> {
+        let path = "/api/stacks/create/standalone/repository";
+        let mut body = source.authentication();
+        body.insert("Name".to_owned(), json!(name));
+        body.insert("RepositoryURL".to_owned(), json!(source.url));
+        body.insert("RepositoryReferenceName".to_owned(), json!(source.reference));
+        body.insert("ComposeFile".to_owned(), json!(source.compose_file));
+        body.insert("Env".to_owned(), json!(env));
+        let query = [("endpointId", endpoint_id.to_string())];
+        let bytes = self
+            .call(Method::POST, path, &query, Body::Json(Value::Object(body)))
+            .await?;
+        parse(&format!("POST {path}"), &bytes)
+    }
+
+    /// Points a Git stack at `source` with these variables, then pulls and redeploys it.
+    pub async fn redeploy_git_stack(
+        &self,
+        id: u64,
+        endpoint_id: u64,
+        source: &GitSource,
+        env: &[Pair],
+    ) -> Result<(), PortainerError> {
+        let query = [("endpointId", endpoint_id.to_string())];
+        let mut settings = source.authentication();
+        settings.insert("RepositoryURL".to_owned(), json!(source.url));
+        settings.insert("RepositoryReferenceName".to_owned(), json!(source.reference));
+        settings.insert("ConfigFilePath".to_owned(), json!(source.compose_file));
+        settings.insert("Env".to_owned(), json!(env));
+        settings.insert("Prune".to_owned(), json!(true));
+        let path = format!("/api/stacks/{id}/git");
+        self.call(Method::POST, &path, &query, Body::Json(Value::Object(settings)))
+            .await?;
+        let mut redeploy = source.authentication();
+        redeploy.insert("RepositoryReferenceName".to_owned(), json!(source.reference));
+        redeploy.insert("Env".to_owned(), json!(env));
+        redeploy.insert("Prune".to_owned(), json!(true));
+        let path = format!("/api/stacks/{id}/git/redeploy");
+        self.call(Method::PUT, &path, &query, Body::Json(Value::Object(redeploy)))
+            .await
+            .map(|_| ())
     }
 
     /// Redeploys a stack with this compose file and these variables.

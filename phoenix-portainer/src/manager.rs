@@ -27,7 +27,7 @@ use phoenix_pve::resolve_secret;
 use serde_json::{Value, json};
 
 use crate::assets::{self, DEFAULT_FILES_ROOT, Prepared};
-use crate::client::{Pair, Portainer, PortainerError};
+use crate::client::{GitSource, Pair, Portainer, PortainerError};
 use crate::docker::{self, DockerHosts, FOREIGN};
 
 /// The variable that marks a stack as deployed by Phoenix: only such stacks are ever removed.
@@ -74,6 +74,7 @@ impl PortainerManager {
             .stacks
             .docker_stacks
             .iter()
+            .filter(|(_, stack)| stack.git.is_none())
             .map(|(name, stack)| (name.clone(), read_compose(config_dir, name, stack)))
             .collect();
         let environments = estate
@@ -121,6 +122,9 @@ impl PortainerManager {
             .sources
             .iter()
             .map(|(name, source)| {
+                if self.stacks.get(name).is_some_and(|stack| stack.git.is_some()) {
+                    return (name.clone(), Err(format!("stack `{name}` comes from Git")));
+                }
                 let prepared = source.clone().and_then(|(path, text)| {
                     let stack = self.stacks.get(name).ok_or("not declared")?;
                     assets::prepare(name, stack, &path, &text, &self.config_dir, &self.files_root)
@@ -184,6 +188,39 @@ impl PortainerManager {
     /// The compose text and variables to deploy, secrets resolved.
     fn deployment(&self, name: &str, stack: &StackConfig) -> Result<(String, Vec<Pair>), ManagerError> {
         let content = self.prepared(name)?.compose.clone();
+        Ok((content, self.variables(name, stack)?))
+    }
+
+    /// The Git repository of a stack that comes from one, its password resolved.
+    fn git_source(&self, name: &str, stack: &StackConfig) -> Result<Option<GitSource>, ManagerError> {
+        let Some(git) = &stack.git else {
+            return Ok(None);
+        };
+        let credentials = match (&git.username, &git.password) {
+            (Some(user), Some(password)) => {
+                let lookup = |variable: &str| (self.env)(variable);
+                let password = resolve_secret(password, &lookup, &self.config_dir).map_err(|error| {
+                    ManagerError::failed(format!("the Git password of stack {name}: {error}"))
+                })?;
+                Some((user.clone(), password))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ManagerError::failed(format!(
+                    "stack {name}: a Git `username` needs its `password`, and a password its username"
+                )));
+            }
+        };
+        Ok(Some(GitSource {
+            url: git.repository_url.clone(),
+            reference: git.reference.clone(),
+            compose_file: git.compose_file.clone(),
+            credentials,
+        }))
+    }
+
+    /// A stack's variables, secrets resolved, with the mark of Phoenix's ownership.
+    fn variables(&self, name: &str, stack: &StackConfig) -> Result<Vec<Pair>, ManagerError> {
         let mut env = Vec::new();
         let lookup = |variable: &str| (self.env)(variable);
         for variable in variables(stack) {
@@ -199,16 +236,21 @@ impl PortainerManager {
             name: OWNER_VARIABLE.to_owned(),
             value: OWNER_VALUE.to_owned(),
         });
-        Ok((content, env))
+        Ok(env)
     }
 
     /// The fields a stack is compared by: `compose` (a digest), `env` (secrets masked).
     fn stack_fields(&self, name: &str, stack: &StackConfig) -> BTreeMap<String, Value> {
-        let (compose, assets) = match self.compose.get(name) {
-            Some(Ok(prepared)) => (Value::String(digest(&prepared.compose)), prepared.fields()),
-            Some(Err(why)) => (Value::String(format!("unreadable: {why}")), BTreeMap::new()),
-            None => (Value::Null, BTreeMap::new()),
+        let (compose, assets) = match (&stack.git, self.compose.get(name)) {
+            (Some(git), _) => (
+                git_fields(&git.repository_url, &git.reference, &git.compose_file),
+                BTreeMap::new(),
+            ),
+            (None, Some(Ok(prepared))) => (Value::String(digest(&prepared.compose)), prepared.fields()),
+            (None, Some(Err(why))) => (Value::String(format!("unreadable: {why}")), BTreeMap::new()),
+            (None, None) => (Value::Null, BTreeMap::new()),
         };
+        let compose_field = if stack.git.is_some() { "git" } else { "compose" };
         let mut env: serde_json::Map<String, Value> = variables(stack)
             .map(|variable| {
                 let value = match &variable.value {
@@ -220,7 +262,7 @@ impl PortainerManager {
             .collect();
         env.insert(OWNER_VARIABLE.to_owned(), Value::String(OWNER_VALUE.to_owned()));
         let mut fields = assets;
-        fields.insert("compose".to_owned(), compose);
+        fields.insert(compose_field.to_owned(), compose);
         fields.insert("env".to_owned(), Value::Object(env));
         fields
     }
@@ -264,7 +306,7 @@ impl PortainerManager {
         &self,
         desired: Option<(&str, &StackConfig)>,
         stack: &crate::client::Stack,
-        content: &str,
+        content: Option<&str>,
     ) -> BTreeMap<String, Value> {
         let lookup = |variable: &str| (self.env)(variable);
         let declared: BTreeMap<&str, &Secret> = desired
@@ -289,11 +331,24 @@ impl PortainerManager {
                 (pair.name.clone(), Value::String(masked))
             })
             .collect();
-        BTreeMap::from([
-            ("compose".to_owned(), Value::String(digest(content))),
+        let mut fields = BTreeMap::from([
             ("env".to_owned(), Value::Object(env)),
             ("id".to_owned(), json!(stack.id)),
-        ])
+        ]);
+        match (&stack.git, content) {
+            (Some(git), _) => {
+                fields.insert(
+                    "git".to_owned(),
+                    git_fields(&git.url, &git.reference, &git.compose_file),
+                );
+                fields.insert("commit".to_owned(), Value::String(git.commit.clone()));
+            }
+            (None, Some(content)) => {
+                fields.insert("compose".to_owned(), Value::String(digest(content)));
+            }
+            (None, None) => {}
+        }
+        fields
     }
 
     async fn wait_until_ready(&self) -> Result<(), ManagerError> {
@@ -320,6 +375,19 @@ impl PortainerManager {
                 ))
             })
     }
+}
+
+/// Whether Phoenix deployed a stack.
+fn is_owned(stack: &crate::client::Stack) -> bool {
+    stack
+        .env
+        .iter()
+        .any(|pair| pair.name == OWNER_VARIABLE && pair.value == OWNER_VALUE)
+}
+
+/// The `git` field of a stack from a repository.
+fn git_fields(url: &str, reference: &str, compose_file: &str) -> Value {
+    json!({ "url": url, "reference": reference, "compose_file": compose_file })
 }
 
 /// Whether a change to a stack needs it deployed again: anything but its images and files alone (which
@@ -491,12 +559,17 @@ impl Manager for PortainerManager {
                     else {
                         continue;
                     };
-                    let content = self
-                        .portainer
-                        .stack_file(stack.id)
-                        .await
-                        .map_err(portainer_error)?;
-                    let mut fields = self.live_stack_fields(Some((name, config)), stack, &content);
+                    // A Git stack's file is its repository's: compared by the repository, not the text.
+                    let content = match (&stack.git, &config.git) {
+                        (Some(_), Some(_)) => None,
+                        _ => Some(
+                            self.portainer
+                                .stack_file(stack.id)
+                                .await
+                                .map_err(portainer_error)?,
+                        ),
+                    };
+                    let mut fields = self.live_stack_fields(Some((name, config)), stack, content.as_deref());
                     if let Ok(prepared) = self.prepared(name)
                         && prepared.has_assets()
                     {
@@ -517,10 +590,7 @@ impl Manager for PortainerManager {
                 continue;
             };
             for stack in stacks.iter().filter(|stack| stack.endpoint_id == endpoint.id) {
-                let owned = stack
-                    .env
-                    .iter()
-                    .any(|pair| pair.name == OWNER_VARIABLE && pair.value == OWNER_VALUE);
+                let owned = is_owned(stack);
                 let address = Address::Stack {
                     name: stack.name.clone(),
                     vmid: *vmid,
@@ -627,6 +697,9 @@ impl Manager for PortainerManager {
             }
             (Some(Desired::Stack(config)), Address::Stack { name, vmid }) => {
                 let resource = desired.expect("matched on it");
+                if let Some(source) = self.git_source(name, config)? {
+                    return self.deploy_git(*vmid, name, config, &source).await;
+                }
                 let prepared = self.prepared(name)?;
                 self.ensure_assets(resource, *vmid, prepared).await?;
                 if !redeploys(change) {
@@ -636,9 +709,14 @@ impl Manager for PortainerManager {
                 let endpoint_id = self.endpoint_id(*vmid, &environment_name).await?;
                 let (content, env) = self.deployment(name, config)?;
                 let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
-                let existing = stacks
+                let mut existing = stacks
                     .iter()
                     .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id);
+                if let Some(stack) = existing.filter(|stack| stack.git.is_some()) {
+                    // It came from Git and is now a file of the configuration: made again.
+                    self.replace_kind(stack, endpoint_id).await?;
+                    existing = None;
+                }
                 match existing {
                     Some(stack) => self
                         .portainer
@@ -667,11 +745,7 @@ impl Manager for PortainerManager {
                 else {
                     return Ok(());
                 };
-                let owned = stack
-                    .env
-                    .iter()
-                    .any(|pair| pair.name == OWNER_VARIABLE && pair.value == OWNER_VALUE);
-                if !owned {
+                if !is_owned(stack) {
                     return Err(ManagerError::failed(format!(
                         "stack {name} on VM {vmid} was not deployed by Phoenix (no {OWNER_VARIABLE}); it is left alone"
                     )));
@@ -690,6 +764,56 @@ impl Manager for PortainerManager {
 }
 
 impl PortainerManager {
+    /// Deploys a stack from its Git repository: created, or pointed at the configured repository and
+    /// redeployed (a stack of that name made from a file is removed first, when Phoenix deployed it).
+    async fn deploy_git(
+        &self,
+        vmid: u32,
+        name: &str,
+        config: &StackConfig,
+        source: &GitSource,
+    ) -> Result<(), ManagerError> {
+        let environment_name = self.environment_name(vmid)?;
+        let endpoint_id = self.endpoint_id(vmid, &environment_name).await?;
+        let env = self.variables(name, config)?;
+        let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
+        let mut existing = stacks
+            .iter()
+            .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id);
+        if let Some(stack) = existing.filter(|stack| stack.git.is_none()) {
+            self.replace_kind(stack, endpoint_id).await?;
+            existing = None;
+        }
+        match existing {
+            Some(stack) => self
+                .portainer
+                .redeploy_git_stack(stack.id, endpoint_id, source, &env)
+                .await
+                .map_err(portainer_error),
+            None => self
+                .portainer
+                .create_git_stack(endpoint_id, name, source, &env)
+                .await
+                .map(|_| ())
+                .map_err(portainer_error),
+        }
+    }
+
+    /// Removes a stack that must be made again from another kind of source (a file, or Git): only one
+    /// that Phoenix deployed.
+    async fn replace_kind(&self, stack: &crate::client::Stack, endpoint_id: u64) -> Result<(), ManagerError> {
+        if !is_owned(stack) {
+            return Err(ManagerError::failed(format!(
+                "stack {} was not deployed by Phoenix (no {OWNER_VARIABLE}); it is left alone, and this one is not deployed",
+                stack.name
+            )));
+        }
+        self.portainer
+            .delete_stack(stack.id, endpoint_id)
+            .await
+            .map_err(portainer_error)
+    }
+
     /// The Portainer name of an agent VM's environment, as the manager's estate declares it.
     fn environment_name(&self, vmid: u32) -> Result<String, ManagerError> {
         self.environments

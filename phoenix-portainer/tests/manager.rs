@@ -724,3 +724,135 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// A Git repository under `target/tmp/<name>` whose `deploy/compose.yml` is `main` on branch `main` and
+/// `v2` on branch `v2`.
+fn repository(name: &str) -> String {
+    let dir = workspace().join("target/tmp").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("deploy")).unwrap();
+    let git = |args: &[&str]| {
+        let output = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=Phoenix",
+                "-c",
+                "user.email=phoenix@example.org",
+                "-C",
+            ])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    git(&["init", "--quiet", "--initial-branch", "main"]);
+    for branch in ["main", "v2"] {
+        if branch == "v2" {
+            git(&["checkout", "--quiet", "-b", "v2"]);
+        }
+        std::fs::write(
+            dir.join("deploy/compose.yml"),
+            format!("services:\n  monitor:\n    image: monitor:{branch}\n"),
+        )
+        .unwrap();
+        git(&["add", "."]);
+        git(&["commit", "--quiet", "-m", branch]);
+    }
+    dir.display().to_string()
+}
+
+#[tokio::test]
+async fn a_stack_from_git_is_deployed_from_its_repository_and_follows_its_reference() {
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    let url = repository("git-monitor");
+    let with_git = |reference: &'static str| {
+        let url = url.clone();
+        move |text: &str| {
+            text.replace(
+                r#""docker_stacks": ["qdrant", "searxng"],"#,
+                r#""docker_stacks": ["qdrant", "searxng", "monitor"],"#,
+            )
+            .replace(
+                r#""docker_stacks": {"#,
+                &format!(
+                    r#""docker_stacks": {{
+    "monitor": {{
+      "git": {{ "repository_url": "{url}", "reference": "{reference}", "compose_file": "deploy/compose.yml" }},
+      "environments": {{ "production": {{ "variables": [{{ "name": "LEVEL", "value": "info" }}] }} }}
+    }},"#
+                ),
+            )
+        }
+    };
+    let (estate, resources) = homelab(with_git("refs/heads/main"));
+    let managers = managers_for(&fake, &estate, "key");
+    let first = plan(&resources, &managers).await;
+    assert!(changes(&first).contains(&("stack/monitor@1002".to_owned(), Action::Create)));
+    let report = apply(&first, &managers, false).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let state = fake.state().await;
+    let monitor = stack(&state, "monitor");
+    assert_eq!(monitor["GitConfig"]["ConfigFilePath"], "deploy/compose.yml");
+    assert!(
+        monitor["content"].as_str().unwrap().contains("monitor:main"),
+        "{monitor}"
+    );
+    assert!(
+        fake.writes()
+            .await
+            .contains(&"POST /api/stacks/create/standalone/repository".to_owned()),
+        "{:?}",
+        fake.writes().await
+    );
+
+    // Second run: nothing; Phoenix does not read a Git stack's file.
+    let before = fake.requests().await.len();
+    assert_eq!(changes(&plan(&resources, &managers).await), []);
+    let id = monitor["Id"].as_u64().unwrap();
+    let reads_file = fake.requests().await[before..]
+        .iter()
+        .any(|request| request["path"] == format!("/api/stacks/{id}/file"));
+    assert!(!reads_file);
+
+    // Another branch: the same stack pointed at it and redeployed from it.
+    let (estate, resources) = homelab(with_git("refs/heads/v2"));
+    let managers = managers_for(&fake, &estate, "key");
+    let moved = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&moved),
+        [("stack/monitor@1002".to_owned(), Action::Update)]
+    );
+    let writes = fake.writes().await.len();
+    assert!(apply(&moved, &managers, false).await.succeeded());
+    assert_eq!(
+        fake.writes().await[writes..],
+        [
+            format!("POST /api/stacks/{id}/git"),
+            format!("PUT /api/stacks/{id}/git/redeploy"),
+        ]
+    );
+    let state = fake.state().await;
+    assert!(
+        stack(&state, "monitor")["content"]
+            .as_str()
+            .unwrap()
+            .contains("monitor:v2")
+    );
+    assert_eq!(changes(&plan(&resources, &managers).await), []);
+
+    // A reference the repository does not have: Portainer's refusal is the failure.
+    let (estate, resources) = homelab(with_git("refs/heads/nope"));
+    let managers = managers_for(&fake, &estate, "key");
+    let report = apply(&plan(&resources, &managers).await, &managers, false).await;
+    assert!(!report.succeeded());
+    let text = format!("{report:?}");
+    assert!(text.contains("refs/heads/nope"), "{text}");
+    fake.assert_requests_valid().await;
+}

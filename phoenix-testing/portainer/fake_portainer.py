@@ -11,6 +11,7 @@ Control (never through Prism), on the control port:
   GET  /tenant/N/requests        every request of tenant N: method, path, query, body, violations
   GET  /tenant/N/state           its endpoints and stacks
   POST /tenant/N/stack/ID/file   replaces a stack's compose file, as an edit in Portainer's UI would
+  Git stacks are read from local repositories (a path or file:// URL) with the real `git`.
   POST /tenant/N/down            answers 503 to everything from now on; /tenant/N/up undoes it
 
 The process prints one JSON line {"control": port} when ready, starts Prism as its child, and exits (with
@@ -309,22 +310,24 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             ]
             reply(self, 200, stacks)
             return 200
-        if parts == ["stacks", "create", "standalone", "string"] and method == "POST":
+        if parts[:3] == ["stacks", "create", "standalone"] and parts[3:] in (["string"], ["repository"]) and method == "POST":
             endpoint_id = int(query.get("endpointId") or 0)
             if not any(e["Id"] == endpoint_id for e in tenant.endpoints):
                 error(self, 404, "Unable to find an environment with the specified identifier inside the database")
                 return 404
             payload = lower_keys(json.loads(body or b"{}"))
             name = payload.get("name") or ""
-            content = payload.get("stackfilecontent") or ""
-            if not name or not content.strip():
-                error(self, 400, "Invalid request payload", "Name and StackFileContent are required")
+            from_git = parts[3] == "repository"
+            source = payload.get("repositoryurl" if from_git else "stackfilecontent") or ""
+            if not name or not source.strip():
+                wanted = "RepositoryURL" if from_git else "StackFileContent"
+                error(self, 400, "Invalid request payload", "Name and %s are required" % wanted)
                 return 400
             if any(s["Name"] == name and s["EndpointId"] == endpoint_id for s in tenant.stacks):
                 error(self, 409, "A stack with the normalized name '%s' already exists" % name)
                 return 409
             stack = {
-                "Id": tenant.new_id(),
+                "Id": None,
                 "Name": name,
                 "Type": 2,
                 "EndpointId": endpoint_id,
@@ -332,8 +335,20 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                 "Status": 1,
                 "CreationDate": int(time.time()),
                 "UpdateDate": 0,
-                "content": content,
+                "content": source,
             }
+            if from_git:
+                reference = payload.get("repositoryreferencename") or "refs/heads/main"
+                compose_file = payload.get("composefile") or "docker-compose.yml"
+                cloned = git_checkout(source, reference, compose_file)
+                if isinstance(cloned, str):
+                    error(self, 500, "Unable to clone git repository", cloned)
+                    return 500
+                stack["content"], commit = cloned
+                stack["GitConfig"] = {
+                    "URL": source, "ReferenceName": reference, "ConfigFilePath": compose_file, "ConfigHash": commit,
+                }
+            stack["Id"] = tenant.new_id()
             tenant.stacks.append(stack)
             reply(self, 200, stack_view(stack))
             return 200
@@ -345,6 +360,36 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             if parts[2:] == ["file"] and method == "GET":
                 reply(self, 200, {"StackFileContent": stack["content"]})
                 return 200
+            if parts[2:] in (["git"], ["git", "redeploy"]):
+                if "GitConfig" not in stack:
+                    error(self, 400, "Stack is not created from git")
+                    return 400
+                if int(query.get("endpointId") or 0) != stack["EndpointId"]:
+                    error(self, 400, "Invalid query parameter: endpointId")
+                    return 400
+                payload = lower_keys(json.loads(body or b"{}"))
+                git = stack["GitConfig"]
+                if parts[2:] == ["git"] and method == "POST":
+                    git["URL"] = payload.get("repositoryurl") or git["URL"]
+                    git["ReferenceName"] = payload.get("repositoryreferencename") or git["ReferenceName"]
+                    git["ConfigFilePath"] = payload.get("configfilepath") or git["ConfigFilePath"]
+                    if payload.get("env") is not None:
+                        stack["Env"] = payload["env"]
+                    reply(self, 200, stack_view(stack))
+                    return 200
+                if parts[2:] == ["git", "redeploy"] and method == "PUT":
+                    reference = payload.get("repositoryreferencename") or git["ReferenceName"]
+                    cloned = git_checkout(git["URL"], reference, git["ConfigFilePath"])
+                    if isinstance(cloned, str):
+                        error(self, 500, "Unable to clone git repository", cloned)
+                        return 500
+                    stack["content"], git["ConfigHash"] = cloned
+                    git["ReferenceName"] = reference
+                    if payload.get("env") is not None:
+                        stack["Env"] = payload["env"]
+                    stack["UpdateDate"] = int(time.time())
+                    reply(self, 200, stack_view(stack))
+                    return 200
             if parts[2:]:
                 error(self, 404, "Not found")
                 return 404
@@ -371,6 +416,35 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                 return 204
         error(self, 404, "Not found")
         return 404
+
+
+def git_checkout(url, reference, path):
+    """The file at `path` of `reference` in the repository at `url`, and the commit: what Portainer's clone
+    reads. A real `git` does the reading; the error text when it cannot."""
+    try:
+        commit = subprocess.run(
+            ["git", "ls-remote", "--exit-code", url, reference],
+            capture_output=True, text=True, timeout=60,
+        )
+        if commit.returncode != 0:
+            return "reference %s not found in %s: %s" % (reference, url, commit.stderr.strip())
+        sha = commit.stdout.split()[0]
+        shown = subprocess.run(
+            ["git", "--git-dir", git_dir(url), "show", "%s:%s" % (sha, path)],
+            capture_output=True, text=True, timeout=60,
+        )
+        if shown.returncode != 0:
+            return "no %s in %s at %s: %s" % (path, url, reference, shown.stderr.strip())
+        return shown.stdout, sha
+    except (OSError, subprocess.TimeoutExpired) as failure:
+        return str(failure)
+
+
+def git_dir(url):
+    """The Git directory of a local repository (`file://` URL or path, bare or not)."""
+    path = url[len("file://"):] if url.startswith("file://") else url
+    dotgit = os.path.join(path, ".git")
+    return dotgit if os.path.isdir(dotgit) else path
 
 
 def lower_keys(payload):

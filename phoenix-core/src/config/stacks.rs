@@ -26,11 +26,43 @@ pub struct Stack {
     /// What the stack is for.
     #[serde(default)]
     pub description: Option<String>,
-    /// Compose file, relative to the configuration directory.
+    /// Compose file, relative to the configuration directory (empty: `stacks/<name>/docker-compose.yml`).
+    #[serde(default)]
     pub compose_file_path: String,
+    /// Deploy the compose file of a Git repository instead (through Portainer).
+    #[serde(default)]
+    pub git: Option<StackGit>,
     /// Settings per environment (`production`, `testing`, ...).
     #[serde(default)]
     pub environments: BTreeMap<String, StackEnvironment>,
+}
+
+/// A stack whose compose file Portainer clones from a Git repository.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackGit {
+    /// The repository Portainer clones.
+    pub repository_url: String,
+    /// The branch or tag to deploy, as a Git reference.
+    #[serde(default = "default_reference")]
+    pub reference: String,
+    /// The compose file's path inside the repository.
+    #[serde(default = "default_compose_file")]
+    pub compose_file: String,
+    /// User for a private repository.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password or access token for `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+fn default_reference() -> String {
+    "refs/heads/main".to_owned()
+}
+
+fn default_compose_file() -> String {
+    "docker-compose.yml".to_owned()
 }
 
 impl Stack {
@@ -38,10 +70,11 @@ impl Stack {
     /// under `config_dir`, `stacks/<name>/docker-compose.yml` there, and the same beside it (the earlier
     /// version kept `stacks/` next to its `etc/`). Paths only; nothing is read.
     pub fn compose_candidates(&self, name: &str, config_dir: &Path) -> Vec<PathBuf> {
-        let mut candidates = vec![
-            config_dir.join(&self.compose_file_path),
-            config_dir.join("stacks").join(name).join("docker-compose.yml"),
-        ];
+        let mut candidates = Vec::new();
+        if !self.compose_file_path.is_empty() {
+            candidates.push(config_dir.join(&self.compose_file_path));
+        }
+        candidates.push(config_dir.join("stacks").join(name).join("docker-compose.yml"));
         if let Some(parent) = config_dir.parent() {
             candidates.push(parent.join("stacks").join(name).join("docker-compose.yml"));
         }

@@ -889,6 +889,19 @@ fn check_traefik_names(estate: &Estate, problems: &mut Vec<Problem>) {
 
 fn check_stacks(estate: &Estate, problems: &mut Vec<Problem>) {
     let stacks = &estate.files().stacks.docker_stacks;
+    for (name, stack) in stacks {
+        if stack.git.is_some() && !stack.compose_file_path.is_empty() {
+            problems.push(
+                Problem::error(
+                    "phoenix::stack::git_and_compose_file",
+                    FileKind::Stacks,
+                    format!("/docker_stacks/{}/compose_file_path", escape_pointer_token(name)),
+                    format!("stack `{name}` names both a compose file and a Git repository"),
+                )
+                .with_help("keep one: `git.compose_file` is the compose file's path in the repository"),
+            );
+        }
+    }
     for guest in estate.guests().values() {
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
         for (index, name) in vm.docker_stacks.iter().enumerate() {
@@ -910,6 +923,21 @@ fn check_stacks(estate: &Estate, problems: &mut Vec<Problem>) {
                         )
                         .with_label("its rules are left out")
                         .with_help("give the VM a `firewall` section (its rules and the stacks' are then Phoenix's)"),
+                    );
+                }
+                if stack.git.is_some() && vm.portainer_role == Some(PortainerRole::Primary) {
+                    problems.push(
+                        Problem::error(
+                            "phoenix::stack::git_on_server",
+                            guest.file,
+                            guest.pointer_to(&format!("docker_stacks/{index}")),
+                            format!(
+                                "stack `{name}` comes from Git, which only Portainer deploys, and {} runs Portainer's server",
+                                guest.describe()
+                            ),
+                        )
+                        .with_label("deployed before Portainer")
+                        .with_help("run it on an `agent` VM, or give it a compose file in the configuration directory"),
                     );
                 }
                 continue;

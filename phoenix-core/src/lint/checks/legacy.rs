@@ -158,6 +158,10 @@ pub(crate) fn check(files: &ConfigFiles, problems: &mut Vec<Problem>) {
     }
 
     for (name, stack) in &files.stacks.docker_stacks {
+        if let Some(password) = stack.git.as_ref().and_then(|git| git.password.as_ref()) {
+            let pointer = format!("/docker_stacks/{}/git/password", escape_pointer_token(name));
+            plaintext(FileKind::Stacks, &pointer, password, problems);
+        }
         for (environment_name, environment) in &stack.environments {
             for (index, variable) in environment.variables.iter().enumerate() {
                 if is_sensitive_name(&variable.name) {
