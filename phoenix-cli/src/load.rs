@@ -9,8 +9,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, WrapErr};
+use phoenix_core::config::hypervisor::DEFAULT_GATEWAY_TEMPLATE;
 use phoenix_core::config::stacks::StacksFile;
 use phoenix_core::lint::checks::compose::ComposeFile;
+use phoenix_core::lint::checks::gateway::GatewayTemplate;
 use phoenix_core::traefik::DEFAULT_ENVIRONMENT;
 use phoenix_core::{CheckOptions, FileKind, Problem, SourceFile};
 
@@ -46,14 +48,42 @@ pub(crate) fn read(dir: &Path) -> miette::Result<ConfigDir> {
     let extra_features = scripts(&dir.join("features"), true)?.into_keys().collect();
     let apparmor_files = scripts(&dir.join("apparmor"), false)?;
     let compose_files = Some(compose_files(dir, &sources)?);
+    let gateway_template = gateway_template(dir, &sources)?;
     Ok(ConfigDir {
         sources,
         options: CheckOptions {
             extra_features,
             apparmor_files,
             compose_files,
+            gateway_template,
         },
     })
+}
+
+/// The gateway's template, when the hypervisor file declares a gateway (`gateway.template`, else the
+/// default path); a file that is not yet valid JSON yields none, for validation to report.
+fn gateway_template(dir: &Path, sources: &[SourceFile]) -> miette::Result<Option<GatewayTemplate>> {
+    let Some(hypervisor) = sources
+        .iter()
+        .find(|source| source.kind() == FileKind::Hypervisor)
+    else {
+        return Ok(None);
+    };
+    let Ok(document) = serde_json::from_str::<serde_json::Value>(hypervisor.text()) else {
+        return Ok(None);
+    };
+    let Some(gateway) = document.get("gateway") else {
+        return Ok(None);
+    };
+    let relative = gateway
+        .get("template")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(DEFAULT_GATEWAY_TEMPLATE);
+    let path = dir.join(relative);
+    Ok(Some(GatewayTemplate {
+        path: path.display().to_string(),
+        text: files::read_text(&path, CONFIG_LIMIT, Links::Follow)?,
+    }))
 }
 
 /// The compose file of each stack the stacks file declares, where Phoenix looks for it

@@ -145,7 +145,12 @@ impl Target {
             .with_profiles(profiles);
         managers.register(Arc::new(host));
         if let Some(channel) = session.host() {
-            managers.register(Arc::new(phoenix_edge::TraefikManager::new(Arc::clone(channel))));
+            let edge = phoenix_edge::EdgeManager::new(Arc::clone(channel));
+            let edge = match phoenix_edge::gateway::site(estate, config_dir) {
+                Some(site) => edge.with_gateway(site),
+                None => edge,
+            };
+            managers.register(Arc::new(edge));
         }
         if let Some(portainer) = portainer_manager(estate, config_dir) {
             // The server's and agents' own containers, through each VM's guest agent.

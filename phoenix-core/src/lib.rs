@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod lint;
 pub mod model;
 pub mod traefik;
@@ -33,8 +34,9 @@ pub use engine::journal::{Journal, Step, StepState};
 pub use engine::manager::{Differ, Manager, ManagerError, Managers, Operation, Round};
 pub use engine::plan::{Plan, PlanEntry, PlanOptions, Target, dependents, plan};
 pub use engine::resource::{
-    AptPackages, AptRepositories, Desired, DockerRun, HostDns, HostStep, PortainerStep, ProxmoxStorage,
-    Replica, Resource, SnapshotDataset, SnapshotPlan, SubIds, SyncStep, TraefikSync, resources,
+    AptPackages, AptRepositories, Desired, DockerRun, GatewaySync, HostDns, HostStep, PortainerStep,
+    ProxmoxStorage, Replica, Resource, SnapshotDataset, SnapshotPlan, SubIds, SyncStep, TraefikSync,
+    resources,
 };
 pub use engine::retry::{Dispatched, RetryPolicy, Retryable};
 pub use lint::checks::CheckOptions;

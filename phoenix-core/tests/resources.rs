@@ -413,6 +413,11 @@ fn homelab_host_and_sync_fields() {
               "tpl-debian-cuda": "10.42.0.201/24",
               "traefik": "10.42.0.11/24"
             }
+            sync/gateway {
+              "container": 101,
+              "site": "/etc/nginx/sites-enabled/gateway",
+              "template": "nginx/sites-available/gateway.template"
+            }
             sync/traefik {
               "router/ca": {
                 "rule": "Host(`ca.lab.example.org`)",

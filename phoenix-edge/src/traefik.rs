@@ -1,4 +1,5 @@
-//! `sync/traefik`: `dynamic_conf.yml` in the directory the Traefik container's file provider watches.
+//! The edge's manager: `sync/traefik`, `dynamic_conf.yml` in the directory the Traefik container's file
+//! provider watches, and `sync/gateway`, the nginx gateway's site ([`crate::gateway`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -7,9 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use phoenix_core::traefik::{self, DYNAMIC_DIRECTORY, DYNAMIC_FILE};
 use phoenix_core::{
-    Address, Change, Desired, Manager, ManagerError, Observed, Resource, ResourceKind, Round, SyncStep,
-    TraefikSync, diff_owned,
+    Address, Change, Desired, GatewaySync, Manager, ManagerError, Observed, Resource, ResourceKind, Round,
+    SyncStep, TraefikSync, diff_owned,
 };
+
+use phoenix_core::engine::change::diff_declared;
+
+use crate::gateway::{self, Site};
 use phoenix_pve::guest::{GuestExec, LxcAttach, failure, host_error};
 use phoenix_pve::host::HostChannel;
 
@@ -28,16 +33,50 @@ const READ: &str = "test -e \"$1/$2\" || exit 100; cat \"$1/$2\"";
 const WRITE: &str =
     "umask 022 && mkdir -p \"$1\" && cat > \"$1/.$2.phoenix-new\" && mv -f \"$1/.$2.phoenix-new\" \"$1/$2\"";
 
-/// The manager of `sync/traefik`: reads the live dynamic configuration in the Traefik container and
-/// replaces it when a definition differs. Other sync steps (DNS) are not managed, so unplanned.
-pub struct TraefikManager {
+/// The manager of the sync steps Phoenix writes: `sync/traefik` (reads the live dynamic configuration in
+/// the Traefik container and replaces it when a definition differs) and, when given its site,
+/// `sync/gateway`. DNS is not managed, so unplanned.
+pub struct EdgeManager {
     host: Arc<dyn HostChannel>,
+    /// The gateway's rendered files, and the channel into its container (`lxc-attach` when not given).
+    gateway: Option<(Site, Option<Arc<dyn GuestExec>>)>,
 }
 
-impl TraefikManager {
-    /// Writes through this channel to the node that runs the Traefik container.
-    pub fn new(host: Arc<dyn HostChannel>) -> TraefikManager {
-        TraefikManager { host }
+impl EdgeManager {
+    /// Writes through this channel to the node that runs the Traefik and gateway containers.
+    pub fn new(host: Arc<dyn HostChannel>) -> EdgeManager {
+        EdgeManager { host, gateway: None }
+    }
+
+    /// Manages `sync/gateway` with these rendered files.
+    pub fn with_gateway(mut self, site: Site) -> EdgeManager {
+        self.gateway = Some((site, None));
+        self
+    }
+
+    /// Manages `sync/gateway` with these rendered files, reaching its container through `exec`.
+    pub fn with_gateway_in(mut self, site: Site, exec: Arc<dyn GuestExec>) -> EdgeManager {
+        self.gateway = Some((site, Some(exec)));
+        self
+    }
+
+    /// Whether the gateway's container can be reached: it runs, for `lxc-attach`; a channel given with
+    /// [`EdgeManager::with_gateway_in`] is taken as it is.
+    async fn gateway_reachable(&self, container: u32) -> Result<bool, ManagerError> {
+        match &self.gateway {
+            Some((_, Some(_))) => Ok(true),
+            _ => self.running(container).await,
+        }
+    }
+
+    /// The gateway's site and the channel into `container`.
+    fn gateway(&self, container: u32) -> Option<(&Site, Arc<dyn GuestExec>)> {
+        let (site, exec) = self.gateway.as_ref()?;
+        let exec = match exec {
+            Some(exec) => Arc::clone(exec),
+            None => Arc::new(self.container(container)),
+        };
+        Some((site, exec))
     }
 
     fn container(&self, ctid: u32) -> LxcAttach {
@@ -75,6 +114,13 @@ impl TraefikManager {
     }
 }
 
+fn gateway_step(desired: &Resource) -> Option<&GatewaySync> {
+    match &desired.desired {
+        Desired::Sync(SyncStep::Gateway(step)) => Some(step),
+        _ => None,
+    }
+}
+
 fn step(desired: &Resource) -> Option<&TraefikSync> {
     match &desired.desired {
         Desired::Sync(SyncStep::Traefik(step)) => Some(step),
@@ -90,13 +136,13 @@ fn script(body: &str) -> Vec<String> {
 }
 
 #[async_trait]
-impl Manager for TraefikManager {
+impl Manager for EdgeManager {
     fn kind(&self) -> ResourceKind {
         ResourceKind::Sync
     }
 
     fn manages(&self, desired: &Resource) -> bool {
-        step(desired).is_some()
+        step(desired).is_some() || (gateway_step(desired).is_some() && self.gateway.is_some())
     }
 
     async fn observe(
@@ -114,14 +160,45 @@ impl Manager for TraefikManager {
                 observed.insert(address, live);
             }
         }
+        for resource in desired {
+            let Some(step) = gateway_step(resource) else {
+                continue;
+            };
+            let Some((site, exec)) = self.gateway(step.container) else {
+                continue;
+            };
+            if !self.gateway_reachable(step.container).await? {
+                continue;
+            }
+            let fields = gateway::observe(exec.as_ref(), site).await?;
+            if !fields.is_empty() {
+                observed.insert(resource.address.clone(), Observed { fields });
+            }
+        }
         Ok(observed)
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        if let Some((site, _)) = gateway_step(desired).and(self.gateway.as_ref()) {
+            return diff_declared(&desired.address, &gateway::fields(site), observed);
+        }
         diff_owned(&desired.address, &desired.declared_fields(), observed)
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        if let Some(step) = desired.and_then(gateway_step) {
+            let (site, exec) = self
+                .gateway(step.container)
+                .ok_or_else(|| ManagerError::failed("the gateway's site was not rendered"))?;
+            if !self.gateway_reachable(step.container).await? {
+                return Err(ManagerError::failed(format!(
+                    "container {} does not run, so the gateway's site cannot be written there",
+                    step.container
+                )));
+            }
+            let changed: Vec<String> = change.fields.iter().map(|field| field.field.clone()).collect();
+            return gateway::apply(exec.as_ref(), site, &changed).await;
+        }
         let Some(step) = desired.and_then(step) else {
             return Err(ManagerError::failed(format!(
                 "{} is not a sync step Phoenix writes",

@@ -12,7 +12,7 @@ use phoenix_core::traefik::{DYNAMIC_DIRECTORY, DYNAMIC_FILE};
 use phoenix_core::{
     Action, CheckOptions, ExecuteOptions, Managers, Outcome, PlanOptions, Resource, SourceFile,
 };
-use phoenix_edge::TraefikManager;
+use phoenix_edge::EdgeManager;
 use phoenix_pve::host::LocalHost;
 use phoenix_testing::lxc::BusyboxContainer;
 use phoenix_testing::traefik::Traefik;
@@ -35,7 +35,7 @@ fn homelab(edit: impl Fn(&str) -> String) -> Vec<Resource> {
 
 fn managers() -> Managers {
     let mut managers = Managers::default();
-    managers.register(Arc::new(TraefikManager::new(Arc::new(LocalHost))));
+    managers.register(Arc::new(EdgeManager::new(Arc::new(LocalHost))));
     managers
 }
 

@@ -493,7 +493,7 @@ async fn the_server_vm_s_stacks_are_deployed_with_compose_directly() {
 fn shop_homelab(name: &str, page: &str) -> (std::path::PathBuf, phoenix_core::Estate, Vec<Resource>) {
     let dir = workspace().join("target/tmp").join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&workspace().join("examples/homelab"), &dir);
+    phoenix_testing::copy_dir(&workspace().join("examples/homelab"), &dir);
     let shop = dir.join("stacks/shop");
     std::fs::create_dir_all(shop.join("web")).unwrap();
     std::fs::write(
@@ -541,19 +541,6 @@ fn shop_homelab(name: &str, page: &str) -> (std::path::PathBuf, phoenix_core::Es
         .filter(|resource| resource.kind() == ResourceKind::Stack)
         .collect();
     (dir, estate, resources)
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 #[tokio::test]

@@ -130,6 +130,20 @@ pub async fn apply(plan: &Plan, managers: &Managers, options: &ExecuteOptions) -
         .expect("the run starts")
 }
 
+/// Copies the directory `from` to `to`, recursively (a configuration directory a test then edits).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creates the copy");
+    for entry in std::fs::read_dir(from).expect("reads the directory") {
+        let path = entry.expect("an entry").path();
+        let target = to.join(path.file_name().expect("a name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copies a file");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -23,16 +23,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use phoenix_pve::guest::GuestExec;
 use phoenix_pve::host::{CommandOutput, HostChannel, SshHost};
 
 /// The version of the recipe below: changing what goes into the root filesystem means changing this, so
 /// that a cache built by the older recipe is not taken for the new one.
-const RECIPE: &str = "bookworm-2";
+const RECIPE: &str = "bookworm-3";
 
 /// Installed beyond what the Debian template brings (it has `openssh-server` and `locales`). A Proxmox
 /// node always has ZFS's tools; here they are zfs-fuse's (the kernel has no ZFS), whose daemon a test
-/// starts with [`TestNode::start_zfs`].
-const PACKAGES: &[&str] = &["sudo", "apparmor", "tzdata", "zfs-fuse"];
+/// starts with [`TestNode::start_zfs`]. nginx, dnsmasq and Knot make the node stand in for the gateway
+/// and DNS containers too (none of them is started by installing: `policy-rc.d` refuses).
+const PACKAGES: &[&str] = &[
+    "sudo",
+    "apparmor",
+    "tzdata",
+    "zfs-fuse",
+    "nginx",
+    "dnsmasq-base",
+    "knot",
+    "knot-dnsutils",
+];
 
 /// The node's init: host keys, then `sshd` in the foreground as process 1 (it reaps its children).
 const INIT: &str = "#!/bin/sh\nmkdir -p /run/sshd\nssh-keygen -A >/dev/null\nexec /usr/sbin/sshd -D -e\n";
@@ -161,6 +172,15 @@ impl TestNode {
     /// [`TestNode::ssh`] as the channel managers take.
     pub fn channel(&self) -> Arc<dyn HostChannel> {
         Arc::new(self.ssh())
+    }
+
+    /// The node as a guest: commands through its SSH channel, for managers that work inside a container
+    /// (the node plays the container).
+    pub fn guest(&self) -> NodeGuest {
+        NodeGuest {
+            channel: self.channel(),
+            name: self.name.clone(),
+        }
     }
 
     /// Runs `argv` inside the node through `lxc-attach`, past the channel under test: for assertions.
@@ -516,5 +536,35 @@ impl Drop for FileLock {
     fn drop(&mut self) {
         drop(self.0.stdin.take());
         let _ = self.0.wait();
+    }
+}
+
+/// A [`TestNode`] playing a guest: [`GuestExec`] over its SSH channel.
+#[derive(Clone)]
+pub struct NodeGuest {
+    channel: Arc<dyn HostChannel>,
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl GuestExec for NodeGuest {
+    fn describe(&self) -> String {
+        format!("test node {}", self.name)
+    }
+
+    async fn exec(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        environment: &std::collections::BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<CommandOutput, phoenix_core::ManagerError> {
+        let mut command = vec!["env".to_owned()];
+        command.extend(environment.iter().map(|(name, value)| format!("{name}={value}")));
+        command.extend(argv.iter().cloned());
+        self.channel
+            .run(&command, stdin, timeout)
+            .await
+            .map_err(|error| phoenix_core::ManagerError::failed(error.to_string()))
     }
 }

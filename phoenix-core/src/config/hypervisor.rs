@@ -102,6 +102,9 @@ pub struct HypervisorFile {
     /// The internal certificate authority.
     #[serde(default)]
     pub step_ca: Option<StepCa>,
+    /// The nginx gateway: the container that is the one public entry, and its site.
+    #[serde(default)]
+    pub gateway: Option<Gateway>,
     /// Proxmox users, groups, roles, ACL entries and API tokens.
     #[serde(default)]
     pub proxmox_access: Option<ProxmoxAccess>,
@@ -793,6 +796,84 @@ pub struct DnsServer {
     /// Zones the server answers for.
     #[serde(default)]
     pub authoritative_zones: Vec<String>,
+}
+
+/// The nginx gateway container and the site Phoenix renders into it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// The CTID of the container that runs nginx.
+    pub container: u32,
+    /// The site's Tera template, relative to the configuration directory.
+    #[serde(default = "default_gateway_template")]
+    pub template: String,
+    /// Where the rendered site goes in the container.
+    #[serde(default = "default_gateway_site")]
+    pub site_path: String,
+    /// The names the gateway answers for.
+    #[serde(default)]
+    pub public_names: Vec<String>,
+    /// Where requests for names without a route go (Traefik's container on port 80 when not set).
+    #[serde(default)]
+    pub default_upstream: Option<String>,
+    /// Public names sent elsewhere.
+    #[serde(default)]
+    pub routes: Vec<GatewayRoute>,
+    /// The TLS certificate's path in the container.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// The TLS key's path in the container.
+    #[serde(default)]
+    pub certificate_key: Option<String>,
+    /// The plain HTTP port.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// The HTTPS port.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// The DNS server nginx resolves upstream names with.
+    #[serde(default)]
+    pub resolver: Option<String>,
+}
+
+/// A public name and where the gateway sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRoute {
+    /// The public name.
+    pub host: String,
+    /// Where requests go, as a URL.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Or the guest whose static address requests go to.
+    #[serde(default)]
+    pub guest: Option<u32>,
+    /// The guest's port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `http` or `https` to the guest.
+    #[serde(default)]
+    pub scheme: Option<String>,
+}
+
+/// Where the gateway's template is in the configuration directory unless `template` says otherwise (the
+/// earlier version's layout).
+pub const DEFAULT_GATEWAY_TEMPLATE: &str = "nginx/sites-available/gateway.template";
+
+fn default_gateway_template() -> String {
+    DEFAULT_GATEWAY_TEMPLATE.to_owned()
+}
+
+fn default_gateway_site() -> String {
+    "/etc/nginx/sites-enabled/gateway".to_owned()
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+
+fn default_https_port() -> u16 {
+    443
 }
 
 /// The internal certificate authority.

@@ -504,11 +504,24 @@ impl HostDns {
 pub enum SyncStep {
     /// Traefik's dynamic configuration, at `sync/traefik`.
     Traefik(Box<TraefikSync>),
+    /// The nginx gateway's site, at `sync/gateway`.
+    Gateway(Box<GatewaySync>),
     /// The DNS records, at `sync/dns`.
     Dns {
         /// Guest name to its static address as the guest declares it (`10.42.0.22/24`).
         records: BTreeMap<String, String>,
     },
+}
+
+/// The gateway's site: rendered from its template by the manager, which has the configuration directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GatewaySync {
+    /// The container that runs nginx.
+    pub container: u32,
+    /// Where the site goes in it.
+    pub site: String,
+    /// The template, relative to the configuration directory.
+    pub template: String,
 }
 
 /// What the Traefik sync step writes, and where.
@@ -535,6 +548,7 @@ impl Resource {
             // means something there (`tls: {}`), so nothing is pruned.
             Desired::Sync(SyncStep::Traefik(traefik)) => return traefik.config.fields(),
             Desired::Sync(SyncStep::Dns { records }) => to_value(records),
+            Desired::Sync(SyncStep::Gateway(gateway)) => to_value(gateway),
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
@@ -1027,6 +1041,25 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             .filter(|resource| {
                 matches!(resource.address, Address::Stack { vmid, .. } if traefik.routed.contains(&vmid))
             })
+            .map(|resource| resource.address.clone())
+            .collect();
+        resources.push(step);
+    }
+    if let Some(gateway) = &hypervisor.gateway {
+        let step = SyncStep::Gateway(Box::new(GatewaySync {
+            container: gateway.container,
+            site: gateway.site_path.clone(),
+            template: gateway.template.clone(),
+        }));
+        let mut step = sync_step(
+            "gateway",
+            address_of(gateway.container).into_iter().collect(),
+            step,
+        );
+        // After Traefik's routes, which it sends traffic to.
+        step.after = resources
+            .iter()
+            .filter(|resource| resource.address == Address::Sync("traefik".to_owned()))
             .map(|resource| resource.address.clone())
             .collect();
         resources.push(step);

@@ -6,6 +6,7 @@ mod access;
 pub mod compose;
 mod connection;
 mod firewall;
+pub mod gateway;
 pub(crate) mod legacy;
 pub(crate) mod network;
 
@@ -32,6 +33,9 @@ pub struct CheckOptions {
     /// The compose file of each stack, by stack name (`None`: none was found); `None` as a whole when the
     /// caller did not look, and compose files are not checked.
     pub compose_files: Option<BTreeMap<String, Option<compose::ComposeFile>>>,
+    /// The gateway's template, as read from the configuration directory; `None` when the caller did not
+    /// look, and it is not rendered.
+    pub gateway_template: Option<gateway::GatewayTemplate>,
 }
 
 /// Runs every semantic check.
@@ -50,6 +54,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     if let Some(compose_files) = &options.compose_files {
         compose::check(estate, compose_files, &mut problems);
     }
+    gateway::check(estate, options.gateway_template.as_ref(), &mut problems);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);
