@@ -28,7 +28,20 @@ async fn changing(setup: &Setup) -> BTreeSet<String> {
 /// Converges a fresh node and checks that a second run writes nothing, to the API or on the node.
 async fn converge_fresh(setup: &Setup) {
     let report = setup.apply().await;
-    assert!(report.succeeded(), "{report:#?}");
+    if !report.succeeded() {
+        // What the node's processes wait on, and what the kernel says of blocked tasks: a step that timed
+        // out (a `test -d` on a zfs-fuse dataset did, once, on a loaded CI machine) is explained here.
+        let processes = setup.sh("ps -eo pid,stat,wchan:32,etime,args | head -60 || true");
+        let kernel = std::process::Command::new("dmesg")
+            .output()
+            .map(|output| {
+                let text = String::from_utf8_lossy(&output.stdout).into_owned();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            })
+            .unwrap_or_default();
+        panic!("{report:#?}\nthe node's processes:\n{processes}\nthe kernel's last words:\n{kernel}");
+    }
     let writes = setup.fake.writes().await;
     setup.assert_converged().await;
     assert_eq!(setup.fake.writes().await, writes, "the second run writes nothing");

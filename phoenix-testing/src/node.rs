@@ -200,12 +200,14 @@ impl TestNode {
     }
 
     /// Starts zfs-fuse's daemon in the node and waits until `zpool` reaches it: ZFS on file-backed pools,
-    /// as the tests' stand-in for a kernel with ZFS. `disks` files of `size` are made under `/srv/disks`
+    /// as the tests' stand-in for a kernel with ZFS. Without the page cache for its files and with a small
+    /// ARC: a FUSE daemon that needs memory while the kernel writes back its dirty pages can wait on
+    /// itself, which a loaded CI machine made happen (a `test -d` on a dataset hung for 120 s). `disks` files of `size` are made under `/srv/disks`
     /// (`/srv/disks/d0`, ...), empty, for pools to be created on.
     pub fn start_zfs(&self, disks: usize, size: &str) {
         let script = format!(
             "set -e\nmkdir -p /srv/disks\nfor i in $(seq 0 {last}); do truncate -s {size} /srv/disks/d$i; done\n\
-             zfs-fuse --pidfile /run/zfs-fuse.pid\n\
+             zfs-fuse --pidfile /run/zfs-fuse.pid --disable-page-cache --max-arc-size 64 --no-kstat-mount\n\
              for _ in $(seq 50); do zpool list >/dev/null 2>&1 && exit 0; sleep 0.1; done\n\
              echo 'zfs-fuse did not answer' >&2; exit 1\n",
             last = disks.saturating_sub(1),
