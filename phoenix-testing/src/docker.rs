@@ -143,6 +143,12 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // dockerd mounts its data root on itself; killed, it leaves that mount behind.
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(self.root.join("data"))
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
