@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dns;
 pub mod engine;
 pub mod gateway;
 pub mod lint;

@@ -121,3 +121,30 @@ fn a_template_that_does_not_render_is_named_at_its_line() {
         phoenix_core::validate(fixture::sources(&workspace().join("examples/homelab")), &missing);
     assert_eq!(validation.problems()[0].code(), "phoenix::gateway::no_template");
 }
+
+#[test]
+fn the_internal_dns_view_has_addresses_for_upstreams_and_a_declared_container() {
+    let sources: Vec<SourceFile> = fixture::sources(&workspace().join("examples/homelab"))
+        .into_iter()
+        .map(|source| {
+            let text = source.text().replace(
+                r#""upstream_servers": ["9.9.9.9", "1.1.1.1"],"#,
+                r#""upstream_servers": ["9.9.9.9#5353", "dns.example.org"], "container": 777,"#,
+            );
+            SourceFile::new(source.kind(), source.path().to_owned(), text)
+        })
+        .collect();
+    let validation = phoenix_core::validate(sources, &CheckOptions::default());
+    let problems: Vec<(&str, &str)> = validation
+        .problems()
+        .iter()
+        .map(|problem| (problem.code(), problem.pointer()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("phoenix::dns::bad_upstream", "/dns_server/upstream_servers/1"),
+            ("phoenix::dns::unknown_container", "/dns_server/container"),
+        ]
+    );
+}

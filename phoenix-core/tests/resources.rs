@@ -413,6 +413,40 @@ fn homelab_host_and_sync_fields() {
               "tpl-debian-cuda": "10.42.0.201/24",
               "traefik": "10.42.0.11/24"
             }
+            sync/dns/internal {
+              "listen": {
+                "port": 53
+              },
+              "records": {
+                "apps": "10.42.0.22",
+                "apps.lab.example.org": "10.42.0.22",
+                "ca.lab.example.org": "10.42.0.11",
+                "gateway": "10.42.0.12",
+                "gateway.lab.example.org": "10.42.0.12",
+                "llm-qwen": "10.42.0.50",
+                "llm-qwen.lab.example.org": "10.42.0.50",
+                "llm.lab.example.org": "10.42.0.11",
+                "portainer": "10.42.0.21",
+                "portainer.lab.example.org": "10.42.0.21",
+                "qdrant.lab.example.org": "10.42.0.11",
+                "search.lab.example.org": "10.42.0.11",
+                "step-ca": "10.42.0.10",
+                "step-ca.lab.example.org": "10.42.0.10",
+                "tpl-debian-base": "10.42.0.200",
+                "tpl-debian-base.lab.example.org": "10.42.0.200",
+                "tpl-debian-cuda": "10.42.0.201",
+                "tpl-debian-cuda.lab.example.org": "10.42.0.201",
+                "traefik": "10.42.0.11",
+                "traefik.lab.example.org": "10.42.0.11"
+              },
+              "upstreams": [
+                "9.9.9.9",
+                "1.1.1.1"
+              ],
+              "zones": [
+                "lab.example.org"
+              ]
+            }
             sync/gateway {
               "container": 101,
               "site": "/etc/nginx/sites-enabled/gateway",

@@ -5,6 +5,7 @@
 //! The configuration itself is built, checked and rendered in core ([`phoenix_core::traefik`]); this
 //! crate reads the live file and replaces it, through the node's host channel and `lxc-attach`.
 
+pub mod dns;
 pub mod gateway;
 mod traefik;
 

@@ -14,6 +14,10 @@ use phoenix_core::{
 
 use phoenix_core::engine::change::diff_declared;
 
+use phoenix_core::dns::InternalDns;
+use phoenix_pve::guest::OnHost;
+
+use crate::dns;
 use crate::gateway::{self, Site};
 use phoenix_pve::guest::{GuestExec, LxcAttach, failure, host_error};
 use phoenix_pve::host::HostChannel;
@@ -40,12 +44,18 @@ pub struct EdgeManager {
     host: Arc<dyn HostChannel>,
     /// The gateway's rendered files, and the channel into its container (`lxc-attach` when not given).
     gateway: Option<(Site, Option<Arc<dyn GuestExec>>)>,
+    /// The channel to the internal DNS view's dnsmasq, when not the one its declaration implies.
+    dns: Option<Arc<dyn GuestExec>>,
 }
 
 impl EdgeManager {
     /// Writes through this channel to the node that runs the Traefik and gateway containers.
     pub fn new(host: Arc<dyn HostChannel>) -> EdgeManager {
-        EdgeManager { host, gateway: None }
+        EdgeManager {
+            host,
+            gateway: None,
+            dns: None,
+        }
     }
 
     /// Manages `sync/gateway` with these rendered files.
@@ -58,6 +68,29 @@ impl EdgeManager {
     pub fn with_gateway_in(mut self, site: Site, exec: Arc<dyn GuestExec>) -> EdgeManager {
         self.gateway = Some((site, Some(exec)));
         self
+    }
+
+    /// Reaches the internal DNS view's dnsmasq through `exec` instead of the node or its container.
+    pub fn with_dns_in(mut self, exec: Arc<dyn GuestExec>) -> EdgeManager {
+        self.dns = Some(exec);
+        self
+    }
+
+    /// The channel to the dnsmasq of `view`, and whether it can be used now (its container runs).
+    async fn dns_channel(&self, view: &InternalDns) -> Result<(Arc<dyn GuestExec>, bool), ManagerError> {
+        if let Some(exec) = &self.dns {
+            return Ok((Arc::clone(exec), true));
+        }
+        match view.container {
+            Some(ctid) => Ok((Arc::new(self.container(ctid)), self.running(ctid).await?)),
+            None => Ok((
+                Arc::new(OnHost {
+                    host: Arc::clone(&self.host),
+                    name: "the node".to_owned(),
+                }),
+                true,
+            )),
+        }
     }
 
     /// Whether the gateway's container can be reached: it runs, for `lxc-attach`; a channel given with
@@ -114,6 +147,13 @@ impl EdgeManager {
     }
 }
 
+fn dns_step(desired: &Resource) -> Option<&InternalDns> {
+    match &desired.desired {
+        Desired::Sync(SyncStep::InternalDns(view)) => Some(view),
+        _ => None,
+    }
+}
+
 fn gateway_step(desired: &Resource) -> Option<&GatewaySync> {
     match &desired.desired {
         Desired::Sync(SyncStep::Gateway(step)) => Some(step),
@@ -142,7 +182,9 @@ impl Manager for EdgeManager {
     }
 
     fn manages(&self, desired: &Resource) -> bool {
-        step(desired).is_some() || (gateway_step(desired).is_some() && self.gateway.is_some())
+        step(desired).is_some()
+            || dns_step(desired).is_some()
+            || (gateway_step(desired).is_some() && self.gateway.is_some())
     }
 
     async fn observe(
@@ -158,6 +200,15 @@ impl Manager for EdgeManager {
         for (address, proxy) in proxies {
             if let Some(live) = self.read(proxy).await? {
                 observed.insert(address, live);
+            }
+        }
+        for resource in desired {
+            let Some(view) = dns_step(resource) else {
+                continue;
+            };
+            let (exec, reachable) = self.dns_channel(view).await?;
+            if reachable && let Some(fields) = dns::observe(exec.as_ref()).await? {
+                observed.insert(resource.address.clone(), Observed { fields });
             }
         }
         for resource in desired {
@@ -179,6 +230,9 @@ impl Manager for EdgeManager {
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        if let Some(view) = dns_step(desired) {
+            return diff_owned(&desired.address, &dns::fields(view), observed);
+        }
         if let Some((site, _)) = gateway_step(desired).and(self.gateway.as_ref()) {
             return diff_declared(&desired.address, &gateway::fields(site), observed);
         }
@@ -186,6 +240,16 @@ impl Manager for EdgeManager {
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        if let Some(view) = desired.and_then(dns_step) {
+            let (exec, reachable) = self.dns_channel(view).await?;
+            if !reachable {
+                return Err(ManagerError::failed(format!(
+                    "{} does not run, so the internal DNS view cannot be written there",
+                    exec.describe()
+                )));
+            }
+            return dns::apply(exec.as_ref(), view).await;
+        }
         if let Some(step) = desired.and_then(gateway_step) {
             let (site, exec) = self
                 .gateway(step.container)

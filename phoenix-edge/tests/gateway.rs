@@ -17,7 +17,8 @@ use phoenix_core::{
 };
 use phoenix_edge::EdgeManager;
 use phoenix_pve::guest::GuestExec;
-use phoenix_testing::node::{NodeGuest, TestNode};
+use phoenix_pve::guest::OnHost;
+use phoenix_testing::node::TestNode;
 use phoenix_testing::{fixture, outcome, reference_dir, workspace};
 
 fn free_port() -> u16 {
@@ -106,7 +107,7 @@ fn actions(plan: &Plan) -> Vec<Action> {
 }
 
 /// Writes `content` at `path` in the node.
-async fn put(guest: &NodeGuest, path: &str, content: &[u8]) {
+async fn put(guest: &OnHost, path: &str, content: &[u8]) {
     let argv = [
         "/bin/sh",
         "-c",

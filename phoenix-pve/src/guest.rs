@@ -148,6 +148,36 @@ pub trait GuestExec: Send + Sync {
     ) -> Result<CommandOutput, ManagerError>;
 }
 
+/// Commands on the node itself, through its host channel, where a guest's commands would go (a service
+/// Phoenix runs on the node rather than in a container).
+#[derive(Clone)]
+pub struct OnHost {
+    /// The channel to the node.
+    pub host: Arc<dyn HostChannel>,
+    /// What it is, for messages (`the node`).
+    pub name: String,
+}
+
+#[async_trait]
+impl GuestExec for OnHost {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn exec(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        environment: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<CommandOutput, ManagerError> {
+        let mut command = vec!["env".to_owned()];
+        command.extend(environment.iter().map(|(name, value)| format!("{name}={value}")));
+        command.extend(argv.iter().cloned());
+        self.host.run(&command, stdin, timeout).await.map_err(host_error)
+    }
+}
+
 /// Commands inside a container: `lxc-attach -n CTID --clear-env [--set-var ...] -- argv` on the node.
 #[derive(Clone)]
 pub struct LxcAttach {

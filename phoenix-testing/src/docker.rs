@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use phoenix_core::ManagerError;
-use phoenix_pve::guest::GuestExec;
-use phoenix_pve::host::{CommandOutput, HostChannel, LocalHost};
+use phoenix_pve::guest::{GuestExec, OnHost};
+use phoenix_pve::host::{CommandOutput, LocalHost};
 
 use crate::{unavailable, workspace};
 
@@ -173,12 +173,12 @@ impl GuestExec for LocalDocker {
         timeout: Duration,
     ) -> Result<CommandOutput, ManagerError> {
         // `env` sets the engine and the variables, as the guest agent's `/usr/bin/env` does in a VM.
-        let mut command = vec!["env".to_owned(), format!("DOCKER_HOST={}", self.host)];
-        command.extend(environment.iter().map(|(name, value)| format!("{name}={value}")));
-        command.extend(argv.iter().cloned());
-        LocalHost
-            .run(&command, stdin, timeout)
-            .await
-            .map_err(|error| ManagerError::failed(error.to_string()))
+        let mut environment = environment.clone();
+        environment.insert("DOCKER_HOST".to_owned(), self.host.clone());
+        let local = OnHost {
+            host: std::sync::Arc::new(LocalHost),
+            name: self.describe(),
+        };
+        local.exec(argv, stdin, &environment, timeout).await
     }
 }

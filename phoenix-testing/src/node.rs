@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use phoenix_pve::guest::GuestExec;
+use phoenix_pve::guest::OnHost;
 use phoenix_pve::host::{CommandOutput, HostChannel, SshHost};
 
 /// The version of the recipe below: changing what goes into the root filesystem means changing this, so
@@ -176,10 +176,10 @@ impl TestNode {
 
     /// The node as a guest: commands through its SSH channel, for managers that work inside a container
     /// (the node plays the container).
-    pub fn guest(&self) -> NodeGuest {
-        NodeGuest {
-            channel: self.channel(),
-            name: self.name.clone(),
+    pub fn guest(&self) -> OnHost {
+        OnHost {
+            host: self.channel(),
+            name: format!("test node {}", self.name),
         }
     }
 
@@ -538,35 +538,5 @@ impl Drop for FileLock {
     fn drop(&mut self) {
         drop(self.0.stdin.take());
         let _ = self.0.wait();
-    }
-}
-
-/// A [`TestNode`] playing a guest: [`GuestExec`] over its SSH channel.
-#[derive(Clone)]
-pub struct NodeGuest {
-    channel: Arc<dyn HostChannel>,
-    name: String,
-}
-
-#[async_trait::async_trait]
-impl GuestExec for NodeGuest {
-    fn describe(&self) -> String {
-        format!("test node {}", self.name)
-    }
-
-    async fn exec(
-        &self,
-        argv: &[String],
-        stdin: Option<&[u8]>,
-        environment: &std::collections::BTreeMap<String, String>,
-        timeout: Duration,
-    ) -> Result<CommandOutput, phoenix_core::ManagerError> {
-        let mut command = vec!["env".to_owned()];
-        command.extend(environment.iter().map(|(name, value)| format!("{name}={value}")));
-        command.extend(argv.iter().cloned());
-        self.channel
-            .run(&command, stdin, timeout)
-            .await
-            .map_err(|error| phoenix_core::ManagerError::failed(error.to_string()))
     }
 }

@@ -96,7 +96,7 @@ pub struct HypervisorFile {
     /// Host-wide VM settings.
     #[serde(default)]
     pub vm_defaults: Option<HostVmDefaults>,
-    /// The dnsmasq DNS server on the host.
+    /// The dnsmasq DNS server of the internal view, on the host or in a container.
     #[serde(default)]
     pub dns_server: Option<DnsServer>,
     /// The internal certificate authority.
@@ -783,7 +783,7 @@ pub struct HostVmDefaults {
     pub ubuntu_release: Option<String>,
 }
 
-/// The dnsmasq DNS server on the host.
+/// The dnsmasq DNS server of the internal view, on the host or in a container.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsServer {
@@ -796,6 +796,15 @@ pub struct DnsServer {
     /// Zones the server answers for.
     #[serde(default)]
     pub authoritative_zones: Vec<String>,
+    /// The container dnsmasq runs in; the node itself when not set.
+    #[serde(default)]
+    pub container: Option<u32>,
+    /// The address it listens on (all when not set).
+    #[serde(default)]
+    pub listen_address: Option<String>,
+    /// The port it listens on.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// The nginx gateway container and the site Phoenix renders into it.

@@ -506,6 +506,8 @@ pub enum SyncStep {
     Traefik(Box<TraefikSync>),
     /// The nginx gateway's site, at `sync/gateway`.
     Gateway(Box<GatewaySync>),
+    /// The internal DNS view served by Phoenix's dnsmasq, at `sync/dns/internal`.
+    InternalDns(Box<crate::dns::InternalDns>),
     /// The DNS records, at `sync/dns`.
     Dns {
         /// Guest name to its static address as the guest declares it (`10.42.0.22/24`).
@@ -549,6 +551,7 @@ impl Resource {
             Desired::Sync(SyncStep::Traefik(traefik)) => return traefik.config.fields(),
             Desired::Sync(SyncStep::Dns { records }) => to_value(records),
             Desired::Sync(SyncStep::Gateway(gateway)) => to_value(gateway),
+            Desired::Sync(SyncStep::InternalDns(view)) => to_value(view),
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
@@ -1063,6 +1066,14 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             .map(|resource| resource.address.clone())
             .collect();
         resources.push(step);
+    }
+    if let Some(view) = crate::dns::internal_view(estate) {
+        let depends_on = view.container.and_then(address_of).into_iter().collect();
+        resources.push(sync_step(
+            "dns/internal",
+            depends_on,
+            SyncStep::InternalDns(Box::new(view)),
+        ));
     }
     let mut records = BTreeMap::new();
     let mut named = Vec::new();

@@ -55,6 +55,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
         compose::check(estate, compose_files, &mut problems);
     }
     gateway::check(estate, options.gateway_template.as_ref(), &mut problems);
+    check_dns(estate, &mut problems);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);
@@ -889,6 +890,46 @@ fn check_traefik_names(estate: &Estate, problems: &mut Vec<Problem>) {
                 .with_help("service names become router names and host names: make each unique"),
             );
         }
+    }
+}
+
+/// The internal DNS view's server: its upstreams are addresses (`9.9.9.9`, or `9.9.9.9#5353` with a port),
+/// and the container it runs in is a declared container.
+fn check_dns(estate: &Estate, problems: &mut Vec<Problem>) {
+    let Some(server) = &estate.files().hypervisor.dns_server else {
+        return;
+    };
+    for (index, upstream) in server.upstream_servers.iter().enumerate() {
+        let (address, port) = upstream.split_once('#').unwrap_or((upstream, "53"));
+        if address.parse::<IpAddr>().is_err() || port.parse::<u16>().is_err() {
+            problems.push(
+                Problem::error(
+                    "phoenix::dns::bad_upstream",
+                    FileKind::Hypervisor,
+                    format!("/dns_server/upstream_servers/{index}"),
+                    format!("`{upstream}` is not an upstream DNS server"),
+                )
+                .with_help("write an IP address, with `#port` after it for another port than 53"),
+            );
+        }
+    }
+    if let Some(ctid) = server.container
+        && !estate
+            .guests()
+            .get(&ctid)
+            .is_some_and(|guest| matches!(guest.spec, GuestSpec::Container(_)))
+    {
+        problems.push(
+            Problem::error(
+                "phoenix::dns::unknown_container",
+                FileKind::Hypervisor,
+                "/dns_server/container",
+                format!("the DNS server's container {ctid} is not declared"),
+            )
+            .with_help(
+                "name the CTID of the container dnsmasq runs in, or leave it out to run it on the node",
+            ),
+        );
     }
 }
 
