@@ -377,6 +377,18 @@ impl PortainerManager {
     }
 }
 
+/// The live `images` and `files` of a stack; none when the VM cannot be asked (stopped, say), so the plan
+/// puts them in place and apply says what is wrong. One VM that does not answer fails no other stack.
+async fn observe_assets(guest: &dyn GuestExec, prepared: &Prepared) -> BTreeMap<String, Value> {
+    match assets::observe(guest, prepared).await {
+        Ok(fields) => fields,
+        Err(error) => {
+            tracing::debug!(guest = guest.describe(), %error, "cannot read a stack's images and files");
+            BTreeMap::new()
+        }
+    }
+}
+
 /// Whether Phoenix deployed a stack.
 fn is_owned(stack: &crate::client::Stack) -> bool {
     stack
@@ -490,7 +502,7 @@ impl Manager for PortainerManager {
                 let host = self.docker_host(resource, *vmid)?;
                 if let Some((deployed, running)) = docker::observe_stack(host.as_ref(), name).await {
                     let mut fields = match self.prepared(name) {
-                        Ok(prepared) => assets::observe(host.as_ref(), prepared).await?,
+                        Ok(prepared) => observe_assets(host.as_ref(), prepared).await,
                         Err(_) => BTreeMap::new(),
                     };
                     fields.insert("deployed".to_owned(), Value::String(deployed));
@@ -574,7 +586,7 @@ impl Manager for PortainerManager {
                         && prepared.has_assets()
                     {
                         let host = self.docker_host(resource, *vmid)?;
-                        fields.extend(assets::observe(host.as_ref(), prepared).await?);
+                        fields.extend(observe_assets(host.as_ref(), prepared).await);
                     }
                     observed.insert(resource.address.clone(), Observed { fields });
                 }
