@@ -13,7 +13,6 @@ use phoenix_core::config::hypervisor::DEFAULT_GATEWAY_TEMPLATE;
 use phoenix_core::config::stacks::StacksFile;
 use phoenix_core::lint::checks::compose::ComposeFile;
 use phoenix_core::lint::checks::gateway::GatewayTemplate;
-use phoenix_core::traefik::DEFAULT_ENVIRONMENT;
 use phoenix_core::{CheckOptions, FileKind, Problem, SourceFile};
 
 use crate::files::{self, CONFIG_LIMIT, Links, SCRIPT_LIMIT};
@@ -108,21 +107,16 @@ fn compose_files(
         for path in stack.compose_candidates(name, dir) {
             if let Some(text) = files::read_text(&path, CONFIG_LIMIT, Links::Follow)? {
                 let stack_dir = path.parent();
-                let missing_files = stack
-                    .environments
-                    .get(DEFAULT_ENVIRONMENT)
-                    .map(|environment| environment.files.as_slice())
-                    .unwrap_or_default()
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, file)| {
+                let mut missing_files = Vec::new();
+                for (environment, settings) in &stack.environments {
+                    for (index, file) in settings.files.iter().enumerate() {
                         let candidates = file.source_candidates(dir, stack_dir);
-                        (!candidates.iter().any(|candidate| candidate.is_file())).then(|| {
+                        if !candidates.iter().any(|candidate| candidate.is_file()) {
                             let tried = candidates.iter().map(|path| path.display().to_string()).collect();
-                            (index, tried)
-                        })
-                    })
-                    .collect();
+                            missing_files.push((environment.clone(), index, tried));
+                        }
+                    }
+                }
                 file = Some(ComposeFile {
                     path: path.display().to_string(),
                     text,

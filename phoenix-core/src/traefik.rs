@@ -290,18 +290,20 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
             routed.push(guest.id);
         }
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
-        for (index, name) in vm.docker_stacks.iter().enumerate() {
+        for (index, chosen) in vm.docker_stacks.iter().enumerate() {
+            let name = chosen.name();
             let Some(stack) = files.stacks.docker_stacks.get(name) else {
                 continue;
             };
-            let Some(environment) = stack.environments.get(DEFAULT_ENVIRONMENT) else {
+            let Some(environment) = stack.environments.get(chosen.environment()) else {
                 continue;
             };
             let mut any = false;
             for (service_name, service) in &environment.services {
                 let pointer = format!(
-                    "/docker_stacks/{}/environments/{DEFAULT_ENVIRONMENT}/services/{}/traefik_labels",
+                    "/docker_stacks/{}/environments/{}/services/{}/traefik_labels",
                     escape_pointer_token(name),
+                    escape_pointer_token(chosen.environment()),
                     escape_pointer_token(service_name)
                 );
                 let origin = Origin {

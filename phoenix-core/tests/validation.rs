@@ -1483,7 +1483,11 @@ fn stack_files_must_be_found_and_land_at_an_absolute_path() {
         .as_mut()
         .and_then(|files| files.get_mut("web"))
     {
-        file.missing_files = vec![(0, vec!["/etc/phoenix/stacks/web/app.env".to_owned()])];
+        file.missing_files = vec![(
+            "production".to_owned(),
+            0,
+            vec!["/etc/phoenix/stacks/web/app.env".to_owned()],
+        )];
     }
     check_with(
         &[files],
@@ -1545,5 +1549,29 @@ fn a_git_stack_has_no_compose_file_of_its_own_and_runs_only_through_portainer() 
     check(
         &[only_git, on_server],
         &[("phoenix::stack::git_on_server", "/vms/1/docker_stacks/0", 17)],
+    );
+}
+
+#[test]
+fn a_vm_runs_a_stack_in_an_environment_the_stack_has() {
+    // The earlier version's object form, naming the environment: fine when the stack has it.
+    let chosen = |environment: &str| {
+        Replace(
+            Vm,
+            r#""docker_stacks": ["web"],"#,
+            Box::leak(
+                format!(r#""docker_stacks": [{{ "name": "web", "environment": "{environment}" }}],"#)
+                    .into_boxed_str(),
+            ),
+        )
+    };
+    check(&[chosen("production")], &[]);
+    check(
+        &[chosen("prodution")],
+        &[(
+            "phoenix::stack::unknown_environment",
+            "/vms/2/docker_stacks/0/environment",
+            29,
+        )],
     );
 }

@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use phoenix_core::ManagerError;
-use phoenix_core::config::stacks::Stack as StackConfig;
-use phoenix_core::traefik::DEFAULT_ENVIRONMENT;
+use phoenix_core::config::stacks::StackFile;
 use phoenix_pve::guest::GuestExec;
 use phoenix_pve::host::{CommandOutput, sha256_hex};
 use serde_json::{Map, Value};
@@ -106,10 +105,11 @@ impl Prepared {
 }
 
 /// Reads what stack `name` builds and places, from its compose file (`text`, found at `compose_path`) and
-/// its environment's `files`, and rewrites the compose file to deploy accordingly.
+/// the `declared` files of the environment it runs with, and rewrites the compose file to deploy
+/// accordingly.
 pub(crate) fn prepare(
     name: &str,
-    stack: &StackConfig,
+    declared: &[StackFile],
     compose_path: &Path,
     text: &str,
     config_dir: &Path,
@@ -136,11 +136,6 @@ pub(crate) fn prepare(
         builds.push(built);
     }
     let mut files = Vec::new();
-    let declared = stack
-        .environments
-        .get(DEFAULT_ENVIRONMENT)
-        .map(|environment| environment.files.as_slice())
-        .unwrap_or_default();
     for file in declared {
         let candidates = file.source_candidates(config_dir, Some(stack_dir));
         let (source, content) = candidates

@@ -47,9 +47,9 @@ pub struct PortainerManager {
     env: Lookup,
     /// Compose files by stack name: where each was found and its text, or why it cannot be read.
     sources: BTreeMap<String, Result<(PathBuf, String), String>>,
-    /// Each stack as deployed (its compose file rewritten for what it builds and places), or why it
-    /// cannot be.
-    compose: BTreeMap<String, Result<Prepared, String>>,
+    /// Each stack as deployed in each of its environments (its compose file rewritten for what it builds
+    /// and places), or why it cannot be.
+    compose: BTreeMap<(String, String), Result<Prepared, String>>,
     /// Where stacks' files go on a VM.
     files_root: String,
     /// The Portainer name of each agent VM's environment.
@@ -118,28 +118,44 @@ impl PortainerManager {
     }
 
     fn prepare(&mut self) {
-        self.compose = self
-            .sources
-            .iter()
-            .map(|(name, source)| {
-                if self.stacks.get(name).is_some_and(|stack| stack.git.is_some()) {
-                    return (name.clone(), Err(format!("stack `{name}` comes from Git")));
-                }
+        let mut compose = BTreeMap::new();
+        for (name, source) in &self.sources {
+            let Some(stack) = self.stacks.get(name) else {
+                continue;
+            };
+            let mut environments: Vec<(&str, &[phoenix_core::config::stacks::StackFile])> = stack
+                .environments
+                .iter()
+                .map(|(environment, settings)| (environment.as_str(), settings.files.as_slice()))
+                .collect();
+            if !stack.environments.contains_key(DEFAULT_ENVIRONMENT) {
+                environments.push((DEFAULT_ENVIRONMENT, &[]));
+            }
+            for (environment, files) in environments {
                 let prepared = source.clone().and_then(|(path, text)| {
-                    let stack = self.stacks.get(name).ok_or("not declared")?;
-                    assets::prepare(name, stack, &path, &text, &self.config_dir, &self.files_root)
+                    assets::prepare(name, files, &path, &text, &self.config_dir, &self.files_root)
                 });
-                (name.clone(), prepared)
-            })
-            .collect();
+                compose.insert((name.clone(), environment.to_owned()), prepared);
+            }
+        }
+        self.compose = compose;
     }
 
-    /// The prepared stack `name`, or why it cannot be deployed.
-    fn prepared(&self, name: &str) -> Result<&Prepared, ManagerError> {
-        match self.compose.get(name) {
+    /// Stack `name` prepared for the environment `config` (its resource's) runs with, or why it cannot
+    /// be deployed.
+    fn prepared(&self, name: &str, config: &StackConfig) -> Result<&Prepared, ManagerError> {
+        if config.git.is_some() {
+            return Err(ManagerError::failed(format!("stack `{name}` comes from Git")));
+        }
+        let environment = config
+            .chosen_environment()
+            .map_or(DEFAULT_ENVIRONMENT, |(environment, _)| environment);
+        match self.compose.get(&(name.to_owned(), environment.to_owned())) {
             Some(Ok(prepared)) => Ok(prepared),
             Some(Err(why)) => Err(ManagerError::failed(why.clone())),
-            None => Err(ManagerError::failed(format!("stack `{name}` is not declared"))),
+            None => Err(ManagerError::failed(format!(
+                "stack `{name}` has no compose file read for its environment `{environment}`"
+            ))),
         }
     }
 
@@ -187,7 +203,7 @@ impl PortainerManager {
 
     /// The compose text and variables to deploy, secrets resolved.
     fn deployment(&self, name: &str, stack: &StackConfig) -> Result<(String, Vec<Pair>), ManagerError> {
-        let content = self.prepared(name)?.compose.clone();
+        let content = self.prepared(name, stack)?.compose.clone();
         Ok((content, self.variables(name, stack)?))
     }
 
@@ -241,14 +257,13 @@ impl PortainerManager {
 
     /// The fields a stack is compared by: `compose` (a digest), `env` (secrets masked).
     fn stack_fields(&self, name: &str, stack: &StackConfig) -> BTreeMap<String, Value> {
-        let (compose, assets) = match (&stack.git, self.compose.get(name)) {
+        let (compose, assets) = match (&stack.git, self.prepared(name, stack)) {
             (Some(git), _) => (
                 git_fields(&git.repository_url, &git.reference, &git.compose_file),
                 BTreeMap::new(),
             ),
-            (None, Some(Ok(prepared))) => (Value::String(digest(&prepared.compose)), prepared.fields()),
-            (None, Some(Err(why))) => (Value::String(format!("unreadable: {why}")), BTreeMap::new()),
-            (None, None) => (Value::Null, BTreeMap::new()),
+            (None, Ok(prepared)) => (Value::String(digest(&prepared.compose)), prepared.fields()),
+            (None, Err(why)) => (Value::String(format!("unreadable: {why}")), BTreeMap::new()),
         };
         let compose_field = if stack.git.is_some() { "git" } else { "compose" };
         let mut env: serde_json::Map<String, Value> = variables(stack)
@@ -274,7 +289,10 @@ impl PortainerManager {
             Ok((_, _, digest)) => digest,
             Err(error) => format!("(cannot be deployed: {error})"),
         };
-        let mut fields = self.prepared(name).map(Prepared::fields).unwrap_or_default();
+        let mut fields = self
+            .prepared(name, stack)
+            .map(Prepared::fields)
+            .unwrap_or_default();
         fields.insert("deployed".to_owned(), Value::String(deployed));
         fields.insert("running".to_owned(), Value::Bool(true));
         fields
@@ -415,10 +433,9 @@ fn redeploys(change: &Change) -> bool {
 /// The variables of the environment VMs deploy.
 fn variables(stack: &StackConfig) -> impl Iterator<Item = &phoenix_core::config::stacks::StackVariable> {
     stack
-        .environments
-        .get(DEFAULT_ENVIRONMENT)
+        .chosen_environment()
         .into_iter()
-        .flat_map(|environment| &environment.variables)
+        .flat_map(|(_, environment)| &environment.variables)
 }
 
 fn digest(content: &str) -> String {
@@ -473,11 +490,11 @@ impl Manager for PortainerManager {
             (Desired::Portainer(PortainerStep::Container { .. }), _) => self.docker.is_some(),
             (Desired::Portainer(_), _) => true,
             (Desired::Stack(_), _) if self.is_direct(desired) => self.docker.is_some(),
-            (Desired::Stack(_), Address::Stack { name, vmid }) => {
+            (Desired::Stack(config), Address::Stack { name, vmid }) => {
                 desired
                     .depends_on
                     .contains(&Address::Portainer(format!("endpoint/{vmid}")))
-                    && (self.docker.is_some() || !self.prepared(name).is_ok_and(Prepared::has_assets))
+                    && (self.docker.is_some() || !self.prepared(name, config).is_ok_and(Prepared::has_assets))
             }
             _ => false,
         }
@@ -496,12 +513,13 @@ impl Manager for PortainerManager {
                     observed.insert(resource.address.clone(), Observed { fields });
                 }
             }
-            if let Address::Stack { name, vmid } = &resource.address
+            if let (Address::Stack { name, vmid }, Desired::Stack(config)) =
+                (&resource.address, &resource.desired)
                 && self.is_direct(resource)
             {
                 let host = self.docker_host(resource, *vmid)?;
                 if let Some((deployed, running)) = docker::observe_stack(host.as_ref(), name).await {
-                    let mut fields = match self.prepared(name) {
+                    let mut fields = match self.prepared(name, config) {
                         Ok(prepared) => observe_assets(host.as_ref(), prepared).await,
                         Err(_) => BTreeMap::new(),
                     };
@@ -582,7 +600,7 @@ impl Manager for PortainerManager {
                         ),
                     };
                     let mut fields = self.live_stack_fields(Some((name, config)), stack, content.as_deref());
-                    if let Ok(prepared) = self.prepared(name)
+                    if let Ok(prepared) = self.prepared(name, config)
                         && prepared.has_assets()
                     {
                         let host = self.docker_host(resource, *vmid)?;
@@ -698,7 +716,7 @@ impl Manager for PortainerManager {
             {
                 let resource = desired.expect("matched on it");
                 let host = self.docker_host(resource, *vmid)?;
-                let prepared = self.prepared(name)?;
+                let prepared = self.prepared(name, config)?;
                 assets::ensure(host.as_ref(), prepared).await?;
                 if redeploys(change) {
                     let (content, variables, digest) = self.direct_deployment(name, config)?;
@@ -712,7 +730,7 @@ impl Manager for PortainerManager {
                 if let Some(source) = self.git_source(name, config)? {
                     return self.deploy_git(*vmid, name, config, &source).await;
                 }
-                let prepared = self.prepared(name)?;
+                let prepared = self.prepared(name, config)?;
                 self.ensure_assets(resource, *vmid, prepared).await?;
                 if !redeploys(change) {
                     return Ok(());

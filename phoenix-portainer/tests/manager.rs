@@ -843,3 +843,65 @@ async fn a_stack_from_git_is_deployed_from_its_repository_and_follows_its_refere
     assert!(text.contains("refs/heads/nope"), "{text}");
     fake.assert_requests_valid().await;
 }
+
+#[tokio::test]
+async fn a_vm_runs_a_stack_with_the_environment_it_names() {
+    let Some(fake) = FakePortainer::start(&[], 3600).await else {
+        return;
+    };
+    // searxng gains a `staging` environment with its own port; VM 1002 runs it with that one.
+    let staging = |vm_side: &'static str| {
+        move |text: &str| {
+            text.replace(
+                r#""searxng": {
+      "description": "SearXNG metasearch engine, used as a web-search tool by the local LLM.",
+      "compose_file_path": "stacks/searxng/docker-compose.yml",
+      "environments": {"#,
+                r#""searxng": {
+      "description": "SearXNG metasearch engine, used as a web-search tool by the local LLM.",
+      "compose_file_path": "stacks/searxng/docker-compose.yml",
+      "environments": {
+        "staging": {
+          "variables": [
+            { "name": "SEARXNG_SECRET", "value": { "env": "SEARXNG_SECRET" } },
+            { "name": "SEARXNG_BASE_URL", "value": "https://search-staging.lab.example.org/" },
+            { "name": "API_PORT", "value": "8090" }
+          ]
+        },"#,
+            )
+            .replace(r#""docker_stacks": ["qdrant", "searxng"],"#, vm_side)
+        }
+    };
+    let (estate, resources) = homelab(staging(
+        r#""docker_stacks": ["qdrant", { "name": "searxng", "environment": "staging" }],"#,
+    ));
+    let managers = managers_for(&fake, &estate, "key");
+    let report = apply(&plan(&resources, &managers).await, &managers, false).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let state = fake.state().await;
+    let env = &stack(&state, "searxng")["Env"];
+    let value = |name: &str| {
+        env.as_array()
+            .and_then(|pairs| pairs.iter().find(|pair| pair["name"] == name))
+            .map(|pair| pair["value"].clone())
+    };
+    assert_eq!(value("API_PORT"), Some(Value::from("8090")), "{env}");
+    assert_eq!(changes(&plan(&resources, &managers).await), []);
+
+    // Back to production: that stack alone is redeployed, with production's variables.
+    let (estate, resources) = homelab(staging(r#""docker_stacks": ["qdrant", "searxng"],"#));
+    let managers = managers_for(&fake, &estate, "key");
+    let back = plan(&resources, &managers).await;
+    assert_eq!(
+        changes(&back),
+        [("stack/searxng@1002".to_owned(), Action::Update)]
+    );
+    assert!(apply(&back, &managers, false).await.succeeded());
+    let state = fake.state().await;
+    let port = stack(&state, "searxng")["Env"]
+        .as_array()
+        .and_then(|pairs| pairs.iter().find(|pair| pair["name"] == "API_PORT"))
+        .map(|pair| pair["value"].clone());
+    assert_eq!(port, Some(Value::from("8080")));
+    fake.assert_requests_valid().await;
+}

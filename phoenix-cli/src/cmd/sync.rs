@@ -99,7 +99,7 @@ fn stack_targets(estate: &Estate, args: &SyncStackArgs) -> miette::Result<Vec<St
             guest.name()
         ));
     };
-    if !vm.docker_stacks.contains(name) {
+    if !vm.docker_stacks.iter().any(|chosen| chosen.name() == name) {
         return Err(miette::miette!(
             code = "phoenix::sync::stack_not_on_vm",
             help = format!("add \"{name}\" to docker_stacks of VM {vmid} in phoenix_vm_configs.json"),

@@ -66,6 +66,20 @@ fn default_compose_file() -> String {
 }
 
 impl Stack {
+    /// The environment a stack runs with on its VM: the one a stack resource carries (`resources` keeps
+    /// only the environment its VM names), else `production`.
+    pub fn chosen_environment(&self) -> Option<(&str, &StackEnvironment)> {
+        if self.environments.len() == 1 {
+            return self
+                .environments
+                .iter()
+                .next()
+                .map(|(name, settings)| (name.as_str(), settings));
+        }
+        let name = crate::traefik::DEFAULT_ENVIRONMENT;
+        self.environments.get(name).map(|settings| (name, settings))
+    }
+
     /// Where the compose file of stack `name` may be, in the order Phoenix looks: `compose_file_path`
     /// under `config_dir`, `stacks/<name>/docker-compose.yml` there, and the same beside it (the earlier
     /// version kept `stacks/` next to its `etc/`). Paths only; nothing is read.

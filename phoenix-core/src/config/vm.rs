@@ -126,9 +126,9 @@ pub struct VmConfig {
     /// Network volumes mounted inside the guest.
     #[serde(default)]
     pub volumes: Vec<VmVolume>,
-    /// Names of stacks (from the stacks file) deployed on this VM through Portainer.
+    /// Stacks (from the stacks file) deployed on this VM, each in the environment it names.
     #[serde(default)]
-    pub docker_stacks: Vec<String>,
+    pub docker_stacks: Vec<StackRef>,
     /// DNS records published for this VM by the DNS sync step.
     #[serde(default)]
     pub dns_records: Vec<DnsRecord>,
@@ -213,4 +213,67 @@ pub struct DnsRecord {
     pub hostname: String,
     /// IPv4 or IPv6 address.
     pub ip: String,
+}
+
+/// A stack a VM runs: its name, and the environment of the stack's settings it runs with (`production`
+/// when not said). Written as the name alone, or as `{"name": ..., "environment": ...}` (the earlier
+/// version's schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StackRef {
+    /// The name; the `production` environment.
+    Name(String),
+    /// The name and an environment.
+    In {
+        /// The stack's name.
+        name: String,
+        /// The environment.
+        environment: String,
+    },
+}
+
+impl StackRef {
+    /// The stack's name.
+    pub fn name(&self) -> &str {
+        match self {
+            StackRef::Name(name) | StackRef::In { name, .. } => name,
+        }
+    }
+
+    /// The environment whose settings the VM runs the stack with.
+    pub fn environment(&self) -> &str {
+        match self {
+            StackRef::Name(_) => crate::traefik::DEFAULT_ENVIRONMENT,
+            StackRef::In { environment, .. } => environment,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StackRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Chosen {
+            name: String,
+            #[serde(default)]
+            environment: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Name(String),
+            Chosen(Chosen),
+        }
+        Ok(match Either::deserialize(deserializer)? {
+            Either::Name(name) => StackRef::Name(name),
+            Either::Chosen(Chosen {
+                name,
+                environment: None,
+            }) => StackRef::Name(name),
+            Either::Chosen(Chosen {
+                name,
+                environment: Some(environment),
+            }) => StackRef::In { name, environment },
+        })
+    }
 }

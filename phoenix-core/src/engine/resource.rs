@@ -1002,25 +1002,31 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     resources.extend(portainer);
     for guest in estate.guests().values() {
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
-        for name in &vm.docker_stacks {
+        for chosen in &vm.docker_stacks {
+            let name = chosen.name();
             let Some(stack) = files.stacks.docker_stacks.get(name) else {
                 continue;
             };
+            // Only the environment this VM runs it with.
+            let mut stack = stack.clone();
+            stack
+                .environments
+                .retain(|environment, _| environment == chosen.environment());
             let mut depends_on = vec![Address::Vm(guest.id)];
             if environments.contains(&guest.id) {
                 depends_on.push(Address::Portainer(format!("endpoint/{}", guest.id)));
             }
             resources.push(Resource {
                 address: Address::Stack {
-                    name: name.clone(),
+                    name: name.to_owned(),
                     vmid: guest.id,
                 },
-                name: Some(name.clone()),
+                name: Some(name.to_owned()),
                 depends_on,
                 after: Vec::new(),
                 node: guest.node.clone(),
                 storage: None,
-                desired: Desired::Stack(Box::new(stack.clone())),
+                desired: Desired::Stack(Box::new(stack)),
             });
         }
     }
@@ -1099,7 +1105,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     resources
 }
 
-/// `vm` with the firewall rules its stacks declare (their `production` environment) after its own, each
+/// `vm` with the firewall rules its stacks declare (in the environment it runs each with) after its own, each
 /// once; only for a VM whose firewall Phoenix manages (validation warns about the others).
 fn with_stack_rules(vm: &VmConfig, stacks: &StacksFile) -> VmConfig {
     let mut vm = vm.clone();
@@ -1109,8 +1115,10 @@ fn with_stack_rules(vm: &VmConfig, stacks: &StacksFile) -> VmConfig {
     let declared = vm
         .docker_stacks
         .iter()
-        .filter_map(|name| stacks.docker_stacks.get(name))
-        .filter_map(|stack| stack.environments.get(traefik::DEFAULT_ENVIRONMENT))
+        .filter_map(|chosen| {
+            let stack = stacks.docker_stacks.get(chosen.name())?;
+            stack.environments.get(chosen.environment())
+        })
         .flat_map(|environment| &environment.firewall_rules);
     for rule in declared {
         if !firewall.rules.contains(rule) {
@@ -1159,8 +1167,8 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
     // The server's own container, unless the primary VM runs stacks: then one of them is the server, and
     // the server comes after them.
     if let GuestSpec::Vm(vm) = &primary.spec {
-        server_needs.extend(vm.docker_stacks.iter().map(|name| Address::Stack {
-            name: name.clone(),
+        server_needs.extend(vm.docker_stacks.iter().map(|chosen| Address::Stack {
+            name: chosen.name().to_owned(),
             vmid: primary.id,
         }));
     }

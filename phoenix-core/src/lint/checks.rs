@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::config::hypervisor::{HypervisorFile, NfsStorage};
+use crate::config::vm::StackRef;
 use crate::config::{FileKind, PortainerRole};
 use crate::lint::diagnostic::Problem;
 use crate::lint::features;
@@ -950,11 +951,42 @@ fn check_stacks(estate: &Estate, problems: &mut Vec<Problem>) {
     }
     for guest in estate.guests().values() {
         let GuestSpec::Vm(vm) = &guest.spec else { continue };
-        for (index, name) in vm.docker_stacks.iter().enumerate() {
+        for (index, chosen) in vm.docker_stacks.iter().enumerate() {
+            let name = chosen.name();
             if let Some(stack) = stacks.get(name) {
+                let environment = chosen.environment();
+                // A stack without environments runs with nothing set; one with them must have this one.
+                let has_it = stack.environments.contains_key(environment)
+                    || (stack.environments.is_empty() && environment == crate::traefik::DEFAULT_ENVIRONMENT);
+                if !has_it {
+                    let pointer = match chosen {
+                        StackRef::Name(_) => format!("docker_stacks/{index}"),
+                        StackRef::In { .. } => format!("docker_stacks/{index}/environment"),
+                    };
+                    let problem = Problem::error(
+                        "phoenix::stack::unknown_environment",
+                        guest.file,
+                        guest.pointer_to(&pointer),
+                        format!("stack `{name}` has no environment `{environment}`"),
+                    )
+                    .with_label("no such environment");
+                    let known = stack.environments.keys().map(String::as_str);
+                    problems.push(match did_you_mean(environment, known) {
+                        Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+                        None => problem.with_help(format!(
+                            "its environments are {}; name one as {{\"name\": \"{name}\", \"environment\": ...}}",
+                            stack
+                                .environments
+                                .keys()
+                                .map(|known| format!("`{known}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    });
+                }
                 let rules = stack
                     .environments
-                    .get(crate::traefik::DEFAULT_ENVIRONMENT)
+                    .get(environment)
                     .is_some_and(|environment| !environment.firewall_rules.is_empty());
                 if rules && vm.firewall.is_none() {
                     problems.push(

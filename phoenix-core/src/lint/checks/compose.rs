@@ -21,9 +21,9 @@ pub struct ComposeFile {
     pub path: String,
     /// Its text.
     pub text: String,
-    /// The production environment's `files` whose source is nowhere Phoenix looks
-    /// (`StackFile::source_candidates`): their index, and the paths tried.
-    pub missing_files: Vec<(usize, Vec<String>)>,
+    /// The `files` whose source is nowhere Phoenix looks (`StackFile::source_candidates`): their
+    /// environment, index, and the paths tried.
+    pub missing_files: Vec<(String, usize, Vec<String>)>,
 }
 
 pub(super) fn check(
@@ -76,77 +76,84 @@ pub(super) fn check(
             );
             continue;
         };
-        let Some(environment) = stack.environments.get(DEFAULT_ENVIRONMENT) else {
-            continue;
-        };
-        let environment_pointer = format!("{stack_pointer}/environments/{DEFAULT_ENVIRONMENT}");
-        for (index, tried) in &file.missing_files {
-            let Some(declared) = environment.files.get(*index) else {
+        for environment_name in used_environments(estate, name) {
+            let Some(environment) = stack.environments.get(&environment_name) else {
                 continue;
             };
-            problems.push(
-                Problem::error(
-                    "phoenix::stack::file_missing",
-                    FileKind::Stacks,
-                    format!("{environment_pointer}/files/{index}/source"),
-                    format!("file `{}` of stack `{name}` is not there", declared.source),
-                )
-                .with_help(format!("Phoenix looked at {}", tried.join(", "))),
+            let environment_pointer = format!(
+                "{stack_pointer}/environments/{}",
+                escape_pointer_token(&environment_name)
             );
-        }
-        for (index, declared) in environment.files.iter().enumerate() {
-            if !declared.destination_in_container.starts_with('/') {
+            for (of, index, tried) in &file.missing_files {
+                if *of != environment_name {
+                    continue;
+                }
+                let Some(declared) = environment.files.get(*index) else {
+                    continue;
+                };
                 problems.push(
                     Problem::error(
-                        "phoenix::stack::file_destination",
+                        "phoenix::stack::file_missing",
                         FileKind::Stacks,
-                        format!("{environment_pointer}/files/{index}/destination_in_container"),
-                        format!(
-                            "`{}` is not an absolute path in the container",
-                            declared.destination_in_container
-                        ),
+                        format!("{environment_pointer}/files/{index}/source"),
+                        format!("file `{}` of stack `{name}` is not there", declared.source),
                     )
-                    .with_help("start it with `/`, e.g. `/app/.env`"),
+                    .with_help(format!("Phoenix looked at {}", tried.join(", "))),
                 );
             }
-        }
-        for service in environment.services.keys() {
-            if services.contains_key(service) {
-                continue;
+            for (index, declared) in environment.files.iter().enumerate() {
+                if !declared.destination_in_container.starts_with('/') {
+                    problems.push(
+                        Problem::error(
+                            "phoenix::stack::file_destination",
+                            FileKind::Stacks,
+                            format!("{environment_pointer}/files/{index}/destination_in_container"),
+                            format!(
+                                "`{}` is not an absolute path in the container",
+                                declared.destination_in_container
+                            ),
+                        )
+                        .with_help("start it with `/`, e.g. `/app/.env`"),
+                    );
+                }
             }
-            let problem = Problem::error(
-                "phoenix::stack::unknown_service",
-                FileKind::Stacks,
-                format!("{environment_pointer}/services/{}", escape_pointer_token(service)),
-                format!("{} has no service `{service}`", file.path),
-            )
-            .on_key();
-            problems.push(match did_you_mean(service, services.keys().map(String::as_str)) {
-                Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
-                None => problem.with_help(format!(
-                    "its services are {}",
-                    services
-                        .keys()
-                        .map(|name| format!("`{name}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+            for service in environment.services.keys() {
+                if services.contains_key(service) {
+                    continue;
+                }
+                let problem = Problem::error(
+                    "phoenix::stack::unknown_service",
+                    FileKind::Stacks,
+                    format!("{environment_pointer}/services/{}", escape_pointer_token(service)),
+                    format!("{} has no service `{service}`", file.path),
+                )
+                .on_key();
+                problems.push(match did_you_mean(service, services.keys().map(String::as_str)) {
+                    Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+                    None => problem.with_help(format!(
+                        "its services are {}",
+                        services
+                            .keys()
+                            .map(|name| format!("`{name}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                });
+            }
+            let uses_stack_env = services.values().any(|service| match service.get("env_file") {
+                Some(Value::String(file)) => file == "stack.env",
+                Some(Value::Array(files)) => files.iter().any(|file| {
+                    file.as_str() == Some("stack.env")
+                        || file.get("path").and_then(Value::as_str) == Some("stack.env")
+                }),
+                _ => false,
             });
-        }
-        let uses_stack_env = services.values().any(|service| match service.get("env_file") {
-            Some(Value::String(file)) => file == "stack.env",
-            Some(Value::Array(files)) => files.iter().any(|file| {
-                file.as_str() == Some("stack.env")
-                    || file.get("path").and_then(Value::as_str) == Some("stack.env")
-            }),
-            _ => false,
-        });
-        let referenced = interpolated(&file.text);
-        for (index, variable) in environment.variables.iter().enumerate() {
-            if uses_stack_env || referenced.contains(variable.name.as_str()) {
-                continue;
-            }
-            problems.push(
+            let referenced = interpolated(&file.text);
+            for (index, variable) in environment.variables.iter().enumerate() {
+                if uses_stack_env || referenced.contains(variable.name.as_str()) {
+                    continue;
+                }
+                problems.push(
                 Problem::warning(
                     "phoenix::stack::variable_unused",
                     FileKind::Stacks,
@@ -161,8 +168,28 @@ pub(super) fn check(
                      (portainer#5813): add it to the services that need them, or use `${NAME}` in the file",
                 ),
             );
+            }
         }
     }
+}
+
+/// The environments of stack `name` that VMs run it with (`production` when no VM runs it).
+fn used_environments(estate: &Estate, name: &str) -> BTreeSet<String> {
+    let mut used: BTreeSet<String> = estate
+        .guests()
+        .values()
+        .filter_map(|guest| match &guest.spec {
+            crate::model::GuestSpec::Vm(vm) => Some(&vm.docker_stacks),
+            crate::model::GuestSpec::Container(_) => None,
+        })
+        .flatten()
+        .filter(|chosen| chosen.name() == name)
+        .map(|chosen| chosen.environment().to_owned())
+        .collect();
+    if used.is_empty() {
+        used.insert(DEFAULT_ENVIRONMENT.to_owned());
+    }
+    used
 }
 
 fn first_line(text: &str) -> &str {
