@@ -54,7 +54,7 @@ pub fn internal_view(estate: &Estate) -> Option<InternalDns> {
     let domain = hypervisor.domain_name.as_deref();
     let mut records = BTreeMap::new();
     for guest in estate.guests().values() {
-        let Some(address) = crate::gateway::guest_address(estate, guest.id) else {
+        let Some(address) = guest.static_address().map(str::to_owned) else {
             continue;
         };
         let name = guest.name().to_ascii_lowercase();
@@ -66,7 +66,7 @@ pub fn internal_view(estate: &Estate) -> Option<InternalDns> {
     let (traefik, _) = crate::traefik::declared(estate);
     if let Some(address) = traefik
         .proxy
-        .and_then(|proxy| crate::gateway::guest_address(estate, proxy))
+        .and_then(|proxy| estate.guest(proxy)?.static_address().map(str::to_owned))
     {
         for router in traefik.config.names(Section::Router) {
             let rule = traefik

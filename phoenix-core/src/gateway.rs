@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::config::hypervisor::Gateway;
-use crate::model::{Estate, GuestSpec};
+use crate::model::Estate;
 
 /// Where the configuration directory's snippets are (`nginx/snippets/*`), copied beside the site.
 pub const SNIPPETS_DIR: &str = "nginx/snippets";
@@ -43,14 +43,9 @@ pub struct Route {
     pub upstream: String,
 }
 
-/// The static address of guest `id` (`10.0.0.12` of `10.0.0.12/24`).
-pub fn guest_address(estate: &Estate, id: u32) -> Option<String> {
-    let guest = estate.guests().get(&id)?;
-    let ip = match &guest.spec {
-        GuestSpec::Container(container) => container.network_config.as_ref()?.ip.as_str(),
-        GuestSpec::Vm(vm) => vm.network_config.as_ref()?.ip.as_str(),
-    };
-    (ip != "dhcp").then(|| ip.split('/').next().unwrap_or(ip).to_owned())
+/// The static address of guest `id`.
+fn guest_address(estate: &Estate, id: u32) -> Option<String> {
+    estate.guest(id)?.static_address().map(str::to_owned)
 }
 
 /// The Traefik container's static address, when one is declared.
@@ -102,12 +97,13 @@ pub fn routes(estate: &Estate, gateway: &Gateway) -> Result<Vec<Route>, (usize, 
         .collect()
 }
 
-/// Where names without a route go: the declared default, else Traefik's container on port 80.
-pub fn default_upstream(estate: &Estate, gateway: &Gateway) -> Option<String> {
+/// Where names without a route go: the declared default, else Traefik's container (at `traefik`, its
+/// address) on port 80.
+fn default_upstream(gateway: &Gateway, traefik: Option<&str>) -> Option<String> {
     gateway
         .default_upstream
         .clone()
-        .or_else(|| traefik_address(estate).map(|address| format!("http://{address}:80")))
+        .or_else(|| traefik.map(|address| format!("http://{address}:80")))
 }
 
 /// `map $host $upstream_service { ... }`.
@@ -126,22 +122,19 @@ fn map_block(routes: &[Route], default: Option<&str>) -> String {
 /// What the template sees.
 pub fn context(estate: &Estate, gateway: &Gateway) -> Result<Value, TemplateError> {
     let routes = routes(estate, gateway).map_err(|(_, message)| TemplateError { line: None, message })?;
-    let default = default_upstream(estate, gateway);
+    let traefik = traefik_address(estate);
+    let default = default_upstream(gateway, traefik.as_deref());
     let guests: BTreeMap<String, Value> = estate
         .guests()
         .values()
         .map(|guest| {
             (
                 guest.id.to_string(),
-                json!({ "name": guest.name(), "address": guest_address(estate, guest.id) }),
+                json!({ "name": guest.name(), "address": guest.static_address() }),
             )
         })
         .collect();
-    let (declared, _) = crate::traefik::declared(estate);
-    let traefik = declared
-        .proxy
-        .and_then(|proxy| guest_address(estate, proxy))
-        .map(|address| json!({ "address": address, "port": 80 }));
+    let traefik = traefik.map(|address| json!({ "address": address, "port": 80 }));
     Ok(json!({
         "server_names": gateway.public_names.join(" "),
         "public_names": gateway.public_names,

@@ -85,6 +85,16 @@ impl Guest {
         }
     }
 
+    /// The address of `network_config.ip` without its prefix (`10.0.0.12` of `10.0.0.12/24`); `None` when
+    /// it has none or takes one by DHCP.
+    pub fn static_address(&self) -> Option<&str> {
+        let ip = match &self.spec {
+            GuestSpec::Container(container) => container.network_config.as_ref()?.ip.as_str(),
+            GuestSpec::Vm(vm) => vm.network_config.as_ref()?.ip.as_str(),
+        };
+        (ip != "dhcp").then(|| ip.split('/').next().unwrap_or(ip))
+    }
+
     /// JSON pointer of one of the guest's keys.
     pub fn pointer_to(&self, key: &str) -> String {
         format!("{}/{}", self.pointer, key)

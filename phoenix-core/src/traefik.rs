@@ -235,27 +235,16 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
     let mut routed = Vec::new();
 
     for guest in estate.guests().values() {
-        let (service, ip, features) = match &guest.spec {
-            GuestSpec::Container(container) => (
-                container.traefik_service.as_ref(),
-                container
-                    .network_config
-                    .as_ref()
-                    .map(|network| network.ip.as_str()),
-                &container.features,
-            ),
-            GuestSpec::Vm(vm) => (
-                vm.traefik_service.as_ref(),
-                vm.network_config.as_ref().map(|network| network.ip.as_str()),
-                &vm.features,
-            ),
+        let (service, features) = match &guest.spec {
+            GuestSpec::Container(container) => (container.traefik_service.as_ref(), &container.features),
+            GuestSpec::Vm(vm) => (vm.traefik_service.as_ref(), &vm.features),
         };
         if matches!(guest.spec, GuestSpec::Container(_))
             && features.iter().any(|feature| feature == PROXY_FEATURE)
         {
             proxies.push(guest);
         }
-        let address = ip.and_then(static_address);
+        let address = guest.static_address();
         if let Some(service) = service {
             let pointer = guest.pointer_to("traefik_service");
             let Some(address) = address else {
@@ -396,11 +385,6 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
         },
         problems,
     )
-}
-
-/// `10.0.0.12` of `10.0.0.12/24`; `None` for `dhcp`.
-fn static_address(ip: &str) -> Option<&str> {
-    (ip != "dhcp").then(|| ip.split('/').next().unwrap_or(ip))
 }
 
 fn host_rule(name: &str, domain: Option<&str>) -> String {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use phoenix_core::gateway::{SNIPPETS_DIR, SNIPPETS_TARGET};
 use phoenix_core::{Estate, ManagerError};
-use phoenix_pve::guest::{GuestExec, failure};
+use phoenix_pve::guest::{GuestExec, failure, file_digests};
 use phoenix_pve::host::sha256_hex;
 use serde_json::Value;
 
@@ -120,18 +120,11 @@ pub async fn observe(guest: &dyn GuestExec, site: &Site) -> Result<BTreeMap<Stri
     let Ok(files) = site else {
         return Ok(BTreeMap::new());
     };
-    let mut argv = vec!["sha256sum".to_owned(), "--".to_owned()];
-    argv.extend(files.keys().cloned());
-    let output = guest.exec(&argv, None, &BTreeMap::new(), TIMEOUT).await?;
-    Ok(output
-        .stdout
-        .lines()
-        .filter_map(|line| {
-            let (hex, path) = line.split_once("  ")?;
-            files
-                .contains_key(path)
-                .then(|| (path.to_owned(), Value::String(format!("sha256:{hex}"))))
-        })
+    let digests = file_digests(guest, files.keys().map(String::as_str), TIMEOUT).await?;
+    Ok(digests
+        .into_iter()
+        .filter(|(path, _)| files.contains_key(path))
+        .map(|(path, hex)| (path, Value::String(format!("sha256:{hex}"))))
         .collect())
 }
 

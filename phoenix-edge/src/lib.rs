@@ -1,12 +1,14 @@
-//! The estate's edge: what routes traffic to the guests. Today that is Traefik's dynamic configuration,
-//! which [`TraefikManager`] writes into the Traefik container (`sync/traefik`); the nginx gateway, DNS and
-//! certificates are to come.
+//! The estate's edge: what routes traffic to the guests and names them. [`EdgeManager`] converges
+//! Traefik's dynamic configuration (`sync/traefik`), the nginx gateway's site ([`gateway`],
+//! `sync/gateway`) and the internal DNS view ([`dns`], `sync/dns/internal`); certificates and the public
+//! DNS view are to come.
 //!
-//! The configuration itself is built, checked and rendered in core ([`phoenix_core::traefik`]); this
-//! crate reads the live file and replaces it, through the node's host channel and `lxc-attach`.
+//! What is written is built, checked and rendered in core ([`phoenix_core::traefik`],
+//! [`phoenix_core::gateway`], [`phoenix_core::dns`]); this crate reads the live files and replaces them,
+//! through the node's host channel and `lxc-attach`, each checked by its server's own test first.
 
 pub mod dns;
 pub mod gateway;
-mod traefik;
+mod manager;
 
-pub use traefik::EdgeManager;
+pub use manager::EdgeManager;

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use phoenix_core::ManagerError;
 use phoenix_core::config::stacks::StackFile;
-use phoenix_pve::guest::GuestExec;
-use phoenix_pve::host::{CommandOutput, sha256_hex};
+use phoenix_pve::guest::{self, GuestExec};
+use phoenix_pve::host::sha256_hex;
+
+use crate::docker::{check, image_exists};
 use serde_json::{Map, Value};
 
 /// Where stacks' files are kept on a VM unless the manager is told otherwise.
@@ -500,52 +502,17 @@ pub(crate) async fn prune(guest: &dyn GuestExec, name: &str, prepared: &Prepared
     }
 }
 
-async fn image_exists(guest: &dyn GuestExec, tag: &str) -> Result<bool, ManagerError> {
-    let argv = ["docker", "image", "inspect", "--format", "{{.Id}}", tag].map(str::to_owned);
-    let output = guest.exec(&argv, None, &BTreeMap::new(), COMMAND_TIMEOUT).await?;
-    Ok(output.success())
-}
-
-/// The SHA-256 of each of `files` that is on the VM, by path (`sha256sum` names the missing ones on its
-/// standard error and goes on).
+/// The SHA-256 of each of `files` that is on the VM, by path.
 async fn file_digests(
     guest: &dyn GuestExec,
     files: &[Placed],
 ) -> Result<BTreeMap<String, String>, ManagerError> {
-    let mut argv = vec!["sha256sum".to_owned(), "--".to_owned()];
-    argv.extend(files.iter().map(|file| file.path.clone()));
-    let output = guest.exec(&argv, None, &BTreeMap::new(), COMMAND_TIMEOUT).await?;
-    Ok(output
-        .stdout
-        .lines()
-        .filter_map(|line| {
-            let (digest, path) = line.split_once("  ")?;
-            Some((path.to_owned(), digest.to_owned()))
-        })
-        .collect())
-}
-
-fn check(guest: &dyn GuestExec, doing: &str, output: &CommandOutput) -> Result<(), ManagerError> {
-    if output.success() {
-        return Ok(());
-    }
-    let said = [output.stderr.trim(), output.stdout.trim()]
-        .into_iter()
-        .find(|text| !text.is_empty())
-        .unwrap_or("no output");
-    let tail: Vec<&str> = said
-        .lines()
-        .rev()
-        .take(20)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(ManagerError::failed(format!(
-        "{}: {doing}: {}",
-        guest.describe(),
-        tail.join("\n")
-    )))
+    guest::file_digests(
+        guest,
+        files.iter().map(|file| file.path.as_str()),
+        COMMAND_TIMEOUT,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -109,8 +109,7 @@ pub async fn apply(
         }
         None => {}
     }
-    let present = docker(guest, &["image", "inspect", "--format", "{{.Id}}", &run.image]).await?;
-    if !present.success() {
+    if !image_exists(guest, &run.image).await? {
         let pulled = docker(guest, &["pull", &run.image]).await?;
         check(guest, &format!("pulling {}", run.image), &pulled)?;
     }
@@ -155,7 +154,15 @@ async fn docker<S: AsRef<str>>(guest: &dyn GuestExec, args: &[S]) -> Result<Comm
     guest.exec(&argv, None, &BTreeMap::new(), DOCKER_TIMEOUT).await
 }
 
-fn check(guest: &dyn GuestExec, doing: &str, output: &CommandOutput) -> Result<(), ManagerError> {
+/// Whether the VM's Docker has `image` (a name and tag, or an ID).
+pub(crate) async fn image_exists(guest: &dyn GuestExec, image: &str) -> Result<bool, ManagerError> {
+    Ok(docker(guest, &["image", "inspect", "--format", "{{.Id}}", image])
+        .await?
+        .success())
+}
+
+/// `Ok` when `output` is a success, else [`failed`].
+pub(crate) fn check(guest: &dyn GuestExec, doing: &str, output: &CommandOutput) -> Result<(), ManagerError> {
     if output.success() {
         Ok(())
     } else {
@@ -163,12 +170,15 @@ fn check(guest: &dyn GuestExec, doing: &str, output: &CommandOutput) -> Result<(
     }
 }
 
+/// What failed, in which VM, with the last 20 lines of what the command said (a build says a lot).
 fn failed(guest: &dyn GuestExec, doing: &str, output: &CommandOutput) -> ManagerError {
     let said = [output.stderr.trim(), output.stdout.trim()]
         .into_iter()
         .find(|text| !text.is_empty())
         .unwrap_or("no output");
-    ManagerError::failed(format!("{}: {doing}: {said}", guest.describe()))
+    let lines: Vec<&str> = said.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    ManagerError::failed(format!("{}: {doing}: {tail}", guest.describe()))
 }
 
 /// The label Phoenix puts on every service of a stack it deploys with Compose directly: the digest of the

@@ -735,18 +735,8 @@ impl Manager for PortainerManager {
                 if !redeploys(change) {
                     return Ok(());
                 }
-                let environment_name = self.environment_name(*vmid)?;
-                let endpoint_id = self.endpoint_id(*vmid, &environment_name).await?;
                 let (content, env) = self.deployment(name, config)?;
-                let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
-                let mut existing = stacks
-                    .iter()
-                    .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id);
-                if let Some(stack) = existing.filter(|stack| stack.git.is_some()) {
-                    // It came from Git and is now a file of the configuration: made again.
-                    self.replace_kind(stack, endpoint_id).await?;
-                    existing = None;
-                }
+                let (endpoint_id, existing) = self.live_stack(*vmid, name, Some(false)).await?;
                 match existing {
                     Some(stack) => self
                         .portainer
@@ -766,16 +756,11 @@ impl Manager for PortainerManager {
                 Ok(())
             }
             (None, Address::Stack { name, vmid }) if change.action == Action::Delete => {
-                let environment_name = self.environment_name(*vmid)?;
-                let endpoint_id = self.endpoint_id(*vmid, &environment_name).await?;
-                let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
-                let Some(stack) = stacks
-                    .iter()
-                    .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id)
-                else {
+                let (endpoint_id, existing) = self.live_stack(*vmid, name, None).await?;
+                let Some(stack) = existing else {
                     return Ok(());
                 };
-                if !is_owned(stack) {
+                if !is_owned(&stack) {
                     return Err(ManagerError::failed(format!(
                         "stack {name} on VM {vmid} was not deployed by Phoenix (no {OWNER_VARIABLE}); it is left alone"
                     )));
@@ -803,17 +788,8 @@ impl PortainerManager {
         config: &StackConfig,
         source: &GitSource,
     ) -> Result<(), ManagerError> {
-        let environment_name = self.environment_name(vmid)?;
-        let endpoint_id = self.endpoint_id(vmid, &environment_name).await?;
         let env = self.variables(name, config)?;
-        let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
-        let mut existing = stacks
-            .iter()
-            .find(|stack| stack.name == *name && stack.endpoint_id == endpoint_id);
-        if let Some(stack) = existing.filter(|stack| stack.git.is_none()) {
-            self.replace_kind(stack, endpoint_id).await?;
-            existing = None;
-        }
+        let (endpoint_id, existing) = self.live_stack(vmid, name, Some(true)).await?;
         match existing {
             Some(stack) => self
                 .portainer
@@ -826,6 +802,30 @@ impl PortainerManager {
                 .await
                 .map(|_| ())
                 .map_err(portainer_error),
+        }
+    }
+
+    /// The environment of agent VM `vmid` and its stack `name`, when Portainer has one. With `from_git`,
+    /// one of the other kind (made from a file where Git is declared, or the other way round) is removed,
+    /// when Phoenix deployed it, and not returned: it is made again.
+    async fn live_stack(
+        &self,
+        vmid: u32,
+        name: &str,
+        from_git: Option<bool>,
+    ) -> Result<(u64, Option<crate::client::Stack>), ManagerError> {
+        let environment_name = self.environment_name(vmid)?;
+        let endpoint_id = self.endpoint_id(vmid, &environment_name).await?;
+        let stacks = self.portainer.stacks().await.map_err(portainer_error)?;
+        let existing = stacks
+            .into_iter()
+            .find(|stack| stack.name == name && stack.endpoint_id == endpoint_id);
+        match (existing, from_git) {
+            (Some(stack), Some(git)) if stack.git.is_some() != git => {
+                self.replace_kind(&stack, endpoint_id).await?;
+                Ok((endpoint_id, None))
+            }
+            (existing, _) => Ok((endpoint_id, existing)),
         }
     }
 

@@ -465,6 +465,26 @@ pub fn host_error(error: HostError) -> ManagerError {
     }
 }
 
+/// The SHA-256 (hex) of each of `paths` that is in the guest, by path: `sha256sum` names the missing
+/// ones on its standard error and goes on, so they are simply left out.
+pub async fn file_digests(
+    guest: &dyn GuestExec,
+    paths: impl IntoIterator<Item = &str>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, ManagerError> {
+    let mut argv = vec!["sha256sum".to_owned(), "--".to_owned()];
+    argv.extend(paths.into_iter().map(str::to_owned));
+    let output = guest.exec(&argv, None, &BTreeMap::new(), timeout).await?;
+    Ok(output
+        .stdout
+        .lines()
+        .filter_map(|line| {
+            let (digest, path) = line.split_once("  ")?;
+            Some((path.to_owned(), digest.to_owned()))
+        })
+        .collect())
+}
+
 /// A command that ran and failed, with the end of its output.
 pub fn failure(guest: &dyn GuestExec, what: &str, output: &CommandOutput) -> ManagerError {
     let status = output
