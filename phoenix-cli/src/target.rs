@@ -145,7 +145,7 @@ impl Target {
             .with_profiles(profiles);
         managers.register(Arc::new(host));
         if let Some(channel) = session.host() {
-            let edge = phoenix_edge::EdgeManager::new(Arc::clone(channel));
+            let edge = phoenix_edge::EdgeManager::new(Arc::clone(channel)).with_config_dir(config_dir);
             let edge = match phoenix_edge::gateway::site(estate, config_dir) {
                 Some(site) => edge.with_gateway(site),
                 None => edge,

@@ -10,5 +10,6 @@
 pub mod dns;
 pub mod gateway;
 mod manager;
+pub mod public_dns;
 
 pub use manager::EdgeManager;

@@ -2,6 +2,7 @@
 //! provider watches, and `sync/gateway`, the nginx gateway's site ([`crate::gateway`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +15,14 @@ use phoenix_core::{
 
 use phoenix_core::engine::change::diff_declared;
 
+use phoenix_core::config::common::Secret;
 use phoenix_core::dns::InternalDns;
+use phoenix_core::dns::public::PublicZone;
 use phoenix_pve::guest::OnHost;
 
 use crate::dns;
 use crate::gateway::{self, Site};
+use crate::public_dns;
 use phoenix_pve::guest::{GuestExec, LxcAttach, failure, host_error};
 use phoenix_pve::host::HostChannel;
 
@@ -46,6 +50,8 @@ pub struct EdgeManager {
     gateway: Option<(Site, Option<Arc<dyn GuestExec>>)>,
     /// The channel to the internal DNS view's dnsmasq, when not the one its declaration implies.
     dns: Option<Arc<dyn GuestExec>>,
+    /// What relative secret files (TSIG keys) are read against.
+    config_dir: PathBuf,
 }
 
 impl EdgeManager {
@@ -55,7 +61,24 @@ impl EdgeManager {
             host,
             gateway: None,
             dns: None,
+            config_dir: PathBuf::from("."),
         }
+    }
+
+    /// Reads secrets given as relative files (`{"file": "..."}`) from `dir`, the configuration directory.
+    pub fn with_config_dir(mut self, dir: impl Into<PathBuf>) -> EdgeManager {
+        self.config_dir = dir.into();
+        self
+    }
+
+    /// The authoritative server of `zone`, with its TSIG key read.
+    fn public_server(&self, zone: &PublicZone) -> Result<public_dns::wire::Server, ManagerError> {
+        let secret = |secret: &Secret| {
+            phoenix_pve::resolve_secret(secret, &|name| std::env::var(name).ok(), &self.config_dir)
+                .map(|secret| secret.expose().to_owned())
+                .map_err(|error| format!("the TSIG key of zone {}: {error}", zone.zone))
+        };
+        public_dns::server(zone, &secret).map_err(ManagerError::failed)
     }
 
     /// Manages `sync/gateway` with these rendered files.
@@ -154,6 +177,13 @@ fn dns_step(desired: &Resource) -> Option<&InternalDns> {
     }
 }
 
+fn public_zone(desired: &Resource) -> Option<&PublicZone> {
+    match &desired.desired {
+        Desired::Sync(SyncStep::PublicDns(zone)) => Some(zone),
+        _ => None,
+    }
+}
+
 fn gateway_step(desired: &Resource) -> Option<&GatewaySync> {
     match &desired.desired {
         Desired::Sync(SyncStep::Gateway(step)) => Some(step),
@@ -184,6 +214,7 @@ impl Manager for EdgeManager {
     fn manages(&self, desired: &Resource) -> bool {
         step(desired).is_some()
             || dns_step(desired).is_some()
+            || public_zone(desired).is_some()
             || (gateway_step(desired).is_some() && self.gateway.is_some())
     }
 
@@ -212,6 +243,16 @@ impl Manager for EdgeManager {
             }
         }
         for resource in desired {
+            let Some(zone) = public_zone(resource) else {
+                continue;
+            };
+            let server = self.public_server(zone)?;
+            observed.insert(
+                resource.address.clone(),
+                public_dns::observe(&server, zone).await?,
+            );
+        }
+        for resource in desired {
             let Some(step) = gateway_step(resource) else {
                 continue;
             };
@@ -230,6 +271,9 @@ impl Manager for EdgeManager {
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        if let Some(zone) = public_zone(desired) {
+            return public_dns::diff(&desired.address, zone, observed);
+        }
         if let Some(view) = dns_step(desired) {
             return diff_owned(&desired.address, &dns::fields(view), observed);
         }
@@ -240,6 +284,10 @@ impl Manager for EdgeManager {
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        if let Some(zone) = desired.and_then(public_zone) {
+            let server = self.public_server(zone)?;
+            return public_dns::apply(&server, zone, change).await;
+        }
         if let Some(view) = desired.and_then(dns_step) {
             let (exec, reachable) = self.dns_channel(view).await?;
             if !reachable {

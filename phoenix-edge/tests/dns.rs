@@ -9,12 +9,12 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 
 use phoenix_core::{
-    Action, CheckOptions, Desired, ExecuteOptions, Managers, Outcome, Plan, PlanOptions, Resource,
-    SourceFile, SyncStep,
+    Action, CheckOptions, Desired, ExecuteOptions, Managers, Outcome, PlanOptions, Resource, SourceFile,
+    SyncStep,
 };
 use phoenix_edge::EdgeManager;
 use phoenix_testing::node::TestNode;
-use phoenix_testing::{fixture, outcome, workspace};
+use phoenix_testing::{actions, fixture, outcome, workspace};
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -39,13 +39,6 @@ fn step(port: u16, edit: impl Fn(&str) -> String) -> Vec<Resource> {
     fixture::resources(sources, &CheckOptions::default())
         .into_iter()
         .filter(|resource| resource.address.to_string() == "sync/dns/internal")
-        .collect()
-}
-
-fn actions(plan: &Plan) -> Vec<Action> {
-    plan.entries()
-        .iter()
-        .flat_map(|entry| entry.changes.iter().map(|change| change.action))
         .collect()
 }
 

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phoenix_core::{
-    Action, CheckOptions, ExecuteOptions, Managers, Outcome, Plan, PlanOptions, Resource, SourceFile,
+    Action, CheckOptions, ExecuteOptions, Managers, Outcome, PlanOptions, Resource, SourceFile,
 };
 use phoenix_edge::EdgeManager;
 use phoenix_pve::guest::GuestExec;
 use phoenix_pve::guest::OnHost;
 use phoenix_testing::node::TestNode;
-use phoenix_testing::{fixture, outcome, reference_dir, workspace};
+use phoenix_testing::{actions, fixture, outcome, reference_dir, workspace};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -97,13 +97,6 @@ fn managers_of(estate: &phoenix_core::Estate, dir: &Path, node: &TestNode) -> Ma
         EdgeManager::new(node.channel()).with_gateway_in(site, Arc::new(node.guest())),
     ));
     managers
-}
-
-fn actions(plan: &Plan) -> Vec<Action> {
-    plan.entries()
-        .iter()
-        .flat_map(|entry| entry.changes.iter().map(|change| change.action))
-        .collect()
 }
 
 /// Writes `content` at `path` in the node.

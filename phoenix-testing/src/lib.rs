@@ -111,6 +111,14 @@ pub fn outcome<'a>(report: &'a Report, address: &str) -> &'a Outcome {
         .outcome
 }
 
+/// The action of every change of `plan`, in plan order.
+pub fn actions(plan: &Plan) -> Vec<phoenix_core::Action> {
+    plan.entries()
+        .iter()
+        .flat_map(|entry| entry.changes.iter().map(|change| change.action))
+        .collect()
+}
+
 /// Fails the test, listing the entries that would change, unless `plan` changes nothing.
 #[track_caller]
 pub fn assert_unchanged(plan: &Plan) {

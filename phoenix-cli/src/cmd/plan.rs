@@ -2,6 +2,7 @@
 
 use crate::exit::Exit;
 
+use phoenix_core::dns::public;
 use phoenix_core::engine::render::{self, Colour};
 
 use crate::args::{GlobalArgs, OutputFormat, PlanArgs, TargetArgs};
@@ -36,9 +37,18 @@ pub(crate) async fn show(
     let target = Target::open(args.target, estate, &global.config).await?;
     let options = target.plan_options(args.targets)?;
     let plan = phoenix_core::plan(phoenix_core::resources(estate), target.managers(), &options).await?;
+    let manual = phoenix_core::dns::public::manual_zones(estate);
     match args.output {
         OutputFormat::Json => {
-            let document = render::plan_document(&plan);
+            let mut document =
+                serde_json::to_value(render::plan_document(&plan)).expect("the plan serialises");
+            if !manual.is_empty() {
+                let zones: Vec<_> = manual
+                    .iter()
+                    .map(|zone| serde_json::json!({ "zone": zone.zone, "records": public::zone_lines(zone) }))
+                    .collect();
+                document["manual_dns_records"] = serde_json::Value::from(zones);
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&document).expect("the plan serialises")
@@ -54,6 +64,15 @@ pub(crate) async fn show(
                 Colour::Never
             };
             print!("{}", render::plan_text(&plan, colour));
+            for zone in &manual {
+                println!(
+                    "\nPublic DNS records to create by hand in zone {} (`public_dns` names no server to publish them to):",
+                    zone.zone
+                );
+                for line in public::zone_lines(zone) {
+                    println!("  {line}");
+                }
+            }
         }
     }
     // With --detailed-exitcode, 0 promises that nothing differs: a plan that could not look at every

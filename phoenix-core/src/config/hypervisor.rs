@@ -105,6 +105,9 @@ pub struct HypervisorFile {
     /// The nginx gateway: the container that is the one public entry, and its site.
     #[serde(default)]
     pub gateway: Option<Gateway>,
+    /// The public DNS view: the gateway's names in the public zones, and the server that publishes them.
+    #[serde(default)]
+    pub public_dns: Option<PublicDns>,
     /// Proxmox users, groups, roles, ACL entries and API tokens.
     #[serde(default)]
     pub proxmox_access: Option<ProxmoxAccess>,
@@ -863,6 +866,70 @@ pub struct GatewayRoute {
     /// `http` or `https` to the guest.
     #[serde(default)]
     pub scheme: Option<String>,
+}
+
+/// The public DNS view: every public name (the gateway's, and `names`) resolves to the gateway's public
+/// address in the zone it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicDns {
+    /// The public zones Phoenix publishes names in (`example.com`).
+    pub zones: Vec<String>,
+    /// The IPv4 address public names resolve to: the gateway's public address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The IPv6 address public names resolve to.
+    #[serde(default)]
+    pub address6: Option<String>,
+    /// Public names beyond the gateway's.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// The records' TTL in seconds.
+    #[serde(default = "default_public_ttl")]
+    pub ttl: u32,
+    /// Who owns the records Phoenix writes, in their ownership records (`_phoenix.<name>`).
+    #[serde(default = "default_owner_id")]
+    pub owner_id: String,
+    /// The authoritative server that takes dynamic updates; without one, `phoenix plan` lists the
+    /// records to create by hand.
+    #[serde(default)]
+    pub server: Option<DnsUpdateServer>,
+}
+
+/// An authoritative DNS server taking RFC 2136 updates and zone transfers, signed with TSIG.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsUpdateServer {
+    /// Its address (`192.0.2.53`, `ns1.example.com`), with `:port` for another port than 53.
+    pub address: String,
+    /// The TSIG key updates and transfers are signed with.
+    #[serde(default)]
+    pub tsig: Option<TsigKey>,
+}
+
+/// A TSIG key (RFC 8945), as the server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKey {
+    /// The key's name.
+    pub name: String,
+    /// `hmac-sha256` (the default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The key, base64-encoded as `tsig-keygen` and `keymgr` print it.
+    pub secret: Secret,
+}
+
+fn default_public_ttl() -> u32 {
+    300
+}
+
+fn default_owner_id() -> String {
+    "phoenix".to_owned()
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
 }
 
 /// Where the gateway's template is in the configuration directory unless `template` says otherwise (the

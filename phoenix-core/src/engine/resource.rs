@@ -508,6 +508,8 @@ pub enum SyncStep {
     Gateway(Box<GatewaySync>),
     /// The internal DNS view served by Phoenix's dnsmasq, at `sync/dns/internal`.
     InternalDns(Box<crate::dns::InternalDns>),
+    /// A public zone's names, published to its authoritative server, at `sync/dns/public/<zone>`.
+    PublicDns(Box<crate::dns::public::PublicZone>),
     /// The DNS records, at `sync/dns`.
     Dns {
         /// Guest name to its static address as the guest declares it (`10.42.0.22/24`).
@@ -552,6 +554,7 @@ impl Resource {
             Desired::Sync(SyncStep::Dns { records }) => to_value(records),
             Desired::Sync(SyncStep::Gateway(gateway)) => to_value(gateway),
             Desired::Sync(SyncStep::InternalDns(view)) => to_value(view),
+            Desired::Sync(SyncStep::PublicDns(zone)) => return zone.fields(),
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
@@ -1080,6 +1083,24 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             depends_on,
             SyncStep::InternalDns(Box::new(view)),
         ));
+    }
+    for zone in crate::dns::public::public_view(estate) {
+        if zone.server.is_none() {
+            // Created by hand: `phoenix plan` lists the records.
+            continue;
+        }
+        let mut step = sync_step(
+            &format!("dns/public/{}", zone.zone),
+            Vec::new(),
+            SyncStep::PublicDns(Box::new(zone)),
+        );
+        // After the gateway's site, so that a name is published once the gateway answers for it.
+        step.after = resources
+            .iter()
+            .filter(|resource| resource.address == Address::Sync("gateway".to_owned()))
+            .map(|resource| resource.address.clone())
+            .collect();
+        resources.push(step);
     }
     let mut records = BTreeMap::new();
     let mut named = Vec::new();

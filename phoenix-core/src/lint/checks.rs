@@ -9,6 +9,7 @@ mod firewall;
 pub mod gateway;
 pub(crate) mod legacy;
 pub(crate) mod network;
+pub mod public_dns;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -57,6 +58,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     }
     gateway::check(estate, options.gateway_template.as_ref(), &mut problems);
     check_dns(estate, &mut problems);
+    public_dns::check(estate, &mut problems);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);

@@ -137,6 +137,20 @@ pub(crate) fn check(files: &ConfigFiles, problems: &mut Vec<Problem>) {
         }
     }
 
+    if let Some(key) = files
+        .hypervisor
+        .public_dns
+        .as_ref()
+        .and_then(|public| public.server.as_ref()?.tsig.as_ref())
+    {
+        plaintext(
+            FileKind::Hypervisor,
+            "/public_dns/server/tsig/secret",
+            &key.secret,
+            problems,
+        );
+    }
+
     if files.vm.vm_defaults.template.is_some() {
         let instead = "VMs name their source with `clone_from_vmid` or `template_image`";
         problems.push(legacy(

@@ -1,5 +1,7 @@
-//! The internal DNS view (`sync/dns/internal`): the names of the estate and the addresses they resolve to
-//! inside it, served by a dnsmasq instance of Phoenix's own from one configuration file.
+//! The estate's two DNS views. The public one, names of the gateway published in public zones, is
+//! [`public`]. This module is the internal view (`sync/dns/internal`): the names of the estate and the
+//! addresses they resolve to inside it, served by a dnsmasq instance of Phoenix's own from one
+//! configuration file.
 //!
 //! Records: every guest with a static address, as `<name>.<domain_name>` (and `<name>`); every name a
 //! Traefik router answers for (`Host(...)` in its rule: guests' `traefik_service`, stacks' labels), at the
@@ -13,6 +15,8 @@ use serde::Serialize;
 
 use crate::model::Estate;
 use crate::traefik::labels::Section;
+
+pub mod public;
 
 /// Where Phoenix's dnsmasq configuration is, on the node or in the DNS container. Not in `dnsmasq.d/`: a
 /// dnsmasq of the system's own would read it too.
