@@ -328,7 +328,7 @@ fn a_guest_that_triggers_a_sync_brings_the_stacks_and_sync_steps() {
         "stack/qdrant@1002",
         "stack/searxng@1002",
         "sync/traefik",
-        "sync/dns",
+        "sync/dns/internal",
     ] {
         assert!(
             changed.iter().any(|done| done == address),
@@ -368,7 +368,7 @@ fn sync_all_runs_the_pipeline_and_a_second_sync_has_nothing_to_do() {
             .unwrap_or_else(|| panic!("{address} was not changed: {changed:?}"))
     };
     // The seed's order: DNS, the Portainer server, its environments and stacks, Traefik last.
-    assert!(at("sync/dns") < at("portainer/server"), "{changed:?}");
+    assert!(at("sync/dns/internal") < at("portainer/server"), "{changed:?}");
     assert!(
         at("portainer/server") < at("portainer/endpoint/1002"),
         "{changed:?}"

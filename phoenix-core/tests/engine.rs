@@ -65,7 +65,7 @@ async fn apply_from_empty_converges_and_a_second_plan_is_empty() {
             "vm/9000",
             "vm/1001",
             "vm/1002",
-            "sync/dns",
+            "sync/dns/internal",
             "portainer/server",
             "portainer/endpoint/1002",
             "stack/web@1002",
@@ -107,7 +107,6 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
         "vm/1001",
         "vm/1002",
         "stack/web@1002",
-        "sync/dns",
         "sync/traefik",
     ] {
         assert_eq!(
@@ -125,6 +124,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
         "host/zfs/pool/tank",
         "host/zfs/dataset/tank/guests",
         "vm/9000",
+        "sync/dns/internal",
     ] {
         assert!(
             matches!(outcome(&report, done), Outcome::Changed { .. }),
@@ -134,7 +134,7 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
 
     estate.fake(ResourceKind::Lxc).heal(&Address::Lxc(900));
     let rerun = estate.plan(&resources, &[]).await;
-    assert_eq!(rerun.summary().unchanged, 8, "what succeeded is not redone");
+    assert_eq!(rerun.summary().unchanged, 9, "what succeeded is not redone");
     assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
     assert!(!estate.plan(&resources, &[]).await.has_changes());
 }
@@ -170,7 +170,7 @@ async fn what_only_comes_after_a_failure_still_runs() {
             .position(|line| line.address.to_string() == address)
             .expect("reported")
     };
-    assert!(position("sync/dns") < position("portainer/server"));
+    assert!(position("sync/dns/internal") < position("portainer/server"));
 
     // The order brings nothing into scope: Traefik alone plans its prerequisites, not the stack.
     let alone = estate.plan(&resources, &["sync/traefik"]).await;

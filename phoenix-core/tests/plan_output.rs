@@ -351,7 +351,7 @@ fn graph_sources() {
               portainer_endpoint_1002{{"portainer/endpoint/1002<br/>apps"}}:::stack
               portainer_server{{"portainer/server"}}:::stack
               stack_web_1002{{"stack/web@1002<br/>web"}}:::stack
-              sync_dns>"sync/dns"]:::sync
+              sync_dns_internal>"sync/dns/internal"]:::sync
               sync_traefik>"sync/traefik"]:::sync
               host_zfs_dataset_tank_guests --> host_storage_tank_guests
               host_zfs_pool_tank --> host_zfs_dataset_tank_guests
@@ -364,17 +364,12 @@ fn graph_sources() {
               vm_1001 --> vm_1002
               portainer_server --> portainer_endpoint_1002
               vm_1002 --> portainer_endpoint_1002
-              sync_dns -.-> portainer_endpoint_1002
+              sync_dns_internal -.-> portainer_endpoint_1002
               vm_1001 --> portainer_server
-              sync_dns -.-> portainer_server
+              sync_dns_internal -.-> portainer_server
               vm_1002 --> stack_web_1002
               portainer_endpoint_1002 --> stack_web_1002
-              sync_dns -.-> stack_web_1002
-              lxc_101 --> sync_dns
-              lxc_102 --> sync_dns
-              lxc_900 --> sync_dns
-              vm_1001 --> sync_dns
-              vm_1002 --> sync_dns
+              sync_dns_internal -.-> stack_web_1002
               lxc_101 --> sync_traefik
               lxc_102 --> sync_traefik
               vm_1002 --> sync_traefik
@@ -412,7 +407,7 @@ fn graph_sources() {
               "portainer/endpoint/1002" [label="portainer/endpoint/1002\napps", shape=component, style=filled, fillcolor="#fef3c7"];
               "portainer/server" [label="portainer/server", shape=component, style=filled, fillcolor="#fef3c7"];
               "stack/web@1002" [label="stack/web@1002\nweb", shape=component, style=filled, fillcolor="#fef3c7"];
-              "sync/dns" [label="sync/dns", shape=note, style=filled, fillcolor="#fce7f3"];
+              "sync/dns/internal" [label="sync/dns/internal", shape=note, style=filled, fillcolor="#fce7f3"];
               "sync/traefik" [label="sync/traefik", shape=note, style=filled, fillcolor="#fce7f3"];
               "host/zfs/dataset/tank/guests" -> "host/storage/tank-guests";
               "host/zfs/pool/tank" -> "host/zfs/dataset/tank/guests";
@@ -425,17 +420,12 @@ fn graph_sources() {
               "vm/1001" -> "vm/1002";
               "portainer/server" -> "portainer/endpoint/1002";
               "vm/1002" -> "portainer/endpoint/1002";
-              "sync/dns" -> "portainer/endpoint/1002" [style=dashed];
+              "sync/dns/internal" -> "portainer/endpoint/1002" [style=dashed];
               "vm/1001" -> "portainer/server";
-              "sync/dns" -> "portainer/server" [style=dashed];
+              "sync/dns/internal" -> "portainer/server" [style=dashed];
               "vm/1002" -> "stack/web@1002";
               "portainer/endpoint/1002" -> "stack/web@1002";
-              "sync/dns" -> "stack/web@1002" [style=dashed];
-              "lxc/101" -> "sync/dns";
-              "lxc/102" -> "sync/dns";
-              "lxc/900" -> "sync/dns";
-              "vm/1001" -> "sync/dns";
-              "vm/1002" -> "sync/dns";
+              "sync/dns/internal" -> "stack/web@1002" [style=dashed];
               "lxc/101" -> "sync/traefik";
               "lxc/102" -> "sync/traefik";
               "vm/1002" -> "sync/traefik";

@@ -98,10 +98,10 @@ fn homelab_host_and_sync_steps_are_typed() {
         ]
     );
 
-    let Desired::Sync(SyncStep::Dns { records }) = &find(&resources, "sync/dns").desired else {
-        panic!("sync/dns is not a DNS step");
+    let Desired::Sync(SyncStep::InternalDns(view)) = &find(&resources, "sync/dns/internal").desired else {
+        panic!("sync/dns/internal is not the internal DNS view");
     };
-    assert_eq!(records["portainer"], "10.42.0.21/24");
+    assert_eq!(view.records["portainer.lab.example.org"], "10.42.0.21");
 
     // The stacks' firewall rules join their VM's own, after them, in the order the VM lists its stacks.
     let Desired::Vm(apps) = &find(&resources, "vm/1002").desired else {
@@ -403,16 +403,6 @@ fn homelab_host_and_sync_fields() {
               "name": "tank",
               "raid_level": "mirror"
             }
-            sync/dns {
-              "apps": "10.42.0.22/24",
-              "gateway": "10.42.0.12/24",
-              "llm-qwen": "10.42.0.50/24",
-              "portainer": "10.42.0.21/24",
-              "step-ca": "10.42.0.10/24",
-              "tpl-debian-base": "10.42.0.200/24",
-              "tpl-debian-cuda": "10.42.0.201/24",
-              "traefik": "10.42.0.11/24"
-            }
             sync/dns/internal {
               "listen": {
                 "port": 53
@@ -596,12 +586,26 @@ fn fixture_host_and_sync_fields() {
               "name": "tank",
               "raid_level": "mirror"
             }
-            sync/dns {
-              "apps": "10.1.0.32/24",
-              "base": "10.1.0.90/24",
-              "gateway": "10.1.0.11/24",
-              "portainer": "10.1.0.31/24",
-              "proxy": "10.1.0.12/24"
+            sync/dns/internal {
+              "listen": {
+                "port": 53
+              },
+              "records": {
+                "apps": "10.1.0.32",
+                "apps-ui.test.internal": "10.1.0.12",
+                "apps.test.internal": "10.1.0.32",
+                "base": "10.1.0.90",
+                "base.test.internal": "10.1.0.90",
+                "gateway": "10.1.0.11",
+                "gateway.test.internal": "10.1.0.11",
+                "portainer": "10.1.0.31",
+                "portainer.test.internal": "10.1.0.31",
+                "proxy": "10.1.0.12",
+                "proxy.test.internal": "10.1.0.12"
+              },
+              "upstreams": [
+                "9.9.9.9"
+              ]
             }
             sync/traefik {
               "router/apps-ui": {

@@ -510,11 +510,6 @@ pub enum SyncStep {
     InternalDns(Box<crate::dns::InternalDns>),
     /// A public zone's names, published to its authoritative server, at `sync/dns/public/<zone>`.
     PublicDns(Box<crate::dns::public::PublicZone>),
-    /// The DNS records, at `sync/dns`.
-    Dns {
-        /// Guest name to its static address as the guest declares it (`10.42.0.22/24`).
-        records: BTreeMap<String, String>,
-    },
 }
 
 /// The gateway's site: rendered from its template by the manager, which has the configuration directory.
@@ -551,7 +546,6 @@ impl Resource {
             // Traefik's definitions by name (`router/qdrant`), as the file will say them: an empty object
             // means something there (`tls: {}`), so nothing is pruned.
             Desired::Sync(SyncStep::Traefik(traefik)) => return traefik.config.fields(),
-            Desired::Sync(SyncStep::Dns { records }) => to_value(records),
             Desired::Sync(SyncStep::Gateway(gateway)) => to_value(gateway),
             Desired::Sync(SyncStep::InternalDns(view)) => to_value(view),
             Desired::Sync(SyncStep::PublicDns(zone)) => return zone.fields(),
@@ -1102,25 +1096,6 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             .collect();
         resources.push(step);
     }
-    let mut records = BTreeMap::new();
-    let mut named = Vec::new();
-    for guest in estate.guests().values() {
-        let address = match &guest.spec {
-            GuestSpec::Container(container) => container
-                .network_config
-                .as_ref()
-                .map(|network| network.ip.clone()),
-            GuestSpec::Vm(vm) => vm.network_config.as_ref().map(|network| network.ip.clone()),
-        };
-        if let Some(ip) = address.filter(|ip| ip != "dhcp") {
-            records.insert(guest.name().to_owned(), ip);
-            named.extend(address_of(guest.id));
-        }
-    }
-    if !records.is_empty() {
-        resources.push(sync_step("dns", named, SyncStep::Dns { records }));
-    }
-
     pipeline_order(&mut resources);
     resources.sort_by(|left, right| left.address.cmp(&right.address));
     resources
@@ -1149,9 +1124,10 @@ fn with_stack_rules(vm: &VmConfig, stacks: &StacksFile) -> VmConfig {
     vm
 }
 
-/// `phoenix sync`'s order where nothing requires it: Portainer and the stacks after DNS.
+/// `phoenix sync`'s order where nothing requires it: Portainer and the stacks after the internal DNS view, so that
+/// they start with the estate's names resolving.
 fn pipeline_order(resources: &mut [Resource]) {
-    let dns = Address::Sync("dns".to_owned());
+    let dns = Address::Sync("dns/internal".to_owned());
     if !resources.iter().any(|resource| resource.address == dns) {
         return;
     }
