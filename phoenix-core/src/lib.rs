@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod certificates;
 pub mod config;
 pub mod dns;
 pub mod engine;

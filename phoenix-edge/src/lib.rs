@@ -7,6 +7,7 @@
 //! [`phoenix_core::gateway`], [`phoenix_core::dns`]); this crate reads the live files and replaces them,
 //! through the node's host channel and `lxc-attach`, each checked by its server's own test first.
 
+pub mod certificates;
 pub mod dns;
 pub mod gateway;
 mod manager;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use phoenix_core::traefik::{self, DYNAMIC_DIRECTORY, DYNAMIC_FILE};
@@ -15,11 +15,13 @@ use phoenix_core::{
 
 use phoenix_core::engine::change::diff_declared;
 
+use phoenix_core::certificates::CertificateSync;
 use phoenix_core::config::common::Secret;
 use phoenix_core::dns::InternalDns;
 use phoenix_core::dns::public::PublicZone;
 use phoenix_pve::guest::OnHost;
 
+use crate::certificates;
 use crate::dns;
 use crate::gateway::{self, Site};
 use crate::public_dns;
@@ -50,8 +52,10 @@ pub struct EdgeManager {
     gateway: Option<(Site, Option<Arc<dyn GuestExec>>)>,
     /// The channel to the internal DNS view's dnsmasq, when not the one its declaration implies.
     dns: Option<Arc<dyn GuestExec>>,
-    /// What relative secret files (TSIG keys) are read against.
+    /// What relative secret files (TSIG keys) and issuers' CA files are read against.
     config_dir: PathBuf,
+    /// What time it is, for whether a certificate is current.
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
 
 impl EdgeManager {
@@ -62,7 +66,28 @@ impl EdgeManager {
             gateway: None,
             dns: None,
             config_dir: PathBuf::from("."),
+            clock: Arc::new(SystemTime::now),
         }
+    }
+
+    /// Takes the time from `clock` (a test's, to see a certificate age).
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> SystemTime + Send + Sync>) -> EdgeManager {
+        self.clock = clock;
+        self
+    }
+
+    fn node(&self) -> OnHost {
+        OnHost {
+            host: Arc::clone(&self.host),
+            name: "the node".to_owned(),
+        }
+    }
+
+    /// Reads a secret of the configuration: an environment variable, a file, or the value written inline.
+    fn secret(&self, secret: &Secret) -> Result<String, String> {
+        phoenix_pve::resolve_secret(secret, &|name| std::env::var(name).ok(), &self.config_dir)
+            .map(|secret| secret.expose().to_owned())
+            .map_err(|error| error.to_string())
     }
 
     /// Reads secrets given as relative files (`{"file": "..."}`) from `dir`, the configuration directory.
@@ -74,8 +99,7 @@ impl EdgeManager {
     /// The authoritative server of `zone`, with its TSIG key read.
     fn public_server(&self, zone: &PublicZone) -> Result<public_dns::wire::Server, ManagerError> {
         let secret = |secret: &Secret| {
-            phoenix_pve::resolve_secret(secret, &|name| std::env::var(name).ok(), &self.config_dir)
-                .map(|secret| secret.expose().to_owned())
+            self.secret(secret)
                 .map_err(|error| format!("the TSIG key of zone {}: {error}", zone.zone))
         };
         public_dns::server(zone, &secret).map_err(ManagerError::failed)
@@ -106,13 +130,7 @@ impl EdgeManager {
         }
         match view.container {
             Some(ctid) => Ok((Arc::new(self.container(ctid)), self.running(ctid).await?)),
-            None => Ok((
-                Arc::new(OnHost {
-                    host: Arc::clone(&self.host),
-                    name: "the node".to_owned(),
-                }),
-                true,
-            )),
+            None => Ok((Arc::new(self.node()), true)),
         }
     }
 
@@ -177,6 +195,13 @@ fn dns_step(desired: &Resource) -> Option<&InternalDns> {
     }
 }
 
+fn certificate(desired: &Resource) -> Option<&CertificateSync> {
+    match &desired.desired {
+        Desired::Sync(SyncStep::Certificate(certificate)) => Some(certificate),
+        _ => None,
+    }
+}
+
 fn public_zone(desired: &Resource) -> Option<&PublicZone> {
     match &desired.desired {
         Desired::Sync(SyncStep::PublicDns(zone)) => Some(zone),
@@ -215,6 +240,7 @@ impl Manager for EdgeManager {
         step(desired).is_some()
             || dns_step(desired).is_some()
             || public_zone(desired).is_some()
+            || certificate(desired).is_some()
             || (gateway_step(desired).is_some() && self.gateway.is_some())
     }
 
@@ -240,6 +266,14 @@ impl Manager for EdgeManager {
             let (exec, reachable) = self.dns_channel(view).await?;
             if reachable && let Some(fields) = dns::observe(exec.as_ref()).await? {
                 observed.insert(resource.address.clone(), Observed { fields });
+            }
+        }
+        for resource in desired {
+            let Some(certificate) = certificate(resource) else {
+                continue;
+            };
+            if let Some(live) = certificates::observe(&self.node(), certificate, (self.clock)()).await? {
+                observed.insert(resource.address.clone(), live);
             }
         }
         for resource in desired {
@@ -271,6 +305,9 @@ impl Manager for EdgeManager {
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
+        if let Some(certificate) = certificate(desired) {
+            return diff_declared(&desired.address, &certificate.fields(), observed);
+        }
         if let Some(zone) = public_zone(desired) {
             return public_dns::diff(&desired.address, zone, observed);
         }
@@ -284,6 +321,15 @@ impl Manager for EdgeManager {
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
+        if let Some(certificate) = desired.and_then(certificate) {
+            let secret = |secret: &Secret| self.secret(secret);
+            let context = certificates::Issuing {
+                node: &self.node(),
+                secret: &secret,
+                config_dir: &self.config_dir,
+            };
+            return certificates::apply(&context, certificate, change).await;
+        }
         if let Some(zone) = desired.and_then(public_zone) {
             let server = self.public_server(zone)?;
             return public_dns::apply(&server, zone, change).await;

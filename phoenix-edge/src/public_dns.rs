@@ -16,6 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use phoenix_core::config::common::Secret;
+use phoenix_core::config::hypervisor::DnsUpdateServer;
 use phoenix_core::dns::public::{
     NameRecords, PublicZone, SAFE_ZONE_SIZE, owned_name, owner_name, ownership_text, split_server,
 };
@@ -40,6 +41,14 @@ pub fn server(
         .server
         .as_ref()
         .ok_or_else(|| format!("zone {} has no server to publish to", zone.zone))?;
+    server_of(config, secret)
+}
+
+/// The server `config` declares, with its key resolved by `secret`.
+pub fn server_of(
+    config: &DnsUpdateServer,
+    secret: &dyn Fn(&Secret) -> Result<String, String>,
+) -> Result<Server, String> {
     let (host, port) = split_server(&config.address)
         .ok_or_else(|| format!("`{}` is not a DNS server's address", config.address))?;
     let address = if host.contains(':') {

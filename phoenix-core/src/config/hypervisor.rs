@@ -108,6 +108,9 @@ pub struct HypervisorFile {
     /// The public DNS view: the gateway's names in the public zones, and the server that publishes them.
     #[serde(default)]
     pub public_dns: Option<PublicDns>,
+    /// Certificates issued by ACME and renewed by Phoenix, and the ACME servers that issue them.
+    #[serde(default)]
+    pub certificates: Option<Certificates>,
     /// Proxmox users, groups, roles, ACL entries and API tokens.
     #[serde(default)]
     pub proxmox_access: Option<ProxmoxAccess>,
@@ -918,6 +921,71 @@ pub struct TsigKey {
     pub algorithm: String,
     /// The key, base64-encoded as `tsig-keygen` and `keymgr` print it.
     pub secret: Secret,
+}
+
+/// Certificates Phoenix issues by ACME (RFC 8555) and renews, and the servers they come from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificates {
+    /// The ACME servers, by name: certificates name theirs in `issuer`.
+    #[serde(default)]
+    pub issuers: BTreeMap<String, AcmeIssuer>,
+    /// The certificates, in the keys of the earlier version's `certificate-manifest.json`.
+    #[serde(default)]
+    pub issue: Vec<CertificateSpec>,
+}
+
+/// An ACME server: Step-CA's ACME provisioner, Let's Encrypt, any RFC 8555 server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeIssuer {
+    /// Its directory URL.
+    pub directory: String,
+    /// The CA certificate its HTTPS is checked against (PEM, relative to the configuration directory);
+    /// the system's roots when not set.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Contact URLs for the account (`mailto:ops@example.com`).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// How the names are proved: `dns-01`, through the public DNS view's server.
+    #[serde(default = "default_challenge")]
+    pub challenge: String,
+}
+
+/// One certificate, where it goes on the node, and what runs after it is renewed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// The certificate's common name, also its first name.
+    pub common_name: String,
+    /// More names; the common name is always one.
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// Where the certificate chain (PEM) goes on the node.
+    pub cert_path: String,
+    /// Where its private key (PEM) goes on the node.
+    pub key_path: String,
+    /// `user:group` of both files.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The key's mode, in octal (`640`); 600 when not set. The certificate is 644.
+    #[serde(default)]
+    pub permissions: Option<String>,
+    /// A shell command run on the node after the certificate was issued or renewed.
+    #[serde(default)]
+    pub post_renewal_command: Option<String>,
+    /// The issuer, by its name in `issuers`.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+}
+
+fn default_challenge() -> String {
+    "dns-01".to_owned()
+}
+
+fn default_issuer() -> String {
+    "internal".to_owned()
 }
 
 fn default_public_ttl() -> u32 {

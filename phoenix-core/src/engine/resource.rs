@@ -510,6 +510,8 @@ pub enum SyncStep {
     InternalDns(Box<crate::dns::InternalDns>),
     /// A public zone's names, published to its authoritative server, at `sync/dns/public/<zone>`.
     PublicDns(Box<crate::dns::public::PublicZone>),
+    /// A certificate issued by ACME, at `sync/certificate/<common name>`.
+    Certificate(Box<crate::certificates::CertificateSync>),
 }
 
 /// The gateway's site: rendered from its template by the manager, which has the configuration directory.
@@ -549,6 +551,7 @@ impl Resource {
             Desired::Sync(SyncStep::Gateway(gateway)) => to_value(gateway),
             Desired::Sync(SyncStep::InternalDns(view)) => to_value(view),
             Desired::Sync(SyncStep::PublicDns(zone)) => return zone.fields(),
+            Desired::Sync(SyncStep::Certificate(certificate)) => return certificate.fields(),
             Desired::Container(container) => to_value(container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
@@ -1094,6 +1097,21 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             .filter(|resource| resource.address == Address::Sync("gateway".to_owned()))
             .map(|resource| resource.address.clone())
             .collect();
+        resources.push(step);
+    }
+    // A certificate's names are proved through the public zones (dns-01): after they are published.
+    let zones: Vec<Address> = resources
+        .iter()
+        .filter(|resource| matches!(resource.desired, Desired::Sync(SyncStep::PublicDns(_))))
+        .map(|resource| resource.address.clone())
+        .collect();
+    for certificate in crate::certificates::declared(estate) {
+        let mut step = sync_step(
+            &format!("certificate/{}", certificate.common_name),
+            Vec::new(),
+            SyncStep::Certificate(Box::new(certificate)),
+        );
+        step.after = zones.clone();
         resources.push(step);
     }
     pipeline_order(&mut resources);

@@ -3,6 +3,7 @@
 //! Every check reads the resolved [`Estate`] and reports [`Problem`]s at JSON pointers; none stops the others.
 
 mod access;
+mod certificates;
 pub mod compose;
 mod connection;
 mod firewall;
@@ -59,6 +60,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     gateway::check(estate, options.gateway_template.as_ref(), &mut problems);
     check_dns(estate, &mut problems);
     public_dns::check(estate, &mut problems);
+    certificates::check(estate, &mut problems);
     check_stacks(estate, &mut problems);
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);

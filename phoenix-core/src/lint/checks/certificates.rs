@@ -1,0 +1,96 @@
+//! Certificates (`certificates` in the hypervisor file): each names a declared issuer, and each of its
+//! names can be proved by that issuer's challenge (for `dns-01`: it lies in a public zone whose server
+//! Phoenix updates).
+
+use crate::config::FileKind;
+use crate::dns::public::{normalise, zone_of};
+use crate::lint::diagnostic::Problem;
+use crate::lint::schema::escape_pointer_token;
+use crate::model::Estate;
+
+pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
+    let hypervisor = &estate.files().hypervisor;
+    let Some(config) = &hypervisor.certificates else {
+        return;
+    };
+    let public = hypervisor.public_dns.as_ref();
+    let server = public.and_then(|public| public.server.as_ref());
+    for (name, issuer) in &config.issuers {
+        let used = config.issue.iter().any(|spec| &spec.issuer == name);
+        if used && issuer.challenge == "dns-01" && server.is_none() {
+            problems.push(
+                Problem::error(
+                    "phoenix::certificate::no_dns_server",
+                    FileKind::Hypervisor,
+                    format!("/certificates/issuers/{}", escape_pointer_token(name)),
+                    format!("issuer `{name}` proves names by dns-01, but `public_dns` names no server to publish the challenge to"),
+                )
+                .on_key()
+                .with_help("declare `public_dns.server` (an RFC 2136 server with a TSIG key) for the zones of the names"),
+            );
+        }
+    }
+    for (index, spec) in config.issue.iter().enumerate() {
+        let base = format!("/certificates/issue/{index}");
+        if let Some(first) = config.issue[..index]
+            .iter()
+            .position(|other| normalise(&other.common_name) == normalise(&spec.common_name))
+        {
+            problems.push(Problem::error(
+                "phoenix::certificate::duplicate",
+                FileKind::Hypervisor,
+                format!("{base}/common_name"),
+                format!(
+                    "certificate `{}` is declared twice (first at /certificates/issue/{first})",
+                    spec.common_name
+                ),
+            ));
+        }
+        let Some(issuer) = config.issuers.get(&spec.issuer) else {
+            let known: Vec<&str> = config.issuers.keys().map(String::as_str).collect();
+            problems.push(
+                Problem::error(
+                    "phoenix::certificate::unknown_issuer",
+                    FileKind::Hypervisor,
+                    format!("{base}/issuer"),
+                    format!(
+                        "certificate `{}` names issuer `{}`, which `certificates.issuers` does not declare",
+                        spec.common_name, spec.issuer
+                    ),
+                )
+                .with_help(if known.is_empty() {
+                    "declare the ACME server under `certificates.issuers`".to_owned()
+                } else {
+                    format!("the issuers are: {}", known.join(", "))
+                }),
+            );
+            continue;
+        };
+        let (Some(public), true) = (public, issuer.challenge == "dns-01") else {
+            continue;
+        };
+        let names = std::iter::once((format!("{base}/common_name"), &spec.common_name)).chain(
+            spec.sans
+                .iter()
+                .enumerate()
+                .map(|(at, name)| (format!("{base}/sans/{at}"), name)),
+        );
+        for (pointer, name) in names {
+            let name = normalise(name);
+            let proved = name.strip_prefix("*.").unwrap_or(&name);
+            if zone_of(proved, &public.zones).is_none() {
+                problems.push(
+                    Problem::error(
+                        "phoenix::certificate::outside_zone",
+                        FileKind::Hypervisor,
+                        pointer,
+                        format!("`{name}` is in none of the public zones, so dns-01 cannot prove it"),
+                    )
+                    .with_help(
+                        "add its zone to `public_dns.zones`, or issue it from a server that can reach it",
+                    ),
+                );
+            }
+        }
+    }
+}
