@@ -132,3 +132,52 @@ fn a_server_needs_a_valid_address_and_a_base64_tsig_key() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("algorithm"), "{found:?}");
 }
+
+#[test]
+fn certificates_name_a_declared_issuer_and_names_dns_01_can_prove() {
+    let section = r#"{"zones": ["lab.example.org"], "address": "203.0.113.10"},
+  "certificates": {
+    "issuers": {"public": {"directory": "https://acme.example.org/directory"}},
+    "issue": [
+      {"common_name": "lab.example.org", "sans": ["*.lab.example.org", "www.example.net"], "cert_path": "/etc/ssl/lab.crt", "key_path": "/etc/ssl/lab.key", "issuer": "public"},
+      {"common_name": "LAB.example.org", "cert_path": "/etc/ssl/b.crt", "key_path": "/etc/ssl/b.key", "issuer": "internal"}
+    ]
+  }"#;
+    assert_eq!(
+        problems(section),
+        [
+            "phoenix::certificate::no_dns_server at /certificates/issuers/public",
+            "phoenix::certificate::outside_zone at /certificates/issue/0/sans/1",
+            "phoenix::certificate::duplicate at /certificates/issue/1/common_name",
+            "phoenix::certificate::unknown_issuer at /certificates/issue/1/issuer",
+        ]
+    );
+    let valid = r#"{"zones": ["lab.example.org"], "address": "203.0.113.10", "server": {"address": "192.0.2.53", "tsig": {"name": "phoenix", "secret": {"env": "TSIG"}}}},
+  "certificates": {
+    "issuers": {"public": {"directory": "https://acme.example.org/directory"}},
+    "issue": [{"common_name": "lab.example.org", "sans": ["*.lab.example.org"], "cert_path": "/etc/ssl/lab.crt", "key_path": "/etc/ssl/lab.key", "issuer": "public"}]
+  }"#;
+    let estate = fixture::estate(with_public_dns(valid), &CheckOptions::default());
+    let resources = phoenix_core::resources(&estate);
+    let certificate = resources
+        .iter()
+        .find(|resource| resource.address.to_string() == "sync/certificate/lab.example.org")
+        .expect("the certificate's resource");
+    // Published after the zone its challenges go to.
+    assert_eq!(
+        certificate
+            .after
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["sync/dns/public/lab.example.org"]
+    );
+    assert_eq!(
+        serde_json::Value::from_iter(certificate.declared_fields()),
+        serde_json::json!({
+            "current": true,
+            "key_mode": "600",
+            "names": ["*.lab.example.org", "lab.example.org"],
+        })
+    );
+}

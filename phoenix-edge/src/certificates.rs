@@ -231,12 +231,7 @@ async fn issue(
     let dns = public_dns::server_of(server, context.secret).map_err(ManagerError::failed)?;
     let account = account(context, &certificate.issuer, issuer).await?;
     let identifiers: Vec<Identifier> = certificate.names.iter().cloned().map(Identifier::Dns).collect();
-    let acme = |error: instant_acme::Error| {
-        ManagerError::failed(format!(
-            "{} ({}): {error}",
-            issuer.directory, certificate.common_name
-        ))
-    };
+    let acme = |error| acme_error(&issuer.directory, &certificate.common_name, error);
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
         .await
@@ -297,12 +292,7 @@ async fn finish(
     certificate: &CertificateSync,
 ) -> Result<(String, String), ManagerError> {
     let retry = RetryPolicy::new().timeout(Duration::from_secs(120));
-    let what = |error: instant_acme::Error| {
-        ManagerError::failed(format!(
-            "{} ({}): {error}",
-            issuer.directory, certificate.common_name
-        ))
-    };
+    let what = |error| acme_error(&issuer.directory, &certificate.common_name, error);
     let status = order.poll_ready(&retry).await.map_err(what)?;
     if status != OrderStatus::Ready {
         let mut reasons = Vec::new();
@@ -328,6 +318,16 @@ async fn finish(
     let key = order.finalize().await.map_err(what)?;
     let chain = order.poll_certificate(&retry).await.map_err(what)?;
     Ok((chain, key))
+}
+
+/// An ACME failure in words: the server's problem document when it refused, else what went wrong.
+fn acme_error(directory: &str, name: &str, error: instant_acme::Error) -> ManagerError {
+    match error {
+        instant_acme::Error::Api(problem) => {
+            ManagerError::failed(format!("{directory} refused to issue {name}: {problem}"))
+        }
+        other => ManagerError::failed(format!("issuing {name} from {directory}: {other}")),
+    }
 }
 
 /// The issuer's account: the credentials kept on the node, or a new account whose credentials are kept.

@@ -8,7 +8,6 @@
 //! Needs root, LXC and the test node's packages (`.ci/run` installs them); without them the test is
 //! skipped with a message, except under `CI=true`, where it fails.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use phoenix_core::{
@@ -16,97 +15,20 @@ use phoenix_core::{
     SourceFile,
 };
 use phoenix_edge::EdgeManager;
+use phoenix_testing::knot::{Knot, SECRET};
 use phoenix_testing::node::TestNode;
-use phoenix_testing::{actions, fixture, outcome, workspace};
+use phoenix_testing::{actions, changed_fields, fixture, outcome, workspace};
 
 const ZONE: &str = "lab.example.org";
+const STEP: &str = "sync/dns/public/lab.example.org";
 const ADDRESS: &str = "203.0.113.10";
-const SECRET: &str = "cGhvZW5peC10ZXN0LXRzaWcta2V5LTMyLWJ5dGVzISE=";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free port")
-        .port()
-}
+/// The zone's own records: Phoenix must leave them be.
+const RECORDS: &str = "@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.53\nmail A 192.0.2.25\n@ MX 10 mail\nstatus A 192.0.2.80\n";
 
-/// Knot serving the zone on 127.0.0.1:`port`, with the key `phoenix-update` allowed to update and
-/// transfer it. The zone has records of its own: Phoenix must leave them be.
-fn start_knot(node: &TestNode, port: u16) {
-    let config = format!(
-        r#"server:
-    rundir: "/run/knot"
-    user: root:root
-    listen: 127.0.0.1@{port}
-database:
-    storage: "/var/lib/knot"
-key:
-  - id: phoenix-update
-    algorithm: hmac-sha256
-    secret: {SECRET}
-acl:
-  - id: phoenix
-    key: phoenix-update
-    action: [transfer, update]
-template:
-  - id: default
-    storage: "/var/lib/knot"
-    file: "%s.zone"
-    zonefile-sync: -1
-    journal-content: all
-    serial-policy: increment
-zone:
-  - domain: {ZONE}
-    acl: phoenix
-"#
-    );
-    let zone = format!(
-        "$ORIGIN {ZONE}.\n$TTL 3600\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.53\nmail A 192.0.2.25\n@ MX 10 mail\nstatus A 192.0.2.80\n"
-    );
-    let script = format!(
-        "mkdir -p /run/knot /var/lib/knot && cat > /etc/knot/phoenix-test.conf <<'EOF'\n{config}EOF\ncat > /var/lib/knot/{ZONE}.zone <<'EOF'\n{zone}EOF\nknotd -c /etc/knot/phoenix-test.conf -d"
-    );
-    let started = node.exec(&["sh", "-c", &script]);
-    assert!(started.success(), "knotd does not start: {started:?}");
-    for _ in 0..100 {
-        if !serial(node, port).is_empty() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("knotd does not answer on port {port}");
-}
-
-/// `kdig`'s short answer for `name`'s records of `rtype`, sorted.
-fn ask(node: &TestNode, port: u16, name: &str, rtype: &str) -> Vec<String> {
-    let port = port.to_string();
-    let output = node.exec(&[
-        "kdig",
-        "@127.0.0.1",
-        "-p",
-        &port,
-        "+tcp",
-        name,
-        rtype,
-        "+short",
-        "+time=2",
-        "+retry=1",
-    ]);
-    let mut lines: Vec<String> = output.stdout.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
-}
-
-fn serial(node: &TestNode, port: u16) -> String {
-    ask(node, port, ZONE, "SOA")
-        .first()
-        .and_then(|soa| soa.split_whitespace().nth(2).map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// The homelab's public zone, published to Knot on `port` with the key in `key_file`, its hypervisor file
-/// edited by `edit`.
-fn step(port: u16, key_file: &str, edit: impl Fn(&str) -> String) -> Vec<Resource> {
+/// The homelab's public zone, published to `knot` with the key in `key_file`, its hypervisor file edited
+/// by `edit`.
+fn step(knot: &Knot, key_file: &str, edit: impl Fn(&str) -> String) -> Vec<Resource> {
     let dir = workspace().join("examples/homelab");
     let sources: Vec<SourceFile> = fixture::sources(&dir)
         .into_iter()
@@ -114,7 +36,8 @@ fn step(port: u16, key_file: &str, edit: impl Fn(&str) -> String) -> Vec<Resourc
             let text = source.text().replace(
                 r#""address": "203.0.113.10""#,
                 &format!(
-                    r#""address": "203.0.113.10", "server": {{"address": "127.0.0.1:{port}", "tsig": {{"name": "phoenix-update", "secret": {{"file": "{key_file}"}}}}}}"#
+                    r#""address": "203.0.113.10", "server": {}"#,
+                    knot.server_json(key_file)
                 ),
             );
             SourceFile::new(source.kind(), source.path().to_owned(), edit(&text))
@@ -123,14 +46,6 @@ fn step(port: u16, key_file: &str, edit: impl Fn(&str) -> String) -> Vec<Resourc
     fixture::resources(sources, &CheckOptions::default())
         .into_iter()
         .filter(|resource| resource.address.to_string().starts_with("sync/dns/public/"))
-        .collect()
-}
-
-fn changed_fields(plan: &Plan) -> Vec<String> {
-    plan.entries()
-        .iter()
-        .flat_map(|entry| &entry.changes)
-        .flat_map(|change| change.fields.iter().map(|field| field.field.clone()))
         .collect()
 }
 
@@ -154,23 +69,22 @@ fn ownership() -> Vec<String> {
 #[tokio::test]
 async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change() {
     let Some(node) = TestNode::start() else { return };
-    let port = free_port();
-    start_knot(&node, port);
+    let knot = Knot::start(&node, ZONE, RECORDS);
     let key_dir = tempfile_dir();
     let key_file = key_dir.join("tsig.key");
     std::fs::write(&key_file, format!("{SECRET}\n")).expect("writes the key");
     let key_file = key_file.display().to_string();
-    let resources = step(port, &key_file, str::to_owned);
+    let resources = step(&knot, &key_file, str::to_owned);
     assert_eq!(resources.len(), 1, "{resources:#?}");
     let mut managers = Managers::default();
     managers.register(Arc::new(EdgeManager::new(node.channel())));
 
     // First run: the three public names, each with its ownership record, in one update.
-    let before = serial(&node, port);
+    let before = knot.serial(&node);
     let plan = converge(&resources, &managers).await;
     assert_eq!(actions(&plan), [Action::Update]);
     assert_eq!(
-        changed_fields(&plan),
+        changed_fields(&plan, STEP),
         ["*.lab.example.org", "ca.lab.example.org", "lab.example.org"]
     );
     for name in [
@@ -178,29 +92,26 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
         "ca.lab.example.org",
         "anything.lab.example.org",
     ] {
-        assert_eq!(ask(&node, port, name, "A"), [ADDRESS], "{name}");
+        assert_eq!(knot.ask(&node, name, "A"), [ADDRESS], "{name}");
     }
+    assert_eq!(knot.ask(&node, "_phoenix.ca.lab.example.org", "TXT"), ownership());
     assert_eq!(
-        ask(&node, port, "_phoenix.ca.lab.example.org", "TXT"),
-        ownership()
-    );
-    assert_eq!(
-        ask(&node, port, "_phoenix._wildcard.lab.example.org", "TXT"),
+        knot.ask(&node, "_phoenix._wildcard.lab.example.org", "TXT"),
         ownership()
     );
     // The zone's own records are as they were.
-    assert_eq!(ask(&node, port, "mail.lab.example.org", "A"), ["192.0.2.25"]);
-    assert_eq!(ask(&node, port, ZONE, "MX"), ["10 mail.lab.example.org."]);
-    let published = serial(&node, port);
+    assert_eq!(knot.ask(&node, "mail.lab.example.org", "A"), ["192.0.2.25"]);
+    assert_eq!(knot.ask(&node, ZONE, "MX"), ["10 mail.lab.example.org."]);
+    let published = knot.serial(&node);
     assert_ne!(published, before);
 
     // Second run: no update sent, so the serial stays.
     let plan = converge(&resources, &managers).await;
     assert_eq!(actions(&plan), []);
-    assert_eq!(serial(&node, port), published);
+    assert_eq!(knot.serial(&node), published);
 
     // A name someone else holds: planned, refused whole, nothing sent.
-    let held = step(port, &key_file, |text| {
+    let held = step(&knot, &key_file, |text| {
         text.replace(
             r#""zones": ["lab.example.org"],"#,
             r#""zones": ["lab.example.org"], "names": ["status.lab.example.org", "new.lab.example.org"],"#,
@@ -208,7 +119,7 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
     });
     let plan = phoenix_testing::plan(held.clone(), &managers, &PlanOptions::default()).await;
     assert_eq!(
-        changed_fields(&plan),
+        changed_fields(&plan, STEP),
         ["new.lab.example.org", "status.lab.example.org"]
     );
     let report = phoenix_testing::apply(&plan, &managers, &ExecuteOptions::default()).await;
@@ -221,12 +132,12 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
             && error.contains("nothing was sent"),
         "{error}"
     );
-    assert_eq!(ask(&node, port, "status.lab.example.org", "A"), ["192.0.2.80"]);
+    assert_eq!(knot.ask(&node, "status.lab.example.org", "A"), ["192.0.2.80"]);
     assert_eq!(
-        ask(&node, port, "_phoenix.new.lab.example.org", "TXT"),
+        knot.ask(&node, "_phoenix.new.lab.example.org", "TXT"),
         Vec::<String>::new()
     );
-    assert_eq!(serial(&node, port), published);
+    assert_eq!(knot.serial(&node), published);
 
     // A record deleted by hand: put back.
     let deleted = node.exec(&[
@@ -237,10 +148,10 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
         ),
     ]);
     assert!(deleted.success(), "{deleted:?}");
-    assert_eq!(ask(&node, port, "ca.lab.example.org", "A"), Vec::<String>::new());
+    assert_eq!(knot.ask(&node, "ca.lab.example.org", "A"), Vec::<String>::new());
     let plan = converge(&resources, &managers).await;
-    assert_eq!(changed_fields(&plan), ["ca.lab.example.org"]);
-    assert_eq!(ask(&node, port, "ca.lab.example.org", "A"), [ADDRESS]);
+    assert_eq!(changed_fields(&plan, STEP), ["ca.lab.example.org"]);
+    assert_eq!(knot.ask(&node, "ca.lab.example.org", "A"), [ADDRESS]);
     assert_eq!(actions(&converge(&resources, &managers).await), []);
 
     // Moving the three names and adding one changes 5 of the zone's 12 records, more than a third:
@@ -252,7 +163,7 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
                 r#""zones": ["lab.example.org"], "names": ["www.lab.example.org"],"#,
             )
     };
-    let moved = step(port, &key_file, move_and_add);
+    let moved = step(&knot, &key_file, move_and_add);
     let plan = phoenix_testing::plan(moved.clone(), &managers, &PlanOptions::default()).await;
     let consequence = plan.entries().iter().find_map(|entry| entry.consequence());
     assert_eq!(consequence, Some(Consequence::Destructive), "{plan:#?}");
@@ -262,7 +173,7 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
         format!("{refused:?}").contains("DestructiveRefused"),
         "{refused:?}"
     );
-    assert_eq!(ask(&node, port, ZONE, "A"), [ADDRESS]);
+    assert_eq!(knot.ask(&node, ZONE, "A"), [ADDRESS]);
     let allowed = ExecuteOptions {
         allow_destroy: true,
         ..ExecuteOptions::default()
@@ -275,32 +186,32 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
         ),
         "{report:#?}"
     );
-    assert_eq!(ask(&node, port, ZONE, "A"), ["203.0.113.20"]);
-    assert_eq!(ask(&node, port, "ca.lab.example.org", "A"), ["203.0.113.20"]);
+    assert_eq!(knot.ask(&node, ZONE, "A"), ["203.0.113.20"]);
+    assert_eq!(knot.ask(&node, "ca.lab.example.org", "A"), ["203.0.113.20"]);
     assert_eq!(
-        ask(&node, port, "_phoenix.www.lab.example.org", "TXT"),
+        knot.ask(&node, "_phoenix.www.lab.example.org", "TXT"),
         ownership()
     );
 
     // The route taken out of the configuration: its name and ownership record go; the others stay.
-    let fewer = step(port, &key_file, |text| {
+    let fewer = step(&knot, &key_file, |text| {
         move_and_add(text).replace(
             r#""routes": [{ "host": "ca.lab.example.org", "guest": 103, "port": 9000, "scheme": "https" }]"#,
             r#""routes": []"#,
         )
     });
     let plan = converge(&fewer, &managers).await;
-    assert_eq!(changed_fields(&plan), ["ca.lab.example.org"]);
+    assert_eq!(changed_fields(&plan, STEP), ["ca.lab.example.org"]);
     assert_eq!(
-        ask(&node, port, "ca.lab.example.org", "A"),
+        knot.ask(&node, "ca.lab.example.org", "A"),
         ["203.0.113.20"],
         "the wildcard answers it now"
     );
     assert_eq!(
-        ask(&node, port, "_phoenix.ca.lab.example.org", "TXT"),
+        knot.ask(&node, "_phoenix.ca.lab.example.org", "TXT"),
         Vec::<String>::new()
     );
-    assert_eq!(ask(&node, port, ZONE, "A"), ["203.0.113.20"]);
+    assert_eq!(knot.ask(&node, ZONE, "A"), ["203.0.113.20"]);
     assert_eq!(actions(&converge(&fewer, &managers).await), []);
 
     // A wrong secret: the server's refusal, in words, when planning.
@@ -317,7 +228,7 @@ async fn the_public_view_is_published_to_a_real_knot_and_only_owned_names_change
     assert!(error.contains("BADSIG"), "{error}");
 
     // A key the server does not know.
-    let unknown = step(port, &key_file, |text| {
+    let unknown = step(&knot, &key_file, |text| {
         text.replace(r#""name": "phoenix-update""#, r#""name": "nobody""#)
     });
     let error = phoenix_core::plan(unknown, &managers, &options)

@@ -25,8 +25,10 @@ mod fakes;
 pub mod fixture;
 pub mod gpu;
 mod harness;
+pub mod knot;
 pub mod lxc;
 pub mod node;
+pub mod pebble;
 pub mod portainer;
 pub mod traefik;
 
@@ -116,6 +118,16 @@ pub fn actions(plan: &Plan) -> Vec<phoenix_core::Action> {
     plan.entries()
         .iter()
         .flat_map(|entry| entry.changes.iter().map(|change| change.action))
+        .collect()
+}
+
+/// The fields the changes of the resource at `address` touch, in plan order.
+pub fn changed_fields(plan: &Plan, address: &str) -> Vec<String> {
+    plan.entries()
+        .iter()
+        .filter(|entry| entry.address.to_string() == address)
+        .flat_map(|entry| &entry.changes)
+        .flat_map(|change| change.fields.iter().map(|field| field.field.clone()))
         .collect()
 }
 

@@ -470,7 +470,7 @@ fn missing_prerequisites() -> Option<String> {
 }
 
 /// Whether `program` is on `PATH` or in the sbin directories (root's tools, absent from some PATHs).
-fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
