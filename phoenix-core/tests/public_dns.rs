@@ -140,7 +140,9 @@ fn certificates_name_a_declared_issuer_and_names_dns_01_can_prove() {
     "issuers": {"public": {"directory": "https://acme.example.org/directory"}},
     "issue": [
       {"common_name": "lab.example.org", "sans": ["*.lab.example.org", "www.example.net"], "cert_path": "/etc/ssl/lab.crt", "key_path": "/etc/ssl/lab.key", "issuer": "public"},
-      {"common_name": "LAB.example.org", "cert_path": "/etc/ssl/b.crt", "key_path": "/etc/ssl/b.key", "issuer": "internal"}
+      {"common_name": "LAB.example.org", "cert_path": "/etc/ssl/b.crt", "key_path": "/etc/ssl/b.key", "issuer": "internal"},
+      {"common_name": "gw.lab.example.org", "cert_path": "/mnt/pve/ssl/gw.crt", "key_path": "/srv/gw.key", "guest": 101, "issuer": "public"},
+      {"common_name": "ok.lab.example.org", "cert_path": "/tank/lxc-shared/gateway/sites/ok.crt", "key_path": "/tank/lxc-shared/gateway/logs/x/ok.key", "guest": 101, "issuer": "public"}
     ]
   }"#;
     assert_eq!(
@@ -150,6 +152,8 @@ fn certificates_name_a_declared_issuer_and_names_dns_01_can_prove() {
             "phoenix::certificate::outside_zone at /certificates/issue/0/sans/1",
             "phoenix::certificate::duplicate at /certificates/issue/1/common_name",
             "phoenix::certificate::unknown_issuer at /certificates/issue/1/issuer",
+            "phoenix::certificate::outside_mounts at /certificates/issue/2/cert_path",
+            "phoenix::certificate::outside_mounts at /certificates/issue/2/key_path",
         ]
     );
     let valid = r#"{"zones": ["lab.example.org"], "address": "203.0.113.10", "server": {"address": "192.0.2.53", "tsig": {"name": "phoenix", "secret": {"env": "TSIG"}}}},

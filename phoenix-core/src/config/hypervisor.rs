@@ -978,6 +978,10 @@ pub struct CertificateSpec {
     /// The issuer, by its name in `issuers`.
     #[serde(default = "default_issuer")]
     pub issuer: String,
+    /// The guest that uses the files: both paths must then lie in one of its mounts (a container's
+    /// `mount_points`, a VM's `volumes` under `mount_point_base`).
+    #[serde(default)]
+    pub guest: Option<u32>,
 }
 
 fn default_challenge() -> String {

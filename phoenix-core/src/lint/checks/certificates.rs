@@ -3,10 +3,11 @@
 //! Phoenix updates).
 
 use crate::config::FileKind;
+use crate::config::hypervisor::CertificateSpec;
 use crate::dns::public::{normalise, zone_of};
 use crate::lint::diagnostic::Problem;
 use crate::lint::schema::escape_pointer_token;
-use crate::model::Estate;
+use crate::model::{Estate, GuestSpec};
 
 pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
     let hypervisor = &estate.files().hypervisor;
@@ -45,6 +46,9 @@ pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
                     spec.common_name
                 ),
             ));
+        }
+        if let Some(id) = spec.guest {
+            check_mounts(estate, spec, id, &base, problems);
         }
         let Some(issuer) = config.issuers.get(&spec.issuer) else {
             let known: Vec<&str> = config.issuers.keys().map(String::as_str).collect();
@@ -91,6 +95,73 @@ pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// Both files of `spec` lie under a host directory that guest `id` mounts, so the guest sees them.
+fn check_mounts(estate: &Estate, spec: &CertificateSpec, id: u32, base: &str, problems: &mut Vec<Problem>) {
+    let Some(guest) = estate.guests().get(&id) else {
+        problems.push(Problem::error(
+            "phoenix::certificate::unknown_guest",
+            FileKind::Hypervisor,
+            format!("{base}/guest"),
+            format!(
+                "certificate `{}` is for guest {id}, which is not declared",
+                spec.common_name
+            ),
+        ));
+        return;
+    };
+    let mounts: Vec<String> = match &guest.spec {
+        GuestSpec::Container(container) => container
+            .mount_points
+            .iter()
+            .map(|mount| mount.host_path.clone())
+            .collect(),
+        GuestSpec::Vm(vm) => {
+            let root = estate
+                .files()
+                .hypervisor
+                .mount_point_base
+                .as_deref()
+                .unwrap_or("/mnt/pve");
+            vm.volumes
+                .iter()
+                .map(|volume| {
+                    format!(
+                        "{}/{}",
+                        root.trim_end_matches('/'),
+                        volume.path.trim_start_matches('/')
+                    )
+                })
+                .collect()
+        }
+    };
+    let inside = |path: &str| {
+        mounts.iter().any(|mount| {
+            path.strip_prefix(mount.trim_end_matches('/'))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    for (key, path) in [("cert_path", &spec.cert_path), ("key_path", &spec.key_path)] {
+        if !inside(path) {
+            problems.push(
+                Problem::error(
+                    "phoenix::certificate::outside_mounts",
+                    FileKind::Hypervisor,
+                    format!("{base}/{key}"),
+                    format!(
+                        "`{path}` is in none of {}'s mounts, so it would not see the file",
+                        guest.describe()
+                    ),
+                )
+                .with_help(if mounts.is_empty() {
+                    "give the guest a mount point for the directory, or drop `guest`".to_owned()
+                } else {
+                    format!("put the file under one of: {}", mounts.join(", "))
+                }),
+            );
         }
     }
 }
