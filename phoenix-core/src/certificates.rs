@@ -41,6 +41,9 @@ pub struct CertificateSync {
     /// For dns-01: the public zones and the server their challenge records are published to.
     #[serde(skip)]
     pub challenge_dns: Option<(Vec<String>, DnsUpdateServer)>,
+    /// For http-01: the container that serves the answers, and the directory they go in there.
+    #[serde(skip)]
+    pub challenge_web: Option<(u32, String)>,
 }
 
 impl CertificateSync {
@@ -93,6 +96,12 @@ pub fn declared(estate: &Estate) -> Vec<CertificateSync> {
         .map(|spec| {
             let mut certificate = certificate(spec, config.issuers.get(&spec.issuer).cloned());
             certificate.challenge_dns = dns.clone();
+            certificate.challenge_web = certificate.server.as_ref().and_then(|issuer| {
+                let container = issuer
+                    .http01_container
+                    .or(hypervisor.gateway.as_ref().map(|gateway| gateway.container))?;
+                Some((container, issuer.http01_root.clone()))
+            });
             certificate
         })
         .collect()
@@ -118,6 +127,7 @@ fn certificate(spec: &CertificateSpec, server: Option<AcmeIssuer>) -> Certificat
         issuer: spec.issuer.clone(),
         server,
         challenge_dns: None,
+        challenge_web: None,
     }
 }
 

@@ -185,3 +185,38 @@ fn certificates_name_a_declared_issuer_and_names_dns_01_can_prove() {
         })
     );
 }
+
+#[test]
+fn http_01_proves_no_wildcard_and_needs_a_container_that_serves_it() {
+    let section = r#"{"zones": ["lab.example.org"], "address": "203.0.113.10"},
+  "certificates": {
+    "issuers": {"web": {"directory": "https://acme.example.org/directory", "challenge": "http-01"}},
+    "issue": [{"common_name": "lab.example.org", "sans": ["*.lab.example.org"], "cert_path": "/etc/ssl/lab.crt", "key_path": "/etc/ssl/lab.key", "issuer": "web"}]
+  }"#;
+    assert_eq!(
+        problems(section),
+        ["phoenix::certificate::wildcard_http01 at /certificates/issue/0/sans/0"]
+    );
+    // Without the gateway, nothing serves the answers.
+    let sources: Vec<SourceFile> = with_public_dns(section)
+        .into_iter()
+        .map(|source| {
+            let text = source.text();
+            let text = match (text.find("\"gateway\": {\n"), text.find("\"public_dns\"")) {
+                (Some(start), Some(end)) => format!("{}{}", &text[..start], &text[end..]),
+                _ => text.to_owned(),
+            };
+            SourceFile::new(source.kind(), source.path().to_owned(), text)
+        })
+        .collect();
+    let validation = phoenix_core::validate(sources, &CheckOptions::default());
+    let codes: Vec<&str> = validation
+        .problems()
+        .iter()
+        .map(|problem| problem.code())
+        .collect();
+    assert!(
+        codes.contains(&"phoenix::certificate::no_http01_container"),
+        "{codes:?}"
+    );
+}

@@ -12,15 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder,
-    OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, KeyAuthorization,
+    NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use phoenix_core::certificates::{CertificateSync, is_current, owner_with_group};
 use phoenix_core::config::common::Secret;
+use phoenix_core::config::hypervisor::AcmeIssuer;
 use phoenix_core::dns::public::zone_of;
 use phoenix_core::{Change, ManagerError, Observed};
 use phoenix_pve::guest::{GuestExec, failure};
@@ -120,6 +122,8 @@ pub struct Issuing<'a> {
     pub secret: &'a (dyn Fn(&Secret) -> Result<String, String> + Sync),
     /// The configuration directory, for issuers' `ca_file`.
     pub config_dir: &'a Path,
+    /// For http-01: the channel into the container that serves the answers.
+    pub web: Option<Arc<dyn GuestExec>>,
 }
 
 /// Brings the certificate to what `change` says: a new one when its names or currency changed (or there
@@ -222,13 +226,7 @@ async fn issue(
             certificate.common_name, certificate.issuer
         ))
     })?;
-    let (zones, server) = certificate.challenge_dns.as_ref().ok_or_else(|| {
-        ManagerError::failed(format!(
-            "certificate {}: dns-01 needs `public_dns.server` to publish the challenge records",
-            certificate.common_name
-        ))
-    })?;
-    let dns = public_dns::server_of(server, context.secret).map_err(ManagerError::failed)?;
+    let prover = prover(context, certificate, issuer)?;
     let account = account(context, &certificate.issuer, issuer).await?;
     let identifiers: Vec<Identifier> = certificate.names.iter().cloned().map(Identifier::Dns).collect();
     let acme = |error| acme_error(&issuer.directory, &certificate.common_name, error);
@@ -236,7 +234,7 @@ async fn issue(
         .new_order(&NewOrder::new(&identifiers))
         .await
         .map_err(acme)?;
-    let mut published: Vec<(String, String, String)> = Vec::new();
+    let mut published: Vec<Answer> = Vec::new();
     let proved = async {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -244,8 +242,9 @@ async fn issue(
             if authorization.status == AuthorizationStatus::Valid {
                 continue;
             }
-            let mut challenge = authorization.challenge(ChallengeType::Dns01).ok_or_else(|| {
-                ManagerError::failed(format!("{} offers no dns-01 challenge", issuer.directory))
+            let kind = prover.kind();
+            let mut challenge = authorization.challenge(kind.clone()).ok_or_else(|| {
+                ManagerError::failed(format!("{} offers no {kind:?} challenge", issuer.directory))
             })?;
             let Identifier::Dns(name) = challenge.identifier().identifier else {
                 return Err(ManagerError::failed(format!(
@@ -254,18 +253,11 @@ async fn issue(
                 )));
             };
             let name = name.trim_start_matches("*.").to_owned();
-            let zone = zone_of(&name, zones).ok_or_else(|| {
-                ManagerError::failed(format!(
-                    "`{name}` is in none of the public zones, so dns-01 cannot prove it"
-                ))
-            })?;
-            let record = format!("_acme-challenge.{name}");
-            let value = challenge.key_authorization().dns_value();
-            let entry = wire::Entry::add(&record, 60, &wire::Data::Txt(value.clone()));
-            dns.update(zone, &[], &[entry]).await.map_err(|error| {
-                ManagerError::failed(format!("publishing the dns-01 record of {name}: {error}"))
-            })?;
-            published.push((zone.clone(), record, value));
+            let key_authorization = challenge.key_authorization();
+            let answer = prover
+                .publish(&name, &challenge.token, &key_authorization)
+                .await?;
+            published.push(answer);
             challenge.set_ready().await.map_err(acme)?;
         }
         Ok::<_, ManagerError>(())
@@ -275,20 +267,149 @@ async fn issue(
         Ok(()) => finish(&mut order, issuer, certificate).await,
         Err(error) => Err(error),
     };
-    // The challenge records go, whatever came of the order.
-    for (zone, record, value) in &published {
-        let entry = wire::Entry::delete(record, &wire::Data::Txt(value.clone()));
-        if let Err(error) = dns.update(zone, &[], &[entry]).await {
-            tracing::warn!(%record, %error, "could not remove a dns-01 challenge record");
-        }
+    // The answers go, whatever came of the order.
+    for answer in &published {
+        prover.withdraw(answer).await;
     }
     result
+}
+
+/// Where a certificate's challenge answers go: a TXT record through the public view's server (dns-01), or a
+/// file the challenge location serves (http-01).
+enum Prover<'a> {
+    Dns {
+        zones: &'a [String],
+        server: wire::Server,
+    },
+    Web {
+        exec: Arc<dyn GuestExec>,
+        root: &'a str,
+    },
+}
+
+/// One answer put in place, to take away again.
+struct Answer {
+    /// The zone (dns-01) or the file (http-01).
+    place: String,
+    /// The record's name (dns-01).
+    record: String,
+    /// The record's value (dns-01).
+    value: String,
+}
+
+fn prover<'a>(
+    context: &Issuing<'_>,
+    certificate: &'a CertificateSync,
+    issuer: &AcmeIssuer,
+) -> Result<Prover<'a>, ManagerError> {
+    if issuer.challenge == "http-01" {
+        let (_, root) = certificate.challenge_web.as_ref().ok_or_else(|| {
+            ManagerError::failed(format!(
+                "certificate {}: http-01 needs a container that serves the challenges (the gateway)",
+                certificate.common_name
+            ))
+        })?;
+        let exec = context.web.clone().ok_or_else(|| {
+            ManagerError::failed("the container that serves http-01 challenges cannot be reached")
+        })?;
+        return Ok(Prover::Web { exec, root });
+    }
+    let (zones, server) = certificate.challenge_dns.as_ref().ok_or_else(|| {
+        ManagerError::failed(format!(
+            "certificate {}: dns-01 needs `public_dns.server` to publish the challenge records",
+            certificate.common_name
+        ))
+    })?;
+    let server = public_dns::server_of(server, context.secret).map_err(ManagerError::failed)?;
+    Ok(Prover::Dns { zones, server })
+}
+
+impl Prover<'_> {
+    fn kind(&self) -> ChallengeType {
+        match self {
+            Prover::Dns { .. } => ChallengeType::Dns01,
+            Prover::Web { .. } => ChallengeType::Http01,
+        }
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        token: &str,
+        key_authorization: &KeyAuthorization,
+    ) -> Result<Answer, ManagerError> {
+        match self {
+            Prover::Dns { zones, server } => {
+                let zone = zone_of(name, zones).ok_or_else(|| {
+                    ManagerError::failed(format!(
+                        "`{name}` is in none of the public zones, so dns-01 cannot prove it"
+                    ))
+                })?;
+                let record = format!("_acme-challenge.{name}");
+                let value = key_authorization.dns_value();
+                let entry = wire::Entry::add(&record, 60, &wire::Data::Txt(value.clone()));
+                server.update(zone, &[], &[entry]).await.map_err(|error| {
+                    ManagerError::failed(format!("publishing the dns-01 record of {name}: {error}"))
+                })?;
+                Ok(Answer {
+                    place: zone.clone(),
+                    record,
+                    value,
+                })
+            }
+            Prover::Web { exec, root } => {
+                if token.is_empty()
+                    || !token
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(ManagerError::failed(format!(
+                        "the http-01 token for {name} is not a file name"
+                    )));
+                }
+                let path = format!(
+                    "{}/.well-known/acme-challenge/{token}",
+                    root.trim_end_matches('/')
+                );
+                write(
+                    exec.as_ref(),
+                    &path,
+                    "644",
+                    "",
+                    key_authorization.as_str().as_bytes(),
+                )
+                .await?;
+                Ok(Answer {
+                    place: path,
+                    record: String::new(),
+                    value: String::new(),
+                })
+            }
+        }
+    }
+
+    async fn withdraw(&self, answer: &Answer) {
+        match self {
+            Prover::Dns { server, .. } => {
+                let entry = wire::Entry::delete(&answer.record, &wire::Data::Txt(answer.value.clone()));
+                if let Err(error) = server.update(&answer.place, &[], &[entry]).await {
+                    tracing::warn!(record = %answer.record, %error, "could not remove a dns-01 challenge record");
+                }
+            }
+            Prover::Web { exec, .. } => {
+                let argv = script("rm -f \"$1\"", &[&answer.place]);
+                if let Err(error) = exec.exec(&argv, None, &BTreeMap::new(), TIMEOUT).await {
+                    tracing::warn!(file = %answer.place, %error, "could not remove an http-01 answer");
+                }
+            }
+        }
+    }
 }
 
 /// Waits for the order's names to be proved, then finalises it: the chain and the new key.
 async fn finish(
     order: &mut instant_acme::Order,
-    issuer: &phoenix_core::config::hypervisor::AcmeIssuer,
+    issuer: &AcmeIssuer,
     certificate: &CertificateSync,
 ) -> Result<(String, String), ManagerError> {
     let retry = RetryPolicy::new().timeout(Duration::from_secs(120));
@@ -331,11 +452,7 @@ fn acme_error(directory: &str, name: &str, error: instant_acme::Error) -> Manage
 }
 
 /// The issuer's account: the credentials kept on the node, or a new account whose credentials are kept.
-async fn account(
-    context: &Issuing<'_>,
-    name: &str,
-    issuer: &phoenix_core::config::hypervisor::AcmeIssuer,
-) -> Result<Account, ManagerError> {
+async fn account(context: &Issuing<'_>, name: &str, issuer: &AcmeIssuer) -> Result<Account, ManagerError> {
     let builder = || match &issuer.ca_file {
         Some(file) => Account::builder_with_root(context.config_dir.join(file)),
         None => Account::builder(),

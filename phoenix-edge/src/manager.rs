@@ -111,7 +111,8 @@ impl EdgeManager {
         self
     }
 
-    /// Manages `sync/gateway` with these rendered files, reaching its container through `exec`.
+    /// Manages `sync/gateway` with these rendered files, reaching its container through `exec` (and
+    /// writing http-01 answers through it).
     pub fn with_gateway_in(mut self, site: Site, exec: Arc<dyn GuestExec>) -> EdgeManager {
         self.gateway = Some((site, Some(exec)));
         self
@@ -323,10 +324,20 @@ impl Manager for EdgeManager {
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
         if let Some(certificate) = desired.and_then(certificate) {
             let secret = |secret: &Secret| self.secret(secret);
+            // http-01 answers go into the container that serves them: through the gateway's channel when one
+            // was given (a test's), else `lxc-attach`.
+            let web = certificate
+                .challenge_web
+                .as_ref()
+                .map(|(ctid, _)| match &self.gateway {
+                    Some((_, Some(exec))) => Arc::clone(exec),
+                    _ => Arc::new(self.container(*ctid)) as Arc<dyn GuestExec>,
+                });
             let context = certificates::Issuing {
                 node: &self.node(),
                 secret: &secret,
                 config_dir: &self.config_dir,
+                web,
             };
             return certificates::apply(&context, certificate, change).await;
         }

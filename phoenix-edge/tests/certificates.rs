@@ -86,22 +86,50 @@ fn live(node: &TestNode) -> String {
     node.exec(&["cat", CERT]).stdout
 }
 
-#[tokio::test]
-async fn certificates_come_from_a_real_acme_server_and_are_renewed_only_when_due() {
-    let Some(node) = TestNode::start() else { return };
+/// A test node running Knot for the homelab's zone, pebble checking names at that Knot, and the TSIG key in
+/// a file of its own.
+struct Servers {
+    node: TestNode,
+    knot: Knot,
+    pebble: Pebble,
+    key_dir: std::path::PathBuf,
+    key_file: String,
+}
+
+fn servers(name: &str) -> Option<Servers> {
+    let node = TestNode::start()?;
     let knot = Knot::start(
         &node,
         ZONE,
         "@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.53\n",
     );
-    let Some(pebble) = Pebble::start(&format!("127.0.0.1:{}", knot.port), DAY) else {
-        return;
-    };
-    let key_dir = std::env::temp_dir().join(format!("phoenix-certificates-{}", std::process::id()));
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", knot.port), DAY)?;
+    let key_dir = std::env::temp_dir().join(format!("phoenix-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&key_dir).expect("creates a directory");
     let key_file = key_dir.join("tsig.key");
     std::fs::write(&key_file, format!("{SECRET}\n")).expect("writes the key");
     let key_file = key_file.display().to_string();
+    Some(Servers {
+        node,
+        knot,
+        pebble,
+        key_dir,
+        key_file,
+    })
+}
+
+#[tokio::test]
+async fn certificates_come_from_a_real_acme_server_and_are_renewed_only_when_due() {
+    let Some(Servers {
+        node,
+        knot,
+        pebble,
+        key_dir,
+        key_file,
+    }) = servers("certificates")
+    else {
+        return;
+    };
     let now = Arc::new(Mutex::new(SystemTime::now()));
     let clock = Arc::clone(&now);
     let mut managers = Managers::default();
@@ -242,4 +270,125 @@ async fn certificates_come_from_a_real_acme_server_and_are_renewed_only_when_due
         Vec::<String>::new()
     );
     let _ = std::fs::remove_dir_all(&key_dir);
+}
+
+/// http-01 end to end: the homelab's gateway (Debian's nginx in the node) is converged first on pebble's
+/// check port, the public view publishes its names at loopback to Knot (which pebble resolves names with),
+/// Phoenix writes the answers where the gateway's challenge location serves them, and the gateway then
+/// serves the issued certificate, which verifies under pebble's root.
+#[tokio::test]
+async fn http_01_answers_are_served_by_the_gateway_which_then_serves_the_certificate() {
+    let Some(Servers {
+        node,
+        knot,
+        pebble,
+        key_dir,
+        key_file,
+    }) = servers("http01")
+    else {
+        return;
+    };
+    let https = phoenix_testing::knot::free_port();
+    // Debian's default site claims port 80's default_server; nginx needs some certificate to start with.
+    assert!(
+        node.exec(&["rm", "-f", "/etc/nginx/sites-enabled/default"])
+            .success()
+    );
+    let made = node.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc/nginx/ssl && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=placeholder \
+         -keyout /etc/nginx/ssl/lab.example.org.key -out /etc/nginx/ssl/lab.example.org.crt 2>/dev/null",
+    ]);
+    assert!(made.success(), "{made:?}");
+    let dir = workspace().join("target/tmp/certificates-http01");
+    let _ = std::fs::remove_dir_all(&dir);
+    phoenix_testing::copy_dir(&workspace().join("examples/homelab"), &dir);
+    let path = dir.join("phoenix_hypervisor_config.json");
+    let text = std::fs::read_to_string(&path).expect("reads");
+    let text = text
+        .replace(
+            r#""routes": [{ "host": "ca.lab.example.org", "guest": 103, "port": 9000, "scheme": "https" }]"#,
+            &format!(
+                r#""routes": [{{ "host": "ca.lab.example.org", "guest": 103, "port": 9000, "scheme": "https" }}], "http_port": {}, "https_port": {https}"#,
+                pebble.http_port
+            ),
+        )
+        .replace(
+            r#""address": "203.0.113.10""#,
+            &format!(
+                r#""address": "127.0.0.1", "server": {} }},
+  "certificates": {{
+    "issuers": {{ "public": {{ "directory": "{}", "ca_file": "{}", "challenge": "http-01" }} }},
+    "issue": [{{ "common_name": "lab.example.org", "sans": ["ca.lab.example.org"], "issuer": "public",
+      "cert_path": "/etc/nginx/ssl/lab.example.org.crt", "key_path": "/etc/nginx/ssl/lab.example.org.key",
+      "post_renewal_command": "nginx -s reload" }}]"#,
+                knot.server_json(&key_file),
+                pebble.directory,
+                pebble.ca_file.display()
+            ),
+        );
+    std::fs::write(&path, text).expect("writes");
+    let estate = fixture::estate(fixture::sources(&dir), &CheckOptions::default());
+    let resources: Vec<Resource> = phoenix_core::resources(&estate)
+        .into_iter()
+        .filter(|resource| {
+            let address = resource.address.to_string();
+            address == ADDRESS || address == "sync/gateway" || address.starts_with("sync/dns/public/")
+        })
+        .collect();
+    assert_eq!(resources.len(), 3, "{resources:#?}");
+    let site = phoenix_edge::gateway::site(&estate, &dir).expect("a gateway");
+    let mut managers = Managers::default();
+    managers.register(Arc::new(
+        EdgeManager::new(node.channel()).with_gateway_in(site, Arc::new(node.guest())),
+    ));
+
+    // The placeholder is current and its key 600: only its names differ.
+    let plan = converge(&resources, &managers).await;
+    assert_eq!(changed_fields(&plan, ADDRESS), ["names"]);
+    let mut names = inspect(&live_at(&node, "/etc/nginx/ssl/lab.example.org.crt"))
+        .expect("issued")
+        .names;
+    names.sort();
+    assert_eq!(names, ["ca.lab.example.org", "lab.example.org"]);
+    // The answers are gone; the gateway, reloaded, serves the new certificate.
+    let left = node.exec(&[
+        "sh",
+        "-c",
+        "ls -A /var/lib/phoenix/acme-challenge/.well-known/acme-challenge",
+    ]);
+    assert_eq!(left.stdout.trim(), "", "{left:?}");
+    let root = key_dir.join("pebble-root.pem");
+    std::fs::write(&root, pebble.root()).expect("writes the root");
+    // nginx's reload replaces its workers in the background: ask until the new certificate answers.
+    let serves = || {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert"])
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("lab.example.org:{https}:127.0.0.1"))
+            .arg(format!("https://lab.example.org:{https}/"))
+            .status()
+            .expect("curl runs")
+    };
+    let mut served = serves();
+    for _ in 0..50 {
+        if served.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        served = serves();
+    }
+    assert!(
+        served.success(),
+        "the gateway's certificate verifies under pebble's root: {served:?}"
+    );
+
+    assert_eq!(actions(&converge(&resources, &managers).await), []);
+    let _ = std::fs::remove_dir_all(&key_dir);
+}
+
+fn live_at(node: &TestNode, path: &str) -> String {
+    node.exec(&["cat", path]).stdout
 }

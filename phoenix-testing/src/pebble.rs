@@ -16,6 +16,8 @@ pub struct Pebble {
     pub directory: String,
     /// The CA its HTTPS certificate is signed by, to trust explicitly.
     pub ca_file: PathBuf,
+    /// The port it sends http-01 checks to, on the address a name resolves to.
+    pub http_port: u16,
     management: u16,
 }
 
@@ -97,14 +99,14 @@ impl Pebble {
                 "leaf.ext",
             ],
         );
-        let (port, management) = (free_port(), free_port());
+        let (port, management, http_port) = (free_port(), free_port(), free_port());
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{port}"),
                 "managementListenAddress": format!("127.0.0.1:{management}"),
                 "certificate": dir.join("cert.pem"),
                 "privateKey": dir.join("key.pem"),
-                "httpPort": free_port(),
+                "httpPort": http_port,
                 "tlsPort": free_port(),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
@@ -133,6 +135,7 @@ impl Pebble {
             child,
             directory: format!("https://127.0.0.1:{port}/dir"),
             ca_file: dir.join("ca.pem"),
+            http_port,
             dir,
             management,
         };

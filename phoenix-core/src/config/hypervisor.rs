@@ -948,9 +948,23 @@ pub struct AcmeIssuer {
     /// Contact URLs for the account (`mailto:ops@example.com`).
     #[serde(default)]
     pub contact: Vec<String>,
-    /// How the names are proved: `dns-01`, through the public DNS view's server.
+    /// How the names are proved: `dns-01`, through the public DNS view's server, or `http-01`, a file the
+    /// gateway serves.
     #[serde(default = "default_challenge")]
     pub challenge: String,
+    /// For http-01: the container that answers `/.well-known/acme-challenge/` (the gateway's when not set).
+    #[serde(default)]
+    pub http01_container: Option<u32>,
+    /// For http-01: the directory in it the challenge location serves (`root` in nginx's terms).
+    #[serde(default = "default_http01_root")]
+    pub http01_root: String,
+}
+
+/// Where http-01 answers are written in the container that serves them, unless an issuer says otherwise.
+pub const DEFAULT_HTTP01_ROOT: &str = "/var/lib/phoenix/acme-challenge";
+
+fn default_http01_root() -> String {
+    DEFAULT_HTTP01_ROOT.to_owned()
 }
 
 /// One certificate, where it goes on the node, and what runs after it is renewed.

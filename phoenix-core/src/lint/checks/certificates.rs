@@ -18,6 +18,25 @@ pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
     let server = public.and_then(|public| public.server.as_ref());
     for (name, issuer) in &config.issuers {
         let used = config.issue.iter().any(|spec| &spec.issuer == name);
+        let http01_container = issuer
+            .http01_container
+            .or(hypervisor.gateway.as_ref().map(|gateway| gateway.container));
+        if used && issuer.challenge == "http-01" && http01_container.is_none() {
+            problems.push(
+                Problem::error(
+                    "phoenix::certificate::no_http01_container",
+                    FileKind::Hypervisor,
+                    format!("/certificates/issuers/{}", escape_pointer_token(name)),
+                    format!(
+                        "issuer `{name}` proves names by http-01, but no container answers the challenges"
+                    ),
+                )
+                .on_key()
+                .with_help(
+                    "declare the `gateway`, or name the container that serves them in `http01_container`",
+                ),
+            );
+        }
         if used && issuer.challenge == "dns-01" && server.is_none() {
             problems.push(
                 Problem::error(
@@ -70,6 +89,29 @@ pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
             );
             continue;
         };
+        let names: Vec<(String, &String)> =
+            std::iter::once((format!("{base}/common_name"), &spec.common_name))
+                .chain(
+                    spec.sans
+                        .iter()
+                        .enumerate()
+                        .map(|(at, name)| (format!("{base}/sans/{at}"), name)),
+                )
+                .collect();
+        if issuer.challenge == "http-01" {
+            for (pointer, name) in names.into_iter().filter(|(_, name)| name.starts_with("*.")) {
+                problems.push(
+                    Problem::error(
+                        "phoenix::certificate::wildcard_http01",
+                        FileKind::Hypervisor,
+                        pointer,
+                        format!("`{name}` is a wildcard, which http-01 cannot prove"),
+                    )
+                    .with_help("issue wildcards from an issuer with `\"challenge\": \"dns-01\"`"),
+                );
+            }
+            continue;
+        }
         let (Some(public), true) = (public, issuer.challenge == "dns-01") else {
             continue;
         };
