@@ -137,7 +137,7 @@ fn a_server_needs_a_valid_address_and_a_base64_tsig_key() {
 fn certificates_name_a_declared_issuer_and_names_dns_01_can_prove() {
     let section = r#"{"zones": ["lab.example.org"], "address": "203.0.113.10"},
   "certificates": {
-    "issuers": {"public": {"directory": "https://acme.example.org/directory"}},
+    "issuers": {"public": {"directory": "https://acme.example.org/directory", "ca_container": 777}},
     "issue": [
       {"common_name": "lab.example.org", "sans": ["*.lab.example.org", "www.example.net"], "cert_path": "/etc/ssl/lab.crt", "key_path": "/etc/ssl/lab.key", "issuer": "public"},
       {"common_name": "LAB.example.org", "cert_path": "/etc/ssl/b.crt", "key_path": "/etc/ssl/b.key", "issuer": "internal"},
@@ -149,6 +149,7 @@ fn certificates_name_a_declared_issuer_and_names_dns_01_can_prove() {
         problems(section),
         [
             "phoenix::certificate::no_dns_server at /certificates/issuers/public",
+            "phoenix::certificate::unknown_container at /certificates/issuers/public/ca_container",
             "phoenix::certificate::outside_zone at /certificates/issue/0/sans/1",
             "phoenix::certificate::duplicate at /certificates/issue/1/common_name",
             "phoenix::certificate::unknown_issuer at /certificates/issue/1/issuer",

@@ -124,6 +124,8 @@ pub struct Issuing<'a> {
     pub config_dir: &'a Path,
     /// For http-01: the channel into the container that serves the answers.
     pub web: Option<Arc<dyn GuestExec>>,
+    /// The channel into the issuer's CA container (`ca_container`), whose root is read and pinned.
+    pub ca: Option<Arc<dyn GuestExec>>,
 }
 
 /// Brings the certificate to what `change` says: a new one when its names or currency changed (or there
@@ -453,9 +455,14 @@ fn acme_error(directory: &str, name: &str, error: instant_acme::Error) -> Manage
 
 /// The issuer's account: the credentials kept on the node, or a new account whose credentials are kept.
 async fn account(context: &Issuing<'_>, name: &str, issuer: &AcmeIssuer) -> Result<Account, ManagerError> {
-    let builder = || match &issuer.ca_file {
-        Some(file) => Account::builder_with_root(context.config_dir.join(file)),
-        None => Account::builder(),
+    let pinned = match issuer.ca_container {
+        Some(_) => Some(pinned_root(context, name, issuer).await?),
+        None => None,
+    };
+    let builder = || match (&pinned, &issuer.ca_file) {
+        (Some(root), _) => Account::builder_with_root(root),
+        (None, Some(file)) => Account::builder_with_root(context.config_dir.join(file)),
+        (None, None) => Account::builder(),
     };
     let failed = |error: instant_acme::Error| {
         ManagerError::failed(format!("ACME account at {}: {error}", issuer.directory))
@@ -495,6 +502,66 @@ async fn account(context: &Issuing<'_>, name: &str, issuer: &AcmeIssuer) -> Resu
     Ok(account)
 }
 
+/// The root of the issuer's CA, read from its container and checked against the SHA-256 pinned on the
+/// node the first time (`<ACCOUNT_DIR>/<issuer>.root-sha256`): a CA initialised again has a new root, which
+/// would invalidate every certificate it issued, so it is refused rather than trusted. Written to a file
+/// here for the ACME client to trust.
+async fn pinned_root(
+    context: &Issuing<'_>,
+    name: &str,
+    issuer: &AcmeIssuer,
+) -> Result<std::path::PathBuf, ManagerError> {
+    let ca = context
+        .ca
+        .as_ref()
+        .ok_or_else(|| ManagerError::failed("the CA's container cannot be reached"))?;
+    let read = script("cat \"$1\"", &[&issuer.ca_path]);
+    let output = ca.exec(&read, None, &BTreeMap::new(), TIMEOUT).await?;
+    if !output.success() {
+        return Err(failure(
+            ca.as_ref(),
+            &format!("reading the CA's root {}", issuer.ca_path),
+            &output,
+        ));
+    }
+    let pem = output.stdout;
+    let der = pem_body(&pem)
+        .map_err(|error| ManagerError::failed(format!("{} in {}: {error}", issuer.ca_path, ca.describe())))?;
+    let fingerprint: String = ring::digest::digest(&ring::digest::SHA256, &der)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let pin = format!("{ACCOUNT_DIR}/{name}.root-sha256");
+    let read = script("test -f \"$1\" || exit 100; cat \"$1\"", &[&pin]);
+    let output = context.node.exec(&read, None, &BTreeMap::new(), TIMEOUT).await?;
+    match output.status {
+        Some(0) if output.stdout.trim() == fingerprint => {}
+        Some(0) => {
+            return Err(ManagerError::Failed {
+                message: format!(
+                    "the root of issuer `{name}`'s CA changed since Phoenix pinned it; nothing was issued"
+                ),
+                details: Some(format!(
+                    "pinned sha256 {}, now {fingerprint} in {}: a CA initialised again invalidates every certificate \
+                     it issued. If the new root is intended, remove {pin} on the node",
+                    output.stdout.trim(),
+                    ca.describe()
+                )),
+            });
+        }
+        Some(100) => {
+            write(context.node, &pin, "600", "", fingerprint.as_bytes()).await?;
+            tracing::info!(issuer = %name, %fingerprint, "pinned the CA's root");
+        }
+        _ => return Err(failure(context.node, &format!("reading {pin}"), &output)),
+    }
+    let path = std::env::temp_dir().join(format!("phoenix-{name}-root-{fingerprint}.pem"));
+    std::fs::write(&path, pem)
+        .map_err(|error| ManagerError::failed(format!("writing {}: {error}", path.display())))?;
+    Ok(path)
+}
+
 /// The directory a stored account belongs to: another server's account is not used.
 fn credentials_directory(text: &str) -> Option<String> {
     serde_json::from_str::<Value>(text)
@@ -518,6 +585,12 @@ fn script(body: &str, args: &[&str]) -> Vec<String> {
 
 /// The names and validity of the first certificate in `pem`.
 pub fn inspect(pem: &str) -> Result<Inspected, String> {
+    let der = pem_body(pem)?;
+    der::certificate(&der).ok_or_else(|| "not an X.509 certificate".to_owned())
+}
+
+/// The DER of the first certificate in `pem`.
+fn pem_body(pem: &str) -> Result<Vec<u8>, String> {
     let body: String = pem
         .split("-----BEGIN CERTIFICATE-----")
         .nth(1)
@@ -526,10 +599,9 @@ pub fn inspect(pem: &str) -> Result<Inspected, String> {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    let der = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(body)
-        .map_err(|_| "the PEM certificate is not base64")?;
-    der::certificate(&der).ok_or_else(|| "not an X.509 certificate".to_owned())
+        .map_err(|_| "the PEM certificate is not base64".to_owned())
 }
 
 /// Just enough DER (X.690) to read a certificate's validity and subject alternative names.

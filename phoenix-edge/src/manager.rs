@@ -52,6 +52,8 @@ pub struct EdgeManager {
     gateway: Option<(Site, Option<Arc<dyn GuestExec>>)>,
     /// The channel to the internal DNS view's dnsmasq, when not the one its declaration implies.
     dns: Option<Arc<dyn GuestExec>>,
+    /// The channel to issuers' CA containers, when not `lxc-attach` (a test's).
+    ca: Option<Arc<dyn GuestExec>>,
     /// What relative secret files (TSIG keys) and issuers' CA files are read against.
     config_dir: PathBuf,
     /// What time it is, for whether a certificate is current.
@@ -65,9 +67,16 @@ impl EdgeManager {
             host,
             gateway: None,
             dns: None,
+            ca: None,
             config_dir: PathBuf::from("."),
             clock: Arc::new(SystemTime::now),
         }
+    }
+
+    /// Reads issuers' CA roots through `exec` instead of `lxc-attach` into their containers.
+    pub fn with_ca_in(mut self, exec: Arc<dyn GuestExec>) -> EdgeManager {
+        self.ca = Some(exec);
+        self
     }
 
     /// Takes the time from `clock` (a test's, to see a certificate age).
@@ -338,6 +347,14 @@ impl Manager for EdgeManager {
                 secret: &secret,
                 config_dir: &self.config_dir,
                 web,
+                ca: certificate
+                    .server
+                    .as_ref()
+                    .and_then(|issuer| issuer.ca_container)
+                    .map(|ctid| match &self.ca {
+                        Some(exec) => Arc::clone(exec),
+                        None => Arc::new(self.container(ctid)) as Arc<dyn GuestExec>,
+                    }),
             };
             return certificates::apply(&context, certificate, change).await;
         }

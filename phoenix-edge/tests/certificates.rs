@@ -30,16 +30,27 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// The homelab's public zone and gateway certificate, from `pebble` through `knot`; `certificate`
 /// replaces the certificate's own keys.
 fn steps(knot: &Knot, key_file: &str, pebble: &Pebble, certificate: &str) -> Vec<Resource> {
+    let trust = format!(r#""ca_file": "{}""#, pebble.ca_file.display());
+    steps_trusting(knot, key_file, pebble, &trust, certificate)
+}
+
+/// [`steps`], the issuer's HTTPS checked as `trust` says.
+fn steps_trusting(
+    knot: &Knot,
+    key_file: &str,
+    pebble: &Pebble,
+    trust: &str,
+    certificate: &str,
+) -> Vec<Resource> {
     let dir = workspace().join("examples/homelab");
     let section = format!(
         r#""address": "203.0.113.10", "server": {} }},
   "certificates": {{
-    "issuers": {{ "public": {{ "directory": "{}", "ca_file": "{}" }} }},
+    "issuers": {{ "public": {{ "directory": "{}", {trust} }} }},
     "issue": [{{ "cert_path": "{CERT}", "key_path": "{KEY}", "issuer": "public",
       "post_renewal_command": "date +%s%N >> /root/renewed", {certificate} }}]"#,
         knot.server_json(key_file),
         pebble.directory,
-        pebble.ca_file.display()
     );
     let sources: Vec<SourceFile> = fixture::sources(&dir)
         .into_iter()
@@ -134,7 +145,9 @@ async fn certificates_come_from_a_real_acme_server_and_are_renewed_only_when_due
     let clock = Arc::clone(&now);
     let mut managers = Managers::default();
     managers.register(Arc::new(
-        EdgeManager::new(node.channel()).with_clock(Arc::new(move || *clock.lock().expect("the clock"))),
+        EdgeManager::new(node.channel())
+            .with_clock(Arc::new(move || *clock.lock().expect("the clock")))
+            .with_ca_in(Arc::new(node.guest())),
     ));
     let resources = steps(&knot, &key_file, &pebble, NAMES);
     assert_eq!(resources.len(), 2, "{resources:#?}");
@@ -246,6 +259,58 @@ async fn certificates_come_from_a_real_acme_server_and_are_renewed_only_when_due
     assert_eq!(live(&node), before);
     assert_eq!(renewals(&node), 3);
     assert_eq!(actions(&converge(&tighter, &managers).await), []);
+
+    // The issuer's root read from its CA container, as Step-CA's would be (pebble's HTTPS CA where Step-CA
+    // keeps its root), and pinned on the node by its SHA-256.
+    let root = std::fs::read_to_string(&pebble.ca_file).expect("reads the CA");
+    let placed = node.exec(&[
+        "sh",
+        "-c",
+        &format!("mkdir -p /etc/step-ca/certs && cat > /etc/step-ca/certs/root_ca.crt <<'EOF'\n{root}EOF"),
+    ]);
+    assert!(placed.success(), "{placed:?}");
+    let www = NAMES.replace(
+        r#"["*.lab.example.org"]"#,
+        r#"["*.lab.example.org", "www.lab.example.org"]"#,
+    );
+    let pinned = steps_trusting(&knot, &key_file, &pebble, r#""ca_container": 103"#, &www);
+    converge(&pinned, &managers).await;
+    assert_eq!(inspect(&live(&node)).expect("issued").names.len(), 3);
+    let fingerprint = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&pebble.ca_file)
+        .output()
+        .expect("runs openssl");
+    let fingerprint: String = String::from_utf8_lossy(&fingerprint.stdout)
+        .split('=')
+        .nth(1)
+        .expect("a fingerprint")
+        .trim()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let pin = "/var/lib/phoenix/acme/public.root-sha256";
+    assert_eq!(node.exec(&["cat", pin]).stdout, fingerprint);
+    assert_eq!(stat(&node, pin), "root:root 600");
+    // The CA initialised again (another root): nothing is issued from it.
+    let other = node.exec(&[
+        "sh",
+        "-c",
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=another-root -keyout /dev/null \
+         -out /etc/step-ca/certs/root_ca.crt 2>/dev/null",
+    ]);
+    assert!(other.success(), "{other:?}");
+    let before = live(&node);
+    let changed = steps_trusting(&knot, &key_file, &pebble, r#""ca_container": 103"#, NAMES);
+    let plan = phoenix_testing::plan(changed, &managers, &PlanOptions::default()).await;
+    let report = phoenix_testing::apply(&plan, &managers, &ExecuteOptions::default()).await;
+    let Outcome::Failed { error, .. } = outcome(&report, ADDRESS) else {
+        panic!("a new root is refused: {report:#?}")
+    };
+    assert!(
+        error.contains("changed since Phoenix pinned it") && error.contains(&fingerprint),
+        "{error}"
+    );
+    assert_eq!(live(&node), before);
 
     // A server that cannot check the challenge (its DNS server does not answer): refused, in its words,
     // and nothing on the node changes.

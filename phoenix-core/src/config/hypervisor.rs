@@ -958,6 +958,20 @@ pub struct AcmeIssuer {
     /// For http-01: the directory in it the challenge location serves (`root` in nginx's terms).
     #[serde(default = "default_http01_root")]
     pub http01_root: String,
+    /// The container of a CA Phoenix runs (Step-CA's): its root, read from `ca_path` there, is what the
+    /// server's HTTPS is checked against, pinned on first use.
+    #[serde(default)]
+    pub ca_container: Option<u32>,
+    /// Where that root is in the container.
+    #[serde(default = "default_ca_path")]
+    pub ca_path: String,
+}
+
+/// Where Step-CA keeps its root certificate (the `step_ca` feature's `STEPPATH`).
+pub const DEFAULT_CA_PATH: &str = "/etc/step-ca/certs/root_ca.crt";
+
+fn default_ca_path() -> String {
+    DEFAULT_CA_PATH.to_owned()
 }
 
 /// Where http-01 answers are written in the container that serves them, unless an issuer says otherwise.

@@ -37,6 +37,25 @@ pub(super) fn check(estate: &Estate, problems: &mut Vec<Problem>) {
                 ),
             );
         }
+        for (key, ctid) in [
+            ("ca_container", issuer.ca_container),
+            ("http01_container", issuer.http01_container),
+        ] {
+            let declared = |ctid: u32| {
+                estate
+                    .guests()
+                    .get(&ctid)
+                    .is_some_and(|guest| matches!(guest.spec, GuestSpec::Container(_)))
+            };
+            if let Some(ctid) = ctid.filter(|ctid| !declared(*ctid)) {
+                problems.push(Problem::error(
+                    "phoenix::certificate::unknown_container",
+                    FileKind::Hypervisor,
+                    format!("/certificates/issuers/{}/{key}", escape_pointer_token(name)),
+                    format!("issuer `{name}` names container {ctid}, which is not declared"),
+                ));
+            }
+        }
         if used && issuer.challenge == "dns-01" && server.is_none() {
             problems.push(
                 Problem::error(
