@@ -188,8 +188,9 @@ pub struct RunArgs {
     /// Apply without asking (required when not on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Allow destructive changes: replacements, deletions, disk shrinks.
-    #[arg(long)]
+    /// Allow destructive changes: replacements, deletions, disk shrinks, a change to more than a third of
+    /// a public DNS zone.
+    #[arg(long, visible_alias = "force")]
     pub allow_destroy: bool,
     /// Allow risky changes: the node's network interface Phoenix reaches it through, or network
     /// changes pending on the node that Phoenix did not make.
