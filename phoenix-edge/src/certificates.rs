@@ -50,8 +50,8 @@ chmod "$2" "$tmp"
 if [ -n "$3" ]; then chown "$3" "$tmp"; fi
 mv -f "$tmp" "$1""#;
 
-/// `$1` path, `$2` mode, `$3` owner (may be empty).
-const SET_MODE: &str = r#"set -e; chmod "$2" "$1"; if [ -n "$3" ]; then chown "$3" "$1"; fi"#;
+/// `$1` key, `$2` its mode, `$3` owner of both files (may be empty), `$4` certificate.
+const SET_MODE: &str = r#"set -e; chmod "$2" "$1"; if [ -n "$3" ]; then chown "$3" "$1" "$4"; fi"#;
 
 /// What a certificate says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +144,15 @@ pub async fn apply(
             .as_deref()
             .map(owner_with_group)
             .unwrap_or_default();
-        let argv = script(SET_MODE, &[&certificate.key_path, &certificate.key_mode, &owner]);
+        let argv = script(
+            SET_MODE,
+            &[
+                &certificate.key_path,
+                &certificate.key_mode,
+                &owner,
+                &certificate.cert_path,
+            ],
+        );
         let output = context.node.exec(&argv, None, &BTreeMap::new(), TIMEOUT).await?;
         if !output.success() {
             return Err(failure(
@@ -483,7 +491,12 @@ async fn account(context: &Issuing<'_>, name: &str, issuer: &AcmeIssuer) -> Resu
             }
         }
         Some(100) => {}
-        _ => return Err(failure(context.node, &format!("reading {path}"), &output)),
+        _ => {
+            // Whatever it printed may be part of the account's key: only its errors are shown.
+            let mut output = output;
+            output.stdout.clear();
+            return Err(failure(context.node, &format!("reading {path}"), &output));
+        }
     }
     let contact: Vec<&str> = issuer.contact.iter().map(String::as_str).collect();
     let new = NewAccount {
