@@ -1,7 +1,7 @@
 //! The edge's manager: `sync/traefik`, `dynamic_conf.yml` in the directory the Traefik container's file
 //! provider watches, and `sync/gateway`, the nginx gateway's site ([`crate::gateway`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use phoenix_core::traefik::{self, DYNAMIC_DIRECTORY, DYNAMIC_FILE};
 use phoenix_core::{
-    Address, Change, Desired, GatewaySync, Manager, ManagerError, Observed, Resource, ResourceKind, Round,
-    SyncStep, TraefikSync, diff_owned,
+    Address, Change, Desired, Manager, ManagerError, Observed, Resource, ResourceKind, Round, SyncStep,
+    diff_owned,
 };
 
 use phoenix_core::engine::change::diff_declared;
@@ -133,6 +133,35 @@ impl EdgeManager {
         self
     }
 
+    /// Issues or corrects `certificate`: its http-01 answers go into the container that serves them and its
+    /// CA's root is read from the CA's container, each through the channel a test gave or `lxc-attach`.
+    async fn certificate(&self, certificate: &CertificateSync, change: &Change) -> Result<(), ManagerError> {
+        let secret = |secret: &Secret| self.secret(secret);
+        let web = certificate
+            .challenge_web
+            .as_ref()
+            .map(|(ctid, _)| match &self.gateway {
+                Some((_, Some(exec))) => Arc::clone(exec),
+                _ => Arc::new(self.container(*ctid)) as Arc<dyn GuestExec>,
+            });
+        let ca = certificate
+            .server
+            .as_ref()
+            .and_then(|issuer| issuer.ca_container)
+            .map(|ctid| match &self.ca {
+                Some(exec) => Arc::clone(exec),
+                None => Arc::new(self.container(ctid)) as Arc<dyn GuestExec>,
+            });
+        let context = certificates::Issuing {
+            node: &self.node(),
+            secret: &secret,
+            config_dir: &self.config_dir,
+            web,
+            ca,
+        };
+        certificates::apply(&context, certificate, change).await
+    }
+
     /// The channel to the dnsmasq of `view`, and whether it can be used now (its container runs).
     async fn dns_channel(&self, view: &InternalDns) -> Result<(Arc<dyn GuestExec>, bool), ManagerError> {
         if let Some(exec) = &self.dns {
@@ -198,37 +227,10 @@ impl EdgeManager {
     }
 }
 
-fn dns_step(desired: &Resource) -> Option<&InternalDns> {
+/// The sync step a resource declares.
+fn sync_step(desired: &Resource) -> Option<&SyncStep> {
     match &desired.desired {
-        Desired::Sync(SyncStep::InternalDns(view)) => Some(view),
-        _ => None,
-    }
-}
-
-fn certificate(desired: &Resource) -> Option<&CertificateSync> {
-    match &desired.desired {
-        Desired::Sync(SyncStep::Certificate(certificate)) => Some(certificate),
-        _ => None,
-    }
-}
-
-fn public_zone(desired: &Resource) -> Option<&PublicZone> {
-    match &desired.desired {
-        Desired::Sync(SyncStep::PublicDns(zone)) => Some(zone),
-        _ => None,
-    }
-}
-
-fn gateway_step(desired: &Resource) -> Option<&GatewaySync> {
-    match &desired.desired {
-        Desired::Sync(SyncStep::Gateway(step)) => Some(step),
-        _ => None,
-    }
-}
-
-fn step(desired: &Resource) -> Option<&TraefikSync> {
-    match &desired.desired {
-        Desired::Sync(SyncStep::Traefik(step)) => Some(step),
+        Desired::Sync(step) => Some(step),
         _ => None,
     }
 }
@@ -247,11 +249,16 @@ impl Manager for EdgeManager {
     }
 
     fn manages(&self, desired: &Resource) -> bool {
-        step(desired).is_some()
-            || dns_step(desired).is_some()
-            || public_zone(desired).is_some()
-            || certificate(desired).is_some()
-            || (gateway_step(desired).is_some() && self.gateway.is_some())
+        match sync_step(desired) {
+            Some(SyncStep::Gateway(_)) => self.gateway.is_some(),
+            Some(
+                SyncStep::Traefik(_)
+                | SyncStep::InternalDns(_)
+                | SyncStep::PublicDns(_)
+                | SyncStep::Certificate(_),
+            ) => true,
+            None => false,
+        }
     }
 
     async fn observe(
@@ -260,136 +267,93 @@ impl Manager for EdgeManager {
         _round: Round,
     ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
         let mut observed = BTreeMap::new();
-        let proxies: BTreeSet<(Address, u32)> = desired
-            .iter()
-            .filter_map(|resource| Some((resource.address.clone(), step(resource)?.proxy)))
-            .collect();
-        for (address, proxy) in proxies {
-            if let Some(live) = self.read(proxy).await? {
-                observed.insert(address, live);
-            }
-        }
         for resource in desired {
-            let Some(view) = dns_step(resource) else {
-                continue;
+            let live = match sync_step(resource) {
+                Some(SyncStep::Traefik(step)) => self.read(step.proxy).await?,
+                Some(SyncStep::InternalDns(view)) => {
+                    let (exec, reachable) = self.dns_channel(view).await?;
+                    match reachable {
+                        true => dns::observe(exec.as_ref())
+                            .await?
+                            .map(|fields| Observed { fields }),
+                        false => None,
+                    }
+                }
+                Some(SyncStep::Certificate(certificate)) => {
+                    certificates::observe(&self.node(), certificate, (self.clock)()).await?
+                }
+                Some(SyncStep::PublicDns(zone)) => {
+                    let server = self.public_server(zone)?;
+                    Some(public_dns::observe(&server, zone).await?)
+                }
+                Some(SyncStep::Gateway(step)) => match self.gateway(step.container) {
+                    Some((site, exec)) if self.gateway_reachable(step.container).await? => {
+                        let fields = gateway::observe(exec.as_ref(), site).await?;
+                        (!fields.is_empty()).then_some(Observed { fields })
+                    }
+                    _ => None,
+                },
+                None => None,
             };
-            let (exec, reachable) = self.dns_channel(view).await?;
-            if reachable && let Some(fields) = dns::observe(exec.as_ref()).await? {
-                observed.insert(resource.address.clone(), Observed { fields });
-            }
-        }
-        for resource in desired {
-            let Some(certificate) = certificate(resource) else {
-                continue;
-            };
-            if let Some(live) = certificates::observe(&self.node(), certificate, (self.clock)()).await? {
+            if let Some(live) = live {
                 observed.insert(resource.address.clone(), live);
-            }
-        }
-        for resource in desired {
-            let Some(zone) = public_zone(resource) else {
-                continue;
-            };
-            let server = self.public_server(zone)?;
-            observed.insert(
-                resource.address.clone(),
-                public_dns::observe(&server, zone).await?,
-            );
-        }
-        for resource in desired {
-            let Some(step) = gateway_step(resource) else {
-                continue;
-            };
-            let Some((site, exec)) = self.gateway(step.container) else {
-                continue;
-            };
-            if !self.gateway_reachable(step.container).await? {
-                continue;
-            }
-            let fields = gateway::observe(exec.as_ref(), site).await?;
-            if !fields.is_empty() {
-                observed.insert(resource.address.clone(), Observed { fields });
             }
         }
         Ok(observed)
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
-        if let Some(certificate) = certificate(desired) {
-            return diff_declared(&desired.address, &certificate.fields(), observed);
+        let address = &desired.address;
+        match sync_step(desired) {
+            Some(SyncStep::Certificate(certificate)) => {
+                diff_declared(address, &certificate.fields(), observed)
+            }
+            Some(SyncStep::PublicDns(zone)) => public_dns::diff(address, zone, observed),
+            Some(SyncStep::InternalDns(view)) => diff_owned(address, &dns::fields(view), observed),
+            Some(SyncStep::Gateway(_)) if let Some((site, _)) = &self.gateway => {
+                diff_declared(address, &gateway::fields(site), observed)
+            }
+            _ => diff_owned(address, &desired.declared_fields(), observed),
         }
-        if let Some(zone) = public_zone(desired) {
-            return public_dns::diff(&desired.address, zone, observed);
-        }
-        if let Some(view) = dns_step(desired) {
-            return diff_owned(&desired.address, &dns::fields(view), observed);
-        }
-        if let Some((site, _)) = gateway_step(desired).and(self.gateway.as_ref()) {
-            return diff_declared(&desired.address, &gateway::fields(site), observed);
-        }
-        diff_owned(&desired.address, &desired.declared_fields(), observed)
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
-        if let Some(certificate) = desired.and_then(certificate) {
-            let secret = |secret: &Secret| self.secret(secret);
-            // http-01 answers go into the container that serves them: through the gateway's channel when one
-            // was given (a test's), else `lxc-attach`.
-            let web = certificate
-                .challenge_web
-                .as_ref()
-                .map(|(ctid, _)| match &self.gateway {
-                    Some((_, Some(exec))) => Arc::clone(exec),
-                    _ => Arc::new(self.container(*ctid)) as Arc<dyn GuestExec>,
-                });
-            let context = certificates::Issuing {
-                node: &self.node(),
-                secret: &secret,
-                config_dir: &self.config_dir,
-                web,
-                ca: certificate
-                    .server
-                    .as_ref()
-                    .and_then(|issuer| issuer.ca_container)
-                    .map(|ctid| match &self.ca {
-                        Some(exec) => Arc::clone(exec),
-                        None => Arc::new(self.container(ctid)) as Arc<dyn GuestExec>,
-                    }),
-            };
-            return certificates::apply(&context, certificate, change).await;
-        }
-        if let Some(zone) = desired.and_then(public_zone) {
-            let server = self.public_server(zone)?;
-            return public_dns::apply(&server, zone, change).await;
-        }
-        if let Some(view) = desired.and_then(dns_step) {
-            let (exec, reachable) = self.dns_channel(view).await?;
-            if !reachable {
+        let step = match desired.and_then(sync_step) {
+            Some(SyncStep::Certificate(certificate)) => return self.certificate(certificate, change).await,
+            Some(SyncStep::PublicDns(zone)) => {
+                let server = self.public_server(zone)?;
+                return public_dns::apply(&server, zone, change).await;
+            }
+            Some(SyncStep::InternalDns(view)) => {
+                let (exec, reachable) = self.dns_channel(view).await?;
+                if !reachable {
+                    return Err(ManagerError::failed(format!(
+                        "{} does not run, so the internal DNS view cannot be written there",
+                        exec.describe()
+                    )));
+                }
+                return dns::apply(exec.as_ref(), view).await;
+            }
+            Some(SyncStep::Gateway(step)) => {
+                let (site, exec) = self
+                    .gateway(step.container)
+                    .ok_or_else(|| ManagerError::failed("the gateway's site was not rendered"))?;
+                if !self.gateway_reachable(step.container).await? {
+                    return Err(ManagerError::failed(format!(
+                        "container {} does not run, so the gateway's site cannot be written there",
+                        step.container
+                    )));
+                }
+                let changed: Vec<String> = change.fields.iter().map(|field| field.field.clone()).collect();
+                return gateway::apply(exec.as_ref(), site, &changed).await;
+            }
+            Some(SyncStep::Traefik(step)) => step,
+            None => {
                 return Err(ManagerError::failed(format!(
-                    "{} does not run, so the internal DNS view cannot be written there",
-                    exec.describe()
+                    "{} is not a sync step Phoenix writes",
+                    change.address
                 )));
             }
-            return dns::apply(exec.as_ref(), view).await;
-        }
-        if let Some(step) = desired.and_then(gateway_step) {
-            let (site, exec) = self
-                .gateway(step.container)
-                .ok_or_else(|| ManagerError::failed("the gateway's site was not rendered"))?;
-            if !self.gateway_reachable(step.container).await? {
-                return Err(ManagerError::failed(format!(
-                    "container {} does not run, so the gateway's site cannot be written there",
-                    step.container
-                )));
-            }
-            let changed: Vec<String> = change.fields.iter().map(|field| field.field.clone()).collect();
-            return gateway::apply(exec.as_ref(), site, &changed).await;
-        }
-        let Some(step) = desired.and_then(step) else {
-            return Err(ManagerError::failed(format!(
-                "{} is not a sync step Phoenix writes",
-                change.address
-            )));
         };
         let container = self.container(step.proxy);
         if !self.running(step.proxy).await? {

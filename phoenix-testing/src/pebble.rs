@@ -2,10 +2,12 @@
 //! with `openssl`, its dns-01 checks sent to the DNS server a test names, certificates valid for as long
 //! as the test says. It stops on drop.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::knot::free_port;
 
 /// A running pebble.
 #[derive(Debug)]
@@ -19,13 +21,6 @@ pub struct Pebble {
     /// The port it sends http-01 checks to, on the address a name resolves to.
     pub http_port: u16,
     management: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
