@@ -75,9 +75,7 @@ async fn planning() {
             .map(|resource| {
                 (
                     resource.address.clone(),
-                    Observed {
-                        fields: resource.declared_fields(),
-                    },
+                    Observed::new(resource.declared_fields()),
                 )
             })
             .collect(),

@@ -175,7 +175,7 @@ pub fn observed(text: &str) -> Observed {
             );
         }
     }
-    Observed { fields }
+    Observed::new(fields)
 }
 
 /// `{{` as a Go template action that prints it.

@@ -140,6 +140,69 @@ async fn a_failure_skips_dependents_lets_independents_finish_and_a_rerun_converg
 }
 
 #[tokio::test]
+async fn an_unreachable_resource_is_skipped_with_its_dependents_and_the_rest_converges() {
+    let estate = Fakes::new();
+    let resources = fixture_resources();
+    let first = estate.plan(&resources, &[]).await;
+    assert!(estate.apply(&first, &ExecuteOptions::default()).await.succeeded());
+    // The template's node goes offline, and a clone of it and a VM drift meanwhile.
+    let lxc = estate.fake(ResourceKind::Lxc);
+    lxc.cut_off(Address::Lxc(900), "node pve3 is unreachable");
+    lxc.drift(&Address::Lxc(101), "memory_mb", json!(1));
+    estate
+        .fake(ResourceKind::Vm)
+        .drift(&Address::Vm(9000), "cores", json!(64));
+
+    let plan = estate.plan(&resources, &[]).await;
+    assert!(!plan.is_complete());
+    assert_eq!(plan.summary().unreachable, 1);
+    let unreachable: Vec<_> = plan.unreachable().collect();
+    assert_eq!(unreachable, [(&Address::Lxc(900), "node pve3 is unreachable")]);
+    let text = phoenix_core::engine::render::plan_text(&plan, phoenix_core::engine::render::Colour::Never);
+    assert!(
+        text.contains("lxc/900: node pve3 is unreachable; not read or planned"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 unreachable (not read): this plan is incomplete"),
+        "{text}"
+    );
+
+    let writes = estate.writes();
+    let report = estate.apply(&plan, &ExecuteOptions::default()).await;
+    assert!(
+        !report.succeeded(),
+        "a run that skipped something did not converge"
+    );
+    assert_eq!(
+        outcome(&report, "lxc/900"),
+        &Outcome::Skipped {
+            reason: "node pve3 is unreachable".into()
+        }
+    );
+    // The clone depends on its template, so it waits, drift and all; the VM is elsewhere and converges.
+    assert_eq!(
+        outcome(&report, "lxc/101"),
+        &Outcome::Skipped {
+            reason: "lxc/900 was skipped: node pve3 is unreachable".into()
+        }
+    );
+    assert!(matches!(
+        outcome(&report, "vm/9000"),
+        Outcome::Changed { changes: 1 }
+    ));
+    assert_eq!(estate.writes(), writes + 1);
+
+    // Back online, the next run picks up what was left.
+    lxc.reconnect(&Address::Lxc(900));
+    let rerun = estate.plan(&resources, &[]).await;
+    assert!(rerun.is_complete());
+    assert_eq!(rerun.summary().update, 1);
+    assert!(estate.apply(&rerun, &ExecuteOptions::default()).await.succeeded());
+    assert!(!estate.plan(&resources, &[]).await.has_changes());
+}
+
+#[tokio::test]
 async fn what_only_comes_after_a_failure_still_runs() {
     let estate = Fakes::new();
     let resources = fixture_resources();
@@ -249,9 +312,7 @@ impl phoenix_core::Differ for RiskyHost {
     }
 
     fn created(&self, desired: &Resource) -> phoenix_core::Observed {
-        phoenix_core::Observed {
-            fields: desired.declared_fields(),
-        }
+        phoenix_core::Observed::new(desired.declared_fields())
     }
 }
 

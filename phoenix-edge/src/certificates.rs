@@ -110,7 +110,7 @@ pub async fn observe(
             fields.insert("owner".to_owned(), Value::from(owner));
         }
     }
-    Ok(Some(Observed { fields }))
+    Ok(Some(Observed::new(fields)))
 }
 
 /// What an ACME issue needs beyond the certificate: the node, the account directory on it, how to read

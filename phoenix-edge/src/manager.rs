@@ -275,7 +275,7 @@ impl Manager for EdgeManager {
                     match reachable {
                         true => dns::observe(exec.as_ref())
                             .await?
-                            .map(|fields| Observed { fields }),
+                            .map(Observed::new),
                         false => None,
                     }
                 }
@@ -289,7 +289,7 @@ impl Manager for EdgeManager {
                 Some(SyncStep::Gateway(step)) => match self.gateway(step.container) {
                     Some((site, exec)) if self.gateway_reachable(step.container).await? => {
                         let fields = gateway::observe(exec.as_ref(), site).await?;
-                        (!fields.is_empty()).then_some(Observed { fields })
+                        (!fields.is_empty()).then_some(Observed::new(fields))
                     }
                     _ => None,
                 },

@@ -71,9 +71,7 @@ pub fn server_of(
 /// holds, and the zone's size.
 pub async fn observe(server: &Server, zone: &PublicZone) -> Result<Observed, ManagerError> {
     let records = server.transfer(&zone.zone).await.map_err(wire_error)?;
-    Ok(Observed {
-        fields: fields(zone, &records),
-    })
+    Ok(Observed::new(fields(zone, &records)))
 }
 
 fn fields(zone: &PublicZone, records: &[Record]) -> BTreeMap<String, Value> {
@@ -348,7 +346,7 @@ mod tests {
         );
         assert_eq!(fields["app.example.org"][HELD_BY], "not Phoenix");
         let address = Address::Sync("dns/public/example.org".to_owned());
-        let changes = diff(&address, &zone, Some(&Observed { fields }));
+        let changes = diff(&address, &zone, Some(&Observed::new(fields)));
         let changed: Vec<_> = changes[0]
             .fields
             .iter()
@@ -389,9 +387,7 @@ mod tests {
         ] {
             zone.names.get_mut(name).unwrap().a = vec!["203.0.113.8".to_owned()];
         }
-        let observed = Observed {
-            fields: fields(&zone, &records),
-        };
+        let observed = Observed::new(fields(&zone, &records));
         let changes = diff(&address, &zone, Some(&observed));
         assert_eq!(changes[0].consequence(), Consequence::Destructive);
         // Four of thirteen is less than a third.

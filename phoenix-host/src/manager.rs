@@ -175,7 +175,7 @@ impl Manager for HostManager {
                 continue;
             };
             if let Some(fields) = self.observe_one(step).await? {
-                observed.insert(resource.address.clone(), Observed { fields });
+                observed.insert(resource.address.clone(), Observed::new(fields));
             }
         }
         // The datasets Phoenix made that are no longer declared, which the plan destroys.
@@ -189,7 +189,7 @@ impl Manager for HostManager {
                     ("owner".to_owned(), Value::from("phoenix")),
                     ("used".to_owned(), used),
                 ]);
-                observed.insert(address, Observed { fields });
+                observed.insert(address, Observed::new(fields));
             }
         }
         Ok(observed)

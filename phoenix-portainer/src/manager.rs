@@ -510,7 +510,7 @@ impl Manager for PortainerManager {
             if let Desired::Portainer(PortainerStep::Container { vmid, run }) = &resource.desired {
                 let host = self.docker_host(resource, *vmid)?;
                 if let Some(fields) = docker::observe(host.as_ref(), run).await {
-                    observed.insert(resource.address.clone(), Observed { fields });
+                    observed.insert(resource.address.clone(), Observed::new(fields));
                 }
             }
             if let (Address::Stack { name, vmid }, Desired::Stack(config)) =
@@ -525,7 +525,7 @@ impl Manager for PortainerManager {
                     };
                     fields.insert("deployed".to_owned(), Value::String(deployed));
                     fields.insert("running".to_owned(), Value::Bool(running));
-                    observed.insert(resource.address.clone(), Observed { fields });
+                    observed.insert(resource.address.clone(), Observed::new(fields));
                 }
             }
         }
@@ -558,7 +558,7 @@ impl Manager for PortainerManager {
                 if admin {
                     fields.insert("administrator".to_owned(), Value::String(admin_user.clone()));
                 }
-                observed.insert(server.clone(), Observed { fields });
+                observed.insert(server.clone(), Observed::new(fields));
             }
         }
         let Some((endpoints, stacks)) = listed else {
@@ -572,7 +572,7 @@ impl Manager for PortainerManager {
                             ("name".to_owned(), Value::String(endpoint.name.clone())),
                             ("url".to_owned(), Value::String(endpoint.url.clone())),
                         ]);
-                        observed.insert(address.clone(), Observed { fields });
+                        observed.insert(address.clone(), Observed::new(fields));
                     }
                 }
                 (Desired::Stack(config), Address::Stack { name, vmid }) => {
@@ -606,7 +606,7 @@ impl Manager for PortainerManager {
                         let host = self.docker_host(resource, *vmid)?;
                         fields.extend(observe_assets(host.as_ref(), prepared).await);
                     }
-                    observed.insert(resource.address.clone(), Observed { fields });
+                    observed.insert(resource.address.clone(), Observed::new(fields));
                 }
                 _ => {}
             }
@@ -628,7 +628,7 @@ impl Manager for PortainerManager {
                 if owned && !observed.contains_key(&address) && !desired.iter().any(|r| r.address == address)
                 {
                     let fields = BTreeMap::from([("id".to_owned(), json!(stack.id))]);
-                    observed.insert(address, Observed { fields });
+                    observed.insert(address, Observed::new(fields));
                 }
             }
         }

@@ -15,9 +15,7 @@ pub fn edited(live: &str, edits: &str) -> Observed {
             value => fields.insert(key, value),
         };
     }
-    Observed {
-        fields: fields.into_iter().collect(),
-    }
+    Observed::new(fields.into_iter().collect())
 }
 
 /// Changes as a snapshot reads them: each change's action and worst consequence, then one line per field,

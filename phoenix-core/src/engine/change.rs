@@ -19,6 +19,9 @@ pub enum Consequence {
     Live,
     /// Takes effect when the guest restarts; Phoenix never restarts a guest just for this.
     Restart,
+    /// Applied now, and the guest is down while it is done: a running container migrated to another
+    /// node is shut down there and started here (Proxmox's restart mode).
+    Downtime,
     /// Applied live, but may cut Phoenix (and everyone else) off the node: a change to the network
     /// interface the API is reached through, or network changes pending on the node that Phoenix did not
     /// make; needs `--allow-risky`.
@@ -202,17 +205,38 @@ pub struct UnknownField {
 pub struct Observed {
     /// Field values, normalised by the manager.
     pub fields: BTreeMap<String, Value>,
+    /// Why the resource could not be read, when it could not (its node is offline): the plan then
+    /// changes nothing of it, and a run skips it and what depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 impl Observed {
+    /// Live state with these fields.
+    pub fn new(fields: BTreeMap<String, Value>) -> Observed {
+        Observed {
+            fields,
+            unreachable: None,
+        }
+    }
+
+    /// A resource that exists, or may, where nothing can be read now: `reason` says why
+    /// (`node pve3 is offline`).
+    pub fn unreachable(reason: impl Into<String>) -> Observed {
+        Observed {
+            fields: BTreeMap::new(),
+            unreachable: Some(reason.into()),
+        }
+    }
+
     /// Typed fields as plans and the demo state keep them, by name.
     pub fn from_fields<F: FieldKey>(fields: &Fields<F>) -> Observed {
-        Observed {
-            fields: fields
+        Observed::new(
+            fields
                 .iter()
                 .map(|(field, value)| (field.name(), value.clone()))
                 .collect(),
-        }
+        )
     }
 
     /// The fields in a manager's vocabulary; names it does not know (from an older demo state file, say)
@@ -304,9 +328,7 @@ impl Differ for OwnedDiffer {
     }
 
     fn created(&self, desired: &Resource) -> Observed {
-        Observed {
-            fields: desired.declared_fields(),
-        }
+        Observed::new(desired.declared_fields())
     }
 }
 

@@ -242,7 +242,7 @@ pub async fn execute(
             return Err(ExecuteError::RiskyRefused { addresses });
         }
     }
-    for entry in plan.entries().iter().filter(|entry| !entry.is_unchanged()) {
+    for entry in plan.entries().iter().filter(|entry| !entry.changes.is_empty()) {
         let kind = entry.address.kind();
         if managers.get(kind).is_none() {
             return Err(ExecuteError::NoManager { kind });
@@ -380,14 +380,23 @@ async fn run(
     loop {
         if !stop.is_stopped() {
             // Dispatch, in plan order, everything ready that fits the limits.
-            let mut settled_unchanged = false;
+            let mut settled = false;
             let candidates: Vec<usize> = run.ready.iter().copied().collect();
             for position in candidates {
                 let entry = &entries[position];
+                if let Some(reason) = entry.unreachable() {
+                    let outcome = Outcome::Skipped {
+                        reason: reason.to_owned(),
+                    };
+                    run.ready.remove(&position);
+                    run.finish(position, &entries, outcome, Duration::ZERO, Vec::new());
+                    settled = true;
+                    continue;
+                }
                 if matches!(work, Work::Apply) && entry.is_unchanged() {
                     run.ready.remove(&position);
                     run.finish(position, &entries, Outcome::Unchanged, Duration::ZERO, Vec::new());
-                    settled_unchanged = true;
+                    settled = true;
                     continue;
                 }
                 if in_flight.len() >= parallelism {
@@ -420,7 +429,7 @@ async fn run(
                 task_positions.insert(handle.id(), position);
             }
             // A converged resource may have released others that can start now.
-            if settled_unchanged {
+            if settled {
                 continue;
             }
         }
@@ -524,8 +533,23 @@ impl Claims {
             .changes
             .iter()
             .any(|change| matches!(change.action, Action::Create | Action::Replace));
+        // A resource's node is the one its configuration names; a guest that names none is on the node a
+        // creation placed it on, else where it was seen.
+        let field = |name: &str| {
+            entry
+                .changes
+                .iter()
+                .flat_map(|change| &change.fields)
+                .find(|field| field.field == name)
+                .and_then(|field| field.new.as_ref()?.as_str())
+        };
+        let node = resource.and_then(|resource| resource.node.clone()).or_else(|| {
+            field("node")
+                .or_else(|| entry.observed.as_ref()?.fields.get("node")?.as_str())
+                .map(str::to_owned)
+        });
         Claims {
-            node: resource.and_then(|resource| resource.node.clone()),
+            node,
             storage: resource
                 .filter(|_| creates)
                 .and_then(|resource| resource.storage.clone()),
@@ -606,12 +630,16 @@ impl Run {
             return;
         }
         let cause = &entries[position].address;
+        let why = match &self.outcomes[position] {
+            Some((Outcome::Skipped { reason }, ..)) => format!("{cause} was skipped: {reason}"),
+            _ => format!("{cause} failed"),
+        };
         let mut stack = dependents;
         while let Some(dependent) = stack.pop() {
             if self.outcomes[dependent].is_some() {
                 continue;
             }
-            let reason = format!("{cause} failed");
+            let reason = why.clone();
             self.ready.remove(&dependent);
             self.emit(Event::Finished(ResourceReport {
                 address: entries[dependent].address.clone(),

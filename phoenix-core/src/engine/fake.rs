@@ -26,7 +26,6 @@ const REPLACE_FIELDS: &[&str] = &[
     "template_image",
     "is_template",
     "unprivileged",
-    "node",
 ];
 
 /// Fields that take effect only when a running guest restarts.
@@ -80,6 +79,7 @@ struct FakeState {
     latency: Duration,
     failures: BTreeMap<Address, String>,
     observe_failure: Option<String>,
+    unreachable: BTreeMap<Address, String>,
     running: usize,
     max_running: usize,
     creating_per_storage: BTreeMap<String, usize>,
@@ -130,6 +130,17 @@ impl FakeManager {
         self.state().observe_failure = Some(message.into());
     }
 
+    /// Makes `address` unreachable (its node goes offline): observed as [`Observed::unreachable`] with
+    /// `reason` until [`FakeManager::reconnect`]; its live state is kept meanwhile.
+    pub fn cut_off(&self, address: Address, reason: impl Into<String>) {
+        self.state().unreachable.insert(address, reason.into());
+    }
+
+    /// Makes `address` reachable again.
+    pub fn reconnect(&self, address: &Address) {
+        self.state().unreachable.remove(address);
+    }
+
     /// Changes one live field by hand, as an operator would in the Proxmox UI.
     pub fn drift(&self, address: &Address, field: &str, value: Value) {
         let mut state = self.state();
@@ -142,7 +153,7 @@ impl FakeManager {
 
     /// Puts a resource into the live state directly (one Phoenix owns but no longer declares, say).
     pub fn insert(&self, address: Address, fields: BTreeMap<String, Value>) {
-        self.state().live.insert(address, Observed { fields });
+        self.state().live.insert(address, Observed::new(fields));
     }
 
     /// The live state.
@@ -193,7 +204,11 @@ impl Manager for FakeManager {
         }
         // Everything of this kind in the fake is Phoenix's own, so undeclared entries come back too.
         let _ = desired;
-        Ok(state.live.clone())
+        let mut live = state.live.clone();
+        for (address, reason) in &state.unreachable {
+            live.insert(address.clone(), Observed::unreachable(reason.clone()));
+        }
+        Ok(live)
     }
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
@@ -262,9 +277,7 @@ impl Manager for FakeManager {
             Action::Create | Action::Replace => {
                 let created = match (&self.differ, desired) {
                     (Some(differ), Some(desired)) => differ.created(desired),
-                    (None, Some(desired)) => Observed {
-                        fields: desired.declared_fields(),
-                    },
+                    (None, Some(desired)) => Observed::new(desired.declared_fields()),
                     (_, None) => Observed::default(),
                 };
                 state.live.insert(change.address.clone(), created);

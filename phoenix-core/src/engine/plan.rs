@@ -101,9 +101,15 @@ pub struct PlanEntry {
 }
 
 impl PlanEntry {
-    /// Whether the resource is already converged.
+    /// Whether the resource is already converged: it has no changes and could be read.
     pub fn is_unchanged(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && self.unreachable().is_none()
+    }
+
+    /// Why the resource could not be read (its node is offline), when it could not: nothing of it is
+    /// planned, and a run skips it and what depends on it.
+    pub fn unreachable(&self) -> Option<&str> {
+        self.observed.as_ref()?.unreachable.as_deref()
     }
 
     /// The worst consequence of its changes.
@@ -154,6 +160,14 @@ pub struct PlanSummary {
     /// Resources with a risky change (see [`Consequence::Risky`]); left out of JSON when none.
     #[serde(skip_serializing_if = "is_zero")]
     pub risky: usize,
+    /// Resources a change takes down for a while (see [`Consequence::Downtime`]); left out of JSON when
+    /// none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub downtime: usize,
+    /// Resources that could not be read (their node is offline); left out of JSON when none. While there
+    /// are any, the plan is incomplete.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unreachable: usize,
     /// Resources already converged.
     pub unchanged: usize,
     /// Declared resources that were not observed or planned, because their kind has no manager: while
@@ -184,12 +198,19 @@ impl Plan {
 
     /// Whether every declared resource in scope was observed and planned.
     pub fn is_complete(&self) -> bool {
-        self.unmanaged.is_empty()
+        self.unmanaged.is_empty() && self.unreachable().next().is_none()
+    }
+
+    /// The resources that could not be read, with why.
+    pub fn unreachable(&self) -> impl Iterator<Item = (&Address, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|entry| Some((&entry.address, entry.unreachable()?)))
     }
 
     /// Whether anything would change.
     pub fn has_changes(&self) -> bool {
-        self.entries.iter().any(|entry| !entry.is_unchanged())
+        self.entries.iter().any(|entry| !entry.changes.is_empty())
     }
 
     /// Counts by kind of change.
@@ -199,6 +220,10 @@ impl Plan {
             ..PlanSummary::default()
         };
         for entry in &self.entries {
+            if entry.unreachable().is_some() {
+                summary.unreachable += 1;
+                continue;
+            }
             if entry.is_unchanged() {
                 summary.unchanged += 1;
                 continue;
@@ -217,6 +242,7 @@ impl Plan {
             }
             match entry.consequence() {
                 Some(Consequence::Restart) => summary.restart += 1,
+                Some(Consequence::Downtime) => summary.downtime += 1,
                 Some(Consequence::Destructive) => summary.destructive += 1,
                 _ => {}
             }
@@ -288,7 +314,10 @@ pub async fn plan(
     for (kind, resources) in by_kind {
         let manager = managers.get(kind).expect("only kinds with a manager are grouped");
         for resource in resources {
-            let changes = manager.diff(&resource, observed.get(&resource.address));
+            let changes = match observed.get(&resource.address) {
+                Some(seen) if seen.unreachable.is_some() => Vec::new(),
+                seen => manager.diff(&resource, seen),
+            };
             entries.insert(
                 resource.address.clone(),
                 PlanEntry {
@@ -302,13 +331,16 @@ pub async fn plan(
             );
         }
     }
-    // Owned resources that are no longer declared are deleted.
-    for address in observed
-        .keys()
-        .filter(|address| !entries.contains_key(*address))
-        .cloned()
-        .collect::<Vec<_>>()
-    {
+    // Owned resources that are no longer declared are deleted, unless they cannot be reached now.
+    let undeclared: Vec<(&Address, &Observed)> = observed
+        .iter()
+        .filter(|(address, _)| !entries.contains_key(*address))
+        .collect();
+    for (address, seen) in undeclared {
+        let changes = match seen.unreachable {
+            Some(_) => Vec::new(),
+            None => vec![Change::delete(address.clone())],
+        };
         entries.insert(
             address.clone(),
             PlanEntry {
@@ -316,8 +348,8 @@ pub async fn plan(
                 resource: None,
                 depends_on: Vec::new(),
                 after: Vec::new(),
-                observed: observed.get(&address).cloned(),
-                changes: vec![Change::delete(address)],
+                observed: Some(seen.clone()),
+                changes,
             },
         );
     }

@@ -73,6 +73,18 @@ pub fn plan_text(plan: &Plan, colour: Colour) -> String {
             write_change(&mut out, entry, change, colour);
         }
     }
+    let mut unreachable: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (address, reason) in plan.unreachable() {
+        unreachable.entry(reason).or_default().push(address.to_string());
+    }
+    for (reason, addresses) in unreachable {
+        let _ = writeln!(
+            out,
+            "  {} {}: {reason}; not read or planned, and a run skips them and what depends on them.",
+            colour.paint(YELLOW, "?"),
+            addresses.join(", ")
+        );
+    }
     if !plan.unmanaged().is_empty() {
         let parts: Vec<String> = plan
             .unmanaged()
@@ -112,6 +124,7 @@ fn write_change(out: &mut String, entry: &PlanEntry, change: &Change, colour: Co
     let mark = match change.consequence() {
         Consequence::Live => String::new(),
         Consequence::Restart => format!("  {}", colour.paint(YELLOW, "[needs restart]")),
+        Consequence::Downtime => format!("  {}", colour.paint(YELLOW, "[downtime]")),
         Consequence::Risky => format!("  {}", colour.paint(BOLD_RED, "[RISKY]")),
         Consequence::Destructive => format!("  {}", colour.paint(BOLD_RED, "[DESTRUCTIVE]")),
     };
@@ -138,6 +151,7 @@ fn field_line(field: &FieldChange, width: usize, action: Action, colour: Colour)
         (_, Consequence::Risky) => format!("  {}", colour.paint(BOLD_RED, "(risky)")),
         (Action::Create, _) | (_, Consequence::Live) => String::new(),
         (_, Consequence::Restart) => format!("  {}", colour.paint(YELLOW, "(restart)")),
+        (_, Consequence::Downtime) => format!("  {}", colour.paint(YELLOW, "(guest down meanwhile)")),
         (_, Consequence::Destructive) => format!("  {}", colour.paint(BOLD_RED, "(destroys data)")),
     };
     format!("{body}{mark}")
@@ -168,11 +182,30 @@ pub fn summary_line(summary: &PlanSummary, colour: Colour) -> String {
     if summary.destructive > 0 {
         parts.push(colour.paint(BOLD_RED, &format!("{} destructive", summary.destructive)));
     }
+    if summary.downtime > 0 {
+        parts.push(colour.paint(YELLOW, &format!("{} with downtime", summary.downtime)));
+    }
     if summary.risky > 0 {
         parts.push(colour.paint(BOLD_RED, &format!("{} risky", summary.risky)));
     }
     parts.push(format!("{} unchanged", summary.unchanged));
     let changes = summary.create + summary.update + summary.replace + summary.delete;
+    if summary.unreachable > 0 {
+        let unreachable = colour.paint(
+            YELLOW,
+            &format!(
+                "{} unreachable (not read): this plan is incomplete",
+                summary.unreachable
+            ),
+        );
+        if changes == 0 && summary.not_planned == 0 {
+            return format!(
+                "No changes in what was read ({} resources up to date), but {unreachable}.",
+                summary.unchanged
+            );
+        }
+        parts.push(unreachable);
+    }
     if summary.not_planned > 0 {
         // A plan that did not look at everything must not read as "no changes".
         let incomplete = colour.paint(
@@ -220,9 +253,13 @@ pub struct PlanResource<'a> {
     pub address: &'a Address,
     /// Its short name.
     pub name: Option<&'a str>,
-    /// `create`, `update`, `replace`, `delete`, or `none` when up to date.
+    /// `create`, `update`, `replace`, `delete`, `none` when up to date, or `unreachable` when it could
+    /// not be read.
     pub action: &'static str,
-    /// The worst consequence: `live`, `restart`, `destructive`; null when up to date.
+    /// Why it could not be read (its node is offline); left out when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<&'a str>,
+    /// The worst consequence: `live`, `restart`, `downtime`, `risky`, `destructive`; null when up to date.
     pub consequence: Option<Consequence>,
     /// Resources it waits for.
     pub depends_on: &'a [Address],
@@ -239,12 +276,14 @@ pub fn plan_document(plan: &Plan) -> PlanDocument<'_> {
             address: &entry.address,
             name: entry.name(),
             action: match entry.changes.iter().map(|change| change.action).max() {
+                None if entry.unreachable().is_some() => "unreachable",
                 None => "none",
                 Some(Action::Create) => "create",
                 Some(Action::Update) => "update",
                 Some(Action::Replace) => "replace",
                 Some(Action::Delete) => "delete",
             },
+            unreachable: entry.unreachable(),
             consequence: entry.consequence(),
             depends_on: &entry.depends_on,
             changes: &entry.changes,
