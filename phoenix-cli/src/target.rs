@@ -91,11 +91,14 @@ impl Target {
             inside: true,
             // Offline, no node is read: a GPU container shows its GPUs' own device nodes.
             gpu: Arc::default(),
+            // Offline, no cluster is read: a guest that names no node is placed when it is created.
+            placements: None,
         };
         let vms = VmDiff {
             domain,
             scripts: Some(scripts),
             user_data_template: user_data_template(config_dir)?,
+            placements: None,
         };
         let mut managers = Managers::default();
         let mut fakes = Vec::new();
@@ -140,9 +143,14 @@ impl Target {
         let mut managers = Managers::default();
         let profiles = crate::load::scripts(&config_dir.join("apparmor"), false)?;
         let node = host_node(estate, &session, args.node.as_deref())?;
-        let host = phoenix_host::manager_on(&session, node)
-            .with_upgrade(args.upgrade)
-            .with_profiles(profiles);
+        let nodes = estate.cluster_nodes();
+        // A cluster's host steps are each node's own (`host/<node>/...`): every node, or the one `--node` names.
+        let host = match args.node {
+            None if nodes.len() > 1 => phoenix_host::manager_for(&session, &nodes),
+            _ => phoenix_host::manager_on(&session, node),
+        }
+        .with_upgrade(args.upgrade)
+        .with_profiles(profiles);
         managers.register(Arc::new(host));
         if let Some(channel) = session.host() {
             let edge = phoenix_edge::EdgeManager::new(Arc::clone(channel)).with_config_dir(config_dir);

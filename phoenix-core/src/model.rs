@@ -215,6 +215,16 @@ impl Estate {
         &self.files
     }
 
+    /// The nodes of `proxmox.nodes`, in order (empty when the configuration names none).
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        self.files
+            .hypervisor
+            .proxmox
+            .as_ref()
+            .map(|connection| connection.nodes.clone())
+            .unwrap_or_default()
+    }
+
     /// Every guest, by ID.
     pub fn guests(&self) -> &BTreeMap<u32, Guest> {
         &self.guests

@@ -705,3 +705,71 @@ fn firewall_objects_are_resources_after_what_they_name() {
         "the cluster's resource shows only the cluster's options and rules"
     );
 }
+
+#[test]
+fn in_a_cluster_each_node_has_its_own_host_steps_and_guests_wait_for_their_nodes() {
+    let dir = phoenix_testing::workspace().join("examples/homelab");
+    // Two nodes; the first container named in the file runs on pve1, the others are placed.
+    let sources = fixture::every_source_edited(&dir, |kind, text| {
+        let text = text.replace(
+            r#""nodes": ["pve1"],"#,
+            r#""nodes": ["pve1", "pve2"], "placement": "first_node","#,
+        );
+        Some(match kind {
+            phoenix_core::FileKind::Lxc => text.replacen(r#""name":"#, r#""node": "pve1", "name":"#, 1),
+            _ => text,
+        })
+    });
+    let resources = fixture::resources(sources, &CheckOptions::default());
+    let addresses: Vec<String> = resources
+        .iter()
+        .filter(|resource| resource.kind() == ResourceKind::Host)
+        .map(|resource| resource.address.to_string())
+        .collect();
+    for node in ["pve1", "pve2"] {
+        let pool = find(&resources, &format!("host/{node}/zfs/pool/tank"));
+        assert_eq!(pool.node.as_deref(), Some(node));
+        let dataset = find(&resources, &format!("host/{node}/zfs/dataset/tank/vm-data"));
+        assert!(
+            dataset
+                .depends_on
+                .contains(&format!("host/{node}/zfs/pool/tank").parse().unwrap()),
+            "{:?}",
+            dataset.depends_on
+        );
+    }
+    // The cluster's own steps are there once: the datacenter firewall, access, storage definitions.
+    assert!(addresses.contains(&"host/firewall".to_owned()), "{addresses:?}");
+    assert!(!addresses.iter().any(|address| address == "host/zfs/pool/tank"));
+    assert!(
+        !addresses.contains(&"host/pve1/firewall".to_owned()),
+        "{addresses:?}"
+    );
+    let storage = find(&resources, "host/storage/tank-vm-disks");
+    for node in ["pve1", "pve2"] {
+        let dataset: phoenix_core::Address =
+            format!("host/{node}/zfs/dataset/tank/vm-disks").parse().unwrap();
+        assert!(storage.depends_on.contains(&dataset), "{:?}", storage.depends_on);
+    }
+    let guest = resources
+        .iter()
+        .find(|resource| resource.kind() == ResourceKind::Lxc && resource.node.as_deref() == Some("pve1"))
+        .expect("a container on pve1");
+    let waits: Vec<String> = guest.depends_on.iter().map(ToString::to_string).collect();
+    assert!(waits.contains(&"host/pve1/zfs/pool/tank".to_owned()), "{waits:?}");
+    assert!(
+        !waits.iter().any(|address| address.starts_with("host/pve2/")),
+        "{waits:?}"
+    );
+    // A guest placed when it is created waits for every node.
+    let placed = resources
+        .iter()
+        .find(|resource| resource.kind() == ResourceKind::Lxc && resource.node.is_none())
+        .expect("a placed container");
+    let waits: Vec<String> = placed.depends_on.iter().map(ToString::to_string).collect();
+    assert!(
+        waits.contains(&"host/pve1/zfs/pool/tank".to_owned())
+            && waits.contains(&"host/pve2/zfs/pool/tank".to_owned()),
+        "{waits:?}"
+    );
+}

@@ -273,9 +273,7 @@ impl Manager for EdgeManager {
                 Some(SyncStep::InternalDns(view)) => {
                     let (exec, reachable) = self.dns_channel(view).await?;
                     match reachable {
-                        true => dns::observe(exec.as_ref())
-                            .await?
-                            .map(Observed::new),
+                        true => dns::observe(exec.as_ref()).await?.map(Observed::new),
                         false => None,
                     }
                 }

@@ -28,5 +28,5 @@ mod timezone;
 mod user;
 mod zfs;
 
-pub use manager::{HostManager, manager, manager_on};
+pub use manager::{HostManager, manager, manager_for, manager_on};
 pub use node::Node;

@@ -1,4 +1,4 @@
-//! [`HostManager`]: the `host/*` resources of one node.
+//! [`HostManager`]: the `host/*` resources of one node, or of each node of a cluster.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +17,18 @@ use crate::{
     samba, snapshots, storage, subids, timezone, user, zfs,
 };
 
-/// Converges the host steps it knows on one node.
+/// Converges the host steps it knows on one node, or on each node of a cluster: a step whose resource
+/// names a node (`host/<node>/...`) on that node, the cluster's steps on the first.
 pub struct HostManager {
-    node: Node,
+    sites: Vec<Site>,
     upgrade: bool,
     /// The text of each AppArmor profile, by name (the configuration directory's `apparmor/` files).
     profiles: BTreeMap<String, String>,
+}
+
+/// One node, and what was learnt of its network while observing.
+struct Site {
+    node: Node,
     network: network::Facts,
 }
 
@@ -36,15 +42,52 @@ pub fn manager_on(session: &Session, name: &str) -> HostManager {
     HostManager::new(Node::of(session, name))
 }
 
+/// The host manager of a live session on each of `nodes` (each with its own host channel); the cluster's
+/// own steps are worked on through the first.
+pub fn manager_for(session: &Session, nodes: &[String]) -> HostManager {
+    HostManager::cluster(nodes.iter().map(|name| Node::of(session, name)).collect())
+}
+
 impl HostManager {
     /// A manager for `node`.
     pub fn new(node: Node) -> HostManager {
+        HostManager::cluster(vec![node])
+    }
+
+    /// A manager for the nodes of a cluster; the cluster's own steps are worked on through the first.
+    pub fn cluster(nodes: Vec<Node>) -> HostManager {
+        assert!(!nodes.is_empty(), "a host manager has a node");
         HostManager {
-            node,
+            sites: nodes
+                .into_iter()
+                .map(|node| Site {
+                    node,
+                    network: network::Facts::default(),
+                })
+                .collect(),
             upgrade: false,
             profiles: BTreeMap::new(),
-            network: network::Facts::default(),
         }
+    }
+
+    /// The node a resource's step is worked on: the one it names, else the first; `None` when it names
+    /// a node this manager does not have.
+    fn site_of(&self, resource: &Resource) -> Option<&Site> {
+        match &resource.node {
+            Some(name) => self.sites.iter().find(|site| site.node.name() == name),
+            None => self.sites.first(),
+        }
+    }
+
+    /// The site of an address `host/<node>/...`, in a manager of several nodes.
+    fn site_named_in(&self, address: &Address) -> Option<(&Site, String)> {
+        let Address::Host(path) = address else { return None };
+        if self.sites.len() < 2 {
+            return Some((self.sites.first()?, path.clone()));
+        }
+        let (name, rest) = path.split_once('/')?;
+        let site = self.sites.iter().find(|site| site.node.name() == name)?;
+        Some((site, rest.to_owned()))
     }
 
     /// With `upgrade`, `host/apt/packages` also wants every package of the node upgraded (`--upgrade`).
@@ -62,6 +105,11 @@ impl HostManager {
     /// Whether this manager converges `step` here: the steps it has code for, and of those that need the
     /// host channel, only when there is one.
     pub fn handles(&self, step: &HostStep) -> bool {
+        self.sites.first().is_some_and(|site| self.handles_on(site, step))
+    }
+
+    fn handles_on(&self, site: &Site, step: &HostStep) -> bool {
+        let has_channel = site.node.has_channel();
         match step {
             HostStep::Timezone(_)
             | HostStep::Dns(_)
@@ -81,35 +129,40 @@ impl HostManager {
             | HostStep::ZfsArc(_)
             | HostStep::Snapshots(_)
             | HostStep::NfsExports(_)
-            | HostStep::Samba(_) => self.node.has_channel(),
-            HostStep::AppArmor(name) => self.node.has_channel() && self.profiles.contains_key(name),
+            | HostStep::Samba(_) => has_channel,
+            HostStep::AppArmor(name) => has_channel && self.profiles.contains_key(name),
         }
     }
 
-    async fn observe_one(&self, step: &HostStep) -> Result<Option<BTreeMap<String, Value>>, ManagerError> {
+    async fn observe_one(
+        &self,
+        site: &Site,
+        step: &HostStep,
+    ) -> Result<Option<BTreeMap<String, Value>>, ManagerError> {
+        let node = &site.node;
         match step {
-            HostStep::Timezone(_) => timezone::observe(&self.node).await.map(Some),
-            HostStep::Dns(_) => dns::observe(&self.node).await.map(Some),
-            HostStep::User(declared) => user::observe(&self.node, declared).await,
-            HostStep::Firewall(declared) => firewall::observe(self.node.client(), declared).await.map(Some),
-            HostStep::SubIds(ids) => subids::observe(&self.node, ids).await.map(Some),
-            HostStep::AptRepositories(_) => repositories::observe(&self.node).await.map(Some),
-            HostStep::AptPackages(declared) => packages::observe(&self.node, declared, self.upgrade)
-                .await
-                .map(Some),
-            HostStep::Locale(declared) => locale::observe(&self.node, declared).await.map(Some),
-            HostStep::AppArmor(name) => apparmor::observe(&self.node, name).await,
-            HostStep::Access(step) => access::observe(&self.node, step).await,
-            HostStep::FirewallPart(part) => firewall_parts::observe(&self.node, part).await,
-            HostStep::Bridge(bridge) => network::observe(&self.node, &self.network, bridge).await,
-            HostStep::NvidiaDriver(_) => nvidia::observe(&self.node).await.map(Some),
-            HostStep::ZfsPool(pool) => zfs::pool_observe(&self.node, pool).await,
-            HostStep::ZfsDataset(dataset) => zfs::dataset_observe(&self.node, dataset).await,
-            HostStep::ZfsArc(_) => zfs::arc_observe(&self.node).await.map(Some),
-            HostStep::Storage(declared) => storage::observe(&self.node, declared).await,
-            HostStep::NfsExports(_) => nfs::observe(&self.node).await,
-            HostStep::Samba(declared) => samba::observe(&self.node, declared).await,
-            HostStep::Snapshots(plan) => snapshots::observe(&self.node, plan).await.map(Some),
+            HostStep::Timezone(_) => timezone::observe(node).await.map(Some),
+            HostStep::Dns(_) => dns::observe(node).await.map(Some),
+            HostStep::User(declared) => user::observe(node, declared).await,
+            HostStep::Firewall(declared) => firewall::observe(node.client(), declared).await.map(Some),
+            HostStep::SubIds(ids) => subids::observe(node, ids).await.map(Some),
+            HostStep::AptRepositories(_) => repositories::observe(node).await.map(Some),
+            HostStep::AptPackages(declared) => {
+                packages::observe(node, declared, self.upgrade).await.map(Some)
+            }
+            HostStep::Locale(declared) => locale::observe(node, declared).await.map(Some),
+            HostStep::AppArmor(name) => apparmor::observe(node, name).await,
+            HostStep::Access(step) => access::observe(node, step).await,
+            HostStep::FirewallPart(part) => firewall_parts::observe(node, part).await,
+            HostStep::Bridge(bridge) => network::observe(node, &site.network, bridge).await,
+            HostStep::NvidiaDriver(_) => nvidia::observe(node).await.map(Some),
+            HostStep::ZfsPool(pool) => zfs::pool_observe(node, pool).await,
+            HostStep::ZfsDataset(dataset) => zfs::dataset_observe(node, dataset).await,
+            HostStep::ZfsArc(_) => zfs::arc_observe(node).await.map(Some),
+            HostStep::Storage(declared) => storage::observe(node, declared).await,
+            HostStep::NfsExports(_) => nfs::observe(node).await,
+            HostStep::Samba(declared) => samba::observe(node, declared).await,
+            HostStep::Snapshots(plan) => snapshots::observe(node, plan).await.map(Some),
         }
     }
 }
@@ -161,7 +214,10 @@ impl Manager for HostManager {
     }
 
     fn manages(&self, desired: &Resource) -> bool {
-        step_of(desired).is_some_and(|step| self.handles(step))
+        match (step_of(desired), self.site_of(desired)) {
+            (Some(step), Some(site)) => self.handles_on(site, step),
+            _ => false,
+        }
     }
 
     async fn observe(
@@ -170,18 +226,48 @@ impl Manager for HostManager {
         _round: Round,
     ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
         let mut observed = BTreeMap::new();
-        for resource in desired {
-            let Some(step) = step_of(resource).filter(|step| self.handles(step)) else {
+        // In a cluster, the nodes that are down: their steps cannot be read, and are skipped.
+        let mut down = BTreeMap::new();
+        if self.sites.len() > 1 {
+            let listing = self.sites[0].node.client().cluster_resources().await?;
+            for site in &self.sites {
+                if let Some(reason) = phoenix_pve::cluster::node_down(&listing, site.node.name()) {
+                    down.insert(site.node.name().to_owned(), reason);
+                }
+            }
+        }
+        for resource in desired.iter().filter(|resource| self.manages(resource)) {
+            let (Some(step), Some(site)) = (step_of(resource), self.site_of(resource)) else {
                 continue;
             };
-            if let Some(fields) = self.observe_one(step).await? {
+            if let Some(reason) = resource.node.as_ref().and_then(|node| down.get(node)) {
+                observed.insert(resource.address.clone(), Observed::unreachable(reason.clone()));
+                continue;
+            }
+            if let Some(fields) = self.observe_one(site, step).await? {
                 observed.insert(resource.address.clone(), Observed::new(fields));
             }
         }
         // The datasets Phoenix made that are no longer declared, which the plan destroys.
-        if self.node.has_channel() && desired.iter().any(|resource| self.manages(resource)) {
-            for (name, used) in zfs::owned_datasets(&self.node).await? {
-                let address = Address::Host(format!("zfs/dataset/{name}"));
+        let prefixed = self.sites.len() > 1;
+        for site in &self.sites {
+            let here = |resource: &&Resource| {
+                self.site_of(resource)
+                    .is_some_and(|found| std::ptr::eq(found, site))
+            };
+            if !site.node.has_channel()
+                || down.contains_key(site.node.name())
+                || !desired.iter().filter(here).any(|resource| self.manages(resource))
+            {
+                continue;
+            }
+            let prefix = if prefixed {
+                format!("{}/", site.node.name())
+            } else {
+                String::new()
+            };
+            for (name, used) in zfs::owned_datasets(&site.node).await? {
+                let address = Address::Host(format!("{prefix}zfs/dataset/{name}"));
                 if desired.iter().any(|resource| resource.address == address) {
                     continue;
                 }
@@ -202,16 +288,19 @@ impl Manager for HostManager {
         if let HostStep::Access(access_step) = step {
             return access::diff(&desired.address, access_step, observed);
         }
+        let Some(site) = self.site_of(desired) else {
+            return Vec::new();
+        };
         let fields = desired_fields(step, self.upgrade, &self.profiles);
         let live = observed.map(|observed| &observed.fields);
         let consequence = |field: &str| match step {
-            HostStep::Bridge(bridge) => network::consequence(&self.network, bridge, live, field),
+            HostStep::Bridge(bridge) => network::consequence(&site.network, bridge, live, field),
             _ => Consequence::Live,
         };
         let Some(observed) = observed else {
             let mut change = Change::create(desired.address.clone(), &fields);
             if matches!(step, HostStep::Bridge(_)) {
-                network::created(&self.network, &mut change);
+                network::created(&site.network, &mut change);
             }
             for field in &mut change.fields {
                 field.consequence = consequence(&field.field).max(field.consequence);
@@ -230,13 +319,15 @@ impl Manager for HostManager {
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
-        let Some(step) = desired.and_then(step_of) else {
+        let Some((step, site)) =
+            desired.and_then(|desired| Some((step_of(desired)?, self.site_of(desired)?)))
+        else {
             // The one host resource Phoenix removes: a dataset it made.
-            if let Address::Host(path) = &change.address
+            if let Some((site, path)) = self.site_named_in(&change.address)
                 && let Some(name) = path.strip_prefix("zfs/dataset/")
                 && change.action == phoenix_core::Action::Delete
             {
-                return zfs::dataset_destroy(&self.node, name).await;
+                return zfs::dataset_destroy(&site.node, name).await;
             }
             return Err(ManagerError::failed(format!(
                 "{} is not declared; the host manager removes only datasets it made",
@@ -244,33 +335,33 @@ impl Manager for HostManager {
             )));
         };
         match step {
-            HostStep::Timezone(zone) => timezone::apply(&self.node, zone).await,
-            HostStep::Dns(declared) => dns::apply(&self.node, declared).await,
-            HostStep::User(declared) => user::apply(&self.node, declared, change).await,
-            HostStep::SubIds(ids) => subids::apply(&self.node, ids).await,
-            HostStep::AptRepositories(declared) => repositories::apply(&self.node, declared).await,
-            HostStep::AptPackages(declared) => packages::apply(&self.node, declared, self.upgrade).await,
-            HostStep::Locale(declared) => locale::apply(&self.node, declared).await,
+            HostStep::Timezone(zone) => timezone::apply(&site.node, zone).await,
+            HostStep::Dns(declared) => dns::apply(&site.node, declared).await,
+            HostStep::User(declared) => user::apply(&site.node, declared, change).await,
+            HostStep::SubIds(ids) => subids::apply(&site.node, ids).await,
+            HostStep::AptRepositories(declared) => repositories::apply(&site.node, declared).await,
+            HostStep::AptPackages(declared) => packages::apply(&site.node, declared, self.upgrade).await,
+            HostStep::Locale(declared) => locale::apply(&site.node, declared).await,
             HostStep::AppArmor(name) => {
                 let text = self.profiles.get(name).ok_or_else(|| {
                     ManagerError::failed(format!("the text of the AppArmor profile {name} is not known"))
                 })?;
-                apparmor::apply(&self.node, name, text).await
+                apparmor::apply(&site.node, name, text).await
             }
-            HostStep::Access(step) => access::apply(&self.node, step, change).await,
-            HostStep::FirewallPart(part) => firewall_parts::apply(&self.node, part, change).await,
-            HostStep::Bridge(bridge) => network::apply(&self.node, bridge, change).await,
-            HostStep::NvidiaDriver(driver) => nvidia::apply(&self.node, driver, change).await,
-            HostStep::ZfsPool(pool) => zfs::pool_apply(&self.node, pool, change).await,
-            HostStep::ZfsDataset(dataset) => zfs::dataset_apply(&self.node, dataset, change).await,
-            HostStep::ZfsArc(gib) => zfs::arc_apply(&self.node, *gib).await,
-            HostStep::Storage(declared) => storage::apply(&self.node, declared, change).await,
-            HostStep::NfsExports(declared) => nfs::apply(&self.node, declared).await,
-            HostStep::Samba(declared) => samba::apply(&self.node, declared, change).await,
-            HostStep::Snapshots(plan) => snapshots::apply(&self.node, plan).await,
+            HostStep::Access(step) => access::apply(&site.node, step, change).await,
+            HostStep::FirewallPart(part) => firewall_parts::apply(&site.node, part, change).await,
+            HostStep::Bridge(bridge) => network::apply(&site.node, bridge, change).await,
+            HostStep::NvidiaDriver(driver) => nvidia::apply(&site.node, driver, change).await,
+            HostStep::ZfsPool(pool) => zfs::pool_apply(&site.node, pool, change).await,
+            HostStep::ZfsDataset(dataset) => zfs::dataset_apply(&site.node, dataset, change).await,
+            HostStep::ZfsArc(gib) => zfs::arc_apply(&site.node, *gib).await,
+            HostStep::Storage(declared) => storage::apply(&site.node, declared, change).await,
+            HostStep::NfsExports(declared) => nfs::apply(&site.node, declared).await,
+            HostStep::Samba(declared) => samba::apply(&site.node, declared, change).await,
+            HostStep::Snapshots(plan) => snapshots::apply(&site.node, plan).await,
             HostStep::Firewall(declared) => {
                 let fields: Vec<&str> = change.fields.iter().map(|field| field.field.as_str()).collect();
-                firewall::apply(self.node.client(), declared, &fields).await
+                firewall::apply(site.node.client(), declared, &fields).await
             }
         }
     }

@@ -52,9 +52,9 @@ impl Node {
         &self.config_dir
     }
 
-    /// The session's default node.
+    /// The node `name` of a session, with its own host channel.
     pub fn of(session: &Session, name: &str) -> Node {
-        Node::new(Arc::clone(session.client()), name, session.host().cloned())
+        Node::new(Arc::clone(session.client()), name, session.host_on(name).cloned())
             .with_config_dir(session.config_dir())
     }
 

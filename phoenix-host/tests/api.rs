@@ -152,3 +152,88 @@ async fn a_timezone_proxmox_does_not_know_fails_its_step_alone() {
     assert!(error.contains("No such timezone"), "{error}");
     assert!(matches!(outcome(&report, "host/dns"), Outcome::Changed { .. }));
 }
+
+#[tokio::test]
+async fn each_node_of_a_cluster_gets_its_own_steps_and_an_offline_node_is_skipped() {
+    let Some(fake) = FakePve::start().await else {
+        return;
+    };
+    fake.exec("pve.add_node('pve2')").await;
+    let client = fake.root_client().await;
+    let mut managers = Managers::default();
+    let nodes = ["pve1", "pve2"].map(|name| Node::new(Arc::clone(&client), name, None));
+    managers.register(Arc::new(HostManager::cluster(nodes.to_vec())));
+    let sources = fixture::every_source_edited(fixture_dir(), |kind, text| {
+        Some(if kind == phoenix_core::FileKind::Hypervisor {
+            text.replace(r#""nodes": ["pve1"],"#, r#""nodes": ["pve1", "pve2"],"#)
+        } else {
+            text
+        })
+    });
+    let resources: Vec<Resource> = fixture::resources(sources, &CheckOptions::default())
+        .into_iter()
+        .filter(|resource| !resource.address.to_string().contains("/network/"))
+        .collect();
+    let plan = phoenix_testing::plan(resources.clone(), &managers, &PlanOptions::default()).await;
+    let planned: Vec<String> = plan
+        .entries()
+        .iter()
+        .map(|entry| entry.address.to_string())
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            "host/pve1/dns",
+            "host/pve1/timezone",
+            "host/pve2/dns",
+            "host/pve2/timezone"
+        ]
+    );
+    let report = phoenix_testing::apply(&plan, &managers, &ExecuteOptions::default()).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let writes = fake.writes().await;
+    for node in ["pve1", "pve2"] {
+        for path in ["dns", "time"] {
+            let write = format!("PUT /api2/json/nodes/{node}/{path}");
+            assert_eq!(
+                writes.iter().filter(|done| **done == write).count(),
+                1,
+                "{write}: {writes:#?}"
+            );
+        }
+        let zone: Value = client
+            .get(&format!("/nodes/{node}/time"), &[])
+            .await
+            .expect("reads");
+        assert_eq!(zone["timezone"], "Europe/Berlin", "{node}");
+    }
+    let again = phoenix_testing::plan(resources.clone(), &managers, &PlanOptions::default()).await;
+    assert!(!again.has_changes(), "{:#?}", again.entries());
+
+    // pve2 goes down: its steps are unreachable and nothing is sent there; pve1's still converge.
+    fake.exec("pve.set_node_offline('pve2')").await;
+    client
+        .put("/nodes/pve1/time", &Form::new().text("timezone", "UTC"))
+        .await
+        .map(|_: Value| ())
+        .expect("changed by hand");
+    let plan = phoenix_testing::plan(resources, &managers, &PlanOptions::default()).await;
+    let unreachable: Vec<String> = plan
+        .unreachable()
+        .map(|(address, _)| address.to_string())
+        .collect();
+    assert_eq!(unreachable, ["host/pve2/dns", "host/pve2/timezone"]);
+    let before = fake.writes().await.len();
+    let report = phoenix_testing::apply(&plan, &managers, &ExecuteOptions::default()).await;
+    assert!(!report.succeeded());
+    assert_eq!(
+        outcome(&report, "host/pve2/timezone"),
+        &Outcome::Skipped {
+            reason: "node pve2 is offline".into()
+        }
+    );
+    assert_eq!(
+        fake.writes().await.split_off(before),
+        ["PUT /api2/json/nodes/pve1/time"]
+    );
+}

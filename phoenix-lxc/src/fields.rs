@@ -41,10 +41,15 @@ pub enum LxcField {
     Nameserver,
     /// The first NIC's property string.
     Net0,
+    /// The node it runs on; a change migrates it.
+    Node,
     /// Start at boot.
     Onboot,
     /// Whether it carries the owner tag.
     Owned,
+    /// How a new container reaches its node (placed by a rule, cloned beside its source and migrated):
+    /// said in the plan of a creation, never compared.
+    Placement,
     /// Raw `lxc.*` keys of the config file, with their lines' values.
     RawLxc,
     /// Root disk size in GiB (a minimum).
@@ -78,8 +83,10 @@ impl FieldKey for LxcField {
             Mounts,
             Nameserver,
             Net0,
+            Node,
             Onboot,
             Owned,
+            Placement,
             RawLxc,
             RootfsGb,
             Searchdomain,
@@ -105,8 +112,10 @@ impl FieldKey for LxcField {
             LxcField::Mounts => "mounts",
             LxcField::Nameserver => "nameserver",
             LxcField::Net0 => "net0",
+            LxcField::Node => "node",
             LxcField::Onboot => "onboot",
             LxcField::Owned => "owned",
+            LxcField::Placement => "placement",
             LxcField::RawLxc => "raw_lxc",
             LxcField::RootfsGb => "rootfs_gb",
             LxcField::Searchdomain => "searchdomain",
@@ -256,6 +265,9 @@ pub(crate) fn desired_fields(
 ) -> Fields<LxcField> {
     let mut fields = BTreeMap::new();
     fields.insert(LxcField::Hostname, json!(container.name));
+    if let Some(node) = &container.node {
+        fields.insert(LxcField::Node, json!(node));
+    }
     if let Some(cores) = container.cores {
         fields.insert(LxcField::Cores, json!(cores));
     }
@@ -404,6 +416,7 @@ pub(crate) fn compare(desired: &Fields<LxcField>, observed: &Fields<LxcField>) -
                 }
             }
             LxcField::Mounts => changes.extend(diff_mounts(wanted, live)),
+            LxcField::Placement => {}
             LxcField::Snapshots => {
                 if let Some(all) = compare::with_missing(live, wanted) {
                     changes.push(change(all, Consequence::Live));
@@ -418,6 +431,18 @@ pub(crate) fn compare(desired: &Fields<LxcField>, observed: &Fields<LxcField>) -
             _ if live == Some(wanted) => {}
             LxcField::Unprivileged => changes.push(change(wanted.clone(), Consequence::Destructive)),
             LxcField::Devices => changes.push(change(wanted.clone(), Consequence::Restart)),
+            // A running container migrates in restart mode: it is down while its disks move.
+            LxcField::Node => {
+                let running = observed
+                    .get(&LxcField::Status)
+                    .is_some_and(|status| status == "running");
+                let consequence = if running {
+                    Consequence::Downtime
+                } else {
+                    Consequence::Live
+                };
+                changes.push(change(wanted.clone(), consequence));
+            }
             LxcField::Cores
             | LxcField::FirewallEnabled
             | LxcField::FirewallRules

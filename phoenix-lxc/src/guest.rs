@@ -12,6 +12,8 @@ use phoenix_pve::host::HostChannel;
 #[derive(Clone)]
 pub(crate) struct Guest {
     pub(crate) host: Arc<dyn HostChannel>,
+    /// The channels of the other nodes of a cluster, by name: a container is entered on its own node.
+    pub(crate) others: BTreeMap<String, Arc<dyn HostChannel>>,
     /// Where the cluster file system is mounted (`/etc/pve`).
     pub(crate) pve_root: String,
 }
@@ -48,7 +50,15 @@ mv "$tmp" "$file"
 "#;
 
 impl Guest {
-    /// Commands inside one container.
+    /// Commands inside one container on `node`, through that node's channel.
+    pub(crate) fn exec_on(&self, node: &str, ctid: u32) -> LxcAttach {
+        LxcAttach {
+            host: Arc::clone(self.others.get(node).unwrap_or(&self.host)),
+            ctid,
+        }
+    }
+
+    /// Commands inside one container, through the first node's channel.
     pub(crate) fn exec(&self, ctid: u32) -> LxcAttach {
         LxcAttach {
             host: Arc::clone(&self.host),

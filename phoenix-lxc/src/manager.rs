@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use phoenix_core::config::ContainerConfig;
 use phoenix_core::{Desired, Estate, Fields, ManagerError, Resource, TypedChange};
+use phoenix_pve::cluster::Placements;
 use phoenix_pve::gpu::{self, NvidiaDevices};
 use phoenix_pve::guest::{self as inside, GuestScripts, Script};
 use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
 use phoenix_pve::host::HostChannel;
-use phoenix_pve::lifecycle::GuestType;
+use phoenix_pve::lifecycle::{GuestType, Migration};
 use phoenix_pve::{Form, Method, PveError, Session, compare, firewall, props};
 use serde_json::Value;
 
@@ -32,10 +33,13 @@ pub type LxcManager = GuestManager<Containers>;
 pub fn manager(session: &Session, estate: &Estate, scripts: GuestScripts) -> LxcManager {
     let domain = estate.files().hypervisor.domain_name.clone();
     let containers = Containers::new(session.kit(GuestType::Lxc), domain);
-    let containers = match session.host() {
+    let mut containers = match session.host() {
         Some(host) => containers.with_guest_access(Arc::clone(host), scripts),
         None => containers,
     };
+    for (node, host) in session.other_hosts() {
+        containers = containers.with_node_access(node, Arc::clone(host));
+    }
     LxcManager::new(containers)
 }
 
@@ -51,6 +55,8 @@ pub struct ContainerDiff {
     pub inside: bool,
     /// The node's NVIDIA devices, as discovered when the plan observed (GPU containers' device entries).
     pub gpu: Arc<Mutex<Option<NvidiaDevices>>>,
+    /// Where new containers that name no node go, as placed when the cluster was read.
+    pub placements: Option<Placements>,
 }
 
 impl ContainerDiff {
@@ -111,6 +117,14 @@ impl GuestDiff for ContainerDiff {
     fn replaces(change: &TypedChange<LxcField>) -> bool {
         change.field == LxcField::Unprivileged
     }
+
+    fn moves(change: &TypedChange<LxcField>) -> bool {
+        change.field == LxcField::Node
+    }
+
+    fn placements(&self) -> Option<&Placements> {
+        self.placements.as_ref()
+    }
 }
 
 /// The IO half of the container manager.
@@ -127,10 +141,12 @@ pub struct Containers {
 impl Containers {
     /// Containers through `kit`; `domain` is the default DNS search domain.
     pub fn new(kit: GuestKit, domain: Option<String>) -> Containers {
+        let placements = Some(kit.cluster().placements().clone());
         Containers {
             kit,
             differ: GuestDiffer(ContainerDiff {
                 domain,
+                placements,
                 ..ContainerDiff::default()
             }),
             guest: None,
@@ -146,10 +162,20 @@ impl Containers {
         self.devices = Some((Arc::clone(&host), "/".to_owned()));
         self.guest = Some(Guest {
             host,
+            others: BTreeMap::new(),
             pve_root: "/etc/pve".to_owned(),
         });
         self.differ.0.scripts = Arc::new(scripts);
         self.differ.0.inside = true;
+        self
+    }
+
+    /// Enters the containers on `node` through `host` (with [`Containers::with_guest_access`], the channel
+    /// of the other nodes of a cluster).
+    pub fn with_node_access(mut self, node: impl Into<String>, host: Arc<dyn HostChannel>) -> Containers {
+        if let Some(guest) = &mut self.guest {
+            guest.others.insert(node.into(), host);
+        }
         self
     }
 
@@ -235,10 +261,10 @@ impl Containers {
             let scripts = self.differ.0.scripts_for(container);
             let declared = serde_json::to_string(container).expect("configuration serialises");
             let lifecycle = container.enable_lifecycle_snapshots;
-            inside::run_pending(&guest.exec(vmid), handle, scripts, lifecycle, &declared).await?;
+            inside::run_pending(&guest.exec_on(node, vmid), handle, scripts, lifecycle, &declared).await?;
         }
         if let Some(check) = &container.health_check {
-            inside::health_check(&guest.exec(vmid), check).await?;
+            inside::health_check(&guest.exec_on(node, vmid), check).await?;
         }
         Ok(())
     }
@@ -295,7 +321,7 @@ impl GuestDriver for Containers {
         let records = match (&self.guest, status) {
             // A container the channel cannot reach (on another node of a cluster, say) shows no records;
             // apply then says why it cannot run its scripts.
-            (Some(guest), "running") => match inside::records(&guest.exec(vmid)).await {
+            (Some(guest), "running") => match inside::records(&guest.exec_on(node, vmid)).await {
                 Ok(records) => Some(records),
                 Err(error) => {
                     tracing::warn!(vmid, %error, "feature records not readable");
@@ -309,6 +335,7 @@ impl GuestDriver for Containers {
             None => None,
         };
         let mut fields = fields::observed_fields(&config, status, &names, &firewall, records.as_ref());
+        fields.insert(LxcField::Node, Value::String(node.to_owned()));
         if let Some(raw) = raw {
             let raw = raw
                 .into_iter()
@@ -350,7 +377,12 @@ impl GuestDriver for Containers {
                 if let Some(storage) = &container.storage_pool {
                     form = form.text("storage", storage);
                 }
-                if source_node != node {
+                let storage = container.storage_pool.as_deref();
+                let direct = self
+                    .kit
+                    .clones_across(&source_node, source, storage, node)
+                    .await?;
+                if direct && source_node != node {
                     form = form.text("target", node);
                 }
                 self.kit
@@ -361,6 +393,13 @@ impl GuestDriver for Containers {
                         &form,
                     )
                     .await?;
+                if !direct {
+                    // Local storage: cloned beside the source, then moved while it is still stopped.
+                    self.kit
+                        .handle(&source_node, vmid)
+                        .migrate(node, Migration::Offline)
+                        .await?;
+                }
             }
             None => {
                 let template = template_volume(container.template.as_deref().unwrap_or_default());
@@ -388,6 +427,16 @@ impl GuestDriver for Containers {
     }
 
     /// One config write, then raw keys, disk growth, firewall, start, work inside, and missing snapshots.
+    async fn migrate(&self, node: &str, vmid: u32, target: &str) -> Result<(), ManagerError> {
+        let handle = self.kit.handle(node, vmid);
+        let how = match handle.status().await?.as_str() {
+            "running" => Migration::Restart,
+            _ => Migration::Offline,
+        };
+        handle.migrate(target, how).await?;
+        Ok(())
+    }
+
     async fn update(
         &self,
         node: &str,
@@ -444,6 +493,9 @@ impl GuestDriver for Containers {
                 LxcField::Snapshots => snapshots.extend(compare::added_names(change.old.as_ref(), new)),
                 // A changed `unprivileged` replaces the container; the new one is created with it.
                 LxcField::Unprivileged => {}
+                // A migration is made before the other changes (`GuestDiff::moves`); how a new container
+                // reached its node is only said.
+                LxcField::Node | LxcField::Placement => {}
                 LxcField::GuestScripts => run_scripts = true,
                 LxcField::RawLxc => {
                     raw_keys = new
@@ -525,7 +577,7 @@ impl GuestDriver for Containers {
 
     async fn health_check(
         &self,
-        _node: &str,
+        node: &str,
         vmid: u32,
         container: Option<&ContainerConfig>,
     ) -> Result<(), ManagerError> {
@@ -535,7 +587,7 @@ impl GuestDriver for Containers {
                 "lxc/{vmid} has no health check, or Phoenix cannot reach the node to run it"
             )));
         };
-        inside::health_check(&guest.exec(vmid), check).await
+        inside::health_check(&guest.exec_on(node, vmid), check).await
     }
 }
 

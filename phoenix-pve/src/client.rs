@@ -59,7 +59,7 @@ impl Form {
 }
 
 /// One entry of `GET /cluster/resources`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ClusterResource {
     /// `qemu/100`, `lxc/101`, `node/pve1`, `storage/pve1/local`.
     pub id: String,
@@ -90,6 +90,15 @@ pub struct ClusterResource {
     /// Storage name, for storages.
     #[serde(default)]
     pub storage: Option<String>,
+    /// Memory in bytes: a node's total, a guest's configured.
+    #[serde(default)]
+    pub maxmem: Option<u64>,
+    /// Memory in use, in bytes.
+    #[serde(default)]
+    pub mem: Option<u64>,
+    /// 1 for a storage shared between nodes.
+    #[serde(default)]
+    pub shared: Option<u8>,
 }
 
 impl ClusterResource {

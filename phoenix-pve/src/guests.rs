@@ -1,14 +1,14 @@
 //! The guest kit: everything the container and VM managers do the same way, so each of them only says
 //! what is its own (how it reads a guest into fields, creates one, and applies field changes).
 //!
-//! - [`Cluster`]: Proxmox's cluster listing, read once per observe [`Round`] and shared by every manager of
-//!   a session.
-//! - [`GuestKit`]: the client, the guest type, the default node and where each guest lives.
+//! - [`GuestKit`]: the client, the guest type, the default node, the session's [`Cluster`] (its listing and
+//!   placements) and where each guest lives.
 //! - [`GuestDiff`]: the pure half of a manager, its field vocabulary and comparison. [`GuestDiffer`] makes
 //!   it a core [`Differ`], which the demo target runs.
 //! - [`GuestDriver`] and [`GuestManager`]: the IO half, and the `Manager` that drives it: observe (one
-//!   cluster read, then bounded parallel reads of declared or owned guests), diff, apply (create, then
-//!   converge like an update; replace only what Phoenix owns), operate.
+//!   cluster read, then bounded parallel reads of declared or owned guests; those on a node that is down
+//!   are unreachable), diff, apply (create, then converge like an update; migrate when the node changes;
+//!   replace only what Phoenix owns), operate.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,43 +18,16 @@ use phoenix_core::{
     Action, Address, Change, Differ, FieldKey, Fields, Manager, ManagerError, Observed, Operation, Resource,
     ResourceKind, Round, TypedChange,
 };
+use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::client::{Client, ClusterResource};
+use crate::client::Client;
+use crate::cluster::{Cluster, Placements};
 use crate::error::PveError;
 use crate::lifecycle::{GuestHandle, GuestType};
 
 /// Guests read at once while observing.
 const READ_CONCURRENCY: usize = 8;
-
-/// Proxmox's cluster listing (`GET /cluster/resources`), read once per round of observes.
-pub struct Cluster {
-    client: Arc<Client>,
-    cached: tokio::sync::Mutex<Option<(Round, Arc<Vec<ClusterResource>>)>>,
-}
-
-impl Cluster {
-    /// The listing of the cluster `client` talks to.
-    pub fn new(client: Arc<Client>) -> Cluster {
-        Cluster {
-            client,
-            cached: tokio::sync::Mutex::default(),
-        }
-    }
-
-    /// The listing as of `round`: read by the first manager that asks in the round, shared with the others.
-    pub async fn resources(&self, round: Round) -> Result<Arc<Vec<ClusterResource>>, PveError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((seen, resources)) = cached.as_ref()
-            && *seen == round
-        {
-            return Ok(Arc::clone(resources));
-        }
-        let resources = Arc::new(self.client.cluster_resources().await?);
-        *cached = Some((round, Arc::clone(&resources)));
-        Ok(resources)
-    }
-}
 
 /// What both guest managers hold: the client, the cluster listing, which API their guests live under,
 /// the node for guests that name none, and the node each guest was last seen on.
@@ -105,14 +78,40 @@ impl GuestKit {
         &self.client
     }
 
-    /// The node a guest is on: where it was seen, else the one its resource names, else the default.
+    /// The node a guest is on: where it was seen, else the one its resource names, else where it was
+    /// placed, else the default.
     pub fn node_of(&self, vmid: u32, resource: Option<&Resource>) -> String {
         if let Some(node) = self.nodes().get(&vmid) {
             return node.clone();
         }
         resource
             .and_then(|resource| resource.node.clone())
+            .or_else(|| Some(self.cluster.placements().get(vmid)?.node))
             .unwrap_or_else(|| self.default_node.clone())
+    }
+
+    /// Whether a clone of `source`, on `source_node`, can be made straight on `node`: Proxmox clones to
+    /// another node only from shared storage, and to shared `storage` when one is given. Otherwise the
+    /// clone is made beside its source and migrated (see [`crate::cluster::clone_route`]).
+    pub async fn clones_across(
+        &self,
+        source_node: &str,
+        source: u32,
+        storage: Option<&str>,
+        node: &str,
+    ) -> Result<bool, PveError> {
+        if source_node == node {
+            return Ok(true);
+        }
+        let listing = self.cluster.latest().await;
+        let shared = |storage: &str| crate::cluster::is_shared(&listing, source_node, storage);
+        let volumes = self.handle(source_node, source).volume_storages().await?;
+        Ok(volumes.iter().all(|volume| shared(volume)) && storage.is_none_or(shared))
+    }
+
+    /// The cluster listing and placements this kit shares with the other managers.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// One guest on one node.
@@ -144,30 +143,59 @@ impl GuestKit {
         self.nodes.lock().expect("no code panics while holding this lock")
     }
 
-    /// The guests to read, with their node and status: those declared and those Phoenix owns. Remembers
-    /// the node of every guest of this kind.
-    async fn targets(&self, desired: &[Resource], round: Round) -> Result<Vec<Target>, PveError> {
+    /// The guests to read, with their node and status: those declared and those Phoenix owns; and those
+    /// that cannot be read or created now, because their node is down, with why. Remembers the node of
+    /// every guest of this kind.
+    async fn targets(
+        &self,
+        desired: &[Resource],
+        round: Round,
+    ) -> Result<(Vec<Target>, BTreeMap<u32, String>), PveError> {
         let resources = self.cluster.resources(round).await?;
-        let declared: Vec<u32> = desired
+        let declared: BTreeMap<u32, &Resource> = desired
             .iter()
-            .filter_map(|resource| resource.address.guest_id())
+            .filter_map(|resource| Some((resource.address.guest_id()?, resource)))
             .collect();
-        let mut nodes = self.nodes();
         let mut targets = Vec::new();
-        for entry in resources.iter().filter(|entry| entry.kind == self.kind.segment()) {
-            let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
-                continue;
-            };
-            nodes.insert(vmid, node.clone());
-            if declared.contains(&vmid) || entry.is_owned() {
-                targets.push(Target {
-                    vmid,
-                    node,
-                    status: entry.status.clone().unwrap_or_default(),
-                });
+        let mut unreachable = BTreeMap::new();
+        {
+            let mut nodes = self.nodes();
+            for entry in resources.iter().filter(|entry| entry.kind == self.kind.segment()) {
+                let (Some(vmid), Some(node)) = (entry.vmid, entry.node.clone()) else {
+                    continue;
+                };
+                nodes.insert(vmid, node.clone());
+                if !declared.contains_key(&vmid) && !entry.is_owned() {
+                    continue;
+                }
+                match crate::cluster::node_down(&resources, &node) {
+                    Some(reason) => {
+                        unreachable.insert(vmid, reason);
+                    }
+                    None => targets.push(Target {
+                        vmid,
+                        node,
+                        status: entry.status.clone().unwrap_or_default(),
+                    }),
+                }
             }
         }
-        Ok(targets)
+        // A guest to create on a node that is down cannot be created now.
+        for (vmid, resource) in declared {
+            if self.nodes().contains_key(&vmid) {
+                continue;
+            }
+            let node = self.node_of(vmid, Some(resource));
+            if let Some(reason) = crate::cluster::node_down(&resources, &node)
+                && resources.iter().any(|entry| entry.kind == "node")
+            {
+                unreachable.insert(
+                    vmid,
+                    format!("{reason}: the {} cannot be created there", self.kind.noun()),
+                );
+            }
+        }
+        Ok((targets, unreachable))
     }
 
     /// Stops and destroys a guest, and forgets where it was.
@@ -209,6 +237,15 @@ pub trait GuestDiff: Send + Sync + 'static {
 
     /// Whether a change cannot be made in place, so the guest is replaced.
     fn replaces(change: &TypedChange<Self::Field>) -> bool;
+
+    /// Whether a change moves the guest to another node: its `new` is the node, and it is migrated
+    /// before the other changes are made there.
+    fn moves(change: &TypedChange<Self::Field>) -> bool;
+
+    /// Where new guests that name no node go, as placed when the cluster was read (none offline).
+    fn placements(&self) -> Option<&Placements> {
+        None
+    }
 }
 
 /// A [`GuestDiff`] as the engine's [`Differ`]: what the managers' `diff` is, and what the demo target runs.
@@ -221,10 +258,21 @@ impl<D: GuestDiff> GuestDiffer<D> {
         };
         let wanted = self.0.wanted(config);
         let Some(observed) = observed else {
-            return vec![Change::create(
-                desired.address.clone(),
-                &Observed::from_fields(&wanted).fields,
-            )];
+            let mut fields = Observed::from_fields(&wanted).fields;
+            // Where the guest goes, and why there, when the configuration does not say.
+            if let Some(placement) = desired
+                .address
+                .guest_id()
+                .and_then(|vmid| self.0.placements()?.get(vmid))
+            {
+                fields
+                    .entry("node".to_owned())
+                    .or_insert_with(|| Value::String(placement.node.clone()));
+                if let Some(how) = placement.how {
+                    fields.insert("placement".to_owned(), Value::String(how));
+                }
+            }
+            return vec![Change::create(desired.address.clone(), &fields)];
         };
         let changed = self.0.compare(&wanted, &observed.to_fields());
         if changed.is_empty() {
@@ -290,6 +338,10 @@ pub trait GuestDriver: Send + Sync + 'static {
         config: &ConfigOf<Self>,
         node: &str,
     ) -> Result<(), ManagerError>;
+
+    /// Moves the guest from `node` to `target`: offline when it is stopped, otherwise as its kind can
+    /// (a container restarts, a VM moves live).
+    async fn migrate(&self, node: &str, vmid: u32, target: &str) -> Result<(), ManagerError>;
 
     /// Applies field changes to an existing guest.
     async fn update(
@@ -357,7 +409,7 @@ impl<D: GuestDriver> Manager for GuestManager<D> {
         round: Round,
     ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
         let kit = self.driver.kit();
-        let targets = kit.targets(desired, round).await?;
+        let (targets, unreachable) = kit.targets(desired, round).await?;
         self.driver.prepare(desired).await?;
         let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
         let mut reads = tokio::task::JoinSet::new();
@@ -370,7 +422,10 @@ impl<D: GuestDriver> Manager for GuestManager<D> {
                 (target.vmid, fields)
             });
         }
-        let mut observed = BTreeMap::new();
+        let mut observed: BTreeMap<Address, Observed> = unreachable
+            .into_iter()
+            .map(|(vmid, reason)| (kit.address(vmid), Observed::unreachable(reason)))
+            .collect();
         while let Some(joined) = reads.join_next().await {
             let (vmid, fields) = joined.expect("reads do not panic");
             observed.insert(kit.address(vmid), Observed::from_fields(&fields?));
@@ -405,7 +460,16 @@ impl<D: GuestDriver> Manager for GuestManager<D> {
                     .map(|field| field.typed())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|error| ManagerError::failed(error.to_string()))?;
-                let node = kit.node_of(vmid, Some(resource));
+                let (moves, changes): (Vec<_>, Vec<_>) = changes.into_iter().partition(D::Diff::moves);
+                let mut node = kit.node_of(vmid, Some(resource));
+                if let Some(target) = moves.first().and_then(|change| change.new.as_str()) {
+                    self.driver.migrate(&node, vmid, target).await?;
+                    kit.nodes().insert(vmid, target.to_owned());
+                    node = target.to_owned();
+                }
+                if changes.is_empty() {
+                    return Ok(());
+                }
                 self.driver.update(&node, vmid, &changes, config).await
             }
             (_, None) => Err(ManagerError::failed(format!(

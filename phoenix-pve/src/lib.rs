@@ -9,6 +9,7 @@
 //! - Retries: dispatches are retried on transient errors only; a task once accepted is never dispatched again.
 
 mod client;
+pub mod cluster;
 pub mod compare;
 mod error;
 pub mod firewall;

@@ -1,7 +1,7 @@
 //! What the container and VM managers do the same way, through the same API shapes under `lxc/` and
 //! `qemu/`: status, power, snapshots, ownership, destruction and disk growth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use phoenix_core::{ManagerError, Operation};
 use serde_json::Value;
@@ -29,7 +29,8 @@ impl GuestType {
         }
     }
 
-    fn noun(self) -> &'static str {
+    /// `container` or `VM`.
+    pub fn noun(self) -> &'static str {
         match self {
             GuestType::Lxc => "container",
             GuestType::Qemu => "VM",
@@ -43,6 +44,51 @@ impl GuestType {
             GuestType::Qemu => "VM",
         }
     }
+}
+
+/// How a guest moves between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    /// A stopped guest: its config and disks move; nothing runs meanwhile.
+    Offline,
+    /// A running container: shut down here, moved, started there (Proxmox's restart mode).
+    Restart,
+    /// A running VM moves live; `local_disks`: its disks on non-shared storage are copied while it runs.
+    Online {
+        /// Some disk is on storage only this node has.
+        local_disks: bool,
+    },
+}
+
+/// The storages of a guest config's disks.
+pub fn disk_storages(kind: GuestType, config: &BTreeMap<String, Value>) -> BTreeSet<String> {
+    let disk_key = |key: &str| match kind {
+        GuestType::Lxc => key == "rootfs" || numbered(key, "mp"),
+        GuestType::Qemu => {
+            ["scsi", "virtio", "sata", "ide"]
+                .iter()
+                .any(|bus| numbered(key, bus))
+                || key == "efidisk0"
+                || key == "tpmstate0"
+        }
+    };
+    config
+        .iter()
+        .filter(|(key, _)| disk_key(key))
+        .filter_map(|(_, value)| value.as_str())
+        .filter(|value| !value.contains("media=cdrom"))
+        .filter_map(|value| {
+            let volume = value.split(',').next()?;
+            let volume = volume.strip_prefix("volume=").unwrap_or(volume);
+            let (storage, _) = volume.split_once(':')?;
+            (!volume.starts_with('/')).then(|| storage.to_owned())
+        })
+        .collect()
+}
+
+fn numbered(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|index| !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit()))
 }
 
 /// One guest on one node.
@@ -215,6 +261,34 @@ impl GuestHandle<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Moves the guest to `target` (`POST .../migrate`), the way `how` says, and waits for the task.
+    pub async fn migrate(&self, target: &str, how: Migration) -> Result<(), PveError> {
+        self.wait_unlocked().await?;
+        let mut form = Form::new().text("target", target);
+        match how {
+            Migration::Offline => {}
+            Migration::Restart => form = form.flag("restart", true),
+            Migration::Online { local_disks } => {
+                form = form.flag("online", true);
+                if local_disks {
+                    form = form.flag("with-local-disks", true);
+                }
+            }
+        }
+        self.client
+            .run_task(Method::POST, &format!("{}/migrate", self.base()), &form)
+            .await?;
+        Ok(())
+    }
+
+    /// The storages the guest's disks are on (its root disk and volume mount points, or its VM disks),
+    /// read from its config; bind mounts, CD-ROMs and passed-through devices have none.
+    pub async fn volume_storages(&self) -> Result<BTreeSet<String>, PveError> {
+        let config: BTreeMap<String, Value> =
+            self.client.get(&format!("{}/config", self.base()), &[]).await?;
+        Ok(disk_storages(self.kind, &config))
     }
 
     /// Stops the guest if it runs, then destroys it with its disks.

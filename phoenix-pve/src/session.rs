@@ -2,6 +2,7 @@
 //! environment: the API client, the cluster listing (read once per round), the node for guests that name
 //! none, the host channel, and the configuration directory secrets and templates are found in.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use phoenix_core::config::hypervisor::StorageDecl;
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::cluster::{Cluster, Placements};
 use crate::error::PveError;
-use crate::guests::{Cluster, GuestKit};
+use crate::guests::GuestKit;
 use crate::host::{HostChannel, LocalHost, SshHost};
 use crate::lifecycle::GuestType;
 use crate::settings::{Settings, SettingsError};
@@ -23,6 +25,8 @@ pub struct Session {
     cluster: Arc<Cluster>,
     default_node: String,
     host: Option<Arc<dyn HostChannel>>,
+    /// The host channels of the other nodes of a cluster, by name.
+    hosts: BTreeMap<String, Arc<dyn HostChannel>>,
     config_dir: PathBuf,
 }
 
@@ -73,14 +77,40 @@ impl Session {
                 }
             }
         };
-        let ssh = connection.and_then(|connection| connection.ssh.as_deref());
-        let host: Option<Arc<dyn HostChannel>> = match ssh {
-            Some("local") => Some(Arc::new(LocalHost)),
-            Some(destination) => Some(Arc::new(ssh_host(destination, env, config_dir))),
-            None if Path::new("/etc/pve").is_dir() => Some(Arc::new(LocalHost)),
-            None => None,
+        let channel = |ssh: Option<&str>| -> Option<Arc<dyn HostChannel>> {
+            match ssh {
+                Some("local") => Some(Arc::new(LocalHost)),
+                Some(destination) => Some(Arc::new(ssh_host(destination, env, config_dir))),
+                None if Path::new("/etc/pve").is_dir() => Some(Arc::new(LocalHost)),
+                None => None,
+            }
         };
-        Ok(Session::new(client, default_node, host, config_dir))
+        let ssh_for = |node: &str| connection.and_then(|connection| connection.ssh_for(node));
+        let host = channel(ssh_for(&default_node).as_deref());
+        let mut session = Session::new(client, default_node.clone(), host, config_dir).placing(estate);
+        for node in connection
+            .map(|connection| connection.nodes.as_slice())
+            .unwrap_or_default()
+        {
+            if *node != default_node
+                && let Some(host) = channel(ssh_for(node).as_deref())
+            {
+                session.hosts.insert(node.clone(), host);
+            }
+        }
+        Ok(session)
+    }
+
+    /// The session, placing the guests of `estate` that name no node by its `proxmox.placement`
+    /// (see [`Cluster::for_estate`]). Call it before taking kits.
+    pub fn placing(mut self, estate: &Estate) -> Session {
+        self.cluster = Arc::new(Cluster::new(Arc::clone(&self.client)).for_estate(estate));
+        self
+    }
+
+    /// Where new guests go, as placed when the cluster was last read.
+    pub fn placements(&self) -> &Placements {
+        self.cluster.placements()
     }
 
     /// A session over a connected client (tests build theirs this way).
@@ -95,6 +125,7 @@ impl Session {
             client,
             default_node: default_node.into(),
             host,
+            hosts: BTreeMap::new(),
             config_dir: config_dir.into(),
         }
     }
@@ -124,9 +155,28 @@ impl Session {
         &self.client.settings().endpoint
     }
 
-    /// How to run commands on the node, when Phoenix can.
+    /// How to run commands on the default node, when Phoenix can.
     pub fn host(&self) -> Option<&Arc<dyn HostChannel>> {
         self.host.as_ref()
+    }
+
+    /// How to run commands on `node`, when Phoenix can.
+    pub fn host_on(&self, node: &str) -> Option<&Arc<dyn HostChannel>> {
+        if node == self.default_node {
+            return self.host.as_ref();
+        }
+        self.hosts.get(node)
+    }
+
+    /// The host channels of the nodes other than the default one, by name.
+    pub fn other_hosts(&self) -> impl Iterator<Item = (&str, &Arc<dyn HostChannel>)> {
+        self.hosts.iter().map(|(node, host)| (node.as_str(), host))
+    }
+
+    /// The same session, reaching `node` through `host` (tests give each node of a cluster its own).
+    pub fn with_host_on(mut self, node: impl Into<String>, host: Arc<dyn HostChannel>) -> Session {
+        self.hosts.insert(node.into(), host);
+        self
     }
 
     /// Where relative secret files and templates are found.

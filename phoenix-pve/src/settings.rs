@@ -264,6 +264,8 @@ mod tests {
         Connection {
             endpoint: "https://pve1:8006/".into(),
             nodes: vec!["pve1".into()],
+            placement: None,
+            node_ssh: Default::default(),
             token_id: Some("phoenix@pve!ci".into()),
             token_secret: Some(Secret::Env("TOKEN".into())),
             user: None,

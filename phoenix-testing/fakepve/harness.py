@@ -5,7 +5,8 @@ Prints one JSON line on stdout once listening:
 The control endpoint (plain HTTP on loopback) takes POST /exec with {"code": "..."}: the code runs as the
 body of an async function with `pve` (the FakePve) in scope and may `await`; whatever it assigns to
 `result` is returned as JSON. GET /requests returns every request fakepve answered: [method, path, body].
-The host endpoints fakepve answers without keeping state get it from host_state.py (`pve.host_state`).
+The host endpoints fakepve answers without keeping state get it from host_state.py (`pve.host_state`);
+cluster_state.py migrates VMs and lets a test set node memory.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from fakepve.certs import make_cert
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import apt_state  # noqa: E402 - after the line above
+import cluster_state  # noqa: E402
 import host_state  # noqa: E402
 
 HOST = '127.0.0.1'
@@ -43,6 +45,8 @@ async def main():
     host_state.install(pve)
     # APT repositories keep what is written (see apt_state.py).
     apt_state.install(pve)
+    # VMs migrate, and node memory can be set (see cluster_state.py).
+    cluster_state.install(pve)
 
     directory = tempfile.mkdtemp(prefix='phoenix-fakepve-')
     certfile, keyfile, der = make_cert(directory, hosts=(HOST,))

@@ -40,10 +40,15 @@ pub enum VmField {
     Nameserver,
     /// The first NIC's property string (model, MAC, bridge, firewall flag).
     Net0,
+    /// The node it runs on; a change migrates it.
+    Node,
     /// Start at boot.
     Onboot,
     /// Whether it carries the owner tag.
     Owned,
+    /// How a new VM reaches its node (placed by a rule, cloned beside its source and migrated): said in
+    /// the plan of a creation, never compared.
+    Placement,
     /// DNS search domain (cloud-init).
     Searchdomain,
     /// Snapshot names.
@@ -77,8 +82,10 @@ impl FieldKey for VmField {
             Name,
             Nameserver,
             Net0,
+            Node,
             Onboot,
             Owned,
+            Placement,
             Searchdomain,
             Snapshots,
             Sshkeys,
@@ -104,8 +111,10 @@ impl FieldKey for VmField {
             VmField::Name => "name",
             VmField::Nameserver => "nameserver",
             VmField::Net0 => "net0",
+            VmField::Node => "node",
             VmField::Onboot => "onboot",
             VmField::Owned => "owned",
+            VmField::Placement => "placement",
             VmField::Searchdomain => "searchdomain",
             VmField::Snapshots => "snapshots",
             VmField::Sshkeys => "sshkeys",
@@ -232,6 +241,9 @@ pub(crate) fn observed_fields(
 pub(crate) fn desired_fields(vm: &VmConfig, domain: Option<&str>) -> Fields<VmField> {
     let mut fields = BTreeMap::new();
     fields.insert(VmField::Name, json!(vm.name));
+    if let Some(node) = &vm.node {
+        fields.insert(VmField::Node, json!(node));
+    }
     if let Some(cores) = vm.cores {
         fields.insert(VmField::Cores, json!(cores));
     }
@@ -339,6 +351,7 @@ pub(crate) fn compare(desired: &Fields<VmField>, observed: &Fields<VmField>) -> 
                     changes.push(change(wanted.clone(), Consequence::Live));
                 }
             }
+            VmField::Placement => {}
             _ if live == Some(wanted) => {}
             // A template cannot become a VM again: the VM is created anew.
             VmField::Template if wanted == false => {
@@ -357,6 +370,8 @@ pub(crate) fn compare(desired: &Fields<VmField>, observed: &Fields<VmField>) -> 
             | VmField::FirewallEnabled
             | VmField::FirewallRules
             | VmField::Name
+            // A running VM migrates live (its local disks copied while it runs), a stopped one offline.
+            | VmField::Node
             | VmField::Onboot
             | VmField::Owned
             | VmField::Status

@@ -12,10 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use phoenix_core::config::VmConfig;
 use phoenix_core::{Desired, Fields, ManagerError, Resource, TypedChange};
+use phoenix_pve::cluster::Placements;
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
 use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
 use phoenix_pve::host::{HostChannel, sha256_hex};
-use phoenix_pve::lifecycle::GuestType;
+use phoenix_pve::lifecycle::{GuestType, Migration};
 use phoenix_pve::{
     Client, Form, Method, PveError, Session, compare, firewall, props, resolve_secret, storage_for,
 };
@@ -78,6 +79,8 @@ pub struct VmDiff {
     pub scripts: Option<Arc<GuestScripts>>,
     /// The custom cloud-init user-data template, when VMs get one.
     pub user_data_template: Option<String>,
+    /// Where new VMs that name no node go, as placed when the cluster was read.
+    pub placements: Option<Placements>,
 }
 
 impl VmDiff {
@@ -159,6 +162,14 @@ impl GuestDiff for VmDiff {
     fn replaces(change: &TypedChange<VmField>) -> bool {
         change.field == VmField::Template && change.new == Value::Bool(false)
     }
+
+    fn moves(change: &TypedChange<VmField>) -> bool {
+        change.field == VmField::Node
+    }
+
+    fn placements(&self) -> Option<&Placements> {
+        self.placements.as_ref()
+    }
 }
 
 /// The IO half of the VM manager.
@@ -188,10 +199,12 @@ impl Vms {
     /// VMs through `kit`; `domain` is the default DNS search domain; cloud images are stored on
     /// `import_storage` (a storage with the `import` content type).
     pub fn new(kit: GuestKit, domain: Option<String>, import_storage: impl Into<String>) -> Vms {
+        let placements = Some(kit.cluster().placements().clone());
         Vms {
             kit,
             differ: GuestDiffer(VmDiff {
                 domain,
+                placements,
                 ..VmDiff::default()
             }),
             import_storage: import_storage.into(),
@@ -456,6 +469,7 @@ impl GuestDriver for Vms {
         let names = self.kit.handle(node, vmid).snapshot_names().await?;
         let firewall = firewall::read(client, &base).await?;
         let mut fields = fields::observed_fields(&config, status, &names, firewall);
+        fields.insert(VmField::Node, Value::String(node.to_owned()));
         // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
         // none, and apply waits for the agent before it runs anything.
         if records && status == "running" && fields.get(&VmField::Agent) == Some(&Value::String("1".into())) {
@@ -522,7 +536,12 @@ impl GuestDriver for Vms {
                 if !is_template && let Some(snapshot) = snapshot {
                     form = form.text("snapname", snapshot);
                 }
-                if source_node != node {
+                let storage = (!vm.linked_clone).then_some(storage.as_str());
+                let direct = self
+                    .kit
+                    .clones_across(&source_node, source, storage, node)
+                    .await?;
+                if direct && source_node != node {
                     form = form.text("target", node);
                 }
                 self.kit
@@ -533,6 +552,13 @@ impl GuestDriver for Vms {
                         &form,
                     )
                     .await?;
+                if !direct {
+                    // Local storage: cloned beside the source, then moved while it is still stopped.
+                    self.kit
+                        .handle(&source_node, vmid)
+                        .migrate(node, Migration::Offline)
+                        .await?;
+                }
             }
             None => {
                 let image = vm.template_image.as_deref().ok_or_else(|| {
@@ -570,6 +596,23 @@ impl GuestDriver for Vms {
 
     /// One config write, then disk growth, firewall, template conversion or start, work inside, and
     /// missing snapshots.
+    async fn migrate(&self, node: &str, vmid: u32, target: &str) -> Result<(), ManagerError> {
+        let handle = self.kit.handle(node, vmid);
+        let how = match handle.status().await?.as_str() {
+            "running" => {
+                let listing = self.kit.cluster().latest().await;
+                let storages = handle.volume_storages().await?;
+                let local_disks = storages
+                    .iter()
+                    .any(|storage| !phoenix_pve::cluster::is_shared(&listing, node, storage));
+                Migration::Online { local_disks }
+            }
+            _ => Migration::Offline,
+        };
+        handle.migrate(target, how).await?;
+        Ok(())
+    }
+
     async fn update(
         &self,
         node: &str,
@@ -610,6 +653,9 @@ impl GuestDriver for Vms {
                 VmField::DiskGb => grow = new.as_f64(),
                 // `false` replaces the VM (a template cannot become a VM again); the new one is a VM.
                 VmField::Template => make_template = new == true,
+                // A migration is made before the other changes (`GuestDiff::moves`); how a new VM reached
+                // its node is only said.
+                VmField::Node | VmField::Placement => {}
                 VmField::GuestScripts => run_scripts = true,
                 VmField::Cipassword => {
                     let secret = vm

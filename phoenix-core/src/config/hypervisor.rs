@@ -122,9 +122,14 @@ pub struct HypervisorFile {
 pub struct Connection {
     /// API endpoint, `https://host:8006`.
     pub endpoint: String,
-    /// Cluster nodes Phoenix manages; a guest without `node` runs on the only one.
+    /// Cluster nodes Phoenix manages; a guest without `node` runs on the only one, or is placed by
+    /// `placement`.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Where a new guest that names no node goes, in a cluster of several nodes; without it, every guest
+    /// of such a cluster must name its node.
+    #[serde(default)]
+    pub placement: Option<Placement>,
     /// API token id, `user@realm!tokenname`.
     #[serde(default)]
     pub token_id: Option<String>,
@@ -143,9 +148,44 @@ pub struct Connection {
     /// SHA-256 fingerprint of the node's certificate, `AA:BB:...`.
     #[serde(default)]
     pub fingerprint: Option<String>,
-    /// How Phoenix runs host-side commands: `local` (on the node) or an SSH destination.
+    /// How Phoenix runs host-side commands: `local` (on the node) or an SSH destination; in a cluster,
+    /// `{node}` stands for each node's name.
     #[serde(default)]
     pub ssh: Option<String>,
+    /// The SSH destination (or `local`) of each node by name, where `ssh` does not give it.
+    #[serde(default)]
+    pub node_ssh: BTreeMap<String, String>,
+}
+
+impl Connection {
+    /// How Phoenix reaches `node` for host-side commands: `node_ssh`, else `ssh` with `{node}` replaced;
+    /// in a cluster of several nodes, an `ssh` without `{node}` reaches only the first, and the others are
+    /// `root@<node>`. `None`: nothing is configured (the caller decides, local when it runs on a node).
+    pub fn ssh_for(&self, node: &str) -> Option<String> {
+        if let Some(destination) = self.node_ssh.get(node) {
+            return Some(destination.clone());
+        }
+        let first = self.nodes.first().is_none_or(|first| first == node);
+        match &self.ssh {
+            Some(ssh) if ssh.contains("{node}") => Some(ssh.replace("{node}", node)),
+            Some(ssh) if first => Some(ssh.clone()),
+            _ if first => None,
+            _ => Some(format!("root@{node}")),
+        }
+    }
+}
+
+/// How a new guest that names no node is placed on one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The first node of `proxmox.nodes` that is online and has the guest's storage (the rule for a
+    /// cluster whose guests each name their node, and for a single node).
+    #[default]
+    FirstNode,
+    /// The online node with the most free memory that has the guest's storage, counting the guests
+    /// placed before it in the same run.
+    MostFreeMemory,
 }
 
 /// A Linux user on the host.
@@ -1136,4 +1176,34 @@ where
     }
 
     deserializer.deserialize_any(OneOrMany(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(nodes: &[&str], ssh: Option<&str>) -> Connection {
+        serde_json::from_value(serde_json::json!({
+            "endpoint": "https://pve1:8006",
+            "nodes": nodes,
+            "ssh": ssh,
+            "node_ssh": { "pve3": "admin@10.0.0.13" },
+        }))
+        .expect("a connection")
+    }
+
+    #[test]
+    fn each_node_is_reached_by_its_own_destination() {
+        let single = connection(&["pve1"], Some("root@pve1.lab"));
+        assert_eq!(single.ssh_for("pve1").as_deref(), Some("root@pve1.lab"));
+        let template = connection(&["pve1", "pve2", "pve3"], Some("root@{node}.lab"));
+        assert_eq!(template.ssh_for("pve2").as_deref(), Some("root@pve2.lab"));
+        assert_eq!(template.ssh_for("pve3").as_deref(), Some("admin@10.0.0.13"));
+        let first_only = connection(&["pve1", "pve2"], Some("local"));
+        assert_eq!(first_only.ssh_for("pve1").as_deref(), Some("local"));
+        assert_eq!(first_only.ssh_for("pve2").as_deref(), Some("root@pve2"));
+        let unset = connection(&["pve1", "pve2"], None);
+        assert_eq!(unset.ssh_for("pve1"), None);
+        assert_eq!(unset.ssh_for("pve2").as_deref(), Some("root@pve2"));
+    }
 }

@@ -439,12 +439,13 @@ fn link_deletions(entries: &mut BTreeMap<Address, PlanEntry>) {
         {
             vm.depends_on.push(address.clone());
         }
-        // A dataset goes after the datasets under it.
+        // A dataset goes after the datasets under it (on its node, in a cluster: `host/<node>/zfs/...`).
         if let Address::Host(path) = address
-            && let Some((parent, _)) = path
-                .strip_prefix("zfs/dataset/")
-                .and_then(|name| name.rsplit_once('/'))
-            && let Some(entry) = entries.get_mut(&Address::Host(format!("zfs/dataset/{parent}")))
+            && let Some(at) = path.find("zfs/dataset/")
+            && (at == 0 || path[..at].ends_with('/'))
+            && let Some((parent, _)) = path[at + "zfs/dataset/".len()..].rsplit_once('/')
+            && let Some(entry) =
+                entries.get_mut(&Address::Host(format!("{}zfs/dataset/{parent}", &path[..at])))
             && entry.resource.is_none()
         {
             entry.depends_on.push(address.clone());

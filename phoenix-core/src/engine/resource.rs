@@ -721,6 +721,84 @@ fn with_mountpoint(dataset: &ZfsDataset, base: Option<&str>) -> ZfsDataset {
     dataset
 }
 
+/// Whether a host step is the node's own (its network, packages, pools, ...) rather than the cluster's
+/// (the datacenter firewall and its objects, access, storage definitions), which Proxmox keeps once for
+/// every node.
+pub fn is_per_node(step: &HostStep) -> bool {
+    match step {
+        HostStep::Firewall(_) | HostStep::Access(_) | HostStep::Storage(_) => false,
+        HostStep::FirewallPart(part) => matches!(**part, FirewallPart::Node(_)),
+        HostStep::ZfsPool(_)
+        | HostStep::ZfsDataset(_)
+        | HostStep::Snapshots(_)
+        | HostStep::ZfsArc(_)
+        | HostStep::NfsExports(_)
+        | HostStep::Samba(_)
+        | HostStep::User(_)
+        | HostStep::NvidiaDriver(_)
+        | HostStep::Timezone(_)
+        | HostStep::Dns(_)
+        | HostStep::SubIds(_)
+        | HostStep::AptRepositories(_)
+        | HostStep::AptPackages(_)
+        | HostStep::Locale(_)
+        | HostStep::AppArmor(_)
+        | HostStep::Bridge(_) => true,
+    }
+}
+
+/// The host steps of a cluster of several `nodes`: each of the node's own steps once per node, at
+/// `host/<node>/<path>` and depending on the same node's steps; the cluster's steps once, depending on
+/// every node's version of what they need. With one node (or none named) the addresses stay `host/<path>`.
+fn per_node(
+    host: Vec<(Address, Vec<Address>, HostStep)>,
+    nodes: &[String],
+) -> Vec<(Address, Vec<Address>, Option<String>, HostStep)> {
+    if nodes.len() < 2 {
+        return host
+            .into_iter()
+            .map(|(address, depends_on, step)| (address, depends_on, None, step))
+            .collect();
+    }
+    let own: Vec<Address> = host
+        .iter()
+        .filter(|(_, _, step)| is_per_node(step))
+        .map(|(address, _, _)| address.clone())
+        .collect();
+    let on = |node: &str, address: &Address| match address {
+        Address::Host(path) => Address::Host(format!("{node}/{path}")),
+        other => other.clone(),
+    };
+    let mut expanded = Vec::new();
+    for (address, depends_on, step) in host {
+        if is_per_node(&step) {
+            for node in nodes {
+                let depends_on = depends_on
+                    .iter()
+                    .map(|needed| {
+                        if own.contains(needed) {
+                            on(node, needed)
+                        } else {
+                            needed.clone()
+                        }
+                    })
+                    .collect();
+                expanded.push((on(node, &address), depends_on, Some(node.clone()), step.clone()));
+            }
+        } else {
+            let depends_on = depends_on
+                .iter()
+                .flat_map(|needed| match own.contains(needed) {
+                    true => nodes.iter().map(|node| on(node, needed)).collect(),
+                    false => vec![needed.clone()],
+                })
+                .collect();
+            expanded.push((address, depends_on, None, step));
+        }
+    }
+    expanded
+}
+
 /// Every resource of an estate, in a stable order (by address).
 pub fn resources(estate: &Estate) -> Vec<Resource> {
     let files = estate.files();
@@ -937,14 +1015,18 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
     for (address, depends_on, step) in hypervisor.proxmox_access.iter().flat_map(access_steps) {
         host.push((address, depends_on, HostStep::Access(Box::new(step))));
     }
-    let host_addresses: Vec<Address> = host.iter().map(|(address, _, _)| address.clone()).collect();
-    for (address, depends_on, step) in host {
+    let host = per_node(host, &estate.cluster_nodes());
+    let host_addresses: Vec<(Address, Option<String>)> = host
+        .iter()
+        .map(|(address, _, node, _)| (address.clone(), node.clone()))
+        .collect();
+    for (address, depends_on, node, step) in host {
         resources.push(Resource {
             address,
             name: None,
             depends_on,
             after: Vec::new(),
-            node: None,
+            node,
             storage: None,
             desired: Desired::Host(step),
         });
@@ -958,7 +1040,13 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
         })
     };
     for guest in estate.guests().values() {
-        let mut depends_on = host_addresses.clone();
+        // The cluster's host steps and those of the guest's node (of every node, for a guest placed when
+        // it is created).
+        let mut depends_on: Vec<Address> = host_addresses
+            .iter()
+            .filter(|(_, node)| node.is_none() || guest.node.is_none() || *node == guest.node)
+            .map(|(address, _)| address.clone())
+            .collect();
         depends_on.extend(
             guest
                 .clone_from

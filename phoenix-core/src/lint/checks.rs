@@ -1378,6 +1378,8 @@ fn check_nodes(estate: &Estate, problems: &mut Vec<Problem>) {
                 )),
             ),
             Some(_) => {}
+            // A declared placement rule chooses a node for it.
+            None if connection.placement.is_some() => {}
             None => problems.push(
                 Problem::error(
                     "phoenix::node::unspecified",
@@ -1388,7 +1390,7 @@ fn check_nodes(estate: &Estate, problems: &mut Vec<Problem>) {
                 .on_key()
                 .with_label("no node")
                 .with_help(format!(
-                    "the cluster has several nodes: set `node` to one of {}",
+                    "the cluster has several nodes: set `node` to one of {}, or let `proxmox.placement` choose (`first_node` or `most_free_memory`)",
                     connection.nodes.join(", ")
                 )),
             ),
