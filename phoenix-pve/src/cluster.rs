@@ -246,7 +246,8 @@ pub fn place(
                         .min_by_key(|node| std::cmp::Reverse(free.get(node.as_str()).copied().unwrap_or(0))),
                 };
                 let Some(node) = chosen else { continue };
-                let how = match rule {
+                // With one node there is nothing to choose, and nothing to say.
+                let how = (candidates.len() > 1).then(|| match rule {
                     Rule::FirstNode => format!(
                         "first_node: {node} is the first node with storage {}",
                         demand.storage
@@ -255,8 +256,8 @@ pub fn place(
                         "most_free_memory: {node} had {} MiB free",
                         free.get(node.as_str()).copied().unwrap_or(0) / MIB
                     ),
-                };
-                (node.clone(), Some(how))
+                });
+                (node.clone(), how)
             }
         };
         if let Some(left) = free.get_mut(node.as_str()) {
@@ -421,6 +422,19 @@ mod tests {
             Some("cloned on pve1 straight to pve2 (shared storage)")
         );
         assert_eq!(placed[&950].how, None);
+    }
+
+    #[test]
+    fn a_single_node_is_chosen_without_a_word() {
+        let resources = vec![node("pve1", "online", 4096), storage("pve1", "local-lvm", false)];
+        let placed = place(&resources, &[demand(101, 512)], Rule::FirstNode, &[]);
+        assert_eq!(
+            placed[&101],
+            Placement {
+                node: "pve1".into(),
+                how: None
+            }
+        );
     }
 
     #[test]
