@@ -17,6 +17,7 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod gateway;
+pub mod import;
 pub mod lint;
 pub mod model;
 pub mod traefik;

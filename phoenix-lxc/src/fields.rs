@@ -181,7 +181,12 @@ pub(crate) fn observed_fields(
         ("features", "", LxcField::Features),
     ] {
         if let Some(value) = text(key) {
-            fields.insert(field, string_map(&props::parse(&value, default_key)));
+            let mut map = props::parse(&value, default_key);
+            // MAC addresses compare in upper case, whichever case they were written in.
+            if let Some(mac) = map.get_mut("hwaddr") {
+                *mac = mac.to_ascii_uppercase();
+            }
+            fields.insert(field, string_map(&map));
         }
     }
     if let Some(rootfs) = text("rootfs") {

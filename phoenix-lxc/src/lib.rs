@@ -14,6 +14,7 @@
 
 pub mod fields;
 mod guest;
+mod import;
 mod manager;
 
 pub use fields::LxcField;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use phoenix_core::config::ContainerConfig;
+use phoenix_core::import::Imported;
 use phoenix_core::{Desired, Estate, Fields, ManagerError, Resource, TypedChange};
 use phoenix_pve::cluster::Placements;
 use phoenix_pve::gpu::{self, NvidiaDevices};
@@ -309,41 +310,12 @@ impl GuestDriver for Containers {
     }
 
     async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<LxcField>, ManagerError> {
-        let config: BTreeMap<String, Value> = self
-            .kit
-            .client()
-            .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
-            .await?;
-        let names = self.kit.handle(node, vmid).snapshot_names().await?;
-        let (enabled, rules) =
-            firewall::read(self.kit.client(), &format!("/nodes/{node}/lxc/{vmid}")).await?;
-        let firewall = fields::ObservedFirewall { enabled, rules };
-        let records = match (&self.guest, status) {
-            // A container the channel cannot reach (on another node of a cluster, say) shows no records;
-            // apply then says why it cannot run its scripts.
-            (Some(guest), "running") => match inside::records(&guest.exec_on(node, vmid)).await {
-                Ok(records) => Some(records),
-                Err(error) => {
-                    tracing::warn!(vmid, %error, "feature records not readable");
-                    None
-                }
-            },
-            _ => None,
-        };
-        let raw = match &self.guest {
-            Some(guest) => Some(guest.raw_keys(node, vmid).await?),
-            None => None,
-        };
-        let mut fields = fields::observed_fields(&config, status, &names, &firewall, records.as_ref());
-        fields.insert(LxcField::Node, Value::String(node.to_owned()));
-        if let Some(raw) = raw {
-            let raw = raw
-                .into_iter()
-                .map(|(key, values)| (key, json_strings(values)))
-                .collect();
-            fields.insert(LxcField::RawLxc, Value::Object(raw));
-        }
-        Ok(fields)
+        Ok(self.read_with_config(node, vmid, status).await?.1)
+    }
+
+    async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError> {
+        let (config, fields) = self.read_with_config(node, vmid, status).await?;
+        Ok(crate::import::entry(vmid, node, &config, &fields))
     }
 
     async fn create(
@@ -402,7 +374,12 @@ impl GuestDriver for Containers {
                 }
             }
             None => {
-                let template = template_volume(container.template.as_deref().unwrap_or_default());
+                let template = container.template.as_deref().ok_or_else(|| {
+                    ManagerError::failed(format!(
+                        "container {vmid} was adopted and is gone: it declares no `template` or `clone_from_ctid` to be created again from"
+                    ))
+                })?;
+                let template = template_volume(template);
                 self.ensure_template(node, &template).await?;
                 let storage = container
                     .storage_pool
@@ -592,6 +569,50 @@ impl GuestDriver for Containers {
 }
 
 impl Containers {
+    /// Reads one container: its config as Proxmox returns it, and its fields.
+    async fn read_with_config(
+        &self,
+        node: &str,
+        vmid: u32,
+        status: &str,
+    ) -> Result<(BTreeMap<String, Value>, Fields<LxcField>), ManagerError> {
+        let config: BTreeMap<String, Value> = self
+            .kit
+            .client()
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
+            .await?;
+        let names = self.kit.handle(node, vmid).snapshot_names().await?;
+        let (enabled, rules) =
+            firewall::read(self.kit.client(), &format!("/nodes/{node}/lxc/{vmid}")).await?;
+        let firewall = fields::ObservedFirewall { enabled, rules };
+        let records = match (&self.guest, status) {
+            // A container the channel cannot reach (on another node of a cluster, say) shows no records;
+            // apply then says why it cannot run its scripts.
+            (Some(guest), "running") => match inside::records(&guest.exec_on(node, vmid)).await {
+                Ok(records) => Some(records),
+                Err(error) => {
+                    tracing::warn!(vmid, %error, "feature records not readable");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let raw = match &self.guest {
+            Some(guest) => Some(guest.raw_keys(node, vmid).await?),
+            None => None,
+        };
+        let mut fields = fields::observed_fields(&config, status, &names, &firewall, records.as_ref());
+        fields.insert(LxcField::Node, Value::String(node.to_owned()));
+        if let Some(raw) = raw {
+            let raw = raw
+                .into_iter()
+                .map(|(key, values)| (key, json_strings(values)))
+                .collect();
+            fields.insert(LxcField::RawLxc, Value::Object(raw));
+        }
+        Ok((config, fields))
+    }
+
     /// The device entries to write: for a GPU container, built from the node's devices as they are now
     /// (the host driver may have been installed since the plan); else the planned ones.
     async fn devices_now(

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use phoenix_core::import::Imported;
 use phoenix_core::{
     Action, Address, Change, Differ, FieldKey, Fields, Manager, ManagerError, Observed, Operation, Resource,
     ResourceKind, Round, TypedChange,
@@ -338,6 +339,10 @@ pub trait GuestDriver: Send + Sync + 'static {
         config: &ConfigOf<Self>,
         node: &str,
     ) -> Result<(), ManagerError>;
+
+    /// Reads a guest no configuration declares and writes it as the entry that declares it as it is
+    /// (`phoenix import`), with notes on what the entry cannot say.
+    async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError>;
 
     /// Moves the guest from `node` to `target`: offline when it is stopped, otherwise as its kind can
     /// (a container restarts, a VM moves live).

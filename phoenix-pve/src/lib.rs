@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod guest;
 pub mod guests;
 pub mod host;
+pub mod import;
 pub mod lifecycle;
 pub mod props;
 pub mod runlock;

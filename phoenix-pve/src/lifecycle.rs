@@ -337,6 +337,14 @@ impl GuestHandle<'_> {
                 self.ensure_owned("deletes").await?;
                 self.destroy().await?;
             }
+            Operation::Adopt => {
+                if !self.is_owned().await? {
+                    self.wait_unlocked().await?;
+                    let tags = self.tags_with_owner().await?;
+                    let form = Form::new().text("tags", tags);
+                    let _: Value = self.client.put(&format!("{base}/config"), &form).await?;
+                }
+            }
             Operation::HealthCheck => {
                 return Err(ManagerError::failed(format!(
                     "health checks of {} {} run inside it",

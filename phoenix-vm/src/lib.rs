@@ -11,6 +11,7 @@
 
 pub mod cloudinit;
 pub mod fields;
+mod import;
 mod manager;
 
 pub use fields::VmField;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phoenix_core::config::VmConfig;
+use phoenix_core::import::Imported;
 use phoenix_core::{Desired, Fields, ManagerError, Resource, TypedChange};
 use phoenix_pve::cluster::Placements;
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
@@ -196,6 +197,68 @@ struct UserData {
 }
 
 impl Vms {
+    /// Reads one VM: its config as the next start will have it, and its fields.
+    async fn read_with_config(
+        &self,
+        node: &str,
+        vmid: u32,
+        status: &str,
+    ) -> Result<(BTreeMap<String, Value>, Fields<VmField>), ManagerError> {
+        let client = self.kit.client();
+        let records = self.differ.0.scripts.is_some();
+        let user_data = self.user_data_access();
+        let base = format!("/nodes/{node}/qemu/{vmid}");
+        // `pending` gives each key's current value and the one the next start will use; Phoenix compares
+        // the latter, so a change already made (waiting for a restart) is not made again.
+        let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
+        let config = effective_config(&pending);
+        let names = self.kit.handle(node, vmid).snapshot_names().await?;
+        let firewall = firewall::read(client, &base).await?;
+        let mut fields = fields::observed_fields(&config, status, &names, firewall);
+        fields.insert(VmField::Node, Value::String(node.to_owned()));
+        // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
+        // none, and apply waits for the agent before it runs anything.
+        if records && status == "running" && fields.get(&VmField::Agent) == Some(&Value::String("1".into())) {
+            let agent = QemuAgent {
+                client: Arc::clone(client),
+                node: node.to_owned(),
+                vmid,
+            };
+            match inside::records(&agent).await {
+                Ok(found) => {
+                    let found = found
+                        .into_iter()
+                        .map(|(name, digest)| (name, Value::String(digest)))
+                        .collect();
+                    fields.insert(VmField::GuestScripts, Value::Object(found));
+                }
+                Err(error) => tracing::debug!(vmid, %error, "feature records not readable yet"),
+            }
+        }
+        // The user-data snippet attached with `cicustom`, compared by the digest of its content.
+        let attached = config
+            .get("cicustom")
+            .and_then(Value::as_str)
+            .and_then(|cicustom| {
+                cicustom
+                    .split(',')
+                    .find_map(|part| part.strip_prefix("user="))
+                    .and_then(|volume| volume.split_once(":snippets/"))
+            });
+        if let (Some((host, dir)), Some((_, file))) = (user_data, attached) {
+            let argv = ["cat".to_owned(), format!("{dir}/{file}")];
+            if let Ok(output) = host.run(&argv, None, inside::QUICK_TIMEOUT).await
+                && output.success()
+            {
+                fields.insert(
+                    VmField::UserData,
+                    Value::String(sha256_hex(output.stdout.as_bytes())),
+                );
+            }
+        }
+        Ok((config, fields))
+    }
+
     /// VMs through `kit`; `domain` is the default DNS search domain; cloud images are stored on
     /// `import_storage` (a storage with the `import` content type).
     pub fn new(kit: GuestKit, domain: Option<String>, import_storage: impl Into<String>) -> Vms {
@@ -458,59 +521,12 @@ impl GuestDriver for Vms {
     }
 
     async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<VmField>, ManagerError> {
-        let client = self.kit.client();
-        let records = self.differ.0.scripts.is_some();
-        let user_data = self.user_data_access();
-        let base = format!("/nodes/{node}/qemu/{vmid}");
-        // `pending` gives each key's current value and the one the next start will use; Phoenix compares
-        // the latter, so a change already made (waiting for a restart) is not made again.
-        let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
-        let config = effective_config(&pending);
-        let names = self.kit.handle(node, vmid).snapshot_names().await?;
-        let firewall = firewall::read(client, &base).await?;
-        let mut fields = fields::observed_fields(&config, status, &names, firewall);
-        fields.insert(VmField::Node, Value::String(node.to_owned()));
-        // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
-        // none, and apply waits for the agent before it runs anything.
-        if records && status == "running" && fields.get(&VmField::Agent) == Some(&Value::String("1".into())) {
-            let agent = QemuAgent {
-                client: Arc::clone(client),
-                node: node.to_owned(),
-                vmid,
-            };
-            match inside::records(&agent).await {
-                Ok(found) => {
-                    let found = found
-                        .into_iter()
-                        .map(|(name, digest)| (name, Value::String(digest)))
-                        .collect();
-                    fields.insert(VmField::GuestScripts, Value::Object(found));
-                }
-                Err(error) => tracing::debug!(vmid, %error, "feature records not readable yet"),
-            }
-        }
-        // The user-data snippet attached with `cicustom`, compared by the digest of its content.
-        let attached = config
-            .get("cicustom")
-            .and_then(Value::as_str)
-            .and_then(|cicustom| {
-                cicustom
-                    .split(',')
-                    .find_map(|part| part.strip_prefix("user="))
-                    .and_then(|volume| volume.split_once(":snippets/"))
-            });
-        if let (Some((host, dir)), Some((_, file))) = (user_data, attached) {
-            let argv = ["cat".to_owned(), format!("{dir}/{file}")];
-            if let Ok(output) = host.run(&argv, None, inside::QUICK_TIMEOUT).await
-                && output.success()
-            {
-                fields.insert(
-                    VmField::UserData,
-                    Value::String(sha256_hex(output.stdout.as_bytes())),
-                );
-            }
-        }
-        Ok(fields)
+        Ok(self.read_with_config(node, vmid, status).await?.1)
+    }
+
+    async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError> {
+        let (config, fields) = self.read_with_config(node, vmid, status).await?;
+        Ok(crate::import::entry(vmid, node, &config, &fields))
     }
 
     async fn create(&self, _resource: &Resource, vm: &VmConfig, node: &str) -> Result<(), ManagerError> {
@@ -563,7 +579,7 @@ impl GuestDriver for Vms {
             None => {
                 let image = vm.template_image.as_deref().ok_or_else(|| {
                     ManagerError::failed(format!(
-                        "VM {vmid} has neither template_image nor clone_from_vmid"
+                        "VM {vmid} declares no `template_image` or `clone_from_vmid` to be created from (an adopted VM that is gone)"
                     ))
                 })?;
                 let volume = self.ensure_image(node, image, None).await?;

@@ -93,6 +93,10 @@ pub struct ContainerConfig {
     /// Whether the AppArmor profile, not Proxmox, governs nesting.
     #[serde(default)]
     pub apparmor_manages_nesting: Option<bool>,
+    /// Created outside Phoenix and brought in by `phoenix import`: it needs no `template` or `clone_from_ctid` while it
+    /// exists, and cannot be created again without one.
+    #[serde(default)]
+    pub adopted: bool,
     /// Take `pre-features` and `post-features` snapshots while provisioning.
     #[serde(default)]
     pub enable_lifecycle_snapshots: bool,

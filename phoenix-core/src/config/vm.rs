@@ -138,6 +138,10 @@ pub struct VmConfig {
     /// Check run through the guest agent after provisioning until it passes.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// Created outside Phoenix and brought in by `phoenix import`: it needs no `template_image` or `clone_from_vmid` while it
+    /// exists, and cannot be created again without one.
+    #[serde(default)]
+    pub adopted: bool,
     /// Take `pre-features` and `post-features` snapshots while provisioning.
     #[serde(default)]
     pub enable_lifecycle_snapshots: bool,

@@ -374,6 +374,9 @@ impl Manager for FakeManager {
                     )));
                 }
             }
+            Operation::Adopt => {
+                live.fields.insert("owned".into(), Value::Bool(true));
+            }
             Operation::Delete => {}
         }
         Ok(())

@@ -98,6 +98,8 @@ pub enum Operation {
     HealthCheck,
     /// Destroy it (only what Phoenix owns).
     Delete,
+    /// Mark it as owned by Phoenix (`phoenix import --adopt`), changing nothing else.
+    Adopt,
 }
 
 impl Operation {
@@ -111,6 +113,7 @@ impl Operation {
             Operation::Rollback(_) => "rollback",
             Operation::HealthCheck => "health-check",
             Operation::Delete => "delete",
+            Operation::Adopt => "adopt",
         }
     }
 }

@@ -522,10 +522,12 @@ fn check_references(estate: &Estate, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Whether the guest can be created: from a template or image, or, for a guest `phoenix import` adopted,
+/// not at all (it exists; the plan says so if it is ever gone).
 fn has_origin(guest: &Guest) -> bool {
     match &guest.spec {
-        GuestSpec::Container(container) => container.template.is_some(),
-        GuestSpec::Vm(vm) => vm.template_image.is_some(),
+        GuestSpec::Container(container) => container.template.is_some() || container.adopted,
+        GuestSpec::Vm(vm) => vm.template_image.is_some() || vm.adopted,
     }
 }
 
