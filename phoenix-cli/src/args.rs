@@ -72,6 +72,9 @@ pub enum Command {
     Rollback(SnapshotArgs),
     /// Delete guests Phoenix owns (tagged `phoenix`); refuses while other guests depend on them.
     Delete(DeleteArgs),
+    /// Write guests that exist on the cluster but in no configuration file into the configuration
+    /// directory, as entries that declare them as they are; --adopt then tags them as owned.
+    Import(ImportArgs),
     /// Print the resource graph as Graphviz DOT or Mermaid.
     Graph(GraphArgs),
     /// Print the JSON Schema of a configuration file (all four names when none is given).
@@ -98,6 +101,7 @@ impl Command {
             | Command::Snapshot(_)
             | Command::Rollback(_)
             | Command::Delete(_)
+            | Command::Import(_)
             | Command::Graph(_)
             | Command::Schema(_)
             | Command::Completions(_) => OutputFormat::Human,
@@ -343,6 +347,50 @@ pub struct DeleteArgs {
     pub yes: bool,
 }
 
+/// Arguments of `import`. Filters of one kind pass a guest that matches any of their values; `--id` and
+/// `--range` together pass a guest either names.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Import this guest (repeatable).
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<u32>,
+    /// Import the guests with IDs in this range, both ends included (repeatable): `200-299`.
+    #[arg(long = "range", value_name = "FIRST-LAST", value_parser = parse_range)]
+    pub ranges: Vec<std::ops::RangeInclusive<u32>>,
+    /// Import only guests on this node (repeatable).
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Import only guests carrying this tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Show what would be written and planned; write nothing and tag nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// After writing the configuration, tag the imported guests as owned by Phoenix (`phoenix`), so that
+    /// later runs may change, replace and delete them; nothing else on them is changed.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub adopt: bool,
+    /// Adopt without asking (required when not on a terminal).
+    #[arg(long, short = 'y', requires = "adopt")]
+    pub yes: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// Parses `200-299`.
+fn parse_range(text: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let bad = || format!("`{text}` is not a range of IDs such as 200-299");
+    let (first, last) = text.split_once('-').ok_or_else(bad)?;
+    let first: u32 = first.trim().parse().map_err(|_| bad())?;
+    let last: u32 = last.trim().parse().map_err(|_| bad())?;
+    if first > last {
+        return Err(format!(
+            "`{text}` ends before it starts; write the lower ID first"
+        ));
+    }
+    Ok(first..=last)
+}
+
 /// Arguments of `graph`.
 #[derive(Debug, Args)]
 pub struct GraphArgs {
@@ -389,7 +437,7 @@ mod tests {
 
     use clap::CommandFactory;
 
-    use super::{Cli, parse_duration};
+    use super::{Cli, parse_duration, parse_range};
 
     #[test]
     fn verify_cli() {
@@ -405,5 +453,14 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn ranges_are_two_ids_lowest_first() {
+        assert_eq!(parse_range("200-299"), Ok(200..=299));
+        assert_eq!(parse_range("7-7"), Ok(7..=7));
+        assert!(parse_range("299-200").unwrap_err().contains("lower ID first"));
+        assert!(parse_range("200").is_err());
+        assert!(parse_range("a-b").is_err());
     }
 }

@@ -3,6 +3,7 @@
 mod apply;
 mod completions;
 mod graph;
+mod import;
 mod operate;
 mod plan;
 mod schema;
@@ -36,6 +37,7 @@ pub(crate) async fn run(cli: Cli) -> miette::Result<Exit> {
             operate::snapshot(args, Operation::Rollback(args.name.clone()), &cli.global).await
         }
         Command::Delete(args) => operate::delete(args, &cli.global).await,
+        Command::Import(args) => import::run(args, &cli.global).await,
         Command::Graph(args) => graph::run(args, &cli.global),
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => Ok(completions::run(args)),

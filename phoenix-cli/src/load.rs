@@ -30,6 +30,8 @@ pub(crate) struct Invalid {
     pub(crate) dir: PathBuf,
     pub(crate) problems: Vec<Problem>,
     pub(crate) sources: Vec<SourceFile>,
+    /// What did not happen because of it: `nothing was planned`.
+    pub(crate) consequence: &'static str,
 }
 
 /// Reads every configuration file that exists in `dir`; missing files are left for validation to report.
@@ -171,7 +173,16 @@ pub(crate) fn scripts(dir: &Path, strip_sh: bool) -> miette::Result<BTreeMap<Str
 /// Reads and validates a configuration directory for the commands that act on it. Warnings are counted on
 /// standard error; a directory with errors is an [`Invalid`] error.
 pub(crate) fn estate(dir: &Path) -> miette::Result<phoenix_core::Estate> {
-    let config = read(dir)?;
+    validated(dir, read(dir)?, "nothing was planned")
+}
+
+/// Validates the files of `dir` as read (or as a command is about to write them), counting warnings on
+/// standard error; files with errors are an [`Invalid`] error that says `consequence`.
+pub(crate) fn validated(
+    dir: &Path,
+    config: ConfigDir,
+    consequence: &'static str,
+) -> miette::Result<phoenix_core::Estate> {
     // Sources share their text, so keeping them for the renderer copies no file.
     let sources = config.sources.clone();
     let validation = phoenix_core::validate(config.sources, &config.options);
@@ -191,13 +202,14 @@ pub(crate) fn estate(dir: &Path) -> miette::Result<phoenix_core::Estate> {
             dir: dir.to_path_buf(),
             problems,
             sources,
+            consequence,
         })),
     }
 }
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is not valid; nothing was planned", self.dir.display())
+        write!(f, "{} is not valid; {}", self.dir.display(), self.consequence)
     }
 }
 

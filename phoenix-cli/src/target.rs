@@ -305,7 +305,7 @@ impl Target {
 
 /// The scripts guests may run: the configuration's own `features/*.sh` and `scripts/*` over the shipped
 /// catalogue, with the environment the model gives them.
-fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScripts> {
+pub(crate) fn guest_scripts(estate: &Estate, config_dir: &Path) -> miette::Result<GuestScripts> {
     let features = crate::load::scripts(&config_dir.join("features"), true)?;
     let applications = crate::load::scripts(&config_dir.join("scripts"), false)?;
     Ok(GuestScripts::for_estate(estate, features, applications))
@@ -335,7 +335,7 @@ fn host_node<'a>(estate: &Estate, session: &'a Session, named: Option<&'a str>) 
 }
 
 /// The custom cloud-init user-data template of the configuration directory, when it has one.
-fn user_data_template(config_dir: &Path) -> miette::Result<Option<String>> {
+pub(crate) fn user_data_template(config_dir: &Path) -> miette::Result<Option<String>> {
     let template = config_dir.join("cloud-init/user-data.template.yml");
     files::read_text(&template, files::SCRIPT_LIMIT, Links::Follow)
 }

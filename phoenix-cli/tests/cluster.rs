@@ -4,7 +4,7 @@
 //! offline the other two converge while the run names what it skipped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use phoenix_testing::FakePve;
 use serde_json::{Value, json};
@@ -16,18 +16,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn phoenix(fake: &FakePve, dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phoenix"))
+    fake.phoenix(env!("CARGO_BIN_EXE_phoenix"))
         .args(args)
         .arg("-c")
         .arg(dir)
-        .env("PHOENIX_PVE_URL", &fake.info.url)
-        .env("PHOENIX_PVE_TOKEN_ID", &fake.info.token_id)
-        .env("PHOENIX_PVE_TOKEN_SECRET", &fake.info.token_secret)
-        .env("PHOENIX_PVE_CA_FILE", &fake.info.cafile)
-        .env("NO_COLOR", "1")
-        .env("COLUMNS", "400")
         .env("XDG_STATE_HOME", dir.join("state"))
-        .stdin(Stdio::null())
         .output()
         .expect("phoenix runs")
 }

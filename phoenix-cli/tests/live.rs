@@ -35,20 +35,11 @@ fn phoenix(fake: &FakePve, args: &[&str]) -> Output {
 
 /// `phoenix` with the fake's address and credentials.
 fn command(fake: &FakePve, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_phoenix"));
-    command
-        .args(args)
-        .env("PHOENIX_PVE_URL", &fake.info.url)
-        .env("PHOENIX_PVE_TOKEN_ID", &fake.info.token_id)
-        .env("PHOENIX_PVE_TOKEN_SECRET", &fake.info.token_secret)
-        .env("PHOENIX_PVE_CA_FILE", &fake.info.cafile)
-        .env("NO_COLOR", "1")
-        .env("COLUMNS", "400")
-        .env(
-            "XDG_STATE_HOME",
-            std::env::temp_dir().join(format!("phoenix-cli-live-{}-state", std::process::id())),
-        )
-        .stdin(Stdio::null());
+    let mut command = fake.phoenix(env!("CARGO_BIN_EXE_phoenix"));
+    command.args(args).env(
+        "XDG_STATE_HOME",
+        std::env::temp_dir().join(format!("phoenix-cli-live-{}-state", std::process::id())),
+    );
     command
 }
 

@@ -229,8 +229,9 @@ pub fn merge(
         path: source.path().to_owned(),
         reason: reason.to_owned(),
     };
-    let document: Value =
-        serde_json::from_str(source.text()).map_err(|error| unmergeable(&error.to_string()))?;
+    // Parsed here (which indexes its spans), so that it does not matter whether the caller had.
+    let mut source = source.clone();
+    let document: Value = source.parse().map_err(|error| unmergeable(&error.to_string()))?;
     let text = source.text();
     let unit = indent_unit(text);
     let pointer = format!("/{name}");
@@ -385,9 +386,7 @@ mod tests {
     use super::*;
 
     fn source(kind: FileKind, text: &str) -> SourceFile {
-        let mut source = SourceFile::new(kind, kind.file_name(), text);
-        source.parse().expect("JSON");
-        source
+        SourceFile::new(kind, kind.file_name(), text)
     }
 
     fn guest(id: u32, name: &str) -> Imported {

@@ -162,8 +162,10 @@ pub(crate) fn observed_fields(
             fields.insert(field, Value::String(value));
         }
     }
-    // Proxmox writes `unprivileged` only when it is 1: a privileged container has no such key.
+    // Proxmox writes `unprivileged` only when it is 1: a privileged container has no such key; and a
+    // guest that does not start at boot may have no `onboot`.
     fields.insert(LxcField::Unprivileged, json!(0));
+    fields.insert(LxcField::Onboot, json!(0));
     for (key, field) in [
         ("cores", LxcField::Cores),
         ("memory", LxcField::Memory),

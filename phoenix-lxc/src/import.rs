@@ -136,6 +136,9 @@ pub(crate) fn entry(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    if fields.get(&LxcField::Status).and_then(Value::as_str) != Some("running") {
+        notes.push(import::NOT_RUNNING.to_owned());
+    }
     let firewall = import::firewall(enabled, &rules);
     let flag = net0
         .as_ref()
@@ -330,7 +333,7 @@ mod tests {
             "{value}"
         );
         let notes = imported.notes.join("\n");
-        for expected in ["hostname", "net0", "/dev/ttyUSB0", "GPUs", "mp0"] {
+        for expected in ["hostname", "net0", "/dev/ttyUSB0", "GPUs", "mp0", "not running"] {
             assert!(notes.contains(expected), "{expected}: {notes}");
         }
     }

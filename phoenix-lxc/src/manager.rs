@@ -310,11 +310,12 @@ impl GuestDriver for Containers {
     }
 
     async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<LxcField>, ManagerError> {
-        Ok(self.read_with_config(node, vmid, status).await?.1)
+        Ok(self.read_with_config(node, vmid, status, true).await?.1)
     }
 
     async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError> {
-        let (config, fields) = self.read_with_config(node, vmid, status).await?;
+        // An entry declares no features: their records are not read.
+        let (config, fields) = self.read_with_config(node, vmid, status, false).await?;
         Ok(crate::import::entry(vmid, node, &config, &fields))
     }
 
@@ -569,12 +570,14 @@ impl GuestDriver for Containers {
 }
 
 impl Containers {
-    /// Reads one container: its config as Proxmox returns it, and its fields.
+    /// Reads one container: its config as Proxmox returns it, and its fields (with the records of the
+    /// scripts run inside when `records`).
     async fn read_with_config(
         &self,
         node: &str,
         vmid: u32,
         status: &str,
+        records: bool,
     ) -> Result<(BTreeMap<String, Value>, Fields<LxcField>), ManagerError> {
         let config: BTreeMap<String, Value> = self
             .kit
@@ -586,6 +589,7 @@ impl Containers {
             firewall::read(self.kit.client(), &format!("/nodes/{node}/lxc/{vmid}")).await?;
         let firewall = fields::ObservedFirewall { enabled, rules };
         let records = match (&self.guest, status) {
+            _ if !records => None,
             // A container the channel cannot reach (on another node of a cluster, say) shows no records;
             // apply then says why it cannot run its scripts.
             (Some(guest), "running") => match inside::records(&guest.exec_on(node, vmid)).await {

@@ -12,6 +12,10 @@ use serde_json::Value;
 use crate::client::ClusterResource;
 use crate::props;
 
+/// The note for a guest that is not running.
+pub const NOT_RUNNING: &str = "it is not running: the guests Phoenix manages run, so the next run starts it; leave \
+                               it out of the import if it must stay stopped";
+
 /// Which guests to import; an empty list does not narrow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportFilter {

@@ -253,6 +253,21 @@ impl FakePve {
             .collect()
     }
 
+    /// `program` (a `phoenix` binary) pointed at this fake with its API token and CA file, printing plainly
+    /// for a wide terminal, with nothing on standard input.
+    pub fn phoenix(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        command
+            .env("PHOENIX_PVE_URL", &self.info.url)
+            .env("PHOENIX_PVE_TOKEN_ID", &self.info.token_id)
+            .env("PHOENIX_PVE_TOKEN_SECRET", &self.info.token_secret)
+            .env("PHOENIX_PVE_CA_FILE", &self.info.cafile)
+            .env("NO_COLOR", "1")
+            .env("COLUMNS", "400")
+            .stdin(Stdio::null());
+        command
+    }
+
     /// Settings with the API token, trusting the fake's certificate by its CA file.
     pub fn token_settings(&self) -> Settings {
         self.settings(

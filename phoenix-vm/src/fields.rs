@@ -178,6 +178,8 @@ pub(crate) fn observed_fields(
             fields.insert(field, json!(value));
         }
     }
+    // A VM that does not start at boot may have no `onboot`.
+    fields.insert(VmField::Onboot, json!(0));
     for (key, field) in [
         ("cores", VmField::Cores),
         ("memory", VmField::Memory),

@@ -115,11 +115,7 @@ pub(crate) fn entry(
         );
     }
     if !template && field_text(VmField::Status) != Some("running") {
-        notes.push(
-            "it is not running: the VMs Phoenix manages run, so the next run starts it; leave it out of the \
-             import if it must stay stopped"
-                .to_owned(),
-        );
+        notes.push(import::NOT_RUNNING.to_owned());
     }
     if text("cicustom").is_some() {
         notes.push(

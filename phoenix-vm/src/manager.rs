@@ -197,15 +197,17 @@ struct UserData {
 }
 
 impl Vms {
-    /// Reads one VM: its config as the next start will have it, and its fields.
+    /// Reads one VM: its config as the next start will have it, and its fields (with the records of the
+    /// scripts run inside when `records`).
     async fn read_with_config(
         &self,
         node: &str,
         vmid: u32,
         status: &str,
+        records: bool,
     ) -> Result<(BTreeMap<String, Value>, Fields<VmField>), ManagerError> {
         let client = self.kit.client();
-        let records = self.differ.0.scripts.is_some();
+        let records = records && self.differ.0.scripts.is_some();
         let user_data = self.user_data_access();
         let base = format!("/nodes/{node}/qemu/{vmid}");
         // `pending` gives each key's current value and the one the next start will use; Phoenix compares
@@ -521,11 +523,12 @@ impl GuestDriver for Vms {
     }
 
     async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<VmField>, ManagerError> {
-        Ok(self.read_with_config(node, vmid, status).await?.1)
+        Ok(self.read_with_config(node, vmid, status, true).await?.1)
     }
 
     async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError> {
-        let (config, fields) = self.read_with_config(node, vmid, status).await?;
+        // An entry declares no features: their records are not read.
+        let (config, fields) = self.read_with_config(node, vmid, status, false).await?;
         Ok(crate::import::entry(vmid, node, &config, &fields))
     }
 

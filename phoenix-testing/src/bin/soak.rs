@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use phoenix_testing::{FakePve, workspace};
@@ -149,17 +149,12 @@ struct Outcome {
 
 fn phoenix(options: &Options, fake: &FakePve, dir: &Path, args: &[&str]) -> Result<Outcome, String> {
     let began = Instant::now();
-    let output = Command::new(&options.phoenix)
+    let output = fake
+        .phoenix(&options.phoenix)
         .args(args)
         .arg("--config")
         .arg(dir)
-        .env("PHOENIX_PVE_URL", &fake.info.url)
-        .env("PHOENIX_PVE_TOKEN_ID", &fake.info.token_id)
-        .env("PHOENIX_PVE_TOKEN_SECRET", &fake.info.token_secret)
-        .env("PHOENIX_PVE_CA_FILE", &fake.info.cafile)
         .env("XDG_STATE_HOME", dir.join("state"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .output()
         .map_err(|error| format!("cannot run {}: {error}", options.phoenix.display()))?;
     Ok(Outcome {
