@@ -206,7 +206,7 @@ pub struct RunArgs {
     /// Resources worked on at once on one Proxmox node.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub per_node: u16,
-    /// Creations and clones at once on one storage.
+    /// Creations and clones at once on one storage of a node.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub per_storage: u16,
     /// How to print the plan and the final report.

@@ -549,19 +549,44 @@ async fn per_storage_and_per_node_limits_are_respected() {
     let resources = many_containers();
     let plan = estate.plan(&resources, &[]).await;
     let options = ExecuteOptions {
-        parallelism: 8,
-        per_node: 3,
+        parallelism: 100,
+        per_node: 10,
         per_storage: 2,
         ..ExecuteOptions::default()
     };
     let report = estate.apply(&plan, &options).await;
     assert!(report.succeeded());
+    // Each node's `fast` and `slow` are storages of their own.
     let per_storage = lxc.max_creations_per_storage();
+    let expected: BTreeMap<String, usize> = (0..3)
+        .flat_map(|node| ["fast", "slow"].map(|storage| (format!("pve{node}/{storage}"), 2)))
+        .collect();
+    assert_eq!(per_storage, expected);
     assert_eq!(
-        per_storage,
-        BTreeMap::from([("fast".to_owned(), 2), ("slow".to_owned(), 2)])
+        lxc.max_concurrency(),
+        12,
+        "three nodes, two storages each, two creations on each"
     );
-    assert_eq!(lxc.max_concurrency(), 4, "two storages, two creations each");
+
+    let per_node = Fakes::new();
+    per_node
+        .fake(ResourceKind::Lxc)
+        .set_latency(Duration::from_millis(100));
+    let options = ExecuteOptions {
+        parallelism: 100,
+        per_node: 3,
+        per_storage: 2,
+        ..ExecuteOptions::default()
+    };
+    let report = per_node
+        .apply(&per_node.plan(&resources, &[]).await, &options)
+        .await;
+    assert!(report.succeeded());
+    assert_eq!(
+        per_node.fake(ResourceKind::Lxc).max_concurrency(),
+        9,
+        "three nodes, three at once on each"
+    );
 
     let unlimited = Fakes::new();
     unlimited

@@ -2,7 +2,7 @@
 //! operation (start, stop, snapshot, delete, ...) on the targets of a plan the same way ([`operate`]).
 //!
 //! Limits: at most `parallelism` resources at once, `per_node` per Proxmox node, and `per_storage` creations
-//! per storage (Proxmox locks a storage while it allocates; clones on one storage contend). One resource
+//! per storage of a node (Proxmox locks a storage while it allocates; clones on one storage contend). One resource
 //! is never worked on by two tasks. A failure skips everything that depends on it; independent branches
 //! go on. A stop request (Ctrl-C) ends dispatching; what is in flight finishes, the rest is reported.
 
@@ -28,7 +28,7 @@ pub struct ExecuteOptions {
     pub parallelism: usize,
     /// Resources worked on at once on one node.
     pub per_node: usize,
-    /// Creations and clones at once on one storage.
+    /// Creations and clones at once on one storage of a node ([`storage_key`]).
     pub per_storage: usize,
     /// Carry out destructive changes (replace, delete, shrink).
     pub allow_destroy: bool,
@@ -548,12 +548,22 @@ impl Claims {
                 .or_else(|| entry.observed.as_ref()?.fields.get("node")?.as_str())
                 .map(str::to_owned)
         });
-        Claims {
-            node,
-            storage: resource
-                .filter(|_| creates)
-                .and_then(|resource| resource.storage.clone()),
-        }
+        // A storage is counted per node: `local-lvm` on two nodes is two volume groups. (A storage that
+        // several nodes share is therefore limited on each node, not once for the cluster.)
+        let storage = resource
+            .filter(|_| creates)
+            .and_then(|resource| resource.storage.as_ref())
+            .map(|storage| storage_key(node.as_deref(), storage));
+        Claims { node, storage }
+    }
+}
+
+/// What the per-storage limit counts: a storage of a node (`pve1/local-lvm`), or the storage alone for a
+/// resource whose node is unknown.
+pub fn storage_key(node: Option<&str>, storage: &str) -> String {
+    match node {
+        Some(node) => format!("{node}/{storage}"),
+        None => storage.to_owned(),
     }
 }
 

@@ -181,7 +181,7 @@ impl FakeManager {
         self.state().max_running
     }
 
-    /// The most creations that ran at once on each storage.
+    /// The most creations that ran at once on each storage of a node (`pve1/local-lvm`).
     pub fn max_creations_per_storage(&self) -> BTreeMap<String, usize> {
         self.state().max_creating_per_storage.clone()
     }
@@ -236,9 +236,10 @@ impl Manager for FakeManager {
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {
         let creates = matches!(change.action, Action::Create | Action::Replace);
-        let storage = desired
-            .and_then(|resource| resource.storage.clone())
-            .filter(|_| creates);
+        let storage = desired.filter(|_| creates).and_then(|resource| {
+            let storage = resource.storage.as_deref()?;
+            Some(super::executor::storage_key(resource.node.as_deref(), storage))
+        });
         let latency = {
             let mut state = self.state();
             state.running += 1;
