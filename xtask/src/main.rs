@@ -1,7 +1,8 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! - `validate [DIR...]`: validate configuration directories with `phoenix validate` (the examples when none).
-//! - `bench`: run the benchmarks and print their figures.
+//! - `bench [OPTIONS]`: run the benchmarks and print their figures, then the cluster at scale against
+//!   fakepve (`phoenix-testing/src/bin/scale.rs`, which takes the options).
 //! - `demo`: apply the whole of `examples/homelab` to the built-in demo target, then plan again (no changes).
 //! - `soak [OPTIONS]`: apply and re-apply 50 containers against fakepve at real task speed with dropped
 //!   connections and random 5xx for a bounded time (`--minutes`, default 10), and judge every report
@@ -24,13 +25,15 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let outcome = match command.as_deref() {
         Some("validate") => validate(&rest),
-        Some("bench") => bench(),
+        Some("bench") => bench(&rest),
         Some("demo") => demo(),
         Some("soak") => soak(&rest),
         Some("docs") => docs(),
         Some("ci") => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <validate [DIR...] | bench | demo | soak [OPTIONS] | docs | ci>");
+            eprintln!(
+                "usage: cargo xtask <validate [DIR...] | bench [OPTIONS] | demo | soak [OPTIONS] | docs | ci>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -218,8 +221,32 @@ fn docs_check() -> Result<(), String> {
     }
 }
 
-fn bench() -> Result<(), String> {
-    run("cargo bench", cargo().args(["bench", "--workspace"]))
+/// The in-process benchmarks, then the cluster at scale: the release binary against fakepve
+/// (`phoenix-testing/src/bin/scale.rs`; options after `bench` go to it, such as `--guests 300`).
+fn bench(options: &[String]) -> Result<(), String> {
+    run("cargo bench", cargo().args(["bench", "--workspace"]))?;
+    run(
+        "build phoenix (release)",
+        cargo().args(["build", "--release", "--quiet", "--package", "phoenix-cli"]),
+    )?;
+    let phoenix = root().join("target/release/phoenix");
+    run(
+        "scale",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "--package",
+                "phoenix-testing",
+                "--bin",
+                "scale",
+                "--",
+            ])
+            .arg("--phoenix")
+            .arg(&phoenix)
+            .args(options),
+    )
 }
 
 /// The feature scripts Phoenix ships must pass shellcheck (POSIX sh).
