@@ -237,7 +237,7 @@ async fn scale(options: &Options) -> Result<bool, String> {
         return Err("fakepve is not installed".into());
     };
     fake.exec(&format!(
-        "pve.add_node('pve2')\npve.add_node('pve3')\npve.time_scale = {}\n\
+        "pve.max_requests = 10**8\npve.add_node('pve2')\npve.add_node('pve3')\npve.time_scale = {}\n\
          pve.ct_secs.update(clone=2, create=4, resize=1, snapshot=1, template=1)",
         options.time_scale
     ))
