@@ -18,12 +18,9 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn phoenix(fake: &FakePve, dir: &Path, args: &[&str]) -> Output {
-    fake.phoenix(env!("CARGO_BIN_EXE_phoenix"))
+    fake.phoenix_on(env!("CARGO_BIN_EXE_phoenix"), dir)
         .args(args)
-        .arg("-c")
-        .arg(dir)
         .env("PHOENIX_VM_210_PASSWORD", "hunter2")
-        .env("XDG_STATE_HOME", dir.join("state"))
         .output()
         .expect("phoenix runs")
 }

@@ -1,6 +1,7 @@
 //! [`HostManager`]: the `host/*` resources of one node, or of each node of a cluster.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use phoenix_core::engine::change::diff_fields;
@@ -9,6 +10,7 @@ use phoenix_core::{
     Round,
 };
 use phoenix_pve::Session;
+use phoenix_pve::cluster::Cluster;
 use serde_json::Value;
 
 use crate::node::Node;
@@ -24,6 +26,8 @@ pub struct HostManager {
     upgrade: bool,
     /// The text of each AppArmor profile, by name (the configuration directory's `apparmor/` files).
     profiles: BTreeMap<String, String>,
+    /// The session's shared cluster listing; without it (a manager made by hand) it is read itself.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// One node, and what was learnt of its network while observing.
@@ -45,7 +49,9 @@ pub fn manager_on(session: &Session, name: &str) -> HostManager {
 /// The host manager of a live session on each of `nodes` (each with its own host channel); the cluster's
 /// own steps are worked on through the first.
 pub fn manager_for(session: &Session, nodes: &[String]) -> HostManager {
-    HostManager::cluster(nodes.iter().map(|name| Node::of(session, name)).collect())
+    let mut manager = HostManager::cluster(nodes.iter().map(|name| Node::of(session, name)).collect());
+    manager.cluster = Some(Arc::clone(session.cluster()));
+    manager
 }
 
 impl HostManager {
@@ -67,6 +73,7 @@ impl HostManager {
                 .collect(),
             upgrade: false,
             profiles: BTreeMap::new(),
+            cluster: None,
         }
     }
 
@@ -223,13 +230,16 @@ impl Manager for HostManager {
     async fn observe(
         &self,
         desired: &[Resource],
-        _round: Round,
+        round: Round,
     ) -> Result<BTreeMap<Address, Observed>, ManagerError> {
         let mut observed = BTreeMap::new();
         // In a cluster, the nodes that are down: their steps cannot be read, and are skipped.
         let mut down = BTreeMap::new();
-        if self.sites.len() > 1 {
-            let listing = self.sites[0].node.client().cluster_resources().await?;
+        if self.sites.len() > 1 && desired.iter().any(|resource| self.manages(resource)) {
+            let listing = match &self.cluster {
+                Some(cluster) => cluster.resources(round).await?,
+                None => Arc::new(self.sites[0].node.client().cluster_resources().await?),
+            };
             for site in &self.sites {
                 if let Some(reason) = phoenix_pve::cluster::node_down(&listing, site.node.name()) {
                     down.insert(site.node.name().to_owned(), reason);

@@ -137,6 +137,7 @@ impl FieldKey for LxcField {
 }
 
 /// The guest firewall as read: whether it is on, and its rules in order.
+#[derive(Default)]
 pub(crate) struct ObservedFirewall {
     pub(crate) enabled: bool,
     pub(crate) rules: Vec<Value>,

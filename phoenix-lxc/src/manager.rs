@@ -13,7 +13,7 @@ use phoenix_core::{Desired, Estate, Fields, ManagerError, Resource, TypedChange}
 use phoenix_pve::cluster::Placements;
 use phoenix_pve::gpu::{self, NvidiaDevices};
 use phoenix_pve::guest::{self as inside, GuestScripts, Script};
-use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
+use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager, Reads};
 use phoenix_pve::host::HostChannel;
 use phoenix_pve::lifecycle::{GuestType, Migration};
 use phoenix_pve::{Form, Method, PveError, Session, compare, firewall, props};
@@ -309,13 +309,31 @@ impl GuestDriver for Containers {
         Ok(())
     }
 
-    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<LxcField>, ManagerError> {
-        Ok(self.read_with_config(node, vmid, status, true).await?.1)
+    async fn read(
+        &self,
+        node: &str,
+        vmid: u32,
+        status: &str,
+        wanted: &Fields<LxcField>,
+    ) -> Result<Fields<LxcField>, ManagerError> {
+        let reads = Reads {
+            snapshots: wanted.contains_key(&LxcField::Snapshots),
+            firewall: wanted.contains_key(&LxcField::FirewallEnabled)
+                || wanted.contains_key(&LxcField::FirewallRules),
+            records: wanted.contains_key(&LxcField::GuestScripts),
+            node_files: wanted.contains_key(&LxcField::RawLxc),
+        };
+        Ok(self.read_with_config(node, vmid, status, reads).await?.1)
     }
 
     async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError> {
-        // An entry declares no features: their records are not read.
-        let (config, fields) = self.read_with_config(node, vmid, status, false).await?;
+        // An entry declares no features (their records are not read) and no snapshots.
+        let reads = Reads {
+            firewall: true,
+            node_files: true,
+            ..Reads::default()
+        };
+        let (config, fields) = self.read_with_config(node, vmid, status, reads).await?;
         Ok(crate::import::entry(vmid, node, &config, &fields))
     }
 
@@ -570,26 +588,34 @@ impl GuestDriver for Containers {
 }
 
 impl Containers {
-    /// Reads one container: its config as Proxmox returns it, and its fields (with the records of the
-    /// scripts run inside when `records`).
+    /// Reads one container: its config as Proxmox returns it, and its fields, with what `reads` names
+    /// beyond the config.
     async fn read_with_config(
         &self,
         node: &str,
         vmid: u32,
         status: &str,
-        records: bool,
+        reads: Reads,
     ) -> Result<(BTreeMap<String, Value>, Fields<LxcField>), ManagerError> {
         let config: BTreeMap<String, Value> = self
             .kit
             .client()
             .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
             .await?;
-        let names = self.kit.handle(node, vmid).snapshot_names().await?;
-        let (enabled, rules) =
-            firewall::read(self.kit.client(), &format!("/nodes/{node}/lxc/{vmid}")).await?;
-        let firewall = fields::ObservedFirewall { enabled, rules };
+        let names = match reads.snapshots {
+            true => self.kit.handle(node, vmid).snapshot_names().await?,
+            false => Vec::new(),
+        };
+        let firewall = match reads.firewall {
+            true => {
+                let (enabled, rules) =
+                    firewall::read(self.kit.client(), &format!("/nodes/{node}/lxc/{vmid}")).await?;
+                fields::ObservedFirewall { enabled, rules }
+            }
+            false => fields::ObservedFirewall::default(),
+        };
         let records = match (&self.guest, status) {
-            _ if !records => None,
+            _ if !reads.records => None,
             // A container the channel cannot reach (on another node of a cluster, say) shows no records;
             // apply then says why it cannot run its scripts.
             (Some(guest), "running") => match inside::records(&guest.exec_on(node, vmid)).await {
@@ -602,10 +628,18 @@ impl Containers {
             _ => None,
         };
         let raw = match &self.guest {
-            Some(guest) => Some(guest.raw_keys(node, vmid).await?),
-            None => None,
+            Some(guest) if reads.node_files => Some(guest.raw_keys(node, vmid).await?),
+            _ => None,
         };
         let mut fields = fields::observed_fields(&config, status, &names, &firewall, records.as_ref());
+        // What was not read is not shown, rather than shown empty.
+        if !reads.snapshots {
+            fields.remove(&LxcField::Snapshots);
+        }
+        if !reads.firewall {
+            fields.remove(&LxcField::FirewallEnabled);
+            fields.remove(&LxcField::FirewallRules);
+        }
         fields.insert(LxcField::Node, Value::String(node.to_owned()));
         if let Some(raw) = raw {
             let raw = raw

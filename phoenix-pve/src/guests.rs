@@ -304,6 +304,19 @@ impl<D: GuestDiff> Differ for GuestDiffer<D> {
     }
 }
 
+/// What reading a guest takes beyond its config and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reads {
+    /// Its snapshot list.
+    pub snapshots: bool,
+    /// Its firewall's options and rules.
+    pub firewall: bool,
+    /// The records of the scripts run inside it.
+    pub records: bool,
+    /// Files on its node: a container's raw `lxc.*` lines, a VM's user-data snippet.
+    pub node_files: bool,
+}
+
 /// The field vocabulary of a driver.
 pub type FieldOf<D> = <<D as GuestDriver>::Diff as GuestDiff>::Field;
 /// The configuration type of a driver.
@@ -328,8 +341,16 @@ pub trait GuestDriver: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Reads one guest into fields of the vocabulary.
-    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<FieldOf<Self>>, ManagerError>;
+    /// Reads one guest into fields of the vocabulary: its config and status, and what else comparing
+    /// `wanted` (the declared fields; none for a guest no configuration declares) takes, so that a guest
+    /// that declares no firewall costs no firewall read.
+    async fn read(
+        &self,
+        node: &str,
+        vmid: u32,
+        status: &str,
+        wanted: &Fields<FieldOf<Self>>,
+    ) -> Result<Fields<FieldOf<Self>>, ManagerError>;
 
     /// Creates the guest on `node` (from a template, an image or a clone); the kit then converges the rest
     /// of its fields like an update.
@@ -395,9 +416,10 @@ impl<D: GuestDriver> GuestManager<D> {
         self.driver.create(resource, config, &node).await?;
         kit.nodes().insert(vmid, node.clone());
         let status = kit.handle(&node, vmid).status().await?;
-        let observed = self.driver.read(&node, vmid, &status).await?;
         let differ = &self.driver.differ().0;
-        let changes = differ.compare(&differ.wanted(config), &observed);
+        let wanted = differ.wanted(config);
+        let observed = self.driver.read(&node, vmid, &status, &wanted).await?;
+        let changes = differ.compare(&wanted, &observed);
         self.driver.update(&node, vmid, &changes, config).await
     }
 }
@@ -416,14 +438,24 @@ impl<D: GuestDriver> Manager for GuestManager<D> {
         let kit = self.driver.kit();
         let (targets, unreachable) = kit.targets(desired, round).await?;
         self.driver.prepare(desired).await?;
+        let configs: BTreeMap<u32, &ConfigOf<D>> = desired
+            .iter()
+            .filter_map(|resource| Some((resource.address.guest_id()?, D::Diff::config(resource)?)))
+            .collect();
         let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
         let mut reads = tokio::task::JoinSet::new();
         for target in targets {
             let driver = Arc::clone(&self.driver);
             let limit = Arc::clone(&limit);
+            let wanted = configs
+                .get(&target.vmid)
+                .map(|config| driver.differ().0.wanted(config))
+                .unwrap_or_default();
             reads.spawn(async move {
                 let _permit = limit.acquire().await.expect("the semaphore is never closed");
-                let fields = driver.read(&target.node, target.vmid, &target.status).await;
+                let fields = driver
+                    .read(&target.node, target.vmid, &target.status, &wanted)
+                    .await;
                 (target.vmid, fields)
             });
         }

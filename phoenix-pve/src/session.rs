@@ -140,6 +140,11 @@ impl Session {
         )
     }
 
+    /// The cluster listing every manager of the session shares, read once per round.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// The node of resources that name none.
     pub fn default_node(&self) -> &str {
         &self.default_node

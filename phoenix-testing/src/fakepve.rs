@@ -268,6 +268,21 @@ impl FakePve {
         command
     }
 
+    /// [`FakePve::phoenix`] on the configuration directory `dir`, keeping its state (the run lock's
+    /// files) under `dir/state`.
+    pub fn phoenix_on(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        dir: &std::path::Path,
+    ) -> std::process::Command {
+        let mut command = self.phoenix(program);
+        command
+            .arg("-c")
+            .arg(dir)
+            .env("XDG_STATE_HOME", dir.join("state"));
+        command
+    }
+
     /// Settings with the API token, trusting the fake's certificate by its CA file.
     pub fn token_settings(&self) -> Settings {
         self.settings(

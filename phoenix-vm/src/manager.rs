@@ -15,7 +15,7 @@ use phoenix_core::import::Imported;
 use phoenix_core::{Desired, Fields, ManagerError, Resource, TypedChange};
 use phoenix_pve::cluster::Placements;
 use phoenix_pve::guest::{self as inside, GuestScripts, QemuAgent, Script};
-use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager};
+use phoenix_pve::guests::{GuestDiff, GuestDiffer, GuestDriver, GuestKit, GuestManager, Reads};
 use phoenix_pve::host::{HostChannel, sha256_hex};
 use phoenix_pve::lifecycle::{GuestType, Migration};
 use phoenix_pve::{
@@ -197,26 +197,40 @@ struct UserData {
 }
 
 impl Vms {
-    /// Reads one VM: its config as the next start will have it, and its fields (with the records of the
-    /// scripts run inside when `records`).
+    /// Reads one VM: its config as the next start will have it, and its fields, with what `reads` names
+    /// beyond the config.
     async fn read_with_config(
         &self,
         node: &str,
         vmid: u32,
         status: &str,
-        records: bool,
+        reads: Reads,
     ) -> Result<(BTreeMap<String, Value>, Fields<VmField>), ManagerError> {
         let client = self.kit.client();
-        let records = records && self.differ.0.scripts.is_some();
-        let user_data = self.user_data_access();
+        let records = reads.records && self.differ.0.scripts.is_some();
+        let user_data = self.user_data_access().filter(|_| reads.node_files);
         let base = format!("/nodes/{node}/qemu/{vmid}");
         // `pending` gives each key's current value and the one the next start will use; Phoenix compares
         // the latter, so a change already made (waiting for a restart) is not made again.
         let pending: Vec<Value> = client.get(&format!("{base}/pending"), &[]).await?;
         let config = effective_config(&pending);
-        let names = self.kit.handle(node, vmid).snapshot_names().await?;
-        let firewall = firewall::read(client, &base).await?;
+        let names = match reads.snapshots {
+            true => self.kit.handle(node, vmid).snapshot_names().await?,
+            false => Vec::new(),
+        };
+        let firewall = match reads.firewall {
+            true => firewall::read(client, &base).await?,
+            false => (false, Vec::new()),
+        };
         let mut fields = fields::observed_fields(&config, status, &names, firewall);
+        // What was not read is not shown, rather than shown empty.
+        if !reads.snapshots {
+            fields.remove(&VmField::Snapshots);
+        }
+        if !reads.firewall {
+            fields.remove(&VmField::FirewallEnabled);
+            fields.remove(&VmField::FirewallRules);
+        }
         fields.insert(VmField::Node, Value::String(node.to_owned()));
         // Feature records are read through the agent; a VM whose agent does not answer yet simply shows
         // none, and apply waits for the agent before it runs anything.
@@ -522,13 +536,30 @@ impl GuestDriver for Vms {
         Ok(())
     }
 
-    async fn read(&self, node: &str, vmid: u32, status: &str) -> Result<Fields<VmField>, ManagerError> {
-        Ok(self.read_with_config(node, vmid, status, true).await?.1)
+    async fn read(
+        &self,
+        node: &str,
+        vmid: u32,
+        status: &str,
+        wanted: &Fields<VmField>,
+    ) -> Result<Fields<VmField>, ManagerError> {
+        let reads = Reads {
+            snapshots: wanted.contains_key(&VmField::Snapshots),
+            firewall: wanted.contains_key(&VmField::FirewallEnabled)
+                || wanted.contains_key(&VmField::FirewallRules),
+            records: wanted.contains_key(&VmField::GuestScripts),
+            node_files: wanted.contains_key(&VmField::UserData),
+        };
+        Ok(self.read_with_config(node, vmid, status, reads).await?.1)
     }
 
     async fn import(&self, node: &str, vmid: u32, status: &str) -> Result<Imported, ManagerError> {
-        // An entry declares no features: their records are not read.
-        let (config, fields) = self.read_with_config(node, vmid, status, false).await?;
+        // An entry declares no features (their records are not read), no snapshots and no user-data.
+        let reads = Reads {
+            firewall: true,
+            ..Reads::default()
+        };
+        let (config, fields) = self.read_with_config(node, vmid, status, reads).await?;
         Ok(crate::import::entry(vmid, node, &config, &fields))
     }
 
