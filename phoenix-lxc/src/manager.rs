@@ -354,10 +354,6 @@ impl GuestDriver for Containers {
                 let snapshot = self.template_snapshots().get(&source).cloned();
                 // Proxmox locks the source while it clones: clones of one source take turns.
                 let _turn = self.kit.exclusive(&format!("clone {source}")).await;
-                self.kit
-                    .client()
-                    .wait_unlocked(&source_node, "lxc", source)
-                    .await?;
                 let mut form = Form::new()
                     .number("newid", vmid)
                     .text("hostname", &container.name)
@@ -376,13 +372,13 @@ impl GuestDriver for Containers {
                 if direct && source_node != node {
                     form = form.text("target", node);
                 }
-                self.kit
-                    .client()
-                    .run_task(
-                        Method::POST,
-                        &format!("/nodes/{source_node}/lxc/{source}/clone"),
-                        &form,
-                    )
+                // Something else may hold the source's lock (a backup): then the clone waits for it.
+                let client = self.kit.client();
+                let path = format!("/nodes/{source_node}/lxc/{source}/clone");
+                client
+                    .unless_locked(&source_node, "lxc", source, || {
+                        client.run_task(Method::POST, &path, &form)
+                    })
                     .await?;
                 if !direct {
                     // Local storage: cloned beside the source, then moved while it is still stopped.
@@ -443,7 +439,6 @@ impl GuestDriver for Containers {
         let client = self.kit.client();
         let handle = self.kit.handle(node, vmid);
         let base = handle.base();
-        handle.wait_unlocked().await?;
         let mut config = Form::new();
         let mut resizes = Vec::new();
         let mut start = false;
@@ -547,26 +542,29 @@ impl GuestDriver for Containers {
         if !raw_keys.is_empty()
             && let Some(guest) = &self.guest
         {
+            // The config file is edited on the node: not while another operation holds the lock.
+            handle.wait_unlocked().await?;
             guest.set_raw_keys(node, vmid, &raw_keys).await?;
         }
         if !removed.is_empty() {
             config = config.text("delete", removed.join(","));
         }
         if !config.pairs().is_empty() {
-            let _: Value = client.put(&format!("{base}/config"), &config).await?;
+            let path = format!("{base}/config");
+            let _: Value = handle.unless_locked(|| client.put(&path, &config)).await?;
         }
         for (disk, size) in resizes {
-            handle.resize(&disk, size).await?;
+            handle.unless_locked(|| handle.resize(&disk, size)).await?;
         }
         firewall.apply(client, &base).await?;
         if start {
-            handle.start().await?;
+            handle.unless_locked(|| handle.start()).await?;
         }
         if let Some(guest) = &self.guest {
             self.inside(guest, node, vmid, container, run_scripts).await?;
         }
         for name in snapshots {
-            handle.snapshot(&name).await?;
+            handle.unless_locked(|| handle.snapshot(&name)).await?;
         }
         Ok(())
     }

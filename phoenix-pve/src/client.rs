@@ -452,6 +452,34 @@ impl Client {
         self.get("/cluster/resources", &[]).await
     }
 
+    /// Sends `write`, a request on guest `vmid` of `kind` (`lxc`, `qemu`) on `node`. When Proxmox refuses
+    /// it because another operation holds the guest's lock (a backup, a snapshot, a clone of it), waits
+    /// for the lock to clear ([`Client::wait_unlocked`]) and sends it again, up to three times. A lock is
+    /// not looked for before: few writes find one, and looking costs a read per write.
+    pub async fn unless_locked<T, F, Fut>(
+        &self,
+        node: &str,
+        kind: &str,
+        vmid: u32,
+        mut write: F,
+    ) -> Result<T, PveError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, PveError>>,
+    {
+        let mut attempts = 1;
+        loop {
+            match write().await {
+                Err(error) if error.is_guest_locked() && attempts < 4 => {
+                    tracing::debug!(vmid, %error, "the guest is locked; waiting for it");
+                    self.wait_unlocked(node, kind, vmid).await?;
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Waits until a guest's config carries no `lock` (a backup, a clone, a snapshot in progress), saying
     /// so on the progress line and in the logs. `kind` is `lxc` or `qemu`.
     pub async fn wait_unlocked(&self, node: &str, kind: &str, vmid: u32) -> Result<(), PveError> {

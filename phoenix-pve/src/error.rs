@@ -163,6 +163,17 @@ impl PveError {
                 .is_some_and(|text| text.contains("got timeout"))
     }
 
+    /// Whether Proxmox refused because another operation holds the guest's lock (`CT is locked (backup)`,
+    /// `VM is locked (snapshot)`), in its answer or as the reason its task failed: nothing was done.
+    pub fn is_guest_locked(&self) -> bool {
+        let text = match self {
+            PveError::Api { .. } => self.api_message(),
+            PveError::Task { status, .. } => Some(status.as_str()),
+            _ => None,
+        };
+        text.is_some_and(|text| text.contains(" is locked ("))
+    }
+
     /// Whether Proxmox's answer says that what was asked already holds (`CT 101 already running`): one of
     /// `done_if`'s texts is in its message. A request answered so is done.
     pub fn says_done(&self, done_if: &[&str]) -> bool {

@@ -415,10 +415,10 @@ impl<D: GuestDriver> GuestManager<D> {
         let node = kit.node_of(vmid, Some(resource));
         self.driver.create(resource, config, &node).await?;
         kit.nodes().insert(vmid, node.clone());
-        let status = kit.handle(&node, vmid).status().await?;
+        // Proxmox creates and clones guests stopped: there is no status to read.
         let differ = &self.driver.differ().0;
         let wanted = differ.wanted(config);
-        let observed = self.driver.read(&node, vmid, &status, &wanted).await?;
+        let observed = self.driver.read(&node, vmid, "stopped", &wanted).await?;
         let changes = differ.compare(&wanted, &observed);
         self.driver.update(&node, vmid, &changes, config).await
     }

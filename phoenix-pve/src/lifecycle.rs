@@ -126,6 +126,17 @@ impl GuestHandle<'_> {
             .await
     }
 
+    /// Sends `write` on this guest, waiting out a lock another operation holds ([`Client::unless_locked`]).
+    pub async fn unless_locked<T, F, Fut>(&self, write: F) -> Result<T, PveError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PveError>>,
+    {
+        self.client
+            .unless_locked(self.node, self.kind.segment(), self.vmid, write)
+            .await
+    }
+
     /// Names of the guest's snapshots (without `current`).
     pub async fn snapshot_names(&self) -> Result<Vec<String>, PveError> {
         let snapshots: Vec<Value> = self.client.get(&format!("{}/snapshot", self.base()), &[]).await?;

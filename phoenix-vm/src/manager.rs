@@ -572,10 +572,6 @@ impl GuestDriver for Vms {
                 let (is_template, snapshot) = self.sources().get(&source).cloned().unwrap_or((true, None));
                 // Proxmox locks the source while it clones: clones of one source take turns.
                 let _turn = self.kit.exclusive(&format!("clone {source}")).await;
-                self.kit
-                    .client()
-                    .wait_unlocked(&source_node, "qemu", source)
-                    .await?;
                 let mut form = Form::new()
                     .number("newid", vmid)
                     .text("name", &vm.name)
@@ -594,13 +590,13 @@ impl GuestDriver for Vms {
                 if direct && source_node != node {
                     form = form.text("target", node);
                 }
-                self.kit
-                    .client()
-                    .run_task(
-                        Method::POST,
-                        &format!("/nodes/{source_node}/qemu/{source}/clone"),
-                        &form,
-                    )
+                // Something else may hold the source's lock (a backup): then the clone waits for it.
+                let client = self.kit.client();
+                let path = format!("/nodes/{source_node}/qemu/{source}/clone");
+                client
+                    .unless_locked(&source_node, "qemu", source, || {
+                        client.run_task(Method::POST, &path, &form)
+                    })
                     .await?;
                 if !direct {
                     // Local storage: cloned beside the source, then moved while it is still stopped.
@@ -673,7 +669,6 @@ impl GuestDriver for Vms {
         let client = self.kit.client();
         let handle = self.kit.handle(node, vmid);
         let base = handle.base();
-        handle.wait_unlocked().await?;
         let mut config = Form::new();
         let mut grow = None;
         let mut start = false;
@@ -729,7 +724,8 @@ impl GuestDriver for Vms {
             }
         }
         if !config.pairs().is_empty() {
-            let _: Value = client.put(&format!("{base}/config"), &config).await?;
+            let path = format!("{base}/config");
+            let _: Value = handle.unless_locked(|| client.put(&path, &config)).await?;
         }
         if let Some(size) = grow {
             let current: BTreeMap<String, Value> = client.get(&format!("{base}/config"), &[]).await?;
@@ -738,7 +734,7 @@ impl GuestDriver for Vms {
                 .find(|disk| current.contains_key(**disk))
                 .copied()
                 .unwrap_or("scsi0");
-            handle.resize(disk, size).await?;
+            handle.unless_locked(|| handle.resize(disk, size)).await?;
         }
         firewall.apply(client, &base).await?;
         if make_template {
@@ -748,13 +744,13 @@ impl GuestDriver for Vms {
             return Ok(());
         }
         if start {
-            handle.start().await?;
+            handle.unless_locked(|| handle.start()).await?;
         }
         if !make_template {
             self.inside(node, vmid, vm, run_scripts).await?;
         }
         for name in snapshots {
-            handle.snapshot(&name).await?;
+            handle.unless_locked(|| handle.snapshot(&name)).await?;
         }
         Ok(())
     }
