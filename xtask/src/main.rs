@@ -3,6 +3,7 @@
 //! - `validate [DIR...]`: validate configuration directories with `phoenix validate` (the examples when none).
 //! - `bench [OPTIONS]`: run the benchmarks and print their figures, then the cluster at scale against
 //!   fakepve (`phoenix-testing/src/bin/scale.rs`, which takes the options).
+//! - `realistic DIR N`: write a directory of N containers shaped like the earlier version's real ones.
 //! - `demo`: apply the whole of `examples/homelab` to the built-in demo target, then plan again (no changes).
 //! - `soak [OPTIONS]`: apply and re-apply 50 containers against fakepve at real task speed with dropped
 //!   connections and random 5xx for a bounded time (`--minutes`, default 10), and judge every report
@@ -13,6 +14,7 @@
 //!
 //! It runs cargo and the `phoenix` binary; its one dependency, `serde_json`, reads the schemas for `docs`.
 
+mod realistic;
 mod reference;
 
 use std::env;
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&rest),
         Some("demo") => demo(),
         Some("soak") => soak(&rest),
+        Some("realistic") => realistic_dir(&rest),
         Some("docs") => docs(),
         Some("ci") => ci(),
         _ => {
@@ -230,6 +233,7 @@ fn bench(options: &[String]) -> Result<(), String> {
         cargo().args(["build", "--release", "--quiet", "--package", "phoenix-cli"]),
     )?;
     let phoenix = root().join("target/release/phoenix");
+    realistic_bench(&phoenix)?;
     run(
         "scale",
         cargo()
@@ -247,6 +251,131 @@ fn bench(options: &[String]) -> Result<(), String> {
             .arg(&phoenix)
             .args(options),
     )
+}
+
+/// `cargo xtask realistic DIR N`: writes a reference-shaped directory of N containers ([`realistic`]).
+fn realistic_dir(args: &[String]) -> Result<(), String> {
+    let [dir, containers] = args else {
+        return Err("usage: cargo xtask realistic DIR CONTAINERS".into());
+    };
+    let containers: u32 = containers
+        .parse()
+        .map_err(|error| format!("{containers}: {error}"))?;
+    realistic::write(Path::new(dir), containers)
+}
+
+/// Times of one measured command, over a few runs: wall seconds and peak resident MiB of each.
+struct Measured {
+    seconds: Vec<f64>,
+    peak_mib: f64,
+}
+
+impl Measured {
+    fn median(&self) -> f64 {
+        let mut sorted = self.seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+}
+
+/// Runs `program args` `runs` times under GNU time (`/usr/bin/time`), output discarded; fails if a run does.
+fn measure(what: &str, program: &Path, args: &[&str], runs: usize) -> Result<Measured, String> {
+    let report = root().join("target/bench/time.txt");
+    let mut measured = Measured {
+        seconds: Vec::new(),
+        peak_mib: 0.0,
+    };
+    for _ in 0..runs {
+        let status = Command::new("/usr/bin/time")
+            .arg("-f")
+            .arg("%e %M")
+            .arg("-o")
+            .arg(&report)
+            .arg(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|error| {
+                format!("cannot run /usr/bin/time for {what}: {error} (apt-get install time)")
+            })?;
+        if !status.success() {
+            return Err(format!("{what} failed ({status})"));
+        }
+        let text =
+            std::fs::read_to_string(&report).map_err(|error| format!("{}: {error}", report.display()))?;
+        let mut fields = text.split_whitespace();
+        let seconds: f64 = fields
+            .next()
+            .and_then(|field| field.parse().ok())
+            .unwrap_or_default();
+        let kib: f64 = fields
+            .next()
+            .and_then(|field| field.parse().ok())
+            .unwrap_or_default();
+        measured.seconds.push(seconds);
+        measured.peak_mib = measured.peak_mib.max(kib / 1024.0);
+    }
+    Ok(measured)
+}
+
+/// `phoenix validate` and `phoenix plan --offline --output json` on reference-shaped directories of 1,000
+/// and 10,000 containers ([`realistic`]), with ajv-cli on the LXC file against Phoenix's schema in the same
+/// run when it is installed (`npm install --prefix target/ajv ajv-cli@5 ajv-formats@3`), as a ratio.
+fn realistic_bench(phoenix: &Path) -> Result<(), String> {
+    let ajv = root().join("target/ajv/node_modules/.bin/ajv");
+    for containers in [1_000, 10_000] {
+        let dir = root().join(format!("target/bench/realistic-{containers}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        realistic::write(&dir, containers)?;
+        let bytes: u64 = std::fs::read_dir(&dir)
+            .map_err(|error| format!("{}: {error}", dir.display()))?
+            .filter_map(|entry| entry.ok()?.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        let config = dir.display().to_string();
+        let validate = measure("phoenix validate", phoenix, &["validate", "-c", &config], 5)?;
+        let plan = measure(
+            "phoenix plan --offline",
+            phoenix,
+            &["plan", "--offline", "--output", "json", "-c", &config],
+            3,
+        )?;
+        println!(
+            "realistic {containers} containers ({:.1} MB of JSON): validate {:.2} s, {:.0} MiB; plan --offline --output json {:.2} s, {:.0} MiB",
+            bytes as f64 / 1e6,
+            validate.median(),
+            validate.peak_mib,
+            plan.median(),
+            plan.peak_mib
+        );
+        if ajv.exists() {
+            let schema = root().join("schemas/phoenix_lxc_configs.schema.json");
+            let data = dir.join("phoenix_lxc_configs.json");
+            let args = [
+                "validate",
+                "--spec=draft2020",
+                // Phoenix's schemas carry their own keywords (`x-phoenix-hint`).
+                "--strict=false",
+                "-c",
+                "ajv-formats",
+                "-s",
+                &schema.display().to_string(),
+                "-d",
+                &data.display().to_string(),
+            ];
+            let checked = measure("ajv validate", &ajv, &args, 5)?;
+            println!(
+                "  ajv-cli on the LXC file alone: {:.2} s, {:.0} MiB; Phoenix/ajv time {:.2}",
+                checked.median(),
+                checked.peak_mib,
+                validate.median() / checked.median()
+            );
+        } else {
+            println!("  (ajv-cli is not installed in target/ajv: no comparison)");
+        }
+    }
+    Ok(())
 }
 
 /// The feature scripts Phoenix ships must pass shellcheck (POSIX sh).
