@@ -1,5 +1,9 @@
 //! `phoenix plan`: what apply would change.
 
+use std::io::Write as _;
+
+use miette::IntoDiagnostic;
+
 use crate::exit::Exit;
 
 use phoenix_core::dns::public;
@@ -18,6 +22,15 @@ pub(crate) async fn run(args: &PlanArgs, global: &GlobalArgs) -> miette::Result<
         detailed_exitcode: args.detailed_exitcode,
     };
     show(&estate, &request, global).await
+}
+
+/// The JSON plan: the plan document, and the public DNS records to create by hand when there are any.
+#[derive(serde::Serialize)]
+struct JsonPlan<'a> {
+    #[serde(flatten)]
+    plan: render::PlanDocument<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    manual_dns_records: Vec<serde_json::Value>,
 }
 
 /// What to plan and how to print it.
@@ -40,19 +53,18 @@ pub(crate) async fn show(
     let manual = phoenix_core::dns::public::manual_zones(estate);
     match args.output {
         OutputFormat::Json => {
-            let mut document =
-                serde_json::to_value(render::plan_document(&plan)).expect("the plan serialises");
-            if !manual.is_empty() {
-                let zones: Vec<_> = manual
-                    .iter()
-                    .map(|zone| serde_json::json!({ "zone": zone.zone, "records": public::zone_lines(zone) }))
-                    .collect();
-                document["manual_dns_records"] = serde_json::Value::from(zones);
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&document).expect("the plan serialises")
-            );
+            let zones: Vec<_> = manual
+                .iter()
+                .map(|zone| serde_json::json!({ "zone": zone.zone, "records": public::zone_lines(zone) }))
+                .collect();
+            let document = JsonPlan {
+                plan: render::plan_document(&plan),
+                manual_dns_records: zones,
+            };
+            // Written as it is serialised: a plan of thousands of resources is never held twice in memory.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &document).into_diagnostic()?;
+            writeln!(out).and_then(|()| out.flush()).into_diagnostic()?;
         }
         OutputFormat::Human => {
             if let Some(description) = target.describe() {
