@@ -73,7 +73,9 @@ pub(crate) async fn run(args: &ImportArgs, global: &GlobalArgs) -> miette::Resul
         eprintln!("Not importing {id}: {reason}.");
     }
     if found.is_empty() {
-        println!("Nothing to import: every guest the filters pass is declared already.");
+        println!(
+            "Nothing to import: the filters pass no guest that is neither declared already nor passed over above."
+        );
         return Ok(Exit::Success);
     }
 
