@@ -49,18 +49,7 @@ fn write_config(dir: &Path) {
         }
         containers.insert((200 + index).to_string(), clone);
     }
-    let files = [
-        ("phoenix_hypervisor_config.json", hypervisor),
-        ("phoenix_lxc_configs.json", json!({ "lxc_configs": containers })),
-        ("phoenix_vm_configs.json", json!({ "vms": [] })),
-    ];
-    for (name, document) in files {
-        std::fs::write(
-            dir.join(name),
-            serde_json::to_string_pretty(&document).expect("JSON"),
-        )
-        .expect("writes");
-    }
+    phoenix_testing::fixture::write_containers(dir, &hypervisor, containers).expect("writes");
 }
 
 /// Requests by kind: `GET config`, `GET snapshot`, ... (the last part of the path names the kind).

@@ -58,6 +58,30 @@ impl GuestKind {
             GuestKind::Vm => "vm",
         }
     }
+
+    /// `container` or `VM`, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            GuestKind::Container => "container",
+            GuestKind::Vm => "VM",
+        }
+    }
+
+    /// The address of guest `id` of this kind.
+    pub fn address(self, id: u32) -> crate::Address {
+        match self {
+            GuestKind::Container => crate::Address::Lxc(id),
+            GuestKind::Vm => crate::Address::Vm(id),
+        }
+    }
+
+    /// The file that declares guests of this kind.
+    pub fn file(self) -> crate::FileKind {
+        match self {
+            GuestKind::Container => crate::FileKind::Lxc,
+            GuestKind::Vm => crate::FileKind::Vm,
+        }
+    }
 }
 
 impl Guest {
@@ -110,11 +134,7 @@ impl Guest {
 
     /// A short description for messages: `container 101 (Nginx)`.
     pub fn describe(&self) -> String {
-        let kind = match self.kind() {
-            GuestKind::Container => "container",
-            GuestKind::Vm => "VM",
-        };
-        format!("{kind} {} ({})", self.id, self.name())
+        format!("{} {} ({})", self.kind().noun(), self.id, self.name())
     }
 }
 

@@ -349,11 +349,12 @@ impl GuestHandle<'_> {
                 self.destroy().await?;
             }
             Operation::Adopt => {
-                if !self.is_owned().await? {
-                    self.wait_unlocked().await?;
-                    let tags = self.tags_with_owner().await?;
-                    let form = Form::new().text("tags", tags);
-                    let _: Value = self.client.put(&format!("{base}/config"), &form).await?;
+                let mut tags = self.tags().await?;
+                if !tags.iter().any(|tag| tag == OWNER_TAG) {
+                    tags.push(OWNER_TAG.to_owned());
+                    let form = Form::new().text("tags", tags.join(";"));
+                    let path = format!("{base}/config");
+                    let _: Value = self.unless_locked(|| self.client.put(&path, &form)).await?;
                 }
             }
             Operation::HealthCheck => {

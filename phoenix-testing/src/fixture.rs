@@ -55,3 +55,24 @@ pub fn estate(sources: Vec<SourceFile>, options: &CheckOptions) -> Estate {
 pub fn resources(sources: Vec<SourceFile>, options: &CheckOptions) -> Vec<Resource> {
     resources_of(&estate(sources, options))
 }
+
+/// Writes an estate of containers (`lxc_configs`, by CTID) and no VMs into `dir` beside `hypervisor`, as the
+/// three required files, made if missing.
+pub fn write_containers(
+    dir: &Path,
+    hypervisor: &serde_json::Value,
+    containers: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let files = [
+        (FileKind::Hypervisor, hypervisor.clone()),
+        (FileKind::Lxc, serde_json::json!({ "lxc_configs": containers })),
+        (FileKind::Vm, serde_json::json!({ "vms": [] })),
+    ];
+    for (kind, document) in files {
+        let text = serde_json::to_string_pretty(&document).expect("JSON serialises");
+        std::fs::write(dir.join(kind.file_name()), text)
+            .map_err(|error| format!("{}: {error}", kind.file_name()))?;
+    }
+    Ok(())
+}

@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use miette::IntoDiagnostic;
 use phoenix_core::engine::render::{self, Colour};
 use phoenix_core::import::{self, Imported};
-use phoenix_core::{
-    Address, ExecuteOptions, FileKind, GuestKind, Operation, Outcome, SourceFile, StopHandle,
-};
+use phoenix_core::{ExecuteOptions, FileKind, GuestKind, Operation, Outcome, SourceFile, StopHandle};
 use phoenix_pve::Session;
 use phoenix_pve::guests::GuestDriver;
 use phoenix_pve::import::{Candidate, ImportFilter};
@@ -83,7 +82,7 @@ pub(crate) async fn run(args: &ImportArgs, global: &GlobalArgs) -> miette::Resul
     for (candidate, error) in &failures {
         eprintln!(
             "Cannot import {} {}: {error}",
-            kind_word(candidate.kind),
+            candidate.kind.noun(),
             candidate.id
         );
     }
@@ -97,7 +96,7 @@ pub(crate) async fn run(args: &ImportArgs, global: &GlobalArgs) -> miette::Resul
     for kind in [FileKind::Lxc, FileKind::Vm] {
         let guests: Vec<Imported> = imported
             .iter()
-            .filter(|(candidate, _)| file_of(candidate.kind) == kind)
+            .filter(|(candidate, _)| candidate.kind.file() == kind)
             .map(|(_, imported)| imported.clone())
             .collect();
         if guests.is_empty() {
@@ -156,7 +155,7 @@ pub(crate) async fn run(args: &ImportArgs, global: &GlobalArgs) -> miette::Resul
     let target = Target::open(&target_args, &new_estate, dir).await?;
     let addresses: Vec<String> = imported
         .iter()
-        .map(|(candidate, _)| address_of(candidate).to_string())
+        .map(|(candidate, _)| candidate.kind.address(candidate.id).to_string())
         .collect();
     let options = target.plan_options(&addresses)?;
     let plan = phoenix_core::plan(phoenix_core::resources(&new_estate), target.managers(), &options).await?;
@@ -236,7 +235,7 @@ fn print_imported(imported: &[(Candidate, Imported)]) {
     for (candidate, entry) in imported {
         println!(
             "  {} {} on {}, {}",
-            address_of(candidate),
+            candidate.kind.address(candidate.id),
             candidate.name,
             candidate.node,
             candidate.status
@@ -302,34 +301,11 @@ async fn adopt(
 /// Writes a configuration file whole (a new file beside it, then a rename), keeping the permissions of the
 /// file it replaces.
 fn write_config(path: &std::path::Path, text: &str) -> miette::Result<()> {
-    let mode = std::fs::metadata(path).ok().map(|metadata| {
-        use std::os::unix::fs::PermissionsExt;
-        metadata.permissions().mode() & 0o7777
-    });
+    let mode = std::fs::metadata(path)
+        .ok()
+        .map(|metadata| metadata.permissions().mode() & 0o7777);
     files::write_private(path, text.as_bytes())?;
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.unwrap_or(0o644))).into_diagnostic()
-}
-
-fn file_of(kind: GuestKind) -> FileKind {
-    match kind {
-        GuestKind::Container => FileKind::Lxc,
-        GuestKind::Vm => FileKind::Vm,
-    }
-}
-
-fn address_of(candidate: &Candidate) -> Address {
-    match candidate.kind {
-        GuestKind::Container => Address::Lxc(candidate.id),
-        GuestKind::Vm => Address::Vm(candidate.id),
-    }
-}
-
-fn kind_word(kind: GuestKind) -> &'static str {
-    match kind {
-        GuestKind::Container => "container",
-        GuestKind::Vm => "VM",
-    }
 }
 
 fn guests_word(kind: FileKind, count: usize) -> String {

@@ -20,7 +20,7 @@ use crate::engine::access::{AccessStep, access_steps};
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::host_firewall::{self, FirewallPart};
 pub use crate::lint::checks::legacy::is_sensitive_name;
-use crate::model::{Estate, GuestKind, GuestSpec};
+use crate::model::{Estate, GuestSpec};
 use crate::traefik::{self, DynamicConfig};
 
 /// One thing Phoenix converges.
@@ -1342,10 +1342,7 @@ fn portainer_steps(estate: &Estate) -> Vec<Resource> {
 }
 
 fn address_of_guest(guest: &crate::model::Guest) -> Vec<Address> {
-    vec![match guest.kind() {
-        GuestKind::Vm => Address::Vm(guest.id),
-        GuestKind::Container => Address::Lxc(guest.id),
-    }]
+    vec![guest.kind().address(guest.id)]
 }
 
 /// The port the Portainer agent listens on unless `network.portainer_agent_port` says otherwise.

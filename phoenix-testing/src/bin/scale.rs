@@ -136,16 +136,7 @@ fn write_config(dir: &Path, estate: &BTreeMap<u32, Guest>) -> Result<(), String>
         }
         containers.insert(id.to_string(), entry);
     }
-    let files = [
-        ("phoenix_hypervisor_config.json", hypervisor),
-        ("phoenix_lxc_configs.json", json!({ "lxc_configs": containers })),
-        ("phoenix_vm_configs.json", json!({ "vms": [] })),
-    ];
-    for (name, document) in files {
-        let text = serde_json::to_string_pretty(&document).expect("serialises");
-        std::fs::write(dir.join(name), text).map_err(|error| format!("{name}: {error}"))?;
-    }
-    Ok(())
+    phoenix_testing::fixture::write_containers(dir, &hypervisor, containers)
 }
 
 /// A run of phoenix: its exit status, standard output, wall time and the requests fakepve answered.

@@ -82,7 +82,6 @@ impl Random {
 
 /// The configuration directory: one template and its clones, some with firewall rules.
 fn write_config(dir: &Path, containers: u32) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
     let hypervisor = json!({
         "proxmox": {
             "endpoint": "https://127.0.0.1:8006",
@@ -128,16 +127,7 @@ fn write_config(dir: &Path, containers: u32) -> Result<(), String> {
         }
         guests.insert(vmid.to_string(), guest);
     }
-    let files = [
-        ("phoenix_hypervisor_config.json", hypervisor),
-        ("phoenix_lxc_configs.json", json!({ "lxc_configs": guests })),
-        ("phoenix_vm_configs.json", json!({ "vms": [] })),
-    ];
-    for (name, document) in files {
-        let text = serde_json::to_string_pretty(&document).expect("serialises");
-        std::fs::write(dir.join(name), text).map_err(|error| format!("{name}: {error}"))?;
-    }
-    Ok(())
+    phoenix_testing::fixture::write_containers(dir, &hypervisor, guests)
 }
 
 struct Outcome {
