@@ -49,7 +49,9 @@ pub(crate) fn read_text(path: &Path, limit: u64, links: Links) -> miette::Result
     if links == Links::Refuse && (opened.dev(), opened.ino()) != (listed.dev(), listed.ino()) {
         return Err(changed_while_reading(path));
     }
-    let mut bytes = Vec::new();
+    // Sized from the metadata, so that a large file is read into one allocation, not into a doubling one.
+    let expected = usize::try_from(opened.len().min(limit)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(expected.saturating_add(1));
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .into_diagnostic()

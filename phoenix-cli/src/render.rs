@@ -227,7 +227,10 @@ fn secrets_by_key(file: &SourceFile) -> Vec<(usize, usize)> {
         }
     }
     let mut parsed = file.clone();
-    let Ok(value) = parsed.parse() else {
+    if parsed.parse().is_err() {
+        return Vec::new();
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(parsed.text()) else {
         return Vec::new();
     };
     let mut pointers = Vec::new();

@@ -231,8 +231,9 @@ pub fn merge(
     };
     // Parsed here (which indexes its spans), so that it does not matter whether the caller had.
     let mut source = source.clone();
-    let document: Value = source.parse().map_err(|error| unmergeable(&error.to_string()))?;
+    source.parse().map_err(|error| unmergeable(&error.to_string()))?;
     let text = source.text();
+    let document: Value = serde_json::from_str(text).map_err(|error| unmergeable(&error.to_string()))?;
     let unit = indent_unit(text);
     let pointer = format!("/{name}");
     let Some(location) = source.locate(&pointer) else {

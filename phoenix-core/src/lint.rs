@@ -13,4 +13,5 @@ pub mod graph;
 pub mod schema;
 pub mod source;
 pub mod suggest;
+pub(crate) mod tape;
 pub(crate) mod validate;

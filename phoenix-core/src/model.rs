@@ -139,8 +139,9 @@ impl Guest {
 }
 
 impl Estate {
-    /// Resolves typed files: merges defaults, parses IDs, and reports IDs declared twice.
-    pub(crate) fn resolve(files: ConfigFiles) -> (Estate, Vec<Problem>) {
+    /// Resolves typed files: moves their guests out into [`Guest`]s with defaults merged, parses IDs, and
+    /// reports IDs declared twice.
+    pub(crate) fn resolve(mut files: ConfigFiles) -> (Estate, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut guests = BTreeMap::new();
         let nodes = files
@@ -159,10 +160,9 @@ impl Estate {
             .proxmox_defaults
             .as_ref()
             .and_then(|defaults| defaults.lxc.clone());
-        for (key, declared) in &files.lxc.lxc_configs {
-            let pointer = format!("/lxc_configs/{}", escape_pointer_token(key));
+        for (key, mut container) in std::mem::take(&mut files.lxc.lxc_configs) {
+            let pointer = format!("/lxc_configs/{}", escape_pointer_token(&key));
             let Ok(id) = key.parse::<u32>() else { continue };
-            let mut container = declared.clone();
             if let Some(defaults) = &lxc_defaults {
                 merge(&mut container.cores, &defaults.cores);
                 merge(&mut container.memory_mb, &defaults.memory_mb);
@@ -193,9 +193,8 @@ impl Estate {
         }
 
         let vm_defaults = &files.vm.vm_defaults;
-        for (index, declared) in files.vm.vms.iter().enumerate() {
+        for (index, mut vm) in std::mem::take(&mut files.vm.vms).into_iter().enumerate() {
             let pointer = format!("/vms/{index}");
-            let mut vm = declared.clone();
             merge(&mut vm.node, &vm_defaults.node);
             merge(&mut vm.node, &only_node);
             merge(&mut vm.cores, &vm_defaults.cores);
@@ -230,7 +229,8 @@ impl Estate {
         (Estate { files, guests }, problems)
     }
 
-    /// The typed files, as written.
+    /// The typed files, as written, but for their guests (`lxc_configs` and `vms` are empty): those are
+    /// [`Estate::guests`], with defaults merged. Holding each guest once keeps a large estate's memory down.
     pub fn files(&self) -> &ConfigFiles {
         &self.files
     }

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use crate::config::hypervisor::{HypervisorFile, NfsStorage};
 use crate::config::vm::StackRef;
-use crate::config::{FileKind, PortainerRole};
+use crate::config::{ConfigFiles, FileKind, PortainerRole};
 use crate::lint::diagnostic::Problem;
 use crate::lint::features;
 use crate::lint::graph::DependencyGraph;
@@ -41,10 +41,16 @@ pub struct CheckOptions {
     pub gateway_template: Option<gateway::GatewayTemplate>,
 }
 
-/// Runs every semantic check.
+/// The checks of what the files say as written, before their guests are resolved: legacy keys and
+/// storages, which are reported where they are written (a default once, at the default).
+pub(crate) fn check_written(files: &ConfigFiles, problems: &mut Vec<Problem>) {
+    legacy::check(files, problems);
+    check_storage(files, problems);
+}
+
+/// Runs every semantic check of the resolved estate.
 pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     let mut problems = Vec::new();
-    legacy::check(estate.files(), &mut problems);
     check_references(estate, &mut problems);
     check_cycles(estate, &mut problems);
     check_addresses(estate, &mut problems);
@@ -65,7 +71,6 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     check_portainer(estate, &mut problems);
     check_firewalls(estate, &mut problems);
     check_features(estate, options, &mut problems);
-    check_storage(estate, &mut problems);
     check_nodes(estate, &mut problems);
     check_shared_volumes(estate, &mut problems);
     check_clone_sizes(estate, &mut problems);
@@ -1211,8 +1216,7 @@ fn check_features(estate: &Estate, options: &CheckOptions, problems: &mut Vec<Pr
     }
 }
 
-fn check_storage(estate: &Estate, problems: &mut Vec<Problem>) {
-    let files = estate.files();
+fn check_storage(files: &ConfigFiles, problems: &mut Vec<Problem>) {
     let hypervisor = &files.hypervisor;
     let declared: BTreeSet<String> = hypervisor
         .zfs

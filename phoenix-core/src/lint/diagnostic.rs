@@ -48,7 +48,7 @@ pub struct Problem {
 #[derive(Debug, Clone)]
 struct Placed {
     path: String,
-    source: NamedSource<Arc<str>>,
+    source: NamedSource<Arc<String>>,
     span: Option<(usize, usize)>,
     line: usize,
     column: usize,

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::config::FileKind;
 use crate::lint::diagnostic::Problem;
 use crate::lint::suggest::did_you_mean;
+use crate::lint::tape::{TapeJson, TapeNode};
 
 /// One embedded schema.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +70,7 @@ impl Schema {
 
 struct Compiled {
     document: Value,
-    validator: Validator,
+    validator: Validator<TapeJson>,
 }
 
 fn compiled(kind: FileKind) -> &'static Compiled {
@@ -79,7 +80,7 @@ fn compiled(kind: FileKind) -> &'static Compiled {
             .iter()
             .map(|schema| {
                 let document: Value = serde_json::from_str(schema.text).expect("embedded schema is JSON");
-                let validator = jsonschema::options()
+                let validator = jsonschema::options_for::<TapeJson>()
                     .with_draft(jsonschema::Draft::Draft202012)
                     .build(&document)
                     .expect("embedded schema compiles");
@@ -95,9 +96,13 @@ fn compiled(kind: FileKind) -> &'static Compiled {
 }
 
 /// Checks a parsed file against its schema; returns every problem found.
-pub(crate) fn check(kind: FileKind, instance: &Value) -> Vec<Problem> {
+pub(crate) fn check(kind: FileKind, instance: TapeNode<'_>) -> Vec<Problem> {
     let compiled = compiled(kind);
     let mut problems = Vec::new();
+    // Most files are valid: the yes-or-no walk stops at nothing and builds no error, so it comes first.
+    if compiled.validator.is_valid(instance) {
+        return problems;
+    }
     for error in compiled.validator.iter_errors(instance) {
         problems.extend(to_problems(kind, &compiled.document, &error));
     }

@@ -1,25 +1,31 @@
 //! Source text of a configuration file, with the byte span of every JSON value and key.
 //!
-//! serde_json parses each file (and reports malformed JSON); a second, single pass over the text it
-//! accepted records where every value and key lies, so any problem found later (by the schema, by serde or
-//! by the semantic checks) can be placed at its line and column through a JSON pointer.
+//! One strict pass over each file records where every value and key lies (its tape, [`super::tape`]), so
+//! any problem found later (by the schema, by serde or by the semantic checks) can be placed at its line and
+//! column through a JSON pointer; malformed JSON gets serde_json's own message.
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use miette::NamedSource;
 
 use crate::config::FileKind;
+use crate::lint::tape::{self, Entry, Kind, NONE, TapeNode};
 
 /// One configuration file as read from disk.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     kind: FileKind,
     path: String,
-    text: Arc<str>,
-    index: SpanIndex,
-    line_starts: Vec<usize>,
+    /// Shared, so that copies of a source (kept to render problems) share one text; a `String` inside, so
+    /// that the text read from disk is not copied into the `Arc`.
+    text: Arc<String>,
+    /// The tape: kept from [`SourceFile::parse`] while the schema reads it, scanned again when a problem
+    /// must be placed after it was released.
+    index: OnceLock<SpanIndex>,
+    /// Built on the first line or column asked for: only problems need them.
+    line_starts: OnceLock<Vec<usize>>,
     duplicate_keys: Vec<DuplicateKey>,
 }
 
@@ -53,28 +59,61 @@ pub struct LineColumn {
 impl SourceFile {
     /// Wraps the text of a file. `path` is how the file is named in diagnostics.
     ///
-    /// The span index is built only when `text` is well-formed JSON; call [`SourceFile::parse`] first.
-    pub fn new(kind: FileKind, path: impl Into<String>, text: impl Into<Arc<str>>) -> SourceFile {
-        let text: Arc<str> = text.into();
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(offset, _)| offset + 1))
-            .collect();
+    /// Spans are found only in well-formed JSON; [`SourceFile::parse`] says whether the text is.
+    pub fn new(kind: FileKind, path: impl Into<String>, text: impl Into<String>) -> SourceFile {
         SourceFile {
             kind,
             path: path.into(),
-            text,
-            index: SpanIndex::default(),
-            line_starts,
+            text: Arc::new(text.into()),
+            index: OnceLock::new(),
+            line_starts: OnceLock::new(),
             duplicate_keys: Vec::new(),
         }
     }
 
-    /// Parses the text as JSON and indexes the spans of its values.
-    pub fn parse(&mut self) -> Result<serde_json::Value, serde_json::Error> {
-        let value = serde_json::from_str(&self.text)?;
-        self.index = SpanIndex::build(&self.text);
-        self.duplicate_keys = self.index.duplicate_keys(&self.text);
-        Ok(value)
+    /// Reads the text as JSON into its tape (the kind and span of every value); a text that is not JSON
+    /// gets serde_json's error, with its line and column.
+    pub fn parse(&mut self) -> Result<(), serde_json::Error> {
+        let Some(entries) = tape::scan(&self.text) else {
+            self.index = OnceLock::from(SpanIndex::default());
+            self.duplicate_keys = Vec::new();
+            return Err(match serde_json::from_str::<serde_json::Value>(&self.text) {
+                Err(error) => error,
+                Ok(_) => serde::de::Error::custom(
+                    "Phoenix's JSON reader refused this file although it is JSON: please report it as a bug",
+                ),
+            });
+        };
+        let index = SpanIndex { entries };
+        self.duplicate_keys = index.duplicate_keys(&self.text);
+        self.index = OnceLock::from(index);
+        Ok(())
+    }
+
+    /// The parsed document, for the schema validator; `None` before a successful [`SourceFile::parse`] or
+    /// after [`SourceFile::release_tape`].
+    pub(crate) fn document(&self) -> Option<TapeNode<'_>> {
+        TapeNode::root(&self.text, &self.index.get()?.entries)
+    }
+
+    /// Frees the tape (about as large as the text) once the schema has read it; [`SourceFile::locate`]
+    /// scans the text again if a problem needs placing later.
+    pub(crate) fn release_tape(&mut self) {
+        self.index = OnceLock::new();
+    }
+
+    fn index(&self) -> &SpanIndex {
+        self.index.get_or_init(|| SpanIndex {
+            entries: tape::scan(&self.text).unwrap_or_default(),
+        })
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(offset, _)| offset + 1))
+                .collect()
+        })
     }
 
     /// Keys written twice in the same object, found by [`SourceFile::parse`].
@@ -98,19 +137,20 @@ impl SourceFile {
     }
 
     /// The text named by its path, for miette.
-    pub fn named_source(&self) -> NamedSource<Arc<str>> {
+    pub fn named_source(&self) -> NamedSource<Arc<String>> {
         NamedSource::new(&self.path, Arc::clone(&self.text)).with_language("JSON")
     }
 
     /// Finds the value a JSON pointer (RFC 6901) names. Returns `None` when the pointer names nothing.
     pub fn locate(&self, pointer: &str) -> Option<Location> {
-        self.index.locate(&self.text, pointer)
+        self.index().locate(&self.text, pointer)
     }
 
     /// The line and column of a byte offset.
     pub fn line_column(&self, offset: usize) -> LineColumn {
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let line_start = self.line_starts[line - 1];
+        let line_starts = self.line_starts();
+        let line = line_starts.partition_point(|&start| start <= offset);
+        let line_start = line_starts[line - 1];
         let column = self
             .text
             .get(line_start..offset)
@@ -120,10 +160,11 @@ impl SourceFile {
 
     /// The byte offset of a 1-based line and column, as serde_json reports them.
     pub fn offset_of(&self, line: usize, column: usize) -> usize {
-        let Some(&line_start) = self.line_starts.get(line.saturating_sub(1)) else {
+        let line_starts = self.line_starts();
+        let Some(&line_start) = line_starts.get(line.saturating_sub(1)) else {
             return self.text.len();
         };
-        let line_end = self.line_starts.get(line).copied().unwrap_or(self.text.len());
+        let line_end = line_starts.get(line).copied().unwrap_or(self.text.len());
         let line_text = &self.text[line_start..line_end];
         let within = line_text
             .char_indices()
@@ -133,68 +174,56 @@ impl SourceFile {
     }
 }
 
-/// A flat tree of the values of a JSON document, in document order.
+/// The tape of a parsed document and what is found on it.
 #[derive(Debug, Clone, Default)]
 struct SpanIndex {
-    nodes: Vec<Node>,
+    entries: Vec<Entry>,
 }
-
-#[derive(Debug, Clone, Copy)]
-struct Node {
-    /// The key with its quotes, or an empty range at 0 for the root and array items.
-    key_start: u32,
-    key_end: u32,
-    start: u32,
-    end: u32,
-    first_child: u32,
-    next_sibling: u32,
-}
-
-const NONE: u32 = u32::MAX;
 
 impl SpanIndex {
-    /// Indexes text that serde_json already accepted as JSON.
-    fn build(text: &str) -> SpanIndex {
-        let mut scanner = Scanner {
-            bytes: text.as_bytes(),
-            position: 0,
-            nodes: Vec::new(),
-        };
-        if u32::try_from(text.len()).is_ok() {
-            scanner.value(None);
-        }
-        SpanIndex { nodes: scanner.nodes }
-    }
-
     fn locate(&self, text: &str, pointer: &str) -> Option<Location> {
         let mut current = 0u32;
-        self.nodes.first()?;
+        self.entries.first()?;
         if !pointer.is_empty() {
             for raw_token in pointer.strip_prefix('/')?.split('/') {
                 let token = raw_token.replace("~1", "/").replace("~0", "~");
                 current = self.child(text, current, &token)?;
             }
         }
-        let node = self.nodes[current as usize];
-        let key = (node.key_end > node.key_start).then_some(node.key_start as usize..node.key_end as usize);
+        let entry = self.entries[current as usize];
         Some(Location {
-            value: node.start as usize..node.end as usize,
-            key,
+            value: entry.value(),
+            key: entry.key(),
         })
     }
 
-    /// Walks the whole tree and lists keys that repeat within one object.
+    /// Lists keys that repeat within one object. A first pass over the objects finds whether any does,
+    /// allocating once; pointers are built by a walk of the tree only when one does.
     fn duplicate_keys(&self, text: &str) -> Vec<DuplicateKey> {
+        let mut keys: Vec<&str> = Vec::new();
+        let any = self
+            .entries
+            .iter()
+            .filter(|entry| entry.kind == Kind::Object)
+            .any(|object| {
+                keys.clear();
+                let mut child = object.first_child;
+                while let Some(entry) = self.entries.get(child as usize) {
+                    keys.push(&text[entry.key_start as usize..entry.key_end as usize]);
+                    child = entry.next_sibling;
+                }
+                keys.sort_unstable();
+                keys.windows(2).any(|pair| pair[0] == pair[1])
+            });
         let mut found = Vec::new();
-        if !self.nodes.is_empty() {
+        if any {
             let mut path = Vec::new();
             self.find_duplicates(text, 0, &mut path, &mut found);
         }
         found
     }
 
-    /// Depth-first walk; `path` holds (node, position among siblings) of the ancestors below the root.
-    /// Pointers are built only for the duplicates found, so the walk allocates almost nothing.
+    /// Depth-first walk; `path` holds (entry, position among siblings) of the ancestors below the root.
     fn find_duplicates(
         &self,
         text: &str,
@@ -202,28 +231,16 @@ impl SpanIndex {
         path: &mut Vec<(u32, usize)>,
         found: &mut Vec<DuplicateKey>,
     ) {
-        let parent = self.nodes[node as usize];
-        let is_object = text.as_bytes()[parent.start as usize] == b'{';
-        let mut small: Vec<&str> = Vec::new();
-        let mut large: HashSet<&str> = HashSet::new();
+        let parent = self.entries[node as usize];
+        let is_object = parent.kind == Kind::Object;
+        let mut seen: HashSet<&str> = HashSet::new();
         let mut child = parent.first_child;
         let mut position = 0usize;
         while child != NONE {
-            let current = self.nodes[child as usize];
+            let current = self.entries[child as usize];
             if is_object {
                 let quoted = &text[current.key_start as usize..current.key_end as usize];
-                // Most objects have a handful of keys: a linear scan beats hashing there.
-                let repeated = if small.len() < 16 {
-                    let repeated = small.contains(&quoted);
-                    small.push(quoted);
-                    repeated
-                } else {
-                    if large.is_empty() {
-                        large.extend(small.iter().copied());
-                    }
-                    !large.insert(quoted)
-                };
-                if repeated {
+                if !seen.insert(quoted) {
                     path.push((child, position));
                     found.push(DuplicateKey {
                         pointer: self.pointer_of(text, path),
@@ -242,40 +259,43 @@ impl SpanIndex {
         }
     }
 
-    /// The JSON pointer of the last node of `path`.
+    /// The JSON pointer of the last entry of `path`.
     fn pointer_of(&self, text: &str, path: &[(u32, usize)]) -> String {
         let mut pointer = String::new();
         for &(node, position) in path {
-            let node = self.nodes[node as usize];
+            let entry = self.entries[node as usize];
             pointer.push('/');
-            if node.key_end > node.key_start {
-                let quoted = &text[node.key_start as usize..node.key_end as usize];
-                let key = serde_json::from_str::<String>(quoted).unwrap_or_else(|_| quoted.to_owned());
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-            } else {
-                pointer.push_str(&position.to_string());
+            match entry.key() {
+                Some(key) => {
+                    let quoted = &text[key];
+                    let key = serde_json::from_str::<String>(quoted).unwrap_or_else(|_| quoted.to_owned());
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                }
+                None => pointer.push_str(&position.to_string()),
             }
         }
         pointer
     }
 
     fn child(&self, text: &str, parent: u32, token: &str) -> Option<u32> {
-        let parent_node = self.nodes[parent as usize];
-        let is_array = text.as_bytes()[parent_node.start as usize] == b'[';
-        let wanted_index: Option<usize> = if is_array { Some(token.parse().ok()?) } else { None };
-        let mut child = parent_node.first_child;
+        let parent_entry = self.entries[parent as usize];
+        let wanted_index: Option<usize> = match parent_entry.kind {
+            Kind::Array => Some(token.parse().ok()?),
+            _ => None,
+        };
+        let mut child = parent_entry.first_child;
         let mut position = 0usize;
         while child != NONE {
-            let node = self.nodes[child as usize];
+            let entry = self.entries[child as usize];
             let matches = match wanted_index {
                 Some(index) => index == position,
-                None => key_equals(&text[node.key_start as usize..node.key_end as usize], token),
+                None => key_equals(&text[entry.key_start as usize..entry.key_end as usize], token),
             };
             if matches {
                 return Some(child);
             }
             position += 1;
-            child = node.next_sibling;
+            child = entry.next_sibling;
         }
         None
     }
@@ -288,102 +308,6 @@ fn key_equals(quoted: &str, token: &str) -> bool {
         serde_json::from_str::<String>(quoted).is_ok_and(|key| key == token)
     } else {
         inner == token
-    }
-}
-
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    position: usize,
-    nodes: Vec<Node>,
-}
-
-impl Scanner<'_> {
-    fn value(&mut self, key: Option<(usize, usize)>) -> u32 {
-        self.skip_whitespace();
-        let index = self.nodes.len() as u32;
-        let (key_start, key_end) = key.unwrap_or((0, 0));
-        self.nodes.push(Node {
-            key_start: key_start as u32,
-            key_end: key_end as u32,
-            start: self.position as u32,
-            end: self.position as u32,
-            first_child: NONE,
-            next_sibling: NONE,
-        });
-        match self.bytes.get(self.position) {
-            Some(b'{') => self.container(index, b'}', true),
-            Some(b'[') => self.container(index, b']', false),
-            Some(b'"') => {
-                self.string();
-            }
-            Some(_) => {
-                while let Some(byte) = self.bytes.get(self.position) {
-                    if matches!(byte, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                        break;
-                    }
-                    self.position += 1;
-                }
-            }
-            None => {}
-        }
-        self.nodes[index as usize].end = self.position as u32;
-        index
-    }
-
-    fn container(&mut self, parent: u32, close: u8, is_object: bool) {
-        self.position += 1;
-        let mut previous = NONE;
-        loop {
-            self.skip_whitespace();
-            match self.bytes.get(self.position) {
-                None => return,
-                Some(&byte) if byte == close => {
-                    self.position += 1;
-                    return;
-                }
-                Some(b',') => {
-                    self.position += 1;
-                    continue;
-                }
-                Some(_) => {}
-            }
-            let key = if is_object {
-                let key = self.string();
-                self.skip_whitespace();
-                self.position += 1; // The colon.
-                Some(key)
-            } else {
-                None
-            };
-            let child = self.value(key);
-            if previous == NONE {
-                self.nodes[parent as usize].first_child = child;
-            } else {
-                self.nodes[previous as usize].next_sibling = child;
-            }
-            previous = child;
-        }
-    }
-
-    /// Skips a string starting at the current quote; returns its range with quotes.
-    fn string(&mut self) -> (usize, usize) {
-        let start = self.position;
-        self.position += 1;
-        while let Some(&byte) = self.bytes.get(self.position) {
-            self.position += 1;
-            match byte {
-                b'\\' => self.position += 1,
-                b'"' => break,
-                _ => {}
-            }
-        }
-        (start, self.position)
-    }
-
-    fn skip_whitespace(&mut self) {
-        while matches!(self.bytes.get(self.position), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.position += 1;
-        }
     }
 }
 

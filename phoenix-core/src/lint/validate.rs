@@ -1,7 +1,6 @@
 //! The validation pipeline: parse -> schema -> typed -> resolve -> semantic checks, collecting every problem.
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::config::{ConfigFiles, FileKind};
 use crate::lint::checks::{self, CheckOptions};
@@ -77,9 +76,9 @@ pub fn validate(sources: Vec<SourceFile>, options: &CheckOptions) -> Validation 
                 problems.push(syntax_problem(source, &error));
                 false
             }
-            Ok(value) => {
+            Ok(()) => {
                 let unique = check_duplicate_keys(source, &mut problems);
-                read_file(kind, &value, &mut files, &mut problems) && unique
+                read_file(source, unique, &mut files, &mut problems) && unique
             }
         };
         all_typed &= typed;
@@ -87,6 +86,7 @@ pub fn validate(sources: Vec<SourceFile>, options: &CheckOptions) -> Validation 
 
     let mut estate = None;
     if all_typed {
+        checks::check_written(&files, &mut problems);
         let (resolved, resolve_problems) = Estate::resolve(files);
         problems.extend(resolve_problems);
         problems.extend(checks::check(&resolved, options));
@@ -109,50 +109,66 @@ pub fn validate(sources: Vec<SourceFile>, options: &CheckOptions) -> Validation 
     Validation { problems, estate }
 }
 
-/// Checks one parsed file against its schema and reads it into the typed model; false on any error.
-fn read_file(kind: FileKind, value: &Value, files: &mut ConfigFiles, problems: &mut Vec<Problem>) -> bool {
-    let schema_problems = schema::check(kind, value);
-    if !schema_problems.is_empty() {
+/// Checks one parsed file against its schema and, when its keys are `unique`, reads it into the typed model;
+/// false on any error.
+fn read_file(
+    source: &mut SourceFile,
+    unique: bool,
+    files: &mut ConfigFiles,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let kind = source.kind();
+    let Some(document) = source.document() else {
+        return false;
+    };
+    let schema_problems = schema::check(kind, document);
+    if !schema_problems.is_empty() || !unique {
         problems.extend(schema_problems);
         return false;
     }
+    // Problems found from here on are few, if any: placing them scans the text again, which costs less
+    // than keeping the tape beside the typed model.
+    source.release_tape();
+    let text = source.text();
     match kind {
-        FileKind::Hypervisor => typed(kind, value, problems).map(|file| files.hypervisor = file),
-        FileKind::Lxc => typed(kind, value, problems).map(|file| files.lxc = file),
-        FileKind::Vm => typed(kind, value, problems).map(|file| files.vm = file),
-        FileKind::Stacks => typed(kind, value, problems).map(|file| files.stacks = file),
+        FileKind::Hypervisor => typed(kind, text, problems).map(|file| files.hypervisor = file),
+        FileKind::Lxc => typed(kind, text, problems).map(|file| files.lxc = file),
+        FileKind::Vm => typed(kind, text, problems).map(|file| files.vm = file),
+        FileKind::Stacks => typed(kind, text, problems).map(|file| files.stacks = file),
     }
     .is_some()
 }
 
-/// Deserialises a schema-valid document. A failure here means the schema and the Rust types disagree.
-fn typed<T: DeserializeOwned>(kind: FileKind, value: &Value, problems: &mut Vec<Problem>) -> Option<T> {
+/// Deserialises a schema-valid document from its text. A failure here means the schema and the Rust types
+/// disagree.
+fn typed<T: DeserializeOwned>(kind: FileKind, text: &str, problems: &mut Vec<Problem>) -> Option<T> {
     // The fast path; the slower path-tracking deserializer runs only to explain a failure.
-    if let Ok(typed) = T::deserialize(value) {
+    if let Ok(typed) = serde_json::from_str(text) {
         return Some(typed);
     }
-    let result = serde_path_to_error::deserialize(value).map_err(|error| {
-        let pointer: String = error
-            .path()
-            .iter()
-            .map(|segment| match segment {
-                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
-                serde_path_to_error::Segment::Map { key } => {
-                    format!("/{}", schema::escape_pointer_token(key))
-                }
-                serde_path_to_error::Segment::Enum { variant } => format!("/{variant}"),
-                serde_path_to_error::Segment::Unknown => String::new(),
-            })
-            .collect();
-        Problem::error(
-            "phoenix::config::invalid",
-            kind,
-            pointer,
-            error.into_inner().to_string(),
-        )
-        .with_label("cannot be read")
-        .with_help("the schema accepted this value but the Rust types did not: please report it as a bug")
-    });
+    let result =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|error| {
+            let pointer: String = error
+                .path()
+                .iter()
+                .map(|segment| match segment {
+                    serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                    serde_path_to_error::Segment::Map { key } => {
+                        format!("/{}", schema::escape_pointer_token(key))
+                    }
+                    serde_path_to_error::Segment::Enum { variant } => format!("/{variant}"),
+                    serde_path_to_error::Segment::Unknown => String::new(),
+                })
+                .collect();
+            Problem::error(
+                "phoenix::config::invalid",
+                kind,
+                pointer,
+                error.into_inner().to_string(),
+            )
+            .with_label("cannot be read")
+            .with_help("the schema accepted this value but the Rust types did not: please report it as a bug")
+        });
     result.map_err(|problem| problems.push(problem)).ok()
 }
 
