@@ -59,7 +59,7 @@ fn container(id: u32, dependency: Option<u32>) -> Resource {
         after: Vec::new(),
         node: Some("pve1".into()),
         storage: config.storage_pool.clone(),
-        desired: Desired::Container(Box::new(config)),
+        desired: Desired::Container(std::sync::Arc::new(config)),
     }
 }
 

@@ -36,7 +36,7 @@ pub struct Guest {
 #[derive(Debug, Clone)]
 pub enum GuestSpec {
     /// An LXC container.
-    Container(Box<ContainerConfig>),
+    Container(std::sync::Arc<ContainerConfig>),
     /// A QEMU/KVM virtual machine.
     Vm(Box<VmConfig>),
 }
@@ -185,7 +185,7 @@ impl Estate {
                     .as_deref()
                     .and_then(|source| source.parse().ok()),
                 dependencies: parse_ids(&container.dependencies),
-                spec: GuestSpec::Container(Box::new(container)),
+                spec: GuestSpec::Container(std::sync::Arc::new(container)),
                 file: FileKind::Lxc,
                 pointer,
             };

@@ -408,6 +408,7 @@ async fn a_shrinking_disk_is_destructive_and_a_replacement_is_planned_as_such() 
         if let phoenix_core::Desired::Container(container) = &mut resource.desired
             && resource.address == Address::Lxc(101)
         {
+            let container = std::sync::Arc::make_mut(container);
             container.storage_size_gb = Some(8);
             container.unprivileged = Some(false);
         }

@@ -20,7 +20,7 @@ fn resources() -> Vec<Resource> {
         after: Vec::new(),
         node: None,
         storage: None,
-        desired: Desired::Container(Box::new(ContainerConfig {
+        desired: Desired::Container(std::sync::Arc::new(ContainerConfig {
             name: format!("ct{id}"),
             ..ContainerConfig::default()
         })),

@@ -37,7 +37,7 @@ fn resource(config: &str) -> Resource {
         after: Vec::new(),
         node: None,
         storage: None,
-        desired: Desired::Container(Box::new(container)),
+        desired: Desired::Container(std::sync::Arc::new(container)),
     }
 }
 

@@ -259,7 +259,10 @@ impl<D: GuestDiff> GuestDiffer<D> {
         };
         let wanted = self.0.wanted(config);
         let Some(observed) = observed else {
-            let mut fields = Observed::from_fields(&wanted).fields;
+            let mut fields: BTreeMap<String, Value> = wanted
+                .into_iter()
+                .map(|(field, value)| (field.name(), value))
+                .collect();
             // Where the guest goes, and why there, when the configuration does not say.
             if let Some(placement) = desired
                 .address
@@ -273,7 +276,7 @@ impl<D: GuestDiff> GuestDiffer<D> {
                     fields.insert("placement".to_owned(), Value::String(how));
                 }
             }
-            return vec![Change::create(desired.address.clone(), &fields)];
+            return vec![Change::create_from(desired.address.clone(), fields)];
         };
         let changed = self.0.compare(&wanted, &observed.to_fields());
         if changed.is_empty() {

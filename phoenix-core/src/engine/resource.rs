@@ -49,7 +49,7 @@ pub enum Desired {
     /// A host step, with the piece of host configuration it converges.
     Host(HostStep),
     /// A container with defaults merged.
-    Container(Box<ContainerConfig>),
+    Container(std::sync::Arc<ContainerConfig>),
     /// A VM with defaults merged.
     Vm(Box<VmConfig>),
     /// A stack on a VM.
@@ -552,7 +552,7 @@ impl Resource {
             Desired::Sync(SyncStep::InternalDns(view)) => to_value(view),
             Desired::Sync(SyncStep::PublicDns(zone)) => return zone.fields(),
             Desired::Sync(SyncStep::Certificate(certificate)) => return certificate.fields(),
-            Desired::Container(container) => to_value(container),
+            Desired::Container(container) => to_value(&**container),
             Desired::Vm(vm) => to_value(vm),
             Desired::Stack(stack) => to_value(stack),
             Desired::Portainer(PortainerStep::Server { admin_user }) => {
