@@ -354,7 +354,10 @@ fn realistic_bench(phoenix: &Path) -> Result<(), String> {
             .map(|metadata| metadata.len())
             .sum();
         let config = dir.display().to_string();
-        let schema = root().join("schemas/phoenix_lxc_configs.schema.json").display().to_string();
+        let schema = root()
+            .join("schemas/phoenix_lxc_configs.schema.json")
+            .display()
+            .to_string();
         let data = dir.join("phoenix_lxc_configs.json").display().to_string();
         let ajv_args = [
             "validate",

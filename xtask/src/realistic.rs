@@ -1,8 +1,9 @@
 //! Configuration directories shaped like the earlier version's real ones, at any size, for `cargo xtask
 //! bench`: containers modelled on its richest (a gateway-like service cloned from a template chain, with
 //! features, seven firewall rules, three bind mounts, an id map, raw LXC and pct options, a Traefik service,
-//! dependencies), a VM template with clones, and the host that declares their storage. About 2.9 KB of
-//! JSON per container, as in the reference.
+//! dependencies), a VM template with clones (a Portainer server and two agents), a stack per hundred
+//! containers on the agents (compose file, variables with a secret, Traefik labels, a firewall rule), and
+//! the host that declares their storage. About 3.7 KB of JSON per container.
 
 use std::path::Path;
 
@@ -20,6 +21,9 @@ pub(crate) fn write(dir: &Path, containers: u32) -> Result<(), String> {
     let hypervisor = json!({
         "domain_name": "phoenix.example",
         "proxmox": { "endpoint": "https://10.0.0.13:8006", "nodes": ["pve1"] },
+        "portainer_api": { "admin_user": "admin",
+                           "admin_password": { "env": "PHOENIX_PORTAINER_PASSWORD" },
+                           "portainer_hostname": "portainer.phoenix.example" },
         "proxmox_storages": [
             { "id": "local", "content": ["vztmpl", "import", "snippets"] },
             { "id": "quickOS-lxc-disks", "content": ["rootdir"] },
@@ -39,8 +43,26 @@ pub(crate) fn write(dir: &Path, containers: u32) -> Result<(), String> {
         "storage_pool": "quickOS-vm-disks", "cores": 2, "memory_mb": 2048, "disk_size_gb": 32,
         "network_config": { "ip": "10.0.0.199/8", "gw": "10.0.0.1" }
     })];
+    let stacks = (containers / 100).max(1);
+    let mut stack_entries = serde_json::Map::new();
+    for index in 0..stacks {
+        let name = format!("stack-{index}");
+        write_compose(dir, &name)?;
+        stack_entries.insert(name.clone(), stack(&name, index));
+    }
     for index in 0..3u32 {
+        let (role, chosen): (&str, Vec<String>) = match index {
+            0 => ("primary", Vec::new()),
+            agent => (
+                "agent",
+                (0..stacks)
+                    .filter(|stack| stack % 2 == agent - 1)
+                    .map(|stack| format!("stack-{stack}"))
+                    .collect(),
+            ),
+        };
         vms.push(json!({
+            "portainer_role": role, "docker_stacks": chosen,
             "vmid": 1001 + index, "name": format!("docker-{index}"), "clone_from_vmid": 9000,
             "storage_pool": "quickOS-vm-disks", "cores": 4, "memory_mb": 8192, "disk_size_gb": 64,
             "network_config": { "ip": format!("10.0.0.{}/8", 111 + index), "gw": "10.0.0.1",
@@ -58,12 +80,53 @@ pub(crate) fn write(dir: &Path, containers: u32) -> Result<(), String> {
         ("phoenix_hypervisor_config.json", hypervisor),
         ("phoenix_lxc_configs.json", json!({ "lxc_configs": lxc })),
         ("phoenix_vm_configs.json", json!({ "vms": vms })),
+        (
+            "phoenix_stacks_config.json",
+            json!({ "docker_stacks": stack_entries }),
+        ),
     ];
     for (name, document) in files {
         let text = serde_json::to_string_pretty(&document).expect("serialises");
         std::fs::write(dir.join(name), text).map_err(|error| format!("{name}: {error}"))?;
     }
     Ok(())
+}
+
+/// A stack like the reference's application stacks: one service behind Traefik, its settings as variables.
+fn stack(name: &str, index: u32) -> Value {
+    let port = 8000 + index % 1000;
+    json!({
+        "description": format!("Application stack {index}."),
+        "compose_file_path": format!("stacks/{name}/docker-compose.yml"),
+        "environments": { "production": {
+            "variables": [
+                { "name": "APP_SECRET", "value": { "env": format!("STACK_{index}_SECRET") } },
+                { "name": "API_PORT", "value": port.to_string() },
+                { "name": "LOG_LEVEL", "value": "INFO" }
+            ],
+            "services": { "app": { "traefik_labels": [
+                "traefik.enable=true",
+                format!("traefik.http.routers.{name}.rule=Host(`{name}.phoenix.example`)"),
+                format!("traefik.http.routers.{name}.entrypoints=websecure"),
+                format!("traefik.http.routers.{name}.tls=true"),
+                format!("traefik.http.services.{name}.loadbalancer.server.port={port}")
+            ] } },
+            "firewall_rules": [
+                { "type": "in", "action": "ACCEPT", "proto": "tcp", "port": port.to_string(),
+                  "source": "10.0.0.0/8", "comment": "The application through Traefik" }
+            ]
+        } }
+    })
+}
+
+fn write_compose(dir: &Path, name: &str) -> Result<(), String> {
+    let folder = dir.join("stacks").join(name);
+    std::fs::create_dir_all(&folder).map_err(|error| format!("{}: {error}", folder.display()))?;
+    let compose = "services:\n  app:\n    image: ghcr.io/example/app:1.4.2\n    restart: unless-stopped\n    \
+                   environment:\n      APP_SECRET: ${APP_SECRET}\n      LOG_LEVEL: ${LOG_LEVEL:-INFO}\n    \
+                   ports:\n      - \"${API_PORT}:8080\"\n";
+    let path = folder.join("docker-compose.yml");
+    std::fs::write(&path, compose).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 /// An address of the 10.0.0.0/8 network for `n` (0 is 10.1.0.0).
