@@ -1,6 +1,6 @@
 //! Benchmark: full validation of a generated estate of 10,000 guests.
 //!
-//! Reports the time of `validate` (parse, span index, schema, typed, semantic checks) over several runs and
+//! Reports the time of `validate` (scan into a tape, schema, typed, semantic checks) over several runs and
 //! the peak resident memory of the process. Targets on the 2-core machines: under 300 ms and under 200 MB.
 //! Run with `cargo bench -p phoenix-core --bench validate` or `cargo xtask bench`.
 

@@ -396,3 +396,90 @@ fn quoted(text: &str) -> String {
     let start: String = text.chars().take(LIMIT).collect();
     format!("\"{}…\" ({length} characters)", start.escape_debug())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lint::tape::{self, TapeNode};
+
+    /// The errors a validator finds, as (instance pointer, message), sorted.
+    fn on_value(kind: FileKind, value: &Value) -> Vec<(String, String)> {
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&compiled(kind).document)
+            .expect("schema compiles");
+        let mut errors: Vec<(String, String)> = validator
+            .iter_errors(value)
+            .map(|error| (error.instance_path().as_str().to_owned(), error.to_string()))
+            .collect();
+        errors.sort();
+        errors
+    }
+
+    fn on_tape(kind: FileKind, text: &str) -> Vec<(String, String)> {
+        let entries = tape::scan(text).expect("valid JSON");
+        let root = TapeNode::root(text, &entries).expect("a root");
+        let mut errors: Vec<(String, String)> = compiled(kind)
+            .validator
+            .iter_errors(root)
+            .map(|error| (error.instance_path().as_str().to_owned(), error.to_string()))
+            .collect();
+        errors.sort();
+        assert_eq!(compiled(kind).validator.is_valid(root), errors.is_empty());
+        errors
+    }
+
+    /// The schema reads the tape as it reads a `serde_json::Value`: the same errors at the same places, on
+    /// the examples and on breakages of every kind of keyword.
+    #[test]
+    fn the_tape_validates_as_a_value_does() {
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/homelab");
+        type Breakage = (&'static str, fn(&mut Value));
+        let breakages: [Breakage; 7] = [
+            ("as written", |_| {}),
+            ("wrong type", |lxc| {
+                lxc["lxc_configs"]["901"]["memory_mb"] = "lots".into()
+            }),
+            ("unknown key", |lxc| {
+                lxc["lxc_configs"]["901"]["memroy_mb"] = 1.into()
+            }),
+            ("not in the enum", |lxc| {
+                lxc["lxc_configs"]["901"]["gpu_assignment"] = "maybe".into()
+            }),
+            ("missing key", |lxc| {
+                lxc["lxc_configs"]["901"]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("name");
+            }),
+            ("bad key", |lxc| {
+                lxc["lxc_configs"]["abc"] = serde_json::json!({"name": "x"})
+            }),
+            ("escaped string", |lxc| {
+                lxc["lxc_configs"]["901"]["name"] = "tab\there \u{e9}\"".into()
+            }),
+        ];
+        for (what, breakage) in breakages {
+            let text =
+                std::fs::read_to_string(format!("{examples}/phoenix_lxc_configs.json")).expect("example");
+            let mut value: Value = serde_json::from_str(&text).expect("JSON");
+            breakage(&mut value);
+            let text = serde_json::to_string_pretty(&value).expect("serialises");
+            let expected = on_value(FileKind::Lxc, &value);
+            assert_eq!(on_tape(FileKind::Lxc, &text), expected, "{what}");
+            assert_eq!(expected.is_empty(), what == "as written", "{what}: {expected:?}");
+        }
+        // Escapes, as a hand writes them: the name is valid only once `\u0041` is read as `A`.
+        let text = std::fs::read_to_string(format!("{examples}/phoenix_lxc_configs.json")).expect("example");
+        let escaped = text.replacen(r#""name": ""#, r#""name": "\u0041b\u0063-"#, 1);
+        assert_ne!(escaped, text);
+        let value: Value = serde_json::from_str(&escaped).expect("JSON");
+        assert_eq!(on_tape(FileKind::Lxc, &escaped), on_value(FileKind::Lxc, &value));
+        assert!(on_value(FileKind::Lxc, &value).is_empty());
+        for kind in [FileKind::Hypervisor, FileKind::Vm, FileKind::Stacks] {
+            let text = std::fs::read_to_string(format!("{examples}/{}", kind.file_name())).expect("example");
+            let value: Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(on_tape(kind, &text), on_value(kind, &value), "{kind:?}");
+        }
+    }
+}
