@@ -266,11 +266,7 @@ impl SpanIndex {
             let entry = self.entries[node as usize];
             pointer.push('/');
             match entry.key() {
-                Some(key) => {
-                    let quoted = &text[key];
-                    let key = serde_json::from_str::<String>(quoted).unwrap_or_else(|_| quoted.to_owned());
-                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                }
+                Some(_) => pointer.push_str(&entry.key_text(text).replace('~', "~0").replace('/', "~1")),
                 None => pointer.push_str(&position.to_string()),
             }
         }
@@ -289,7 +285,7 @@ impl SpanIndex {
             let entry = self.entries[child as usize];
             let matches = match wanted_index {
                 Some(index) => index == position,
-                None => key_equals(&text[entry.key_start as usize..entry.key_end as usize], token),
+                None => entry.key_text(text) == token,
             };
             if matches {
                 return Some(child);
@@ -298,16 +294,6 @@ impl SpanIndex {
             child = entry.next_sibling;
         }
         None
-    }
-}
-
-/// Compares a quoted JSON key with an unescaped pointer token.
-fn key_equals(quoted: &str, token: &str) -> bool {
-    let inner = &quoted[1..quoted.len() - 1];
-    if inner.contains('\\') {
-        serde_json::from_str::<String>(quoted).is_ok_and(|key| key == token)
-    } else {
-        inner == token
     }
 }
 

@@ -59,6 +59,14 @@ impl Entry {
     pub(crate) fn value(&self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
     }
+
+    /// The key naming the value, read (escapes resolved); empty for the root and array items.
+    pub(crate) fn key_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.key() {
+            Some(key) => unquote(&text[key], self.key_escaped),
+            None => Cow::Borrowed(""),
+        }
+    }
 }
 
 /// Scans `text` into entries; `None` when the text is not JSON that serde_json would accept.
@@ -106,11 +114,11 @@ impl Scanner<'_> {
         });
         let kind = match self.peek()? {
             b'{' if depth + 1 < DEPTH_LIMIT => {
-                self.object(index, depth + 1)?;
+                self.container(index, depth + 1, b'}')?;
                 Kind::Object
             }
             b'[' if depth + 1 < DEPTH_LIMIT => {
-                self.array(index, depth + 1)?;
+                self.container(index, depth + 1, b']')?;
                 Kind::Array
             }
             b'"' => {
@@ -132,36 +140,26 @@ impl Scanner<'_> {
         Some(index)
     }
 
-    fn object(&mut self, parent: u32, depth: usize) -> Option<()> {
+    /// Reads an object or an array from its opening bracket, linking its values under `parent`.
+    fn container(&mut self, parent: u32, depth: usize, close: u8) -> Option<()> {
         self.at += 1;
         self.skip_whitespace();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.at += 1;
             return Some(());
         }
         let mut previous = NONE;
         let mut count = 0u32;
         loop {
-            self.skip_whitespace();
-            if self.peek()? != b'"' {
-                return None;
-            }
-            let key_start = self.at;
-            let key_escaped = self.string()?;
-            let key_end = self.at;
-            self.skip_whitespace();
-            if self.peek()? != b':' {
-                return None;
-            }
-            self.at += 1;
-            let child = self.value(Some((key_start, key_end, key_escaped)), depth)?;
+            let key = if close == b'}' { Some(self.key()?) } else { None };
+            let child = self.value(key, depth)?;
             self.link(parent, previous, child);
             previous = child;
             count += 1;
             self.skip_whitespace();
             match self.peek()? {
                 b',' => self.at += 1,
-                b'}' => {
+                byte if byte == close => {
                     self.at += 1;
                     break;
                 }
@@ -172,32 +170,21 @@ impl Scanner<'_> {
         Some(())
     }
 
-    fn array(&mut self, parent: u32, depth: usize) -> Option<()> {
-        self.at += 1;
+    /// Reads a member's key and its colon: the key's range with its quotes, and whether it holds an escape.
+    fn key(&mut self) -> Option<(usize, usize, bool)> {
         self.skip_whitespace();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(());
+        if self.peek()? != b'"' {
+            return None;
         }
-        let mut previous = NONE;
-        let mut count = 0u32;
-        loop {
-            let child = self.value(None, depth)?;
-            self.link(parent, previous, child);
-            previous = child;
-            count += 1;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    break;
-                }
-                _ => return None,
-            }
+        let start = self.at;
+        let escaped = self.string()?;
+        let end = self.at;
+        self.skip_whitespace();
+        if self.peek()? != b':' {
+            return None;
         }
-        self.entries[parent as usize].children = count;
-        Some(())
+        self.at += 1;
+        Some((start, end, escaped))
     }
 
     fn link(&mut self, parent: u32, previous: u32, child: u32) {
@@ -476,8 +463,7 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
         let node = self.0;
         let mut child = node.first_child();
         while let Some(entry) = node.entries.get(child as usize) {
-            let quoted = &node.text[entry.key_start as usize..entry.key_end as usize];
-            if unquote(quoted, entry.key_escaped) == key.as_str() {
+            if entry.key_text(node.text) == key.as_str() {
                 return Some(node.at(child));
             }
             child = entry.next_sibling;
@@ -486,29 +472,19 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
     }
 
     fn members(&self) -> Members<'a> {
-        Members {
-            node: self.0,
-            next: self.0.first_child(),
-        }
+        Members(TapeArray(self.0).elements())
     }
 }
 
-/// The members of an object, in document order.
-pub(crate) struct Members<'a> {
-    node: TapeNode<'a>,
-    next: u32,
-}
+/// The members of an object, in document order: its values, each with its key.
+pub(crate) struct Members<'a>(Items<'a>);
 
 impl<'a> Iterator for Members<'a> {
     type Item = (Cow<'a, str>, TapeNode<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let node = self.node;
-        let entry = node.entries.get(self.next as usize)?;
-        let member = node.at(self.next);
-        self.next = entry.next_sibling;
-        let quoted = &node.text[entry.key_start as usize..entry.key_end as usize];
-        Some((unquote(quoted, entry.key_escaped), member))
+        let member = self.0.next()?;
+        Some((member.entry()?.key_text(member.text), member))
     }
 }
 
@@ -532,7 +508,7 @@ impl<'a> Array<'a, TapeJson> for TapeArray<'a> {
     }
 }
 
-/// The items of an array, in order.
+/// The values under a container (an array's items, an object's values), in order.
 pub(crate) struct Items<'a> {
     node: TapeNode<'a>,
     next: u32,
