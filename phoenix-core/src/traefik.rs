@@ -805,7 +805,7 @@ mod tests {
         let live = observed(
             "http:\n  routers:\n    a:\n      service: a\n      rule: Host(`a`)\ntcp:\n  routers: {}\n",
         );
-        let found = diff_owned(&Address::Sync("traefik".into()), &desired, Some(&live));
+        let found = diff_owned(&Address::Sync("traefik".into()), desired.clone(), Some(&live));
         assert_eq!(found.len(), 1);
         let fields: Vec<(&str, bool)> = found[0]
             .fields
@@ -814,7 +814,7 @@ mod tests {
             .collect();
         assert_eq!(fields, [("other", false)]);
         let same = observed(&config.to_yaml());
-        assert!(diff_owned(&Address::Sync("traefik".into()), &desired, Some(&same)).is_empty());
+        assert!(diff_owned(&Address::Sync("traefik".into()), desired, Some(&same)).is_empty());
         assert!(observed("http: [").fields.contains_key("file"));
         assert_eq!(observed(&DynamicConfig::default().to_yaml()), Observed::default());
     }

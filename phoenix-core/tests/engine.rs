@@ -304,7 +304,7 @@ impl phoenix_core::Differ for RiskyHost {
         if observed.is_some() {
             return Vec::new();
         }
-        let mut change = phoenix_core::Change::create(desired.address.clone(), &desired.declared_fields());
+        let mut change = phoenix_core::Change::create(desired.address.clone(), desired.declared_fields());
         for field in &mut change.fields {
             field.consequence = Consequence::Risky;
         }
@@ -681,7 +681,7 @@ impl phoenix_core::Manager for Panicking {
     ) -> Vec<phoenix_core::Change> {
         vec![phoenix_core::Change::create(
             desired.address.clone(),
-            &BTreeMap::new(),
+            BTreeMap::new(),
         )]
     }
 

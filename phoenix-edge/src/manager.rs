@@ -304,14 +304,14 @@ impl Manager for EdgeManager {
         let address = &desired.address;
         match sync_step(desired) {
             Some(SyncStep::Certificate(certificate)) => {
-                diff_declared(address, &certificate.fields(), observed)
+                diff_declared(address, certificate.fields(), observed)
             }
             Some(SyncStep::PublicDns(zone)) => public_dns::diff(address, zone, observed),
-            Some(SyncStep::InternalDns(view)) => diff_owned(address, &dns::fields(view), observed),
+            Some(SyncStep::InternalDns(view)) => diff_owned(address, dns::fields(view), observed),
             Some(SyncStep::Gateway(_)) if let Some((site, _)) = &self.gateway => {
-                diff_declared(address, &gateway::fields(site), observed)
+                diff_declared(address, gateway::fields(site), observed)
             }
-            _ => diff_owned(address, &desired.declared_fields(), observed),
+            _ => diff_owned(address, desired.declared_fields(), observed),
         }
     }
 

@@ -149,7 +149,7 @@ pub fn diff(address: &Address, zone: &PublicZone, observed: Option<&Observed>) -
         observed.fields.remove(ZONE_SIZE);
         observed
     });
-    let mut changes = diff_owned(address, &zone.fields(), observed.as_ref());
+    let mut changes = diff_owned(address, zone.fields(), observed.as_ref());
     for change in &mut changes {
         let touched: usize = change
             .fields

@@ -57,7 +57,7 @@ pub(crate) fn diff(
 ) -> Vec<Change> {
     let fields = desired(step);
     let Some(observed) = observed else {
-        return vec![Change::create(address.clone(), &fields)];
+        return vec![Change::create(address.clone(), fields)];
     };
     let changed = diff_fields(&fields, &observed.fields, |field, _, _| match step {
         AccessStep::Token(_) if field == token::SECRET_FIELD => Consequence::Destructive,

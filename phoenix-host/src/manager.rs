@@ -308,7 +308,7 @@ impl Manager for HostManager {
             _ => Consequence::Live,
         };
         let Some(observed) = observed else {
-            let mut change = Change::create(desired.address.clone(), &fields);
+            let mut change = Change::create(desired.address.clone(), fields);
             if matches!(step, HostStep::Bridge(_)) {
                 network::created(&site.network, &mut change);
             }

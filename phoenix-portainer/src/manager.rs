@@ -645,13 +645,13 @@ impl Manager for PortainerManager {
                     ("login".to_owned(), json!("ok")),
                 ]);
                 let live = observed.cloned().unwrap_or_default();
-                diff_declared(address, &wanted, Some(&live))
+                diff_declared(address, wanted, Some(&live))
             }
             (Desired::Portainer(PortainerStep::Endpoint { .. }), address) => {
-                diff_declared(address, &desired.declared_fields(), observed)
+                diff_declared(address, desired.declared_fields(), observed)
             }
             (Desired::Portainer(PortainerStep::Container { .. }), address) => {
-                let mut changes = diff_declared(address, &desired.declared_fields(), observed);
+                let mut changes = diff_declared(address, desired.declared_fields(), observed);
                 // Replacing a container Phoenix did not run destroys someone else's.
                 for field in changes.iter_mut().flat_map(|change| &mut change.fields) {
                     if field.field == "container"
@@ -667,10 +667,10 @@ impl Manager for PortainerManager {
                 changes
             }
             (Desired::Stack(config), Address::Stack { name, .. }) if self.is_direct(desired) => {
-                diff_declared(&desired.address, &self.direct_fields(name, config), observed)
+                diff_declared(&desired.address, self.direct_fields(name, config), observed)
             }
             (Desired::Stack(config), Address::Stack { name, .. }) => {
-                diff_declared(&desired.address, &self.stack_fields(name, config), observed)
+                diff_declared(&desired.address, self.stack_fields(name, config), observed)
             }
             _ => Vec::new(),
         }

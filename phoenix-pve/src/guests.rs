@@ -276,7 +276,7 @@ impl<D: GuestDiff> GuestDiffer<D> {
                     fields.insert("placement".to_owned(), Value::String(how));
                 }
             }
-            return vec![Change::create_from(desired.address.clone(), fields)];
+            return vec![Change::create(desired.address.clone(), fields)];
         };
         let changed = self.0.compare(&wanted, &observed.to_fields());
         if changed.is_empty() {

@@ -83,13 +83,8 @@ impl Change {
         }
     }
 
-    /// A creation with every desired field.
-    pub fn create(address: Address, desired: &BTreeMap<String, Value>) -> Change {
-        Change::create_from(address, desired.clone())
-    }
-
     /// A creation with every desired field, taking them: a plan of thousands of creations copies none.
-    pub fn create_from(address: Address, desired: BTreeMap<String, Value>) -> Change {
+    pub fn create(address: Address, desired: BTreeMap<String, Value>) -> Change {
         let fields = desired
             .into_iter()
             .map(|(field, value)| FieldChange {
@@ -283,13 +278,13 @@ pub fn diff_fields(
 /// change too, a removal (`new` is `None`).
 pub fn diff_owned(
     address: &Address,
-    desired: &BTreeMap<String, Value>,
+    desired: BTreeMap<String, Value>,
     observed: Option<&Observed>,
 ) -> Vec<Change> {
     let Some(observed) = observed else {
         return vec![Change::create(address.clone(), desired)];
     };
-    let mut fields = diff_fields(desired, &observed.fields, |_, _, _| Consequence::Live);
+    let mut fields = diff_fields(&desired, &observed.fields, |_, _, _| Consequence::Live);
     fields.extend(
         observed
             .fields
@@ -310,7 +305,7 @@ pub fn diff_owned(
 /// ([`diff_fields`]), each applied live.
 pub fn diff_declared(
     address: &Address,
-    desired: &BTreeMap<String, Value>,
+    desired: BTreeMap<String, Value>,
     observed: Option<&Observed>,
 ) -> Vec<Change> {
     let Some(observed) = observed else {
@@ -318,7 +313,7 @@ pub fn diff_declared(
     };
     Change::updates(
         address,
-        diff_fields(desired, &observed.fields, |_, _, _| Consequence::Live),
+        diff_fields(&desired, &observed.fields, |_, _, _| Consequence::Live),
     )
 }
 
@@ -329,7 +324,7 @@ pub struct OwnedDiffer;
 
 impl Differ for OwnedDiffer {
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
-        diff_owned(&desired.address, &desired.declared_fields(), observed)
+        diff_owned(&desired.address, desired.declared_fields(), observed)
     }
 
     fn created(&self, desired: &Resource) -> Observed {
@@ -419,7 +414,7 @@ mod tests {
     #[test]
     fn consequence_of_a_change_is_its_worst() {
         let address = Address::Lxc(101);
-        let mut change = Change::create(address.clone(), &BTreeMap::from([("cores".to_owned(), json!(1))]));
+        let mut change = Change::create(address.clone(), BTreeMap::from([("cores".to_owned(), json!(1))]));
         assert_eq!(change.consequence(), Consequence::Live);
         change.action = Action::Update;
         change.fields[0].consequence = Consequence::Restart;

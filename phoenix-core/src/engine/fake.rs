@@ -217,7 +217,7 @@ impl Manager for FakeManager {
         }
         let fields = desired.declared_fields();
         let Some(observed) = observed else {
-            return vec![Change::create(desired.address.clone(), &fields)];
+            return vec![Change::create(desired.address.clone(), fields)];
         };
         let changed = diff_fields(&fields, &observed.fields, guest_field_consequence);
         if changed.is_empty() {
