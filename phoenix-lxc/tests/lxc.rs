@@ -65,6 +65,29 @@ async fn converges_a_template_chain_and_the_second_run_writes_nothing() {
     };
     let first = harness.plan().await;
     assert_eq!(first.summary().create, 3, "{:#?}", first.entries());
+    // A creation is held lean, with no field but where it goes, and shown whole, with the same action
+    // and consequence.
+    for entry in first.entries() {
+        let [held] = entry.changes.as_slice() else {
+            panic!("one creation: {entry:#?}");
+        };
+        assert!(
+            held.fields
+                .iter()
+                .all(|field| ["node", "placement"].contains(&field.field.as_str())),
+            "{held:#?}"
+        );
+        let shown = entry.shown_changes();
+        assert_eq!(
+            (shown[0].action, shown[0].consequence()),
+            (held.action, held.consequence())
+        );
+        let names: Vec<&str> = shown[0].fields.iter().map(|field| field.field.as_str()).collect();
+        assert!(
+            names.contains(&"hostname") && names.contains(&"net0"),
+            "{names:?}"
+        );
+    }
     let report = harness.apply(&first).await;
     assert!(report.succeeded(), "{report:#?}");
 

@@ -263,19 +263,7 @@ impl<D: GuestDiff> GuestDiffer<D> {
                 .into_iter()
                 .map(|(field, value)| (field.name(), value))
                 .collect();
-            // Where the guest goes, and why there, when the configuration does not say.
-            if let Some(placement) = desired
-                .address
-                .guest_id()
-                .and_then(|vmid| self.0.placements()?.get(vmid))
-            {
-                fields
-                    .entry("node".to_owned())
-                    .or_insert_with(|| Value::String(placement.node.clone()));
-                if let Some(how) = placement.how {
-                    fields.insert("placement".to_owned(), Value::String(how));
-                }
-            }
+            self.place(desired, &mut fields);
             return vec![Change::create(desired.address.clone(), fields)];
         };
         let changed = self.0.compare(&wanted, &observed.to_fields());
@@ -293,11 +281,37 @@ impl<D: GuestDiff> GuestDiffer<D> {
             fields: changed.iter().map(TypedChange::untyped).collect(),
         }]
     }
+
+    /// Where a new guest goes, and why there, when its configuration does not say: `node` and `placement`.
+    fn place(&self, desired: &Resource, fields: &mut BTreeMap<String, Value>) {
+        let Some(placement) = desired
+            .address
+            .guest_id()
+            .and_then(|vmid| self.0.placements()?.get(vmid))
+        else {
+            return;
+        };
+        fields
+            .entry("node".to_owned())
+            .or_insert_with(|| Value::String(placement.node.clone()));
+        if let Some(how) = placement.how {
+            fields.insert("placement".to_owned(), Value::String(how));
+        }
+    }
 }
 
 impl<D: GuestDiff> Differ for GuestDiffer<D> {
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
         self.changes(desired, observed)
+    }
+
+    /// Every field of a guest's creation is live, and apply creates it from its configuration: the plan
+    /// keeps only the placement, whose node the executor reads (a configured node is the resource's).
+    fn lean_creation(&self, desired: &Resource) -> Option<Change> {
+        D::config(desired)?;
+        let mut fields = BTreeMap::new();
+        self.place(desired, &mut fields);
+        Some(Change::create(desired.address.clone(), fields))
     }
 
     fn created(&self, desired: &Resource) -> Observed {
@@ -475,6 +489,10 @@ impl<D: GuestDriver> Manager for GuestManager<D> {
 
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
         self.driver.differ().changes(desired, observed)
+    }
+
+    fn lean_creation(&self, desired: &Resource) -> Option<Change> {
+        self.driver.differ().lean_creation(desired)
     }
 
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError> {

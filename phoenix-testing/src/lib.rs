@@ -126,8 +126,8 @@ pub fn changed_fields(plan: &Plan, address: &str) -> Vec<String> {
     plan.entries()
         .iter()
         .filter(|entry| entry.address.to_string() == address)
-        .flat_map(|entry| &entry.changes)
-        .flat_map(|change| change.fields.iter().map(|field| field.field.clone()))
+        .flat_map(|entry| entry.shown_changes().into_owned())
+        .flat_map(|change| change.fields.into_iter().map(|field| field.field))
         .collect()
 }
 

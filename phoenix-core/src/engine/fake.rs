@@ -211,6 +211,10 @@ impl Manager for FakeManager {
         Ok(live)
     }
 
+    fn lean_creation(&self, desired: &Resource) -> Option<Change> {
+        self.differ.as_ref()?.lean_creation(desired)
+    }
+
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change> {
         if let Some(differ) = &self.differ {
             return differ.diff(desired, observed);

@@ -37,6 +37,13 @@ pub trait Manager: Send + Sync {
     /// Pure and synchronous: the changes that take `observed` to `desired`; `None` means absent (a create).
     fn diff(&self, desired: &Resource, observed: Option<&Observed>) -> Vec<Change>;
 
+    /// The creation of `desired` for a plan to hold instead of [`diff`](Self::diff)'s, when `diff` against
+    /// nothing can show the rest from `desired` alone: see [`Differ::lean_creation`]. The default is none.
+    fn lean_creation(&self, desired: &Resource) -> Option<Change> {
+        let _ = desired;
+        None
+    }
+
     /// Carries out one change. Safe to run again after a crash: an operation already done is not repeated.
     /// `desired` is `None` for deletions.
     async fn apply(&self, desired: Option<&Resource>, change: &Change) -> Result<(), ManagerError>;
@@ -79,6 +86,19 @@ pub trait Differ: Send + Sync {
     /// The live state right after `desired` is created: what a read would find, so that a diff of
     /// `desired` against it is empty.
     fn created(&self, desired: &Resource) -> Observed;
+
+    /// The creation of `desired` for a plan to hold instead of [`diff`](Self::diff)'s, when `diff` against
+    /// nothing shows the same creation again from `desired` alone: a plan of thousands of creations then
+    /// holds none of their fields, and asks `diff` for them one resource at a time when it is printed
+    /// ([`PlanEntry::shown_changes`](crate::engine::plan::PlanEntry::shown_changes)).
+    ///
+    /// The lean change has `diff`'s action and consequence, and of its fields those that apply reads from
+    /// the plan rather than from `desired` (the node a placement chose). The default is none: the plan holds
+    /// `diff`'s creation.
+    fn lean_creation(&self, desired: &Resource) -> Option<Change> {
+        let _ = desired;
+        None
+    }
 }
 
 /// Something an operator asks of a resource, outside convergence.

@@ -3,13 +3,16 @@
 //! [`plan`] observes the live estate through the managers (or nothing, offline), diffs each resource and
 //! orders the result. A plan is deterministic for a given configuration and observed state.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::engine::address::{Address, ResourceKind};
 use crate::engine::change::{Action, Change, Consequence, Observed};
-use crate::engine::manager::{ManagerError, Managers, Round};
+use crate::engine::manager::{Manager, ManagerError, Managers, Round};
 use crate::engine::resource::Resource;
 
 /// Version of the JSON plan format (`phoenix plan --output json`).
@@ -94,13 +97,35 @@ pub struct PlanEntry {
     pub depends_on: Vec<Address>,
     /// Resources in the plan worked on first, whatever their outcome (see [`Resource::after`]).
     pub after: Vec<Address>,
-    /// What converging it takes; empty when it is up to date.
+    /// What converging it takes; empty when it is up to date. A creation may be lean: it holds only the
+    /// fields apply reads from the plan, and [`PlanEntry::shown_changes`] has them all.
     pub changes: Vec<Change>,
     /// Its live state, when it exists (and the plan is not offline).
     pub observed: Option<Observed>,
+    /// The manager that shows a lean creation's fields, when `changes` is one.
+    shown_by: Option<ShownBy>,
+}
+
+/// The manager of a lean creation ([`crate::engine::manager::Differ::lean_creation`]).
+#[derive(Clone)]
+struct ShownBy(Arc<dyn Manager>);
+
+impl fmt::Debug for ShownBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShownBy({})", self.0.kind())
+    }
 }
 
 impl PlanEntry {
+    /// The changes as plans show them: [`PlanEntry::changes`], with every field of a lean creation, made
+    /// again from the resource by its manager (only this entry's, while it is shown).
+    pub fn shown_changes(&self) -> Cow<'_, [Change]> {
+        match (&self.shown_by, &self.resource) {
+            (Some(ShownBy(manager)), Some(resource)) => Cow::Owned(manager.diff(resource, None)),
+            _ => Cow::Borrowed(&self.changes),
+        }
+    }
+
     /// Whether the resource is already converged: it has no changes and could be read.
     pub fn is_unchanged(&self) -> bool {
         self.changes.is_empty() && self.unreachable().is_none()
@@ -314,9 +339,16 @@ pub async fn plan(
     for (kind, resources) in by_kind {
         let manager = managers.get(kind).expect("only kinds with a manager are grouped");
         for resource in resources {
-            let changes = match observed.get(&resource.address) {
-                Some(seen) if seen.unreachable.is_some() => Vec::new(),
-                seen => manager.diff(&resource, seen),
+            let seen = observed.get(&resource.address);
+            let lean = match seen {
+                None => manager.lean_creation(&resource),
+                Some(_) => None,
+            };
+            let shown_by = lean.is_some().then(|| ShownBy(manager.clone()));
+            let changes = match (lean, seen) {
+                (Some(lean), _) => vec![lean],
+                (None, Some(seen)) if seen.unreachable.is_some() => Vec::new(),
+                (None, seen) => manager.diff(&resource, seen),
             };
             entries.insert(
                 resource.address.clone(),
@@ -324,9 +356,10 @@ pub async fn plan(
                     address: resource.address.clone(),
                     depends_on: resource.depends_on.clone(),
                     after: resource.after.clone(),
-                    observed: observed.get(&resource.address).cloned(),
+                    observed: seen.cloned(),
                     resource: Some(resource),
                     changes,
+                    shown_by,
                 },
             );
         }
@@ -350,6 +383,7 @@ pub async fn plan(
                 after: Vec::new(),
                 observed: Some(seen.clone()),
                 changes,
+                shown_by: None,
             },
         );
     }

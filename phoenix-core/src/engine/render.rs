@@ -69,7 +69,7 @@ pub fn plan_text(plan: &Plan, colour: Colour) -> String {
         let _ = writeln!(out, "Targets: {} and what they depend on.\n", targets.join(", "));
     }
     for entry in plan.entries().iter().filter(|entry| !entry.is_unchanged()) {
-        for change in &entry.changes {
+        for change in entry.shown_changes().iter() {
             write_change(&mut out, entry, change, colour);
         }
     }
@@ -264,7 +264,18 @@ pub struct PlanResource<'a> {
     /// Resources it waits for.
     pub depends_on: &'a [Address],
     /// The changes, each with its fields and their old and new values.
-    pub changes: &'a [Change],
+    pub changes: ShownChanges<'a>,
+}
+
+/// The changes of one entry as [`PlanEntry::shown_changes`] has them, made as they are written: a lean
+/// creation's fields are held only while its resource is serialised.
+#[derive(Debug)]
+pub struct ShownChanges<'a>(&'a PlanEntry);
+
+impl Serialize for ShownChanges<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.shown_changes().serialize(serializer)
+    }
 }
 
 /// Builds the JSON document of a plan.
@@ -286,7 +297,7 @@ pub fn plan_document(plan: &Plan) -> PlanDocument<'_> {
             unreachable: entry.unreachable(),
             consequence: entry.consequence(),
             depends_on: &entry.depends_on,
-            changes: &entry.changes,
+            changes: ShownChanges(entry),
         })
         .collect();
     PlanDocument {
