@@ -50,8 +50,7 @@ fn guest_address(estate: &Estate, id: u32) -> Option<String> {
 
 /// The Traefik container's static address, when one is declared.
 fn traefik_address(estate: &Estate) -> Option<String> {
-    let (declared, _) = crate::traefik::declared(estate);
-    guest_address(estate, declared.proxy?)
+    guest_address(estate, crate::traefik::proxy(estate)?)
 }
 
 /// The routes of `gateway`, each upstream resolved; `Err` names a route whose upstream cannot be.

@@ -16,7 +16,7 @@ use crate::config::FileKind;
 use crate::engine::change::Observed;
 use crate::lint::diagnostic::Problem;
 use crate::lint::schema::escape_pointer_token;
-use crate::model::{Estate, GuestSpec};
+use crate::model::{Estate, Guest, GuestSpec};
 use labels::{Label, Section, Step};
 
 /// The directory Traefik's file provider watches in the proxy container (the `traefik` feature's).
@@ -235,13 +235,11 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
     let mut routed = Vec::new();
 
     for guest in estate.guests().values() {
-        let (service, features) = match &guest.spec {
-            GuestSpec::Container(container) => (container.traefik_service.as_ref(), &container.features),
-            GuestSpec::Vm(vm) => (vm.traefik_service.as_ref(), &vm.features),
+        let service = match &guest.spec {
+            GuestSpec::Container(container) => container.traefik_service.as_ref(),
+            GuestSpec::Vm(vm) => vm.traefik_service.as_ref(),
         };
-        if matches!(guest.spec, GuestSpec::Container(_))
-            && features.iter().any(|feature| feature == PROXY_FEATURE)
-        {
+        if runs_traefik(guest) {
             proxies.push(guest);
         }
         let address = guest.static_address();
@@ -385,6 +383,21 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
         },
         problems,
     )
+}
+
+/// The container that runs the estate's Traefik, as [`declared`] finds it, without building the routes:
+/// the first with the [`PROXY_FEATURE`] (a second one is an error of `declared`).
+pub fn proxy(estate: &Estate) -> Option<u32> {
+    estate
+        .guests()
+        .values()
+        .find(|guest| runs_traefik(guest))
+        .map(|guest| guest.id)
+}
+
+fn runs_traefik(guest: &Guest) -> bool {
+    matches!(&guest.spec, GuestSpec::Container(container)
+        if container.features.iter().any(|feature| feature == PROXY_FEATURE))
 }
 
 fn host_rule(name: &str, domain: Option<&str>) -> String {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::model::Estate;
+use crate::traefik::Declared;
 use crate::traefik::labels::Section;
 
 pub mod public;
@@ -51,8 +52,9 @@ pub struct Listen {
     pub port: u16,
 }
 
-/// The internal view the estate declares, when `dns_server.enabled`.
-pub fn internal_view(estate: &Estate) -> Option<InternalDns> {
+/// The internal view the estate declares, when `dns_server.enabled`: its guests, and the hosts of the
+/// routes `traefik` (the estate's [`crate::traefik::declared`]) sends to its proxy.
+pub fn internal_view(estate: &Estate, traefik: &Declared) -> Option<InternalDns> {
     let hypervisor = &estate.files().hypervisor;
     let server = hypervisor.dns_server.as_ref().filter(|server| server.enabled)?;
     let domain = hypervisor.domain_name.as_deref();
@@ -67,7 +69,6 @@ pub fn internal_view(estate: &Estate) -> Option<InternalDns> {
         }
         records.insert(name, address);
     }
-    let (traefik, _) = crate::traefik::declared(estate);
     if let Some(address) = traefik
         .proxy
         .and_then(|proxy| estate.guest(proxy)?.static_address().map(str::to_owned))

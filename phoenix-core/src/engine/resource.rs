@@ -1121,6 +1121,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
 
     // Sync steps after the guests they publish. Traefik's also after its own container, which it writes to.
     let (traefik, _) = traefik::declared(estate);
+    let internal_dns = crate::dns::internal_view(estate, &traefik);
     if let Some(proxy) = traefik.proxy {
         let mut depends_on: Vec<Address> = traefik.routed.iter().copied().filter_map(address_of).collect();
         depends_on.extend(address_of(proxy));
@@ -1161,7 +1162,7 @@ pub fn resources(estate: &Estate) -> Vec<Resource> {
             .collect();
         resources.push(step);
     }
-    if let Some(view) = crate::dns::internal_view(estate) {
+    if let Some(view) = internal_dns {
         let depends_on = view.container.and_then(address_of).into_iter().collect();
         resources.push(sync_step(
             "dns/internal",
