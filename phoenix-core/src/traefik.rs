@@ -152,6 +152,7 @@ impl DynamicConfig {
         Ok((config, other))
     }
 
+    #[cfg(test)]
     fn insert(&mut self, section: Section, name: &str, value: Value) {
         self.entries.insert((section, name.to_owned()), value);
     }
@@ -227,10 +228,39 @@ struct Origin {
 /// (a label Phoenix cannot read, two definitions of one name, a reference to nothing) and warnings (a
 /// guest's route replaced by a stack's labels, routes and no proxy).
 pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
+    let (definitions, proxy, routed, problems) = declare(estate);
+    let config = DynamicConfig {
+        entries: definitions
+            .into_iter()
+            .map(|(key, definition)| (key, definition.into_value()))
+            .collect(),
+    };
+    (
+        Declared {
+            proxy,
+            config,
+            routed,
+        },
+        problems,
+    )
+}
+
+/// The problems of [`declared`], without making the configuration it declares.
+pub fn problems(estate: &Estate) -> Vec<Problem> {
+    declare(estate).3
+}
+
+/// Definitions, or their origins, by section and name.
+type ByName<T> = BTreeMap<(Section, String), T>;
+
+/// The definitions, the proxy, the guests routed, and the problems.
+type Declarations = (ByName<Definition>, Option<u32>, Vec<u32>, Vec<Problem>);
+
+fn declare(estate: &Estate) -> Declarations {
     let mut problems = Vec::new();
     let files = estate.files();
     let domain = files.hypervisor.domain_name.as_deref();
-    let mut declarations: Vec<(Section, String, Value, Origin)> = Vec::new();
+    let mut declarations: Vec<(Section, String, Definition, Origin)> = Vec::new();
     let mut proxies = Vec::new();
     let mut routed = Vec::new();
 
@@ -263,15 +293,18 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
             declarations.push((
                 Section::Router,
                 service.name.clone(),
-                serde_json::json!({ "rule": host_rule(&service.name, domain), "service": service.name }),
+                Definition::Router {
+                    rule: host_rule(&service.name, domain),
+                    service: service.name.clone(),
+                },
                 origin.clone(),
             ));
             declarations.push((
                 Section::Service,
                 service.name.clone(),
-                serde_json::json!({ "loadBalancer": { "servers": [
-                    { "url": format!("{scheme}://{address}:{}", service.port) }
-                ] } }),
+                Definition::Server {
+                    url: format!("{scheme}://{address}:{}", service.port),
+                },
                 origin,
             ));
             routed.push(guest.id);
@@ -318,7 +351,7 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
                 for (section, entry_name, value) in
                     finish_service(entries, address, domain, &origin, &mut problems)
                 {
-                    declarations.push((section, entry_name, value, origin.clone()));
+                    declarations.push((section, entry_name, Definition::Value(value), origin.clone()));
                 }
             }
             if any && !routed.contains(&guest.id) {
@@ -327,12 +360,15 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
         }
     }
 
-    let (config, origins) = merge(declarations, &mut problems);
-    check_references(&config, &origins, &mut problems);
+    let (definitions, origins) = merge(declarations, &mut problems);
+    check_references(&definitions, &origins, &mut problems);
 
     let proxy = match proxies.as_slice() {
         [] => {
-            if let Some(first) = config.names(Section::Router).next() {
+            if let Some((_, first)) = definitions
+                .keys()
+                .find(|(section, _)| *section == Section::Router)
+            {
                 problems.push(
                     Problem::warning(
                         "phoenix::traefik::no_proxy",
@@ -375,14 +411,59 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
         }
     };
     routed.sort_unstable();
-    (
-        Declared {
-            proxy,
-            config,
-            routed,
-        },
-        problems,
-    )
+    (definitions, proxy, routed, problems)
+}
+
+/// One definition as declared. A guest's `traefik_service` makes a router and a service of one shape
+/// each, kept as their parts: the checks of an estate of ten thousand routes compare and resolve them
+/// without making a JSON object for each, and [`declared`] makes the objects of the file it writes.
+#[derive(Debug, Clone, PartialEq)]
+enum Definition {
+    /// From a stack's labels.
+    Value(Value),
+    /// `{"rule": rule, "service": service}`.
+    Router { rule: String, service: String },
+    /// `{"loadBalancer": {"servers": [{"url": url}]}}`.
+    Server { url: String },
+}
+
+impl Definition {
+    fn into_value(self) -> Value {
+        match self {
+            Definition::Value(value) => value,
+            Definition::Router { rule, service } => serde_json::json!({ "rule": rule, "service": service }),
+            Definition::Server { url } => {
+                serde_json::json!({ "loadBalancer": { "servers": [{ "url": url }] } })
+            }
+        }
+    }
+
+    /// The other definitions a router names: its service, middlewares and TLS options.
+    fn references(&self) -> Vec<(Section, &str)> {
+        let router = match self {
+            Definition::Router { service, .. } => return vec![(Section::Service, service.as_str())],
+            Definition::Server { .. } => return Vec::new(),
+            Definition::Value(router) => router,
+        };
+        let mut wanted: Vec<(Section, &str)> = Vec::new();
+        if let Some(service) = router.get("service").and_then(Value::as_str) {
+            wanted.push((Section::Service, service));
+        }
+        for middleware in router
+            .get("middlewares")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(middleware) = middleware.as_str() {
+                wanted.push((Section::Middleware, middleware));
+            }
+        }
+        if let Some(options) = router.pointer("/tls/options").and_then(Value::as_str) {
+            wanted.push((Section::TlsOptions, options));
+        }
+        wanted
+    }
 }
 
 /// The container that runs the estate's Traefik, as [`declared`] finds it, without building the routes:
@@ -628,14 +709,17 @@ fn finish_service(
 /// under that name (a warning says so); replicas of one stack on several VMs share routers and gather
 /// their servers into one service; any other second definition is an error.
 fn merge(
-    declarations: Vec<(Section, String, Value, Origin)>,
+    declarations: Vec<(Section, String, Definition, Origin)>,
     problems: &mut Vec<Problem>,
-) -> (DynamicConfig, BTreeMap<(Section, String), Origin>) {
-    let mut grouped: BTreeMap<(Section, String), Vec<(Value, Origin)>> = BTreeMap::new();
-    for (section, name, value, origin) in declarations {
-        grouped.entry((section, name)).or_default().push((value, origin));
+) -> (ByName<Definition>, ByName<Origin>) {
+    let mut grouped: ByName<Vec<(Definition, Origin)>> = BTreeMap::new();
+    for (section, name, definition, origin) in declarations {
+        grouped
+            .entry((section, name))
+            .or_default()
+            .push((definition, origin));
     }
-    let mut config = DynamicConfig::default();
+    let mut definitions = BTreeMap::new();
     let mut origins = BTreeMap::new();
     let mut replaced: Vec<(u32, String)> = Vec::new();
     for ((section, name), mut group) in grouped {
@@ -663,18 +747,26 @@ fn merge(
             }
             !shadowed
         });
+        // Several definitions of one name are compared as the objects they make.
+        if group.len() > 1 {
+            for (definition, _) in &mut group {
+                let value = std::mem::replace(definition, Definition::Value(Value::Null)).into_value();
+                *definition = Definition::Value(value);
+            }
+        }
         let mut group = group.into_iter();
         let Some((mut merged, first)) = group.next() else {
             continue;
         };
-        for (value, origin) in group {
-            if value == merged {
+        for (definition, origin) in group {
+            if definition == merged {
                 continue;
             }
             if section == Section::Service
-                && let Some(joined) = join_servers(&merged, &value)
+                && let (Definition::Value(left), Definition::Value(right)) = (&merged, &definition)
+                && let Some(joined) = join_servers(left, right)
             {
-                merged = joined;
+                merged = Definition::Value(joined);
                 continue;
             }
             if !first.from_stack && !origin.from_stack {
@@ -700,10 +792,10 @@ fn merge(
                 )),
             );
         }
-        config.insert(section, &name, merged);
+        definitions.insert((section, name.clone()), merged);
         origins.insert((section, name), first);
     }
-    (config, origins)
+    (definitions, origins)
 }
 
 /// Two load balancers that differ only in their servers, as one with the servers of both.
@@ -734,33 +826,15 @@ fn join_servers(left: &Value, right: &Value) -> Option<Value> {
 }
 
 /// Routers name services, middlewares and TLS options that exist (or another provider's: `name@provider`).
-fn check_references(
-    config: &DynamicConfig,
-    origins: &BTreeMap<(Section, String), Origin>,
-    problems: &mut Vec<Problem>,
-) {
-    for name in config.names(Section::Router) {
-        let origin = &origins[&(Section::Router, name.to_owned())];
-        let router = config.get(Section::Router, name).expect("listed");
-        let mut wanted: Vec<(Section, &str)> = Vec::new();
-        if let Some(service) = router.get("service").and_then(Value::as_str) {
-            wanted.push((Section::Service, service));
-        }
-        for middleware in router
-            .get("middlewares")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(middleware) = middleware.as_str() {
-                wanted.push((Section::Middleware, middleware));
-            }
-        }
-        if let Some(options) = router.pointer("/tls/options").and_then(Value::as_str) {
-            wanted.push((Section::TlsOptions, options));
-        }
-        for (section, target) in wanted {
-            if target.contains('@') || config.get(section, target).is_some() {
+fn check_references(definitions: &ByName<Definition>, origins: &ByName<Origin>, problems: &mut Vec<Problem>) {
+    let routers = definitions
+        .iter()
+        .filter(|((section, _), _)| *section == Section::Router);
+    for (key, router) in routers {
+        let name = &key.1;
+        let origin = &origins[key];
+        for (section, target) in router.references() {
+            if target.contains('@') || definitions.contains_key(&(section, target.to_owned())) {
                 continue;
             }
             problems.push(

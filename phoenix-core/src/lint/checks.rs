@@ -59,7 +59,7 @@ pub(crate) fn check(estate: &Estate, options: &CheckOptions) -> Vec<Problem> {
     connection::check(&estate.files().hypervisor, &mut problems);
     access::check(&estate.files().hypervisor, &mut problems);
     check_traefik_names(estate, &mut problems);
-    problems.extend(crate::traefik::declared(estate).1);
+    problems.extend(crate::traefik::problems(estate));
     if let Some(compose_files) = &options.compose_files {
         compose::check(estate, compose_files, &mut problems);
     }
