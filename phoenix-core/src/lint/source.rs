@@ -212,6 +212,13 @@ impl SpanIndex {
                     keys.push(&text[entry.key_start as usize..entry.key_end as usize]);
                     child = entry.next_sibling;
                 }
+                // Most objects have a few keys: comparing each with those before it beats sorting them.
+                if keys.len() <= 8 {
+                    return keys
+                        .iter()
+                        .enumerate()
+                        .any(|(index, key)| keys[..index].contains(key));
+                }
                 keys.sort_unstable();
                 keys.windows(2).any(|pair| pair[0] == pair[1])
             });

@@ -5,7 +5,9 @@
 //! error: it may exist on the cluster (made in the GUI, or by another tool), which `validate` cannot see.
 //! If it does not, Proxmox refuses the rule (`no such alias`) and only that resource fails.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 
 use crate::config::firewall::{AddressSpec, MACROS, ObjectKind, canonical_macro, proxmox_cidr};
 use crate::config::hypervisor::HostFirewall;
@@ -55,33 +57,59 @@ pub(crate) fn check_rules(
     problems: &mut Vec<Problem>,
 ) {
     let file = list.file;
+    // A guest's few rules are compared with those before them; a long list (a node's) through a map.
     let mut seen: HashMap<&FirewallRule, usize> = HashMap::new();
+    let long = rules.len() > 16;
     for (index, rule) in rules.iter().enumerate() {
-        let rule_pointer = format!("{pointer}/{index}");
+        // Written out only for a problem: the rules of ten thousand guests make none.
+        let rule_pointer = RulePointer { list: pointer, index };
         check_rule(file, &rule_pointer, rule, problems);
         check_rule_names(list, &rule_pointer, rule, problems);
-        if let Some(first) = seen.get(rule) {
+        let first = if long {
+            seen.get(rule).copied()
+        } else {
+            rules[..index].iter().position(|earlier| earlier == rule)
+        };
+        if let Some(first) = first {
             problems.push(
                 Problem::warning(
                     "phoenix::firewall::duplicate_rule",
                     file,
-                    rule_pointer,
+                    rule_pointer.to_string(),
                     format!("this rule repeats rule {first} of the same list"),
                 )
                 .with_label("duplicate rule")
                 .with_help("remove the copy: rules are compared by content, so both map to one Proxmox rule"),
             );
-        } else {
+        } else if long {
             seen.insert(rule, index);
         }
     }
 }
 
-fn check_rule(file: FileKind, pointer: &str, rule: &FirewallRule, problems: &mut Vec<Problem>) {
-    let protocol = rule.proto.as_deref().map(str::to_ascii_lowercase);
+/// The JSON pointer of one rule of a list.
+struct RulePointer<'a> {
+    list: &'a str,
+    index: usize,
+}
+
+impl fmt::Display for RulePointer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.list, self.index)
+    }
+}
+
+fn check_rule(file: FileKind, pointer: &RulePointer<'_>, rule: &FirewallRule, problems: &mut Vec<Problem>) {
+    let protocol =
+        rule.proto.as_deref().map(
+            |protocol| match protocol.bytes().any(|byte| byte.is_ascii_uppercase()) {
+                true => Cow::Owned(protocol.to_ascii_lowercase()),
+                false => Cow::Borrowed(protocol),
+            },
+        );
     if let Some(protocol) = &protocol {
         let numeric = protocol.parse::<u8>().is_ok();
-        if !numeric && !PROTOCOLS.contains(&protocol.as_str()) {
+        if !numeric && !PROTOCOLS.contains(&protocol.as_ref()) {
             problems.push(
                 Problem::error(
                     "phoenix::firewall::unknown_protocol",
@@ -100,10 +128,10 @@ fn check_rule(file: FileKind, pointer: &str, rule: &FirewallRule, problems: &mut
     let takes_ports = matches!(protocol.as_deref(), Some("tcp" | "udp" | "sctp" | "udplite"));
     for (key, value) in [("port", &rule.port), ("sport", &rule.sport)] {
         let Some(value) = value else { continue };
-        let key_pointer = format!("{pointer}/{key}");
+        let key_pointer = || format!("{pointer}/{key}");
         if let Err(reason) = parse_ports(value) {
             problems.push(
-                Problem::error("phoenix::firewall::bad_port", file, key_pointer, reason)
+                Problem::error("phoenix::firewall::bad_port", file, key_pointer(), reason)
                     .with_label("not a port list")
                     .with_help(
                         "write a port (`22`), a range (`8000:8010`) or a comma list (`80,443`), 1 to 65535",
@@ -118,7 +146,7 @@ fn check_rule(file: FileKind, pointer: &str, rule: &FirewallRule, problems: &mut
                 Problem::error(
                     "phoenix::firewall::port_without_protocol",
                     file,
-                    key_pointer,
+                    key_pointer(),
                     message,
                 )
                 .with_label("port given here")
@@ -150,7 +178,12 @@ fn check_rule(file: FileKind, pointer: &str, rule: &FirewallRule, problems: &mut
 }
 
 /// The names a rule uses: its macro, the group it jumps to, the aliases and IP sets it matches.
-fn check_rule_names(list: RuleList<'_>, pointer: &str, rule: &FirewallRule, problems: &mut Vec<Problem>) {
+fn check_rule_names(
+    list: RuleList<'_>,
+    pointer: &RulePointer<'_>,
+    rule: &FirewallRule,
+    problems: &mut Vec<Problem>,
+) {
     let file = list.file;
     if let Some(name) = &rule.macro_name
         && canonical_macro(name).is_none()
@@ -328,4 +361,48 @@ pub(crate) fn check_objects(host: &HostFirewall, base: &str, problems: &mut Vec<
 
 fn is_ip_or_cidr(text: &str) -> bool {
     !text.contains('-') && !text.contains(',') && parse_address_match(text).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The duplicates of a list of `len` rules where rule `copy` repeats rule `of`: lists of a few rules
+    /// are searched, longer ones hashed, and both name the first rule and the copy's pointer.
+    fn duplicates(len: usize, of: usize, copy: usize) -> Vec<(String, String)> {
+        let rule = |port: usize| -> FirewallRule {
+            serde_json::from_value(serde_json::json!({
+                "type": "in", "action": "ACCEPT", "proto": "TCP", "port": (1000 + port).to_string()
+            }))
+            .expect("a rule")
+        };
+        let mut rules: Vec<FirewallRule> = (0..len).map(rule).collect();
+        rules[copy] = rules[of].clone();
+        let list = RuleList {
+            file: FileKind::Lxc,
+            host: None,
+            in_group: false,
+        };
+        let mut problems = Vec::new();
+        check_rules(list, "/lxc_configs/101/firewall/rules", &rules, &mut problems);
+        problems
+            .iter()
+            .map(|problem| (problem.pointer().to_owned(), problem.message().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_rule_is_found_in_short_and_long_lists() {
+        for (len, of, copy) in [(5, 1, 4), (40, 3, 37)] {
+            assert_eq!(
+                duplicates(len, of, copy),
+                [(
+                    format!("/lxc_configs/101/firewall/rules/{copy}"),
+                    format!("this rule repeats rule {of} of the same list")
+                )],
+                "{len} rules"
+            );
+        }
+        assert!(duplicates(40, 3, 3).is_empty());
+    }
 }
