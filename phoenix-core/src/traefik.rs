@@ -228,7 +228,12 @@ struct Origin {
 /// (a label Phoenix cannot read, two definitions of one name, a reference to nothing) and warnings (a
 /// guest's route replaced by a stack's labels, routes and no proxy).
 pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
-    let (definitions, proxy, routed, problems) = declare(estate);
+    let Declarations {
+        definitions,
+        proxy,
+        routed,
+        problems,
+    } = declare(estate);
     let config = DynamicConfig {
         entries: definitions
             .into_iter()
@@ -247,14 +252,19 @@ pub fn declared(estate: &Estate) -> (Declared, Vec<Problem>) {
 
 /// The problems of [`declared`], without making the configuration it declares.
 pub fn problems(estate: &Estate) -> Vec<Problem> {
-    declare(estate).3
+    declare(estate).problems
 }
 
 /// Definitions, or their origins, by section and name.
 type ByName<T> = BTreeMap<(Section, String), T>;
 
-/// The definitions, the proxy, the guests routed, and the problems.
-type Declarations = (ByName<Definition>, Option<u32>, Vec<u32>, Vec<Problem>);
+/// What [`declare`] finds: [`Declared`] before its definitions are made JSON, and the problems.
+struct Declarations {
+    definitions: ByName<Definition>,
+    proxy: Option<u32>,
+    routed: Vec<u32>,
+    problems: Vec<Problem>,
+}
 
 fn declare(estate: &Estate) -> Declarations {
     let mut problems = Vec::new();
@@ -411,7 +421,12 @@ fn declare(estate: &Estate) -> Declarations {
         }
     };
     routed.sort_unstable();
-    (definitions, proxy, routed, problems)
+    Declarations {
+        definitions,
+        proxy,
+        routed,
+        problems,
+    }
 }
 
 /// One definition as declared. A guest's `traefik_service` makes a router and a service of one shape
@@ -749,10 +764,10 @@ fn merge(
         });
         // Several definitions of one name are compared as the objects they make.
         if group.len() > 1 {
-            for (definition, _) in &mut group {
-                let value = std::mem::replace(definition, Definition::Value(Value::Null)).into_value();
-                *definition = Definition::Value(value);
-            }
+            group = group
+                .into_iter()
+                .map(|(definition, origin)| (Definition::Value(definition.into_value()), origin))
+                .collect();
         }
         let mut group = group.into_iter();
         let Some((mut merged, first)) = group.next() else {

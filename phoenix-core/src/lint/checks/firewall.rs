@@ -100,13 +100,7 @@ impl fmt::Display for RulePointer<'_> {
 }
 
 fn check_rule(file: FileKind, pointer: &RulePointer<'_>, rule: &FirewallRule, problems: &mut Vec<Problem>) {
-    let protocol =
-        rule.proto.as_deref().map(
-            |protocol| match protocol.bytes().any(|byte| byte.is_ascii_uppercase()) {
-                true => Cow::Owned(protocol.to_ascii_lowercase()),
-                false => Cow::Borrowed(protocol),
-            },
-        );
+    let protocol = rule.proto.as_deref().map(lowercase);
     if let Some(protocol) = &protocol {
         let numeric = protocol.parse::<u8>().is_ok();
         if !numeric && !PROTOCOLS.contains(&protocol.as_ref()) {
@@ -174,6 +168,15 @@ fn check_rule(file: FileKind, pointer: &RulePointer<'_>, rule: &FirewallRule, pr
                 break;
             }
         }
+    }
+}
+
+/// `text` in lower case, copied only when it has an upper-case letter.
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
